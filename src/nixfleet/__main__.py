@@ -1,0 +1,3 @@
+from nixfleet.cli.main import main
+
+main()

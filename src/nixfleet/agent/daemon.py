@@ -1,0 +1,282 @@
+"""The agent daemon: startup → run → shutdown.
+
+It dials out to the dashboard (so it works behind NAT), says hello with what it knows,
+replays whatever the dashboard has not acknowledged, then heartbeats, runs commands and
+streams output until the connection drops; then it backs off and dials again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from nixfleet import __version__
+from nixfleet.agent import status
+from nixfleet.agent.executors import Target, make_executor
+from nixfleet.agent.journal import Journal
+from nixfleet.agent.runner import Runner
+from nixfleet.core.commands import KIND_RULES, CommandKind
+from nixfleet.core.errors import ConfigError
+from nixfleet.core.hostid import canonical_host_id
+from nixfleet.core.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    Cancel,
+    Command,
+    Finished,
+    Hello,
+    Output,
+    Started,
+    Status,
+    StatusAck,
+    Welcome,
+    dashboard_message,
+)
+
+log = logging.getLogger("nixfleet.agent")
+
+
+@dataclass
+class AgentOptions:
+    url: str
+    host_id: str
+    token_file: Path
+    repo_dir: Path
+    state_dir: Path
+    system_dir: Path
+    repo_url: str = ""
+    branch: str = "main"
+    os_kind: str = "nixos"
+    macos_tool: str = "darwin-rebuild"
+    systemd_run: str = "auto"
+    allow_insecure: bool = False
+    backoff_min_s: float = 0.2
+    backoff_max_s: float = 30.0
+
+
+class Backoff:
+    """Exponential backoff with full jitter; auth failures climb faster."""
+
+    def __init__(self, floor: float, cap: float) -> None:
+        self.floor, self.cap, self.attempt = floor, cap, 0
+
+    def next_delay(self, auth_failure: bool = False) -> float:
+        self.attempt += 3 if auth_failure else 1
+        ceiling = min(self.cap, self.floor * 2 ** self.attempt)
+        return self.floor + random.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Agent:
+    def __init__(self, opts: AgentOptions) -> None:
+        self.opts = opts
+        self.host_id = canonical_host_id(opts.host_id)
+        if opts.url.startswith(("http://", "ws://")) and not opts.allow_insecure:
+            raise ConfigError("agent: refusing a plain-text URL; use https/wss or --allow-insecure")
+        self.ws_url = opts.url.replace("https://", "wss://").replace("http://", "ws://")
+        self.ws_url = self.ws_url.rstrip("/") + "/api/agent/ws"
+        self.token = ""
+        self.heartbeat_s = 15.0
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.restart_requested = False
+        self.executor = make_executor(opts.os_kind, opts.macos_tool, opts.systemd_run)
+        target = Target(self.host_id, opts.repo_dir, opts.branch)
+        self.runner = Runner(Journal(opts.state_dir), self.executor, target, self.wake.set)
+        self.backoff = Backoff(opts.backoff_min_s, opts.backoff_max_s)
+
+    # --- lifecycle ------------------------------------------------------------------
+    async def startup(self) -> None:
+        """Read the token, make sure our clone exists, re-attach to journalled commands."""
+        self.token = self.opts.token_file.read_text().strip()
+        if not self.token:
+            raise ConfigError(f"agent: token file {self.opts.token_file} is empty")
+        if not (self.opts.repo_dir / ".git").exists() and self.opts.repo_url:
+            await asyncio.to_thread(
+                subprocess.run,
+                ["git", "clone", "--branch", self.opts.branch, "--", self.opts.repo_url,
+                 str(self.opts.repo_dir)],
+                check=True, capture_output=True,
+            )
+        self.runner.reattach()
+        if self.opts.allow_insecure and self.ws_url.startswith("ws://"):
+            log.warning("agent: INSECURE plain-text connection to %s allowed", self.ws_url)
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until asked to stop."""
+        while not self.stopping.is_set():
+            auth_failure = False
+            try:
+                await self._session()
+            except InvalidStatus as exc:
+                code = exc.response.status_code
+                auth_failure = code in (401, 403)
+                log.warning("agent: dashboard refused the connection: HTTP %s", code)
+            except ConnectionClosed as exc:
+                auth_failure = exc.rcvd is not None and exc.rcvd.code in (4401, 4403)
+                reason = exc.rcvd.reason if exc.rcvd else "no close frame"
+                log.info("agent: connection closed (%s)", reason)
+            except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
+                log.info("agent: cannot reach dashboard: %s", type(exc).__name__)
+            if self.restart_requested or self.stopping.is_set():
+                return
+            delay = self.backoff.next_delay(auth_failure)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+
+    async def shutdown(self) -> None:
+        """Stop following commands; they keep running detached and are re-attached later."""
+        self.stopping.set()
+        await self.runner.close()
+
+    # --- one connection -------------------------------------------------------------
+    async def _session(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}", "X-NixFleet-Host": self.host_id}
+        async with connect(self.ws_url, additional_headers=headers, open_timeout=10,
+                           max_size=2**20, ping_interval=20) as ws:
+            await ws.send(Hello(
+                protocol=PROTOCOL_VERSION, host_id=self.host_id, agent_version=__version__,
+                status=await self._status(), known_commands=list(self.runner.entries),
+            ).model_dump_json())
+            welcome = dashboard_message.validate_json(await asyncio.wait_for(ws.recv(), 10))
+            if not isinstance(welcome, Welcome):
+                return
+            self.heartbeat_s = welcome.heartbeat_s
+            log.info("agent: connected to %s", self.ws_url)
+            connected_at = time.monotonic()
+            tasks = [asyncio.create_task(c) for c in
+                     (self._receive(ws), self._heartbeat(ws), self._flush(ws),
+                      self._wait_stop(ws))]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    t.result()
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if time.monotonic() - connected_at > 10:
+                    self.backoff.reset()
+
+    async def _wait_stop(self, ws: ClientConnection) -> None:
+        await self.stopping.wait()
+        await ws.close()
+
+    async def _status(self) -> status.HostStatus:
+        return await status.collect(self.opts.os_kind, self.opts.repo_dir, self.opts.system_dir)
+
+    async def _heartbeat(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            await ws.send(Status(status=await self._status()).model_dump_json())
+
+    async def _flush(self, ws: ClientConnection) -> None:
+        """Send every unacknowledged line and result; on a new connection, from the start."""
+        sent: dict[str, int] = {}
+        finished_sent: set[str] = set()
+        while True:
+            self.wake.clear()
+            while self.runner.warnings:
+                await ws.send(self.runner.warnings.pop(0).model_dump_json())
+            for cid, entry in list(self.runner.entries.items()):
+                mark = max(sent.get(cid, 0), entry.acked_seq)
+                fresh = [ln for ln in entry.pending if ln.seq > mark]
+                for i in range(0, len(fresh), 500):
+                    batch = fresh[i:i + 500]
+                    await ws.send(Output(command_id=cid, lines=batch).model_dump_json())
+                    sent[cid] = batch[-1].seq
+                if entry.finished is not None and cid not in finished_sent:
+                    await ws.send(entry.finished.model_dump_json())
+                    finished_sent.add(cid)
+            await self.wake.wait()
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            msg = dashboard_message.validate_json(raw)
+            if isinstance(msg, Ack):
+                self.runner.acknowledge(msg.command_id, msg.seq, msg.final)
+            elif isinstance(msg, Cancel):
+                if not self.runner.cancel(msg.command_id):
+                    log.info("agent: cancel for %s: not running here", msg.command_id)
+            elif isinstance(msg, Command):
+                await self._on_command(ws, msg)
+            elif isinstance(msg, StatusAck):
+                pass
+
+    async def _on_command(self, ws: ClientConnection, msg: Command) -> None:
+        def refuse(detail: str) -> Finished:
+            return Finished(command_id=msg.command_id, result="rejected", exit_code=None,
+                            duration_s=0, last_seq=0, detail=detail)
+        try:
+            kind = CommandKind(msg.kind)
+        except ValueError:
+            await ws.send(refuse(f"agent: unknown command {msg.kind!r}").model_dump_json())
+            return
+        if msg.command_id in self.runner.entries:
+            return  # a replay of a command we already run: the journal answers for it
+        if msg.expires_at is not None and msg.expires_at < time.time():
+            await ws.send(refuse("agent: command expired before it arrived").model_dump_json())
+        elif kind == CommandKind.RESTART:
+            await ws.send(Finished(command_id=msg.command_id, result="succeeded", exit_code=0,
+                                   duration_s=0, last_seq=0,
+                                   detail="agent restarting").model_dump_json())
+            self.restart_requested = True
+            await ws.close()
+        elif not KIND_RULES[kind].runs_process:
+            await ws.send(refuse(f"agent: {kind} is not run as a process").model_dump_json())
+        elif self.runner.busy():
+            await ws.send(refuse("agent: another command is running").model_dump_json())
+        else:
+            entry = self.runner.start(msg.command_id, kind)
+            await ws.send(Started(command_id=msg.command_id, started_at=entry.started_at)
+                          .model_dump_json())
+
+
+def _install_signals(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    count = {"n": 0}
+
+    def handler() -> None:
+        count["n"] += 1
+        if count["n"] > 1:
+            os._exit(130)  # a second signal forces the exit
+        agent.stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler)
+
+
+async def _main(opts: AgentOptions) -> bool:
+    agent = Agent(opts)
+    await agent.startup()
+    _install_signals(agent)
+    try:
+        await agent.run()
+    finally:
+        await agent.shutdown()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+    return agent.restart_requested
+
+
+def run_agent(opts: AgentOptions) -> None:
+    """Run the agent until stopped; re-execute this process when a restart was asked."""
+    if asyncio.run(_main(opts)):
+        log.info("agent: restarting")
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+

@@ -1,0 +1,112 @@
+"""The runner: starts one command at a time in the detached runner and follows it.
+
+The agent is only an observer of the command: it reads the journal files the detached
+runner writes, so a restarted agent re-attaches to a command started by its predecessor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import time
+from collections.abc import Callable
+
+from nixfleet.agent.executors import Executor, Target, plan, runner_argv
+from nixfleet.agent.journal import Entry, Journal
+from nixfleet.core.commands import KIND_RULES, CommandKind
+from nixfleet.core.protocol import Warning
+
+log = logging.getLogger("nixfleet.agent.runner")
+
+# Following a file has no readiness event to wait on portably (no inotify on macOS without
+# a dependency); 50 ms keeps the added latency below what a human notices.
+_TAIL_INTERVAL_S = 0.05
+
+
+class Runner:
+    """Own the journal entries of this agent and the tasks that follow them."""
+
+    def __init__(self, journal: Journal, executor: Executor, target: Target,
+                 on_change: Callable[[], None]) -> None:
+        self.journal = journal
+        self.executor = executor
+        self.target = target
+        self.on_change = on_change
+        self.entries: dict[str, Entry] = {}
+        self.warnings: list[Warning] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def reattach(self) -> None:
+        """Follow every command an earlier agent process left in the journal."""
+        for entry in self.journal.load_all():
+            log.info("agent: re-attaching to command %s (%s)", entry.command_id, entry.kind)
+            self.entries[entry.command_id] = entry
+            self._follow(entry)
+
+    def busy(self) -> bool:
+        """Return True while a command's result is still unknown."""
+        return any(e.finished is None for e in self.entries.values())
+
+    def start(self, command_id: str, kind: CommandKind) -> Entry:
+        """Journal the plan, launch the detached runner and follow it."""
+        entry = self.journal.create(command_id, kind.value,
+                                    plan(self.executor, kind, self.target, time.time()))
+        argv = [*self.executor.launcher(command_id), *runner_argv(entry.path)]
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        self.entries[command_id] = entry
+        self._follow(entry)
+        return entry
+
+    def cancel(self, command_id: str) -> bool:
+        """Ask the runner to stop command_id; return False if it is not running here."""
+        entry = self.entries.get(command_id)
+        if entry is None or entry.finished is not None:
+            return False
+        entry.request_cancel()
+        return True
+
+    def acknowledge(self, command_id: str, seq: int, final: bool) -> None:
+        entry = self.entries.get(command_id)
+        if entry is None:
+            return
+        entry.ack(seq)
+        if final and entry.finished is not None:
+            self.journal.remove(entry)
+            del self.entries[command_id]
+
+    def _follow(self, entry: Entry) -> None:
+        task = asyncio.get_running_loop().create_task(self._tail(entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tail(self, entry: Entry) -> None:
+        warn_after = KIND_RULES[CommandKind(entry.kind)].warn_after_s
+        while True:
+            record = entry.exit_record()  # read before the lines: no line can follow it
+            if entry.read_new_lines():
+                self.on_change()
+            if record is None and not entry.runner_alive():
+                entry.read_new_lines()
+                record = {"result": "failed", "exit_code": None,
+                          "detail": "the detached runner died without a result"}
+            if record is not None:
+                while entry.read_new_lines():
+                    pass
+                entry.finish(record)
+                self.on_change()
+                return
+            if not entry.warned and time.time() - entry.started_at > warn_after:
+                entry.warned = True
+                self.warnings.append(Warning(
+                    command_id=entry.command_id,
+                    text=f"still running after {int(warn_after)} s",
+                ))
+                self.on_change()
+            await asyncio.sleep(_TAIL_INTERVAL_S)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,104 @@
+"""Command kinds, the command state machine and the rules for queueing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from nixfleet.core.errors import Conflict, UnknownCommandKind
+
+
+class CommandKind(StrEnum):
+    PULL = "pull"
+    SWITCH = "switch"
+    PULL_SWITCH = "pull-switch"
+    TEST = "test"
+    STOP = "stop"
+    RESTART = "restart"
+
+
+class CommandState(StrEnum):
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    LOST = "lost"
+
+
+FINAL_STATES = frozenset(
+    {
+        CommandState.SUCCEEDED,
+        CommandState.FAILED,
+        CommandState.CANCELLED,
+        CommandState.TIMED_OUT,
+        CommandState.LOST,
+    }
+)
+ACTIVE_STATES = frozenset({CommandState.DISPATCHED, CommandState.RUNNING})
+
+_ALLOWED: dict[CommandState, frozenset[CommandState]] = {
+    CommandState.QUEUED: frozenset(
+        {CommandState.DISPATCHED, CommandState.CANCELLED, CommandState.TIMED_OUT}
+    ),
+    # dispatched → queued: the agent never received it (connection dropped), send again.
+    CommandState.DISPATCHED: frozenset(
+        {CommandState.QUEUED, CommandState.RUNNING, *FINAL_STATES}
+    ),
+    CommandState.RUNNING: FINAL_STATES,
+}
+
+
+def can_move(src: CommandState, dst: CommandState) -> bool:
+    """Return True when a command may go from src to dst."""
+    return dst in _ALLOWED.get(src, frozenset())
+
+
+@dataclass(frozen=True)
+class KindRules:
+    """How a kind runs: whether it is queued as work, and its two-stage timeout."""
+
+    runs_process: bool
+    warn_after_s: float
+    kill_after_s: float
+
+
+KIND_RULES: dict[CommandKind, KindRules] = {
+    CommandKind.PULL: KindRules(True, 60, 300),
+    CommandKind.SWITCH: KindRules(True, 900, 3600),
+    CommandKind.PULL_SWITCH: KindRules(True, 900, 3600),
+    CommandKind.TEST: KindRules(True, 300, 900),
+    # stop and restart act on the agent itself: they are never queued behind other work.
+    CommandKind.STOP: KindRules(False, 10, 30),
+    CommandKind.RESTART: KindRules(False, 10, 30),
+}
+
+QUEUEABLE = frozenset(k for k, r in KIND_RULES.items() if r.runs_process)
+SUPERSEDING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH})
+
+
+def parse_kind(raw: object) -> CommandKind:
+    """Return the CommandKind named by raw or raise UnknownCommandKind listing the valid ones."""
+    try:
+        return CommandKind(str(raw))
+    except ValueError:
+        valid = ", ".join(k.value for k in CommandKind)
+        raise UnknownCommandKind(
+            f"unknown command {str(raw)[:40]!r}; accepted: {valid}"
+        ) from None
+
+
+def supersedes_queued(new: CommandKind) -> bool:
+    """Return True when queueing `new` cancels the host's queued switch-like commands.
+
+    A newer switch makes an older queued switch pointless: the host would build twice.
+    """
+    return new in SUPERSEDING
+
+
+def check_stop_allowed(has_active: bool) -> None:
+    """Raise Conflict when a stop has nothing to stop."""
+    if not has_active:
+        raise Conflict("commands: nothing is running on this host to stop")

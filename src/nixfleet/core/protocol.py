@@ -1,0 +1,146 @@
+"""The agent protocol: JSON messages over the WebSocket, versioned.
+
+Both sides import these classes, so a field renamed here is renamed everywhere.
+Output lines carry a per-command sequence number; the dashboard acknowledges the highest
+sequence it has stored and the agent drops lines only then, so nothing is lost on a drop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+MIN_PROTOCOL_VERSION = 1
+
+# WebSocket close codes (4000-4999 are for applications).
+CLOSE_BAD_TOKEN = 4401
+CLOSE_PROTOCOL_TOO_OLD = 4426
+CLOSE_BAD_MESSAGE = 4400
+CLOSE_REPLACED = 4409
+CLOSE_HOST_REMOVED = 4404
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class HostStatus(_Msg):
+    hostname: str = ""
+    os_kind: Literal["nixos", "macos", "unknown"] = "unknown"
+    os_version: str = ""
+    nixpkgs_version: str = ""
+    generation: int | None = None
+    current_system: str = ""
+    booted_system: str = ""
+    agent_version: str = ""
+    commit: str = ""
+    lock_hash: str = ""
+    lock_modified: int | None = Field(None, description="nixpkgs lastModified in flake.lock")
+    uptime_s: float = 0
+    load1: float = 0
+    mem_total: int = 0
+    mem_available: int = 0
+
+
+class OutputLine(_Msg):
+    seq: int = Field(ge=1)
+    stream: Literal["stdout", "stderr", "system"] = "stdout"
+    text: str = Field(max_length=65536)
+
+
+class TestResult(_Msg):
+    name: str
+    ok: bool
+    exit_code: int
+
+
+# agent → dashboard
+class Hello(_Msg):
+    type: Literal["hello"] = "hello"
+    protocol: int
+    host_id: str
+    agent_version: str
+    status: HostStatus
+    known_commands: list[str] = Field(default_factory=list, max_length=64)
+
+
+class Status(_Msg):
+    type: Literal["status"] = "status"
+    status: HostStatus
+    ref: int | None = None
+
+
+class Started(_Msg):
+    type: Literal["started"] = "started"
+    command_id: str
+    pid: int | None = None
+    started_at: float
+
+
+class Output(_Msg):
+    type: Literal["output"] = "output"
+    command_id: str
+    lines: list[OutputLine] = Field(max_length=2000)
+
+
+class Warning(_Msg):
+    type: Literal["warning"] = "warning"
+    command_id: str
+    text: str
+
+
+class Finished(_Msg):
+    type: Literal["finished"] = "finished"
+    command_id: str
+    result: Literal["succeeded", "failed", "cancelled", "timed_out", "rejected"]
+    exit_code: int | None
+    duration_s: float
+    last_seq: int
+    detail: str = ""
+    tests: list[TestResult] = Field(default_factory=list)
+
+
+AgentMessage = Annotated[
+    Hello | Status | Started | Output | Warning | Finished, Field(discriminator="type")
+]
+agent_message = TypeAdapter(AgentMessage)
+
+
+# dashboard → agent
+class Welcome(_Msg):
+    type: Literal["welcome"] = "welcome"
+    protocol: int = PROTOCOL_VERSION
+    heartbeat_s: float
+    branch: str
+
+
+class Command(_Msg):
+    type: Literal["command"] = "command"
+    command_id: str
+    kind: str
+    expires_at: float | None = None
+
+
+class Cancel(_Msg):
+    type: Literal["cancel"] = "cancel"
+    command_id: str
+
+
+class Ack(_Msg):
+    type: Literal["ack"] = "ack"
+    command_id: str
+    seq: int
+    final: bool = False
+
+
+class StatusAck(_Msg):
+    type: Literal["status_ack"] = "status_ack"
+    ref: int | None = None
+
+
+DashboardMessage = Annotated[
+    Welcome | Command | Cancel | Ack | StatusAck, Field(discriminator="type")
+]
+dashboard_message = TypeAdapter(DashboardMessage)

@@ -1,0 +1,1 @@
+"""The NixFleet dashboard: web UI, HTTP API and the agents' WebSocket endpoint."""

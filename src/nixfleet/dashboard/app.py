@@ -1,0 +1,72 @@
+"""create_app(settings): the dashboard's ASGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from nixfleet.config import Settings
+from nixfleet.dashboard import errors
+from nixfleet.dashboard.context import Context
+from nixfleet.dashboard.fleet import Fleet
+from nixfleet.dashboard.hub import Hub
+from nixfleet.dashboard.middleware import BodyLimit, SecurityHeaders
+from nixfleet.dashboard.routes import agent_ws, auth, commands, events, health, hosts, pages
+from nixfleet.dashboard.sse import Broadcaster
+from nixfleet.storage import hosts as host_store
+from nixfleet.storage.bus import LocalBus
+from nixfleet.storage.db import Database
+
+log = logging.getLogger("nixfleet.dashboard")
+_HERE = Path(__file__).parent
+SWEEP_EVERY_S = 2.0
+
+
+async def _sweeper(fleet: Fleet) -> None:
+    while True:
+        try:
+            await fleet.sweep()
+        except Exception:  # noqa: BLE001 - housekeeping must outlive one bad round
+            log.exception("dashboard: sweep failed")
+        await asyncio.sleep(SWEEP_EVERY_S)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Return the dashboard app; storage opens and the sweeper starts in its lifespan."""
+    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.db_url)
+        bus = LocalBus()
+        fleet = Fleet(settings, db, bus)
+        ctx = Context(settings, db, bus, fleet, Hub(fleet),
+                      Broadcaster(bus, settings.sse_queue_size), templates)
+        app.state.ctx = ctx
+        await host_store.mark_all_offline(db)
+        await fleet.refresh_target(force=True)
+        sweeper = asyncio.create_task(_sweeper(fleet))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            ctx.hub.close()
+            ctx.broadcaster.close()
+            await db.close()
+
+    app = FastAPI(title="NixFleet", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    errors.install(app)
+    for module in (health, auth, pages, hosts, commands, events, agent_ws):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
+    return app

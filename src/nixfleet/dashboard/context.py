@@ -1,0 +1,25 @@
+"""The parts one dashboard process is made of, built once in create_app()."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi.templating import Jinja2Templates
+
+from nixfleet.config import Settings
+from nixfleet.dashboard.fleet import Fleet
+from nixfleet.dashboard.hub import Hub
+from nixfleet.dashboard.sse import Broadcaster
+from nixfleet.storage.bus import EventBus
+from nixfleet.storage.db import Database
+
+
+@dataclass
+class Context:
+    settings: Settings
+    db: Database
+    bus: EventBus
+    fleet: Fleet
+    hub: Hub
+    broadcaster: Broadcaster
+    templates: Jinja2Templates

@@ -1,0 +1,88 @@
+"""Request dependencies: the context, the session, and the one CSRF check."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request
+
+from nixfleet.core.errors import AuthError, Forbidden
+from nixfleet.dashboard.context import Context
+from nixfleet.security import tokens
+from nixfleet.storage import sessions as session_store
+
+SESSION_COOKIE = "nixfleet_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Writing last_seen on every request would make each page view a DB write.
+_TOUCH_EVERY_S = 60
+
+
+@dataclass(frozen=True)
+class Session:
+    id_hash: str
+    username: str
+    csrf: str
+
+
+def get_ctx(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[Context, Depends(get_ctx)]
+
+
+async def optional_session(request: Request, ctx: Ctx) -> Session | None:
+    """Return the live session named by the cookie, or None (expired rows are deleted)."""
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    id_hash = tokens.hash_session_id(raw)
+    row = await session_store.get(ctx.db, id_hash)
+    if row is None:
+        return None
+    now = time.time()
+    if (now - row["last_seen"] > ctx.settings.session_idle_s
+            or now - row["created_at"] > ctx.settings.session_absolute_s):
+        await session_store.delete_one(ctx.db, id_hash)
+        return None
+    if now - row["last_seen"] > _TOUCH_EVERY_S:
+        await session_store.touch(ctx.db, id_hash, now)
+    return Session(id_hash, row["username"], row["csrf"])
+
+
+async def require_session(
+    session: Annotated[Session | None, Depends(optional_session)],
+) -> Session:
+    if session is None:
+        raise AuthError("auth: log in first (no valid session)")
+    return session
+
+
+async def require_csrf(
+    request: Request, session: Annotated[Session, Depends(require_session)]
+) -> Session:
+    """Refuse a state-changing request without this session's CSRF token or from elsewhere."""
+    if request.method in SAFE_METHODS:
+        return session
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden("csrf: request comes from another origin")
+    presented = request.headers.get(CSRF_HEADER)
+    if presented is None and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        form = await request.form()
+        value = form.get("csrf_token")
+        presented = value if isinstance(value, str) else None
+    if not tokens.csrf_matches(session.csrf, presented):
+        raise Forbidden("csrf: missing or wrong CSRF token (send it in the X-CSRF-Token header)")
+    return session
+
+
+CurrentSession = Annotated[Session, Depends(require_session)]
+CsrfSession = Annotated[Session, Depends(require_csrf)]

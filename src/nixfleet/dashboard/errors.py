@@ -1,0 +1,48 @@
+"""Map every error to `{"error": code, "detail": text}` with a 4xx status; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from nixfleet.core.errors import NixFleetError
+
+log = logging.getLogger("nixfleet.dashboard")
+
+
+def error_response(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
+    first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        return 400, "malformed_json", "request body is not valid JSON"
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    where = f"{loc}: " if loc else ""
+    return 422, "invalid", f"{where}{first.get('msg', 'invalid request')}"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(NixFleetError)
+    async def _domain(_: Request, exc: NixFleetError) -> JSONResponse:
+        return error_response(exc.status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(*_describe(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed"}.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("dashboard: unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal", "internal error; see the dashboard log")

@@ -1,0 +1,301 @@
+"""The fleet manager: glues the rules in core, the storage and the event bus.
+
+Every change follows one order: decide (core) → store → publish. A browser or another
+replica only ever learns about a state that is already on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from nixfleet.config import Settings
+from nixfleet.core import commands as rules
+from nixfleet.core.commands import ACTIVE_STATES, CommandKind, CommandState
+from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
+from nixfleet.core.errors import Conflict, NotFound
+from nixfleet.core.hostid import canonical_host_id, is_host_id
+from nixfleet.core.protocol import Finished, Hello, HostStatus, Output, Started, Warning
+from nixfleet.security import tokens
+from nixfleet.storage import commands as command_store
+from nixfleet.storage import hosts as host_store
+from nixfleet.storage import output as output_store
+from nixfleet.storage.bus import EventBus
+from nixfleet.storage.db import Database
+
+log = logging.getLogger("nixfleet.fleet")
+
+HOST_META_FIELDS = ("location", "device_type", "theme_color")
+
+
+class Fleet:
+    def __init__(self, settings: Settings, db: Database, bus: EventBus,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.db = db
+        self.bus = bus
+        self.clock = clock
+        self.target: str | None = None
+        self._target_checked = 0.0
+        self._token_secret = settings.agent_token_hash_secret.get_secret_value()
+
+    # --- hosts ----------------------------------------------------------------------
+    async def add_host(self, raw_id: str, meta: dict[str, str]) -> tuple[dict[str, Any], str]:
+        """Return the new host and its agent token (shown once, stored only as a hash)."""
+        host_id = canonical_host_id(raw_id)
+        token = tokens.new_agent_token()
+        clean = {k: v for k, v in meta.items() if k in HOST_META_FIELDS}
+        await host_store.add(self.db, host_id, tokens.hash_agent_token(self._token_secret, token),
+                             self.clock(), clean)
+        host = await self.host(host_id)
+        await self.bus.publish({"type": "host", "host": host})
+        return host, token
+
+    async def remove_host(self, raw_id: str) -> None:
+        host_id = canonical_host_id(raw_id)
+        await host_store.remove(self.db, host_id)
+        await self.bus.publish({"type": "host_removed", "host_id": host_id})
+        await self.bus.publish({"type": "agent_control", "host_id": host_id, "action": "drop"})
+
+    async def rotate_token(self, raw_id: str) -> str:
+        """Return a new agent token for the host; the old one stops working at once."""
+        host_id = canonical_host_id(raw_id)
+        token = tokens.new_agent_token()
+        await host_store.set_token_hash(self.db, host_id,
+                                        tokens.hash_agent_token(self._token_secret, token))
+        await self.bus.publish({"type": "agent_control", "host_id": host_id, "action": "drop"})
+        return token
+
+    async def authenticate_agent(self, raw_id: str, token: str) -> str | None:
+        """Return the canonical host id when token belongs to that host, else None."""
+        if not is_host_id(raw_id) or not token:
+            return None
+        stored = await host_store.token_hash(self.db, raw_id)
+        if stored is None or not tokens.token_matches(stored, self._token_secret, token):
+            return None
+        return raw_id
+
+    async def host(self, host_id: str) -> dict[str, Any]:
+        return self.host_view(await host_store.get(self.db, host_id))
+
+    async def hosts(self) -> list[dict[str, Any]]:
+        return [self.host_view(h) for h in await host_store.list_all(self.db)]
+
+    def host_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Return a host row with what is derived from it: drift, reboot, lock age."""
+        st = row.get("status") or {}
+        return {
+            **row,
+            "drift": commit_drift(st.get("commit", ""), self.target).value,
+            "reboot_needed": reboot_needed(st.get("current_system", ""),
+                                           st.get("booted_system", "")),
+            "lock_age_days": lock_age_days(st.get("lock_modified"), self.clock()),
+        }
+
+    # --- commands -------------------------------------------------------------------
+    async def dispatch(self, actor: str, raw_id: str, raw_kind: object) -> dict[str, Any]:
+        """Return the stored command for kind on host, queued or acted on at once.
+
+        1. Validate kind and host (nothing is written for bad input).
+        2. stop: ask the agent to cancel its active command; restart: send straight away.
+        3. Other kinds are queued (superseding an older queued switch) and the hub
+           delivers them when the host is free.
+        """
+        kind = rules.parse_kind(raw_kind)
+        host = await host_store.get(self.db, canonical_host_id(raw_id))
+        host_id = host["id"]
+        now = self.clock()
+        if kind == CommandKind.STOP:
+            active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=1)
+            rules.check_stop_allowed(bool(active))
+        elif kind == CommandKind.RESTART and not host["online"]:
+            raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
+        row: dict[str, Any] = {
+            "id": uuid.uuid4().hex, "host_id": host_id, "kind": kind.value,
+            "state": CommandState.QUEUED.value, "actor": actor, "created_at": now,
+            "expires_at": now + self.settings.command_expiry_s,
+        }
+        if kind == CommandKind.STOP:
+            # A stop is never queued: it is recorded as done and acts on the active command.
+            row |= {"state": CommandState.SUCCEEDED.value, "finished_at": now,
+                    "detail": f"stop requested for {active[0]['id']}"}
+        superseded = await command_store.enqueue(
+            self.db, row, supersede=rules.supersedes_queued(kind))
+        for cid in superseded:
+            await self._publish_command(cid)
+        if kind == CommandKind.STOP:
+            await self.bus.publish({"type": "agent_control", "host_id": host_id,
+                                    "action": "cancel", "command_id": active[0]["id"]})
+        return await self._publish_command(row["id"])
+
+    async def cancel_queued(self, command_id: str) -> dict[str, Any]:
+        """Cancel a command that has not been delivered yet, or raise Conflict."""
+        cmd = await command_store.get(self.db, command_id)
+        if not await command_store.move(self.db, command_id, cmd["host_id"],
+                                        [CommandState.QUEUED], CommandState.CANCELLED,
+                                        finished_at=self.clock(), detail="cancelled while queued"):
+            raise Conflict(f"commands: {command_id} is {cmd['state']}, not queued; use stop")
+        return await self._publish_command(command_id)
+
+    async def command(self, command_id: str) -> dict[str, Any]:
+        return await command_store.get(self.db, command_id)
+
+    async def host_commands(self, raw_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        host_id = canonical_host_id(raw_id)
+        await host_store.get(self.db, host_id)
+        return await command_store.for_host(self.db, host_id, limit=limit)
+
+    async def claim_next(self, host_id: str) -> dict[str, Any] | None:
+        """Return the next command to send to host_id, already marked dispatched, or None.
+
+        Restart jumps the line (it does not run as a process); work waits until the host
+        has nothing active. The claim is a guarded UPDATE, so two replicas cannot both win.
+        """
+        now = self.clock()
+        queued = await command_store.deliverable(self.db, host_id, now)
+        if not queued:
+            return None
+        urgent = [c for c in queued if not rules.KIND_RULES[CommandKind(c["kind"])].runs_process]
+        if urgent:
+            pick = urgent[0]
+        elif await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=1):
+            return None
+        else:
+            pick = queued[0]
+        if not await command_store.move(self.db, pick["id"], host_id, [CommandState.QUEUED],
+                                        CommandState.DISPATCHED, dispatched_at=now):
+            return None
+        await self._publish_command(pick["id"])
+        return pick
+
+    async def _publish_command(self, command_id: str) -> dict[str, Any]:
+        cmd = await command_store.get(self.db, command_id)
+        await self.bus.publish({"type": "command", "command": cmd})
+        return cmd
+
+    # --- what agents tell us --------------------------------------------------------
+    async def agent_connected(self, host_id: str, hello: Hello) -> None:
+        """Record the connection and reconcile the host's active commands with the agent.
+
+        1. Commands the agent knows stay active; their reconnect window closes.
+        2. Dispatched commands it does not know never arrived: queue them again.
+        3. Running commands it does not know are lost (the agent lost its journal).
+        """
+        now = self.clock()
+        await host_store.mark_connected(self.db, host_id, hello.status.model_dump(), now)
+        known = set(hello.known_commands)
+        for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
+            if cmd["id"] in known:
+                await command_store.set_fields(self.db, cmd["id"], host_id, disconnected_at=None)
+                continue
+            if cmd["state"] == CommandState.DISPATCHED:
+                await command_store.move(self.db, cmd["id"], host_id, [CommandState.DISPATCHED],
+                                         CommandState.QUEUED, dispatched_at=None,
+                                         disconnected_at=None)
+            else:
+                await command_store.move(self.db, cmd["id"], host_id, [CommandState.RUNNING],
+                                         CommandState.LOST, finished_at=now,
+                                         detail="the agent came back without a record of it")
+            await self._publish_command(cmd["id"])
+        await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+
+    async def agent_disconnected(self, host_id: str) -> None:
+        now = self.clock()
+        await host_store.mark_disconnected(self.db, host_id, now)
+        await command_store.mark_disconnected(self.db, host_id, now)
+        try:
+            await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+        except NotFound:
+            pass  # removed while connected
+
+    async def record_status(self, host_id: str, status: HostStatus) -> None:
+        await host_store.save_status(self.db, host_id, status.model_dump(), self.clock())
+        await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+
+    async def record_started(self, host_id: str, msg: Started) -> None:
+        if await command_store.move(self.db, msg.command_id, host_id, [CommandState.DISPATCHED],
+                                    CommandState.RUNNING, started_at=msg.started_at):
+            await self._publish_command(msg.command_id)
+
+    async def record_output(self, host_id: str, msg: Output) -> int:
+        """Store a batch of lines and return the sequence number to acknowledge."""
+        cmd = await command_store.get(self.db, msg.command_id)
+        if cmd["host_id"] != host_id:
+            raise NotFound(f"fleet: command {msg.command_id} is not {host_id}'s")
+        lines = [ln.model_dump() for ln in msg.lines]
+        await output_store.append(self.db, msg.command_id, lines, self.clock())
+        await self.bus.publish({"type": "output", "command_id": msg.command_id,
+                                "host_id": host_id, "lines": lines})
+        return max((ln.seq for ln in msg.lines), default=0)
+
+    async def record_warning(self, host_id: str, msg: Warning) -> None:
+        await command_store.set_fields(self.db, msg.command_id, host_id, warned=True,
+                                       detail=msg.text)
+        await self._publish_command(msg.command_id)
+
+    async def record_finished(self, host_id: str, msg: Finished) -> None:
+        """Store the final result; a replayed result for a finished command is a no-op."""
+        state = CommandState.FAILED if msg.result == "rejected" else CommandState(msg.result)
+        tests = [t.model_dump() for t in msg.tests] or None
+        moved = await command_store.move(
+            self.db, msg.command_id, host_id,
+            [CommandState.DISPATCHED, CommandState.RUNNING, CommandState.LOST], state,
+            finished_at=self.clock(), exit_code=msg.exit_code, detail=msg.detail,
+            tests=tests, disconnected_at=None,
+        )
+        if not moved:
+            return
+        cmd = await self._publish_command(msg.command_id)
+        if cmd["kind"] == CommandKind.TEST:
+            summary = {"command_id": msg.command_id, "at": cmd["finished_at"],
+                       "passed": sum(t.ok for t in msg.tests), "total": len(msg.tests)}
+            await host_store.save_last_test(self.db, host_id, summary)
+            await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+
+    # --- housekeeping ---------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Expire queued commands, declare lost the ones whose host never came back."""
+        now = self.clock()
+        changed = await command_store.expire_queued(self.db, now)
+        changed += await command_store.lose_abandoned(
+            self.db, now - self.settings.reconnect_window_s, now)
+        for row in changed:
+            await self._publish_command(row["id"])
+        await self.refresh_target()
+
+    async def refresh_target(self, force: bool = False) -> str | None:
+        """Return the fleet's target commit: the head of the configured branch (cached)."""
+        repo = self.settings.config_repo
+        now = self.clock()
+        if not repo or (not force and now - self._target_checked < self.settings.target_cache_s):
+            return self.target
+        self._target_checked = now
+        proc = await asyncio.create_subprocess_exec(
+            "git", "ls-remote", "--", repo, f"refs/heads/{self.settings.config_branch}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await proc.communicate()
+        head = out.decode().split()[0] if proc.returncode == 0 and out.strip() else None
+        if head != self.target:
+            self.target = head
+            await self.bus.publish({"type": "target", "commit": head})
+            for host in await self.hosts():
+                await self.bus.publish({"type": "host", "host": host})
+        return self.target
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Return the full state a browser needs to draw the dashboard from scratch."""
+        return {
+            "target": self.target,
+            "branch": self.settings.config_branch,
+            "hosts": await self.hosts(),
+            "commands": await command_store.recent(self.db, 200),
+        }
+
+    async def command_with_output(self, command_id: str) -> dict[str, Any]:
+        cmd = await command_store.get(self.db, command_id)
+        return {**cmd, "output": await output_store.lines(self.db, command_id)}

@@ -1,0 +1,99 @@
+"""The hub: the agent connections held by this dashboard process.
+
+It listens to the event bus, so a command queued by any replica reaches the replica that
+holds the host's connection. Sends to one agent are serialized by a per-host lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from nixfleet.core.protocol import CLOSE_HOST_REMOVED, Cancel, Command
+from nixfleet.dashboard.fleet import Fleet
+from nixfleet.storage.bus import Event
+
+log = logging.getLogger("nixfleet.hub")
+
+
+@dataclass
+class AgentLink:
+    host_id: str
+    ws: WebSocket
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, text: str) -> None:
+        async with self.lock:
+            await self.ws.send_text(text)
+
+
+class Hub:
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.links: dict[str, AgentLink] = {}
+        self._pump_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unsubscribe = fleet.bus.subscribe(self._on_event)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def attach(self, link: AgentLink) -> AgentLink | None:
+        """Register a connection; return the one it replaces (same host), if any."""
+        old = self.links.get(link.host_id)
+        self.links[link.host_id] = link
+        return old
+
+    def detach(self, link: AgentLink) -> bool:
+        """Forget a connection; return False when a newer one already replaced it."""
+        if self.links.get(link.host_id) is link:
+            del self.links[link.host_id]
+            return True
+        return False
+
+    def _on_event(self, event: Event) -> None:
+        host_id = event.get("host_id") or event.get("command", {}).get("host_id")
+        if host_id not in self.links:
+            return
+        if event["type"] == "command" and event["command"]["state"] in ("queued", "succeeded",
+                                                                        "failed", "cancelled",
+                                                                        "timed_out", "lost"):
+            self._spawn(self.pump(host_id))
+        elif event["type"] == "agent_control":
+            self._spawn(self._control(host_id, event))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def pump(self, host_id: str) -> None:
+        """Send the host its next deliverable commands, one claim at a time."""
+        lock = self._pump_locks.setdefault(host_id, asyncio.Lock())
+        async with lock:
+            while (link := self.links.get(host_id)) is not None:
+                cmd = await self.fleet.claim_next(host_id)
+                if cmd is None:
+                    return
+                msg = Command(command_id=cmd["id"], kind=cmd["kind"], expires_at=cmd["expires_at"])
+                try:
+                    await link.send(msg.model_dump_json())
+                except Exception:  # noqa: BLE001 - the link died; hello will requeue
+                    log.info("hub: could not deliver %s to %s", cmd["id"], host_id)
+                    return
+
+    async def _control(self, host_id: str, event: Event) -> None:
+        link = self.links.get(host_id)
+        if link is None:
+            return
+        try:
+            if event["action"] == "cancel":
+                await link.send(Cancel(command_id=event["command_id"]).model_dump_json())
+            elif event["action"] == "drop":
+                await link.ws.close(CLOSE_HOST_REMOVED, "credentials changed or host removed")
+        except Exception:  # noqa: BLE001 - a closing socket is already what we want
+            log.debug("hub: control message to %s not sent", host_id)

@@ -1,0 +1,54 @@
+"""Login and logout for the single admin user."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from nixfleet.dashboard.deps import SESSION_COOKIE, Ctx, CsrfSession
+from nixfleet.security import passwords, tokens
+from nixfleet.storage import sessions as session_store
+
+router = APIRouter()
+
+
+@router.get("/login")
+async def login_page(request: Request, ctx: Ctx) -> Response:
+    return ctx.templates.TemplateResponse(request, "login.html", {"error": ""})
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    ctx: Ctx,
+    username: Annotated[str, Form(max_length=100)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    settings = ctx.settings
+    known = hmac.compare_digest(username.encode(), settings.admin_user.encode())
+    stored = settings.admin_password_hash.get_secret_value() if known else None
+    if not passwords.verify_password(stored, password):
+        return ctx.templates.TemplateResponse(
+            request, "login.html", {"error": "Wrong user name or password."}, status_code=401
+        )
+    session_id = tokens.new_session_id()  # always a fresh id: no session fixation
+    client = request.client.host if request.client else ""
+    await session_store.create(ctx.db, tokens.hash_session_id(session_id), username,
+                               tokens.new_csrf_token(), time.time(), client)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="strict",
+                        secure=settings.secure_cookies, path="/",
+                        max_age=settings.session_absolute_s)
+    return response
+
+
+@router.post("/logout")
+async def logout(ctx: Ctx, session: CsrfSession) -> Response:
+    await session_store.delete_one(ctx.db, session.id_hash)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response

@@ -1,0 +1,77 @@
+"""Server-Sent Events for browsers: a snapshot on connect, then ordered deltas.
+
+Each browser has a bounded queue. The broadcaster never awaits a browser: a full queue
+drops the event and marks the browser for a resync (a fresh snapshot once it drains),
+so one stalled tab neither blocks the others nor grows memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from nixfleet.storage.bus import Event, EventBus
+
+KEEPALIVE_S = 15.0
+# Events for agents' eyes only never reach a browser.
+_PRIVATE = frozenset({"agent_control"})
+
+
+class Subscriber:
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue(maxsize=size)
+        self.needs_resync = False
+
+    def offer(self, seq: int, event: Event) -> None:
+        if self.needs_resync:
+            return
+        try:
+            self.queue.put_nowait((seq, event))
+        except asyncio.QueueFull:
+            self.needs_resync = True
+
+
+class Broadcaster:
+    def __init__(self, bus: EventBus, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self.subscribers: set[Subscriber] = set()
+        self.seq = 0
+        self._unsubscribe = bus.subscribe(self._on_event)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _on_event(self, event: Event) -> None:
+        if event["type"] in _PRIVATE:
+            return
+        self.seq += 1
+        for sub in tuple(self.subscribers):
+            sub.offer(self.seq, event)
+
+    async def stream(
+        self, snapshot: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> AsyncIterator[str]:
+        """Yield SSE frames for one browser until it goes away."""
+        sub = Subscriber(self.queue_size)
+        self.subscribers.add(sub)
+        try:
+            yield "retry: 2000\n\n"
+            yield _frame(self.seq, "snapshot", await snapshot())
+            while True:
+                try:
+                    seq, event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+                except asyncio.TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield _frame(seq, event["type"], event)
+                if sub.needs_resync and sub.queue.empty():
+                    sub.needs_resync = False
+                    yield _frame(self.seq, "resync", await snapshot())
+        finally:
+            self.subscribers.discard(sub)
+
+
+def _frame(seq: int, kind: str, data: dict[str, Any]) -> str:
+    return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"

@@ -1,0 +1,250 @@
+// NixFleet dashboard: draws the fleet from the /api/events stream.
+// Data is always inserted with textContent, never as HTML, and there are no inline handlers.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const state = { hosts: new Map(), commands: new Map(), target: null, selected: new Set(),
+                shown: null, lines: new Map(), rendered: 0, historyHost: null };
+const ACTIONS = [["pull", "Pull"], ["switch", "Switch"], ["pull-switch", "Pull+Switch"],
+                 ["test", "Test"], ["stop", "Stop"], ["restart", "Restart agent"]];
+const ACTIVE = new Set(["queued", "dispatched", "running"]);
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+async function post(url, body) {
+  const res = await fetch(url, { method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+    body: JSON.stringify(body) });
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(data.detail || `HTTP ${res.status}`);
+  return data;
+}
+
+function ago(ts) {
+  if (!ts) return "never";
+  const s = Math.max(0, Date.now() / 1000 - ts);
+  if (s < 60) return `${Math.round(s)} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
+function activeCommand(hostId) {
+  let best = null;
+  for (const c of state.commands.values()) {
+    if (c.host_id === hostId && ACTIVE.has(c.state) && (!best || c.created_at > best.created_at)) best = c;
+  }
+  return best;
+}
+
+function hostRow(h) {
+  const st = h.status || {};
+  const tr = el("tr", { "data-host": h.id });
+  const box = el("input", { type: "checkbox", "data-select": h.id, "aria-label": `Select ${h.id}` });
+  box.checked = state.selected.has(h.id);
+  const dot = el("span", { class: "dot" });
+  if (h.theme_color) dot.style.background = h.theme_color;
+  const name = el("a", { href: "#", "data-history": h.id, text: h.id });
+  const meta = [h.location, h.device_type].filter(Boolean).join(" · ");
+  const online = el("span", { class: `dot ${h.online ? "on" : "off"}` });
+  const commit = st.commit ? st.commit.slice(0, 7) : "—";
+  const drift = el("span", { class: `badge ${h.drift}`, text: h.drift === "unknown" ? "" : h.drift });
+  const lock = h.lock_age_days == null ? "—" : `${Math.round(h.lock_age_days)} d`;
+  const tests = h.last_test ? `${h.last_test.passed}/${h.last_test.total}` : "—";
+  const cmd = activeCommand(h.id);
+  const cmdCell = cmd ? el("a", { href: "#", "data-show": cmd.id },
+    el("span", { class: `badge ${cmd.state}`, text: `${cmd.kind} ${cmd.state}` })) : "—";
+  const actions = el("td", { class: "actions" });
+  for (const [kind, label] of ACTIONS) {
+    actions.append(el("button", { "data-action": kind, "data-host": h.id, text: label }));
+  }
+  tr.append(el("td", {}, box), el("td", {}, dot, name, el("div", { class: "muted", text: meta })),
+    el("td", {}, online, h.online ? "online" : "offline"), el("td", { text: ago(h.last_seen) }),
+    el("td", { text: `${st.os_kind || "?"} ${st.os_version || ""}` }),
+    el("td", { text: st.generation ?? "—" }), el("td", {}, el("code", { text: commit }), drift),
+    el("td", { text: lock }), el("td", { text: tests }),
+    el("td", { text: h.reboot_needed ? "yes" : "—" }), el("td", {}, cmdCell), actions);
+  return tr;
+}
+
+function rowSignature(h) {
+  // Everything the row shows except "last seen", which is patched in place: rebuilding a
+  // row on every heartbeat would swallow clicks on its buttons.
+  const { last_seen, status, ...rest } = h;
+  const { uptime_s, load1, mem_available, ...st } = status || {};
+  const cmd = activeCommand(h.id);
+  return JSON.stringify([rest, st, cmd && [cmd.id, cmd.state], state.selected.has(h.id)]);
+}
+
+function renderHosts() {
+  const body = $("#hosts tbody");
+  const ids = [...state.hosts.keys()].sort();
+  const existing = new Map([...body.children].map((tr) => [tr.dataset.host, tr]));
+  let prev = null;
+  for (const id of ids) {
+    const h = state.hosts.get(id);
+    const sig = rowSignature(h);
+    let tr = existing.get(id);
+    if (!tr || tr.dataset.sig !== sig) {
+      const fresh = hostRow(h);
+      fresh.dataset.sig = sig;
+      if (tr) tr.replaceWith(fresh); else body.insertBefore(fresh, prev ? prev.nextSibling : body.firstChild);
+      tr = fresh;
+    } else {
+      tr.children[3].textContent = ago(h.last_seen);
+    }
+    existing.delete(id);
+    prev = tr;
+  }
+  for (const tr of existing.values()) tr.remove();
+  $("#empty").hidden = state.hosts.size > 0;
+  $("#target").textContent = state.target ? state.target.slice(0, 7) : "unknown";
+  $("#sel-count").textContent = String(state.selected.size);
+}
+
+function renderHistory() {
+  const host = state.historyHost;
+  $("#history-host").textContent = host || "";
+  const rows = [...state.commands.values()].filter((c) => c.host_id === host)
+    .sort((a, b) => b.created_at - a.created_at).slice(0, 30)
+    .map((c) => el("tr", { "data-show": c.id },
+      el("td", { text: new Date(c.created_at * 1000).toLocaleTimeString() }),
+      el("td", { text: c.kind }), el("td", {}, el("span", { class: `badge ${c.state}`, text: c.state })),
+      el("td", { text: c.exit_code ?? "" })));
+  $("#history tbody").replaceChildren(...rows);
+}
+
+function renderOutputMeta() {
+  const c = state.commands.get(state.shown);
+  if (!c) return;
+  $("#output-title").textContent = `${c.kind} on ${c.host_id}`;
+  const exit = c.exit_code == null ? "" : ` · exit ${c.exit_code}`;
+  const detail = c.detail ? ` · ${c.detail}` : "";
+  $("#output-meta").textContent = `${c.state}${exit}${detail}`;
+  $("#output-meta").dataset.state = c.state;
+}
+
+function renderOutput() {
+  const pre = $("#output");
+  const seqs = [...state.lines.keys()].sort((a, b) => a - b);
+  if (seqs.length && seqs[seqs.length - 1] !== seqs.length) return; // wait for the gap to fill
+  if (state.rendered > seqs.length) { pre.replaceChildren(); state.rendered = 0; }
+  for (const seq of seqs.slice(state.rendered)) {
+    const line = state.lines.get(seq);
+    pre.append(el("span", { class: line.stream, text: line.text + "\n" }));
+  }
+  state.rendered = seqs.length;
+  pre.scrollTop = pre.scrollHeight;
+}
+
+async function show(commandId) {
+  state.shown = commandId; state.lines = new Map(); state.rendered = 0;
+  $("#output").replaceChildren();
+  renderOutputMeta();
+  const res = await fetch(`/api/commands/${encodeURIComponent(commandId)}`, { credentials: "same-origin" });
+  if (!res.ok || state.shown !== commandId) return;
+  const cmd = await res.json();
+  state.commands.set(cmd.id, Object.assign(state.commands.get(cmd.id) || {}, cmd, { output: undefined }));
+  for (const line of cmd.output) state.lines.set(line.seq, line);
+  renderOutputMeta(); renderOutput();
+}
+
+function applySnapshot(snap) {
+  state.hosts = new Map(snap.hosts.map((h) => [h.id, h]));
+  state.commands = new Map(snap.commands.map((c) => [c.id, c]));
+  state.target = snap.target;
+  $("#branch").textContent = snap.branch;
+  for (const id of [...state.selected]) if (!state.hosts.has(id)) state.selected.delete(id);
+  renderHosts(); renderHistory();
+  if (state.shown) show(state.shown);
+}
+
+function connect() {
+  const source = new EventSource("/api/events");
+  const handlers = {
+    snapshot: applySnapshot, resync: applySnapshot,
+    host: (e) => { state.hosts.set(e.host.id, e.host); renderHosts(); },
+    host_removed: (e) => { state.hosts.delete(e.host_id); state.selected.delete(e.host_id); renderHosts(); },
+    target: (e) => { state.target = e.commit; renderHosts(); },
+    command: (e) => {
+      state.commands.set(e.command.id, e.command);
+      renderHosts();
+      if (e.command.host_id === state.historyHost) renderHistory();
+      if (e.command.id === state.shown) renderOutputMeta();
+    },
+    output: (e) => {
+      if (e.command_id !== state.shown) return;
+      for (const line of e.lines) state.lines.set(line.seq, line);
+      renderOutput();
+    },
+  };
+  for (const [name, fn] of Object.entries(handlers)) {
+    source.addEventListener(name, (msg) => fn(JSON.parse(msg.data)));
+  }
+  source.onopen = () => { $("#conn").textContent = "live"; $("#conn").className = "conn live"; };
+  source.onerror = () => { $("#conn").textContent = "reconnecting…"; $("#conn").className = "conn down"; };
+}
+
+async function runAction(hostId, kind) {
+  try {
+    const res = await post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: kind });
+    state.historyHost = hostId;
+    if (kind !== "stop") show(res.command_id);
+    renderHistory();
+  } catch (err) {
+    $("#output-meta").textContent = `${kind} on ${hostId}: ${err.message}`;
+  }
+}
+
+document.addEventListener("click", (ev) => {
+  const t = ev.target.closest("[data-action],[data-bulk],[data-history],[data-show]");
+  if (!t) return;
+  if (t.dataset.action) runAction(t.dataset.host, t.dataset.action);
+  else if (t.dataset.bulk) runBulk(t.dataset.bulk);
+  else if (t.dataset.history) { ev.preventDefault(); state.historyHost = t.dataset.history; renderHistory(); }
+  else if (t.dataset.show) { ev.preventDefault(); show(t.dataset.show); }
+});
+
+document.addEventListener("change", (ev) => {
+  const t = ev.target;
+  if (t.id === "select-all") {
+    state.selected = t.checked ? new Set(state.hosts.keys()) : new Set();
+    renderHosts();
+  } else if (t.dataset && t.dataset.select) {
+    if (t.checked) state.selected.add(t.dataset.select); else state.selected.delete(t.dataset.select);
+    renderHosts();
+  }
+});
+
+async function runBulk(kind) {
+  if (!state.selected.size) { $("#bulk-result").textContent = "select hosts first"; return; }
+  try {
+    const res = await post("/api/commands/bulk", { command: kind, host_ids: [...state.selected] });
+    const bad = res.results.filter((r) => r.error);
+    $("#bulk-result").textContent = `${kind}: ${res.results.length - bad.length} queued` +
+      (bad.length ? `, ${bad.length} refused (${bad.map((r) => r.host_id).join(", ")})` : "");
+  } catch (err) { $("#bulk-result").textContent = err.message; }
+}
+
+$("#add-host-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  const out = $("#add-host-result");
+  try {
+    const res = await post("/api/hosts", Object.fromEntries(form.entries()));
+    out.replaceChildren(`Added ${res.host.id}. Its agent token, shown only now: `,
+      el("span", { class: "token", text: res.agent_token }));
+    ev.target.reset();
+  } catch (err) { out.textContent = err.message; }
+});
+
+setInterval(renderHosts, 15000); // keeps "last seen" ages honest between events
+connect();

@@ -1,0 +1,1 @@
+"""Pure security helpers: passwords, tokens, sessions, CSRF."""

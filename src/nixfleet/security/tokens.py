@@ -1,0 +1,54 @@
+"""Opaque credentials: agent tokens and session ids.
+
+Tokens carry a visible prefix per kind so a leaked one is recognisable in a scanner.
+Only a keyed hash is ever stored; comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+AGENT_TOKEN_PREFIX = "nfa_"
+SESSION_PREFIX = "nfs_"
+
+
+def new_agent_token() -> str:
+    """Return a fresh agent token with 256 bits of entropy."""
+    return AGENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_agent_token(secret: str, token: str) -> str:
+    """Return HMAC-SHA256(secret, token) in hex: what the database stores."""
+    return hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+def token_matches(stored_hash: str, secret: str, token: str) -> bool:
+    """Return True when token hashes to stored_hash (constant time)."""
+    return hmac.compare_digest(stored_hash, hash_agent_token(secret, token))
+
+
+def new_session_id() -> str:
+    """Return a fresh session id (the cookie value)."""
+    return SESSION_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_session_id(session_id: str) -> str:
+    """Return the SHA-256 of a session id: the row key, so a DB leak yields no cookie."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def new_csrf_token() -> str:
+    """Return a fresh per-session CSRF token."""
+    return secrets.token_urlsafe(32)
+
+
+def csrf_matches(expected: str, presented: str | None) -> bool:
+    """Return True when the presented CSRF token equals the session's (constant time)."""
+    return bool(presented) and hmac.compare_digest(expected, presented or "")
+
+
+def new_secret() -> str:
+    """Return a random secret suitable for NIXFLEET_AGENT_TOKEN_HASH_SECRET."""
+    return secrets.token_urlsafe(48)

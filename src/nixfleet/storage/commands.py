@@ -1,0 +1,170 @@
+"""Where commands are stored. Every state change is a guarded UPDATE
+(`WHERE id = ? AND state IN (…)`) so two dashboard replicas never both claim one."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+
+from nixfleet.core.commands import ACTIVE_STATES, SUPERSEDING, CommandState
+from nixfleet.core.errors import NotFound
+from nixfleet.storage.db import Database
+from nixfleet.storage.tables import commands
+
+
+async def enqueue(db: Database, row: dict[str, Any], supersede: bool) -> list[str]:
+    """Insert a queued command; return ids of queued commands it superseded (now cancelled).
+
+    1. When `supersede`, cancel this host's queued switch-like commands in the same
+       transaction, so no reader sees two queued switches.
+    2. Insert the new row.
+    """
+    cancelled: list[str] = []
+    async with db.engine.begin() as conn:
+        if supersede:
+            res = await conn.execute(
+                update(commands)
+                .where(
+                    commands.c.host_id == row["host_id"],
+                    commands.c.state == CommandState.QUEUED,
+                    commands.c.kind.in_([k.value for k in SUPERSEDING]),
+                )
+                .values(
+                    state=CommandState.CANCELLED,
+                    finished_at=row["created_at"],
+                    detail=f"superseded by {row['id']}",
+                )
+                .returning(commands.c.id)
+            )
+            cancelled = [r[0] for r in res]
+        await conn.execute(insert(commands).values(**row))
+    return cancelled
+
+
+async def move(
+    db: Database,
+    command_id: str,
+    host_id: str,
+    from_states: Collection[CommandState],
+    to_state: CommandState,
+    **values: Any,
+) -> bool:
+    """Move a command of host_id to to_state if it is in one of from_states; return success."""
+    async with db.engine.begin() as conn:
+        res = await conn.execute(
+            update(commands)
+            .where(
+                commands.c.id == command_id,
+                commands.c.host_id == host_id,
+                commands.c.state.in_([s.value for s in from_states]),
+            )
+            .values(state=to_state, **values)
+        )
+    return bool(res.rowcount == 1)
+
+
+async def set_fields(db: Database, command_id: str, host_id: str, **values: Any) -> None:
+    """Update non-state fields of one command of host_id."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            update(commands)
+            .where(commands.c.id == command_id, commands.c.host_id == host_id)
+            .values(**values)
+        )
+
+
+async def get(db: Database, command_id: str) -> dict[str, Any]:
+    """Return one command row or raise NotFound."""
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(commands).where(commands.c.id == command_id))).first()
+    if row is None:
+        raise NotFound(f"store: no command {command_id!r}")
+    return dict(row._mapping)
+
+
+async def for_host(
+    db: Database, host_id: str, states: Iterable[CommandState] | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Return a host's commands, newest first, optionally only those in states."""
+    query = select(commands).where(commands.c.host_id == host_id)
+    if states is not None:
+        query = query.where(commands.c.state.in_([s.value for s in states]))
+    query = query.order_by(commands.c.created_at.desc()).limit(limit)
+    async with db.engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+async def deliverable(db: Database, host_id: str, now: float) -> list[dict[str, Any]]:
+    """Return a host's queued, unexpired commands, oldest first."""
+    query = (
+        select(commands)
+        .where(
+            commands.c.host_id == host_id,
+            commands.c.state == CommandState.QUEUED,
+            or_(commands.c.expires_at.is_(None), commands.c.expires_at > now),
+        )
+        .order_by(commands.c.created_at)
+    )
+    async with db.engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+async def recent(db: Database, limit: int) -> list[dict[str, Any]]:
+    """Return the fleet's newest commands (for the dashboard's first paint)."""
+    query = select(commands).order_by(commands.c.created_at.desc()).limit(limit)
+    async with db.engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+async def expire_queued(db: Database, now: float) -> list[dict[str, Any]]:
+    """Mark queued commands past their expiry timed_out; return the rows changed."""
+    async with db.engine.begin() as conn:
+        res = await conn.execute(
+            update(commands)
+            .where(
+                commands.c.state == CommandState.QUEUED,
+                commands.c.expires_at.is_not(None),
+                commands.c.expires_at <= now,
+            )
+            .values(
+                state=CommandState.TIMED_OUT,
+                finished_at=now,
+                detail="expired before the host connected",
+            )
+            .returning(commands.c.id, commands.c.host_id)
+        )
+        return [dict(r._mapping) for r in res]
+
+
+async def lose_abandoned(db: Database, cutoff: float, now: float) -> list[dict[str, Any]]:
+    """Mark active commands whose host left before cutoff and never came back as lost."""
+    async with db.engine.begin() as conn:
+        res = await conn.execute(
+            update(commands)
+            .where(
+                commands.c.state.in_([s.value for s in ACTIVE_STATES]),
+                and_(commands.c.disconnected_at.is_not(None), commands.c.disconnected_at < cutoff),
+            )
+            .values(
+                state=CommandState.LOST,
+                finished_at=now,
+                detail="the agent did not reconnect within the reconnect window",
+            )
+            .returning(commands.c.id, commands.c.host_id)
+        )
+        return [dict(r._mapping) for r in res]
+
+
+async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
+    """Start the reconnect window for a host's active commands."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            update(commands)
+            .where(
+                commands.c.host_id == host_id,
+                commands.c.state.in_([s.value for s in ACTIVE_STATES]),
+            )
+            .values(disconnected_at=now)
+        )

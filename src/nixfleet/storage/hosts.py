@@ -1,0 +1,113 @@
+"""Where hosts are stored: identity, token hash, metadata and last reported status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from nixfleet.core.errors import Conflict, NotFound
+from nixfleet.storage.db import Database
+from nixfleet.storage.tables import hosts
+
+_PUBLIC = [c for c in hosts.c if c.name != "token_hash"]
+
+
+async def add(
+    db: Database, host_id: str, token_hash: str, now: float, meta: dict[str, str]
+) -> None:
+    """Insert a host or raise Conflict if the id is taken."""
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                insert(hosts).values(id=host_id, token_hash=token_hash, created_at=now, **meta)
+            )
+    except IntegrityError:
+        raise Conflict(f"store: host {host_id!r} already exists") from None
+
+
+async def remove(db: Database, host_id: str) -> None:
+    """Delete a host with its commands and output, or raise NotFound."""
+    async with db.engine.begin() as conn:
+        res = await conn.execute(delete(hosts).where(hosts.c.id == host_id))
+    if res.rowcount == 0:
+        raise NotFound(f"store: no host {host_id!r}")
+
+
+async def get(db: Database, host_id: str) -> dict[str, Any]:
+    """Return one host's public row or raise NotFound."""
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(*_PUBLIC).where(hosts.c.id == host_id))).first()
+    if row is None:
+        raise NotFound(f"store: no host {host_id!r}")
+    return dict(row._mapping)
+
+
+async def list_all(db: Database) -> list[dict[str, Any]]:
+    """Return every host's public row, ordered by id."""
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(select(*_PUBLIC).order_by(hosts.c.id))
+    return [dict(r._mapping) for r in rows]
+
+
+async def token_hash(db: Database, host_id: str) -> str | None:
+    """Return the stored token hash of a host, or None if the host or its token is absent."""
+    async with db.engine.connect() as conn:
+        return (
+            await conn.execute(select(hosts.c.token_hash).where(hosts.c.id == host_id))
+        ).scalar_one_or_none()
+
+
+async def set_token_hash(db: Database, host_id: str, new_hash: str) -> None:
+    """Replace a host's token hash or raise NotFound."""
+    async with db.engine.begin() as conn:
+        res = await conn.execute(
+            update(hosts).where(hosts.c.id == host_id).values(token_hash=new_hash)
+        )
+    if res.rowcount == 0:
+        raise NotFound(f"store: no host {host_id!r}")
+
+
+async def mark_connected(db: Database, host_id: str, status: dict[str, Any], now: float) -> None:
+    """Record that a host's agent connected and what it reported."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            update(hosts)
+            .where(hosts.c.id == host_id)
+            .values(online=True, connected_at=now, last_seen=now, status=status)
+        )
+
+
+async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
+    """Record that a host's agent went away."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            update(hosts).where(hosts.c.id == host_id).values(online=False, last_seen=now)
+        )
+
+
+async def save_status(db: Database, host_id: str, status: dict[str, Any], now: float) -> None:
+    """Store a heartbeat's status."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            update(hosts).where(hosts.c.id == host_id).values(status=status, last_seen=now)
+        )
+
+
+async def save_last_test(db: Database, host_id: str, summary: dict[str, Any]) -> None:
+    """Store the summary of a host's latest test run."""
+    async with db.engine.begin() as conn:
+        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(last_test=summary))
+
+
+async def mark_all_offline(db: Database) -> None:
+    """Mark every host offline: called at start-up, when no agent can be connected yet."""
+    async with db.engine.begin() as conn:
+        await conn.execute(update(hosts).where(hosts.c.online.is_(True)).values(online=False))
+
+
+async def count(db: Database) -> int:
+    """Return the number of hosts."""
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(hosts))).scalar_one())

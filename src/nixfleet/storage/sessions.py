@@ -1,0 +1,44 @@
+"""Where browser sessions are stored, by the SHA-256 of their id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from nixfleet.storage.db import Database
+from nixfleet.storage.tables import sessions
+
+
+async def create(
+    db: Database, id_hash: str, username: str, csrf: str, now: float, address: str
+) -> None:
+    """Store a new session."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            insert(sessions).values(
+                id_hash=id_hash, username=username, csrf=csrf,
+                created_at=now, last_seen=now, address=address,
+            )
+        )
+
+
+async def get(db: Database, id_hash: str) -> dict[str, Any] | None:
+    """Return a session row or None."""
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(select(sessions).where(sessions.c.id_hash == id_hash))).first()
+    return dict(row._mapping) if row else None
+
+
+async def touch(db: Database, id_hash: str, now: float) -> None:
+    """Record activity on a session (idle expiry counts from here)."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            update(sessions).where(sessions.c.id_hash == id_hash).values(last_seen=now)
+        )
+
+
+async def delete_one(db: Database, id_hash: str) -> None:
+    """Delete one session (logout or expiry)."""
+    async with db.engine.begin() as conn:
+        await conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash))

@@ -1,0 +1,84 @@
+"""The schema, in SQLAlchemy Core. Alembic migrations are the source of truth on disk;
+this module mirrors them for queries."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("token_hash", String(64), nullable=True),
+    Column("location", String(200), nullable=False, server_default=""),
+    Column("device_type", String(40), nullable=False, server_default=""),
+    Column("theme_color", String(20), nullable=False, server_default=""),
+    Column("status", JSON, nullable=True),
+    Column("online", Boolean, nullable=False, server_default="0"),
+    Column("connected_at", Float, nullable=True),
+    Column("last_seen", Float, nullable=True),
+    Column("last_test", JSON, nullable=True),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("host_id", String(63), ForeignKey("hosts.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("dispatched_at", Float, nullable=True),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("disconnected_at", Float, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("warned", Boolean, nullable=False, server_default="0"),
+    Column("tests", JSON, nullable=True),
+    Index("ix_commands_host_created", "host_id", "created_at"),
+    Index("ix_commands_state", "state"),
+)
+
+output = Table(
+    "output",
+    metadata,
+    Column(
+        "command_id",
+        String(32),
+        ForeignKey("commands.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("seq", Integer, primary_key=True),
+    Column("stream", String(8), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("ts", Float, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("username", String(100), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("address", String(64), nullable=False, server_default=""),
+)
