@@ -37,6 +37,7 @@ from nixfleet.core.protocol import (
     Command,
     Finished,
     Hello,
+    HostStatus,
     Output,
     Started,
     Status,
@@ -74,7 +75,7 @@ class Backoff:
 
     def next_delay(self, auth_failure: bool = False) -> float:
         self.attempt += 3 if auth_failure else 1
-        ceiling = min(self.cap, self.floor * 2 ** self.attempt)
+        ceiling = min(self.cap, self.floor * 2**self.attempt)
         return self.floor + random.uniform(0, ceiling)
 
     def reset(self) -> None:
@@ -108,9 +109,17 @@ class Agent:
         if not (self.opts.repo_dir / ".git").exists() and self.opts.repo_url:
             await asyncio.to_thread(
                 subprocess.run,
-                ["git", "clone", "--branch", self.opts.branch, "--", self.opts.repo_url,
-                 str(self.opts.repo_dir)],
-                check=True, capture_output=True,
+                [
+                    "git",
+                    "clone",
+                    "--branch",
+                    self.opts.branch,
+                    "--",
+                    self.opts.repo_url,
+                    str(self.opts.repo_dir),
+                ],
+                check=True,
+                capture_output=True,
             )
         self.runner.reattach()
         if self.opts.allow_insecure and self.ws_url.startswith("ws://"):
@@ -130,7 +139,7 @@ class Agent:
                 auth_failure = exc.rcvd is not None and exc.rcvd.code in (4401, 4403)
                 reason = exc.rcvd.reason if exc.rcvd else "no close frame"
                 log.info("agent: connection closed (%s)", reason)
-            except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, WebSocketException) as exc:
                 log.info("agent: cannot reach dashboard: %s", type(exc).__name__)
             if self.restart_requested or self.stopping.is_set():
                 return
@@ -146,21 +155,37 @@ class Agent:
     # --- one connection -------------------------------------------------------------
     async def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}", "X-NixFleet-Host": self.host_id}
-        async with connect(self.ws_url, additional_headers=headers, open_timeout=10,
-                           max_size=2**20, ping_interval=20) as ws:
-            await ws.send(Hello(
-                protocol=PROTOCOL_VERSION, host_id=self.host_id, agent_version=__version__,
-                status=await self._status(), known_commands=list(self.runner.entries),
-            ).model_dump_json())
+        async with connect(
+            self.ws_url,
+            additional_headers=headers,
+            open_timeout=10,
+            max_size=2**20,
+            ping_interval=20,
+        ) as ws:
+            await ws.send(
+                Hello(
+                    protocol=PROTOCOL_VERSION,
+                    host_id=self.host_id,
+                    agent_version=__version__,
+                    status=await self._status(),
+                    known_commands=list(self.runner.entries),
+                ).model_dump_json()
+            )
             welcome = dashboard_message.validate_json(await asyncio.wait_for(ws.recv(), 10))
             if not isinstance(welcome, Welcome):
                 return
             self.heartbeat_s = welcome.heartbeat_s
             log.info("agent: connected to %s", self.ws_url)
             connected_at = time.monotonic()
-            tasks = [asyncio.create_task(c) for c in
-                     (self._receive(ws), self._heartbeat(ws), self._flush(ws),
-                      self._wait_stop(ws))]
+            tasks = [
+                asyncio.create_task(c)
+                for c in (
+                    self._receive(ws),
+                    self._heartbeat(ws),
+                    self._flush(ws),
+                    self._wait_stop(ws),
+                )
+            ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -176,7 +201,7 @@ class Agent:
         await self.stopping.wait()
         await ws.close()
 
-    async def _status(self) -> status.HostStatus:
+    async def _status(self) -> HostStatus:
         return await status.collect(self.opts.os_kind, self.opts.repo_dir, self.opts.system_dir)
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
@@ -196,7 +221,7 @@ class Agent:
                 mark = max(sent.get(cid, 0), entry.acked_seq)
                 fresh = [ln for ln in entry.pending if ln.seq > mark]
                 for i in range(0, len(fresh), 500):
-                    batch = fresh[i:i + 500]
+                    batch = fresh[i : i + 500]
                     await ws.send(Output(command_id=cid, lines=batch).model_dump_json())
                     sent[cid] = batch[-1].seq
                 if entry.finished is not None and cid not in finished_sent:
@@ -219,8 +244,15 @@ class Agent:
 
     async def _on_command(self, ws: ClientConnection, msg: Command) -> None:
         def refuse(detail: str) -> Finished:
-            return Finished(command_id=msg.command_id, result="rejected", exit_code=None,
-                            duration_s=0, last_seq=0, detail=detail)
+            return Finished(
+                command_id=msg.command_id,
+                result="rejected",
+                exit_code=None,
+                duration_s=0,
+                last_seq=0,
+                detail=detail,
+            )
+
         try:
             kind = CommandKind(msg.kind)
         except ValueError:
@@ -231,9 +263,16 @@ class Agent:
         if msg.expires_at is not None and msg.expires_at < time.time():
             await ws.send(refuse("agent: command expired before it arrived").model_dump_json())
         elif kind == CommandKind.RESTART:
-            await ws.send(Finished(command_id=msg.command_id, result="succeeded", exit_code=0,
-                                   duration_s=0, last_seq=0,
-                                   detail="agent restarting").model_dump_json())
+            await ws.send(
+                Finished(
+                    command_id=msg.command_id,
+                    result="succeeded",
+                    exit_code=0,
+                    duration_s=0,
+                    last_seq=0,
+                    detail="agent restarting",
+                ).model_dump_json()
+            )
             self.restart_requested = True
             await ws.close()
         elif not KIND_RULES[kind].runs_process:
@@ -242,8 +281,9 @@ class Agent:
             await ws.send(refuse("agent: another command is running").model_dump_json())
         else:
             entry = self.runner.start(msg.command_id, kind)
-            await ws.send(Started(command_id=msg.command_id, started_at=entry.started_at)
-                          .model_dump_json())
+            await ws.send(
+                Started(command_id=msg.command_id, started_at=entry.started_at).model_dump_json()
+            )
 
 
 def _install_signals(agent: Agent) -> None:
@@ -279,4 +319,3 @@ def run_agent(opts: AgentOptions) -> None:
         log.info("agent: restarting")
         sys.stdout.flush()
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-

@@ -46,8 +46,9 @@ def _pull_steps(t: Target) -> list[Step]:
 
 def _test_steps(t: Target) -> list[Step]:
     tests = sorted((t.repo_dir / "hosts" / t.host_id / "tests").glob("T*.sh"))
-    return [{"name": p.name, "argv": [str(p)], "cwd": str(t.repo_dir), "report": True}
-            for p in tests]
+    return [
+        {"name": p.name, "argv": [str(p)], "cwd": str(t.repo_dir), "report": True} for p in tests
+    ]
 
 
 def plan(executor: Executor, kind: CommandKind, t: Target, now: float) -> dict[str, Any]:
@@ -79,8 +80,14 @@ class NixOSExecutor:
         # The switch may restart nixfleet-agent.service, and systemd then kills its whole
         # cgroup; a transient unit of its own keeps the build alive.
         if self.use_systemd_run:
-            return ["systemd-run", f"--unit=nixfleet-cmd-{command_id}", "--collect", "--quiet",
-                    "--service-type=exec", "--"]
+            return [
+                "systemd-run",
+                f"--unit=nixfleet-cmd-{command_id}",
+                "--collect",
+                "--quiet",
+                "--service-type=exec",
+                "--",
+            ]
         return []
 
 
@@ -102,8 +109,11 @@ def make_executor(os_kind: str, macos_tool: str, systemd_run: str) -> Executor:
     """Return the executor for this host; systemd_run is "auto", "yes" or "no"."""
     if os_kind == "macos":
         return MacOSExecutor(macos_tool)
-    use = systemd_run == "yes" or (systemd_run == "auto" and shutil.which("systemd-run") is not None
-                                   and Path("/run/systemd/system").is_dir())
+    use = systemd_run == "yes" or (
+        systemd_run == "auto"
+        and shutil.which("systemd-run") is not None
+        and Path("/run/systemd/system").is_dir()
+    )
     return NixOSExecutor(use)
 
 

@@ -108,8 +108,12 @@ class Entry:
         (self.path / "cancel").touch()
 
     def _save_meta(self) -> None:
-        meta = {"command_id": self.command_id, "kind": self.kind,
-                "started_at": self.started_at, "acked_seq": self.acked_seq}
+        meta = {
+            "command_id": self.command_id,
+            "kind": self.kind,
+            "started_at": self.started_at,
+            "acked_seq": self.acked_seq,
+        }
         tmp = self.path / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.path / "meta.json")

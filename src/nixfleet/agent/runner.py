@@ -27,8 +27,9 @@ _TAIL_INTERVAL_S = 0.05
 class Runner:
     """Own the journal entries of this agent and the tasks that follow them."""
 
-    def __init__(self, journal: Journal, executor: Executor, target: Target,
-                 on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, journal: Journal, executor: Executor, target: Target, on_change: Callable[[], None]
+    ) -> None:
         self.journal = journal
         self.executor = executor
         self.target = target
@@ -50,11 +51,18 @@ class Runner:
 
     def start(self, command_id: str, kind: CommandKind) -> Entry:
         """Journal the plan, launch the detached runner and follow it."""
-        entry = self.journal.create(command_id, kind.value,
-                                    plan(self.executor, kind, self.target, time.time()))
+        entry = self.journal.create(
+            command_id, kind.value, plan(self.executor, kind, self.target, time.time())
+        )
         argv = [*self.executor.launcher(command_id), *runner_argv(entry.path)]
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
         self.entries[command_id] = entry
         self._follow(entry)
         return entry
@@ -89,8 +97,11 @@ class Runner:
                 self.on_change()
             if record is None and not entry.runner_alive():
                 entry.read_new_lines()
-                record = {"result": "failed", "exit_code": None,
-                          "detail": "the detached runner died without a result"}
+                record = {
+                    "result": "failed",
+                    "exit_code": None,
+                    "detail": "the detached runner died without a result",
+                }
             if record is not None:
                 while entry.read_new_lines():
                     pass
@@ -99,10 +110,12 @@ class Runner:
                 return
             if not entry.warned and time.time() - entry.started_at > warn_after:
                 entry.warned = True
-                self.warnings.append(Warning(
-                    command_id=entry.command_id,
-                    text=f"still running after {int(warn_after)} s",
-                ))
+                self.warnings.append(
+                    Warning(
+                        command_id=entry.command_id,
+                        text=f"still running after {int(warn_after)} s",
+                    )
+                )
                 self.on_change()
             await asyncio.sleep(_TAIL_INTERVAL_S)
 

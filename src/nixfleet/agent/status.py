@@ -37,9 +37,7 @@ def _generation(system_dir: Path) -> int | None:
 
 def _memory() -> tuple[int, int]:
     try:
-        info = dict(
-            line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines()
-        )
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
         return int(info["MemTotal"].split()[0]) * 1024, int(info["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return 0, 0
@@ -67,8 +65,13 @@ def _lock_info(repo_dir: Path) -> tuple[str, int | None]:
 
 async def _git_head(repo_dir: Path) -> str:
     proc = await asyncio.create_subprocess_exec(
-        "git", "-C", str(repo_dir), "rev-parse", "HEAD",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        "git",
+        "-C",
+        str(repo_dir),
+        "rev-parse",
+        "HEAD",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     out, _ = await proc.communicate()
     return out.decode().strip() if proc.returncode == 0 else ""
@@ -79,7 +82,8 @@ def _os_version(os_kind: str) -> str:
         return platform.mac_ver()[0] or platform.release()
     try:
         release = dict(
-            line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines()
+            line.split("=", 1)
+            for line in Path("/etc/os-release").read_text().splitlines()
             if "=" in line
         )
         return release.get("VERSION_ID", "").strip('"')

@@ -14,8 +14,11 @@ import typer
 
 from nixfleet.core.errors import ConfigError, NixFleetError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="NixFleet: one live dashboard and one-click deploys for Nix machines.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="NixFleet: one live dashboard and one-click deploys for Nix machines.",
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 admin_app = typer.Typer(no_args_is_help=True, help="Administration helpers.")
 host_app = typer.Typer(no_args_is_help=True, help="Manage hosts from the command line.")
@@ -39,8 +42,11 @@ def _settings(**overrides: Any) -> Any:
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 @app.command()
@@ -62,12 +68,21 @@ def serve(
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
+    # Listening now lets clients queue up while migrations and the lifespan finish, so the
+    # port file can be written before uvicorn takes over the socket.
+    sock.listen(2048)
     bound = sock.getsockname()[1]
     if port_file:
         port_file.write_text(str(bound))
     typer.echo(f"nixfleet: dashboard on http://{settings.host}:{bound}/", err=True)
-    config = uvicorn.Config(create_app(settings), log_level=log_level, access_log=False,
-                            proxy_headers=False, ws_max_size=2**20, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,
+        ws_max_size=2**20,
+        lifespan="on",
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -80,11 +95,13 @@ def agent(
     repo_url: Annotated[str, typer.Option(help="Clone from here if repo-dir is empty.")] = "",
     branch: str = "main",
     state_dir: Annotated[Path, typer.Option(help="Journal of commands in flight.")] = Path(
-        "/var/lib/nixfleet-agent"),
+        "/var/lib/nixfleet-agent"
+    ),
     system_dir: Annotated[Path, typer.Option(help="Where current-system lives.")] = Path("/run"),
     os_kind: Annotated[str, typer.Option("--os", help="nixos or macos.")] = "nixos",
     macos_tool: Annotated[str, typer.Option(help="darwin-rebuild or home-manager.")] = (
-        "darwin-rebuild"),
+        "darwin-rebuild"
+    ),
     systemd_run: Annotated[str, typer.Option(help="auto, yes or no.")] = "auto",
     allow_insecure: Annotated[bool, typer.Option(help="Allow http:// (loopback demos).")] = False,
     log_level: str = "info",
@@ -97,10 +114,20 @@ def agent(
         _fail("agent: --os must be nixos or macos")
     if macos_tool not in ("darwin-rebuild", "home-manager"):
         _fail("agent: --macos-tool must be darwin-rebuild or home-manager")
-    opts = AgentOptions(url=url, host_id=host_id, token_file=token_file, repo_dir=repo_dir,
-                        state_dir=state_dir, system_dir=system_dir, repo_url=repo_url,
-                        branch=branch, os_kind=os_kind, macos_tool=macos_tool,
-                        systemd_run=systemd_run, allow_insecure=allow_insecure)
+    opts = AgentOptions(
+        url=url,
+        host_id=host_id,
+        token_file=token_file,
+        repo_dir=repo_dir,
+        state_dir=state_dir,
+        system_dir=system_dir,
+        repo_url=repo_url,
+        branch=branch,
+        os_kind=os_kind,
+        macos_tool=macos_tool,
+        systemd_run=systemd_run,
+        allow_insecure=allow_insecure,
+    )
     try:
         run_agent(opts)
     except (NixFleetError, OSError) as exc:
@@ -154,8 +181,9 @@ def gen_secret() -> None:
 @host_app.command("add")
 def host_add(host_id: str, location: str = "", device_type: str = "") -> None:
     """Add a host and print its agent token (shown once)."""
-    token = _with_fleet(lambda f: f.add_host(host_id, {"location": location,
-                                                       "device_type": device_type}))[1]
+    token = _with_fleet(
+        lambda f: f.add_host(host_id, {"location": location, "device_type": device_type})
+    )[1]
     typer.echo(token)
 
 

@@ -44,9 +44,7 @@ _ALLOWED: dict[CommandState, frozenset[CommandState]] = {
         {CommandState.DISPATCHED, CommandState.CANCELLED, CommandState.TIMED_OUT}
     ),
     # dispatched → queued: the agent never received it (connection dropped), send again.
-    CommandState.DISPATCHED: frozenset(
-        {CommandState.QUEUED, CommandState.RUNNING, *FINAL_STATES}
-    ),
+    CommandState.DISPATCHED: frozenset({CommandState.QUEUED, CommandState.RUNNING, *FINAL_STATES}),
     CommandState.RUNNING: FINAL_STATES,
 }
 
@@ -85,9 +83,7 @@ def parse_kind(raw: object) -> CommandKind:
         return CommandKind(str(raw))
     except ValueError:
         valid = ", ".join(k.value for k in CommandKind)
-        raise UnknownCommandKind(
-            f"unknown command {str(raw)[:40]!r}; accepted: {valid}"
-        ) from None
+        raise UnknownCommandKind(f"unknown command {str(raw)[:40]!r}; accepted: {valid}") from None
 
 
 def supersedes_queued(new: CommandKind) -> bool:

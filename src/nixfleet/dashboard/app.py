@@ -33,7 +33,7 @@ async def _sweeper(fleet: Fleet) -> None:
     while True:
         try:
             await fleet.sweep()
-        except Exception:  # noqa: BLE001 - housekeeping must outlive one bad round
+        except Exception:
             log.exception("dashboard: sweep failed")
         await asyncio.sleep(SWEEP_EVERY_S)
 
@@ -47,8 +47,15 @@ def create_app(settings: Settings) -> FastAPI:
         db = Database(settings.db_url)
         bus = LocalBus()
         fleet = Fleet(settings, db, bus)
-        ctx = Context(settings, db, bus, fleet, Hub(fleet),
-                      Broadcaster(bus, settings.sse_queue_size), templates)
+        ctx = Context(
+            settings,
+            db,
+            bus,
+            fleet,
+            Hub(fleet),
+            Broadcaster(bus, settings.sse_queue_size),
+            templates,
+        )
         app.state.ctx = ctx
         await host_store.mark_all_offline(db)
         await fleet.refresh_target(force=True)
@@ -61,8 +68,9 @@ def create_app(settings: Settings) -> FastAPI:
             ctx.broadcaster.close()
             await db.close()
 
-    app = FastAPI(title="NixFleet", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="NixFleet", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     errors.install(app)
     for module in (health, auth, pages, hosts, commands, events, agent_ws):
         app.include_router(module.router)

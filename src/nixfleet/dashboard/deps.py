@@ -46,8 +46,10 @@ async def optional_session(request: Request, ctx: Ctx) -> Session | None:
     if row is None:
         return None
     now = time.time()
-    if (now - row["last_seen"] > ctx.settings.session_idle_s
-            or now - row["created_at"] > ctx.settings.session_absolute_s):
+    if (
+        now - row["last_seen"] > ctx.settings.session_idle_s
+        or now - row["created_at"] > ctx.settings.session_absolute_s
+    ):
         await session_store.delete_one(ctx.db, id_hash)
         return None
     if now - row["last_seen"] > _TOUCH_EVERY_S:

@@ -33,8 +33,13 @@ HOST_META_FIELDS = ("location", "device_type", "theme_color")
 
 
 class Fleet:
-    def __init__(self, settings: Settings, db: Database, bus: EventBus,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        bus: EventBus,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.bus = bus
@@ -49,8 +54,13 @@ class Fleet:
         host_id = canonical_host_id(raw_id)
         token = tokens.new_agent_token()
         clean = {k: v for k, v in meta.items() if k in HOST_META_FIELDS}
-        await host_store.add(self.db, host_id, tokens.hash_agent_token(self._token_secret, token),
-                             self.clock(), clean)
+        await host_store.add(
+            self.db,
+            host_id,
+            tokens.hash_agent_token(self._token_secret, token),
+            self.clock(),
+            clean,
+        )
         host = await self.host(host_id)
         await self.bus.publish({"type": "host", "host": host})
         return host, token
@@ -65,8 +75,9 @@ class Fleet:
         """Return a new agent token for the host; the old one stops working at once."""
         host_id = canonical_host_id(raw_id)
         token = tokens.new_agent_token()
-        await host_store.set_token_hash(self.db, host_id,
-                                        tokens.hash_agent_token(self._token_secret, token))
+        await host_store.set_token_hash(
+            self.db, host_id, tokens.hash_agent_token(self._token_secret, token)
+        )
         await self.bus.publish({"type": "agent_control", "host_id": host_id, "action": "drop"})
         return token
 
@@ -91,8 +102,9 @@ class Fleet:
         return {
             **row,
             "drift": commit_drift(st.get("commit", ""), self.target).value,
-            "reboot_needed": reboot_needed(st.get("current_system", ""),
-                                           st.get("booted_system", "")),
+            "reboot_needed": reboot_needed(
+                st.get("current_system", ""), st.get("booted_system", "")
+            ),
             "lock_age_days": lock_age_days(st.get("lock_modified"), self.clock()),
         }
 
@@ -115,29 +127,49 @@ class Fleet:
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
         row: dict[str, Any] = {
-            "id": uuid.uuid4().hex, "host_id": host_id, "kind": kind.value,
-            "state": CommandState.QUEUED.value, "actor": actor, "created_at": now,
+            "id": uuid.uuid4().hex,
+            "host_id": host_id,
+            "kind": kind.value,
+            "state": CommandState.QUEUED.value,
+            "actor": actor,
+            "created_at": now,
             "expires_at": now + self.settings.command_expiry_s,
         }
         if kind == CommandKind.STOP:
             # A stop is never queued: it is recorded as done and acts on the active command.
-            row |= {"state": CommandState.SUCCEEDED.value, "finished_at": now,
-                    "detail": f"stop requested for {active[0]['id']}"}
+            row |= {
+                "state": CommandState.SUCCEEDED.value,
+                "finished_at": now,
+                "detail": f"stop requested for {active[0]['id']}",
+            }
         superseded = await command_store.enqueue(
-            self.db, row, supersede=rules.supersedes_queued(kind))
+            self.db, row, supersede=rules.supersedes_queued(kind)
+        )
         for cid in superseded:
             await self._publish_command(cid)
         if kind == CommandKind.STOP:
-            await self.bus.publish({"type": "agent_control", "host_id": host_id,
-                                    "action": "cancel", "command_id": active[0]["id"]})
+            await self.bus.publish(
+                {
+                    "type": "agent_control",
+                    "host_id": host_id,
+                    "action": "cancel",
+                    "command_id": active[0]["id"],
+                }
+            )
         return await self._publish_command(row["id"])
 
     async def cancel_queued(self, command_id: str) -> dict[str, Any]:
         """Cancel a command that has not been delivered yet, or raise Conflict."""
         cmd = await command_store.get(self.db, command_id)
-        if not await command_store.move(self.db, command_id, cmd["host_id"],
-                                        [CommandState.QUEUED], CommandState.CANCELLED,
-                                        finished_at=self.clock(), detail="cancelled while queued"):
+        if not await command_store.move(
+            self.db,
+            command_id,
+            cmd["host_id"],
+            [CommandState.QUEUED],
+            CommandState.CANCELLED,
+            finished_at=self.clock(),
+            detail="cancelled while queued",
+        ):
             raise Conflict(f"commands: {command_id} is {cmd['state']}, not queued; use stop")
         return await self._publish_command(command_id)
 
@@ -166,8 +198,14 @@ class Fleet:
             return None
         else:
             pick = queued[0]
-        if not await command_store.move(self.db, pick["id"], host_id, [CommandState.QUEUED],
-                                        CommandState.DISPATCHED, dispatched_at=now):
+        if not await command_store.move(
+            self.db,
+            pick["id"],
+            host_id,
+            [CommandState.QUEUED],
+            CommandState.DISPATCHED,
+            dispatched_at=now,
+        ):
             return None
         await self._publish_command(pick["id"])
         return pick
@@ -193,13 +231,25 @@ class Fleet:
                 await command_store.set_fields(self.db, cmd["id"], host_id, disconnected_at=None)
                 continue
             if cmd["state"] == CommandState.DISPATCHED:
-                await command_store.move(self.db, cmd["id"], host_id, [CommandState.DISPATCHED],
-                                         CommandState.QUEUED, dispatched_at=None,
-                                         disconnected_at=None)
+                await command_store.move(
+                    self.db,
+                    cmd["id"],
+                    host_id,
+                    [CommandState.DISPATCHED],
+                    CommandState.QUEUED,
+                    dispatched_at=None,
+                    disconnected_at=None,
+                )
             else:
-                await command_store.move(self.db, cmd["id"], host_id, [CommandState.RUNNING],
-                                         CommandState.LOST, finished_at=now,
-                                         detail="the agent came back without a record of it")
+                await command_store.move(
+                    self.db,
+                    cmd["id"],
+                    host_id,
+                    [CommandState.RUNNING],
+                    CommandState.LOST,
+                    finished_at=now,
+                    detail="the agent came back without a record of it",
+                )
             await self._publish_command(cmd["id"])
         await self.bus.publish({"type": "host", "host": await self.host(host_id)})
 
@@ -217,8 +267,14 @@ class Fleet:
         await self.bus.publish({"type": "host", "host": await self.host(host_id)})
 
     async def record_started(self, host_id: str, msg: Started) -> None:
-        if await command_store.move(self.db, msg.command_id, host_id, [CommandState.DISPATCHED],
-                                    CommandState.RUNNING, started_at=msg.started_at):
+        if await command_store.move(
+            self.db,
+            msg.command_id,
+            host_id,
+            [CommandState.DISPATCHED],
+            CommandState.RUNNING,
+            started_at=msg.started_at,
+        ):
             await self._publish_command(msg.command_id)
 
     async def record_output(self, host_id: str, msg: Output) -> int:
@@ -228,13 +284,15 @@ class Fleet:
             raise NotFound(f"fleet: command {msg.command_id} is not {host_id}'s")
         lines = [ln.model_dump() for ln in msg.lines]
         await output_store.append(self.db, msg.command_id, lines, self.clock())
-        await self.bus.publish({"type": "output", "command_id": msg.command_id,
-                                "host_id": host_id, "lines": lines})
+        await self.bus.publish(
+            {"type": "output", "command_id": msg.command_id, "host_id": host_id, "lines": lines}
+        )
         return max((ln.seq for ln in msg.lines), default=0)
 
     async def record_warning(self, host_id: str, msg: Warning) -> None:
-        await command_store.set_fields(self.db, msg.command_id, host_id, warned=True,
-                                       detail=msg.text)
+        await command_store.set_fields(
+            self.db, msg.command_id, host_id, warned=True, detail=msg.text
+        )
         await self._publish_command(msg.command_id)
 
     async def record_finished(self, host_id: str, msg: Finished) -> None:
@@ -242,17 +300,27 @@ class Fleet:
         state = CommandState.FAILED if msg.result == "rejected" else CommandState(msg.result)
         tests = [t.model_dump() for t in msg.tests] or None
         moved = await command_store.move(
-            self.db, msg.command_id, host_id,
-            [CommandState.DISPATCHED, CommandState.RUNNING, CommandState.LOST], state,
-            finished_at=self.clock(), exit_code=msg.exit_code, detail=msg.detail,
-            tests=tests, disconnected_at=None,
+            self.db,
+            msg.command_id,
+            host_id,
+            [CommandState.DISPATCHED, CommandState.RUNNING, CommandState.LOST],
+            state,
+            finished_at=self.clock(),
+            exit_code=msg.exit_code,
+            detail=msg.detail,
+            tests=tests,
+            disconnected_at=None,
         )
         if not moved:
             return
         cmd = await self._publish_command(msg.command_id)
         if cmd["kind"] == CommandKind.TEST:
-            summary = {"command_id": msg.command_id, "at": cmd["finished_at"],
-                       "passed": sum(t.ok for t in msg.tests), "total": len(msg.tests)}
+            summary = {
+                "command_id": msg.command_id,
+                "at": cmd["finished_at"],
+                "passed": sum(t.ok for t in msg.tests),
+                "total": len(msg.tests),
+            }
             await host_store.save_last_test(self.db, host_id, summary)
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
 
@@ -262,7 +330,8 @@ class Fleet:
         now = self.clock()
         changed = await command_store.expire_queued(self.db, now)
         changed += await command_store.lose_abandoned(
-            self.db, now - self.settings.reconnect_window_s, now)
+            self.db, now - self.settings.reconnect_window_s, now
+        )
         for row in changed:
             await self._publish_command(row["id"])
         await self.refresh_target()
@@ -275,8 +344,13 @@ class Fleet:
             return self.target
         self._target_checked = now
         proc = await asyncio.create_subprocess_exec(
-            "git", "ls-remote", "--", repo, f"refs/heads/{self.settings.config_branch}",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            "git",
+            "ls-remote",
+            "--",
+            repo,
+            f"refs/heads/{self.settings.config_branch}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         out, _ = await proc.communicate()
         head = out.decode().split()[0] if proc.returncode == 0 and out.strip() else None

@@ -59,9 +59,14 @@ class Hub:
         host_id = event.get("host_id") or event.get("command", {}).get("host_id")
         if host_id not in self.links:
             return
-        if event["type"] == "command" and event["command"]["state"] in ("queued", "succeeded",
-                                                                        "failed", "cancelled",
-                                                                        "timed_out", "lost"):
+        if event["type"] == "command" and event["command"]["state"] in (
+            "queued",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "timed_out",
+            "lost",
+        ):
             self._spawn(self.pump(host_id))
         elif event["type"] == "agent_control":
             self._spawn(self._control(host_id, event))
@@ -82,7 +87,7 @@ class Hub:
                 msg = Command(command_id=cmd["id"], kind=cmd["kind"], expires_at=cmd["expires_at"])
                 try:
                     await link.send(msg.model_dump_json())
-                except Exception:  # noqa: BLE001 - the link died; hello will requeue
+                except Exception:
                     log.info("hub: could not deliver %s to %s", cmd["id"], host_id)
                     return
 
@@ -95,5 +100,5 @@ class Hub:
                 await link.send(Cancel(command_id=event["command_id"]).model_dump_json())
             elif event["action"] == "drop":
                 await link.ws.close(CLOSE_HOST_REMOVED, "credentials changed or host removed")
-        except Exception:  # noqa: BLE001 - a closing socket is already what we want
+        except Exception:
             log.debug("hub: control message to %s not sent", host_id)

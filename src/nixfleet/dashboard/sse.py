@@ -50,9 +50,7 @@ class Broadcaster:
         for sub in tuple(self.subscribers):
             sub.offer(self.seq, event)
 
-    async def stream(
-        self, snapshot: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> AsyncIterator[str]:
+    async def stream(self, snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> AsyncIterator[str]:
         """Yield SSE frames for one browser until it goes away."""
         sub = Subscriber(self.queue_size)
         self.subscribers.add(sub)
@@ -62,7 +60,7 @@ class Broadcaster:
             while True:
                 try:
                     seq, event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
                 yield _frame(seq, event["type"], event)

@@ -28,8 +28,14 @@ from nixfleet.storage.db import Database
 from nixfleet.storage.migrate import upgrade
 
 FAKEBIN = Path(__file__).parent / "fakebin"
-_NAMES = [("atlas", "nixos"), ("borealis", "macos"), ("cirrus", "nixos"), ("dune", "nixos"),
-          ("ember", "macos"), ("fjord", "nixos")]
+_NAMES = [
+    ("atlas", "nixos"),
+    ("borealis", "macos"),
+    ("cirrus", "nixos"),
+    ("dune", "nixos"),
+    ("ember", "macos"),
+    ("fjord", "nixos"),
+]
 _LOCATIONS = ["rack A", "home office", "rack B", "basement", "laptop bag", "edge site"]
 _COLOURS = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2"]
 
@@ -64,8 +70,12 @@ def demo_hosts(count: int) -> list[tuple[str, str]]:
     return names
 
 
-def prepare(root: Path, count: int, failing: tuple[str, ...] = ("dune",),
-            extra_env: dict[str, str] | None = None) -> DemoFleet:
+def prepare(
+    root: Path,
+    count: int,
+    failing: tuple[str, ...] = ("dune",),
+    extra_env: dict[str, str] | None = None,
+) -> DemoFleet:
     """Return a fleet on disk under root, with a fresh admin password and agent tokens."""
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -76,8 +86,7 @@ def prepare(root: Path, count: int, failing: tuple[str, ...] = ("dune",),
         secret_file.chmod(0o600)
     bare = root / "config" / "fleet-config.git"
     if not bare.exists():
-        create_config_repo(root / "config", names, failing=[f for f in failing
-                                                            if f in dict(names)])
+        create_config_repo(root / "config", names, failing=[f for f in failing if f in dict(names)])
     bindir = root / "bin"
     if not bindir.exists():
         shutil.copytree(FAKEBIN, bindir)
@@ -108,10 +117,14 @@ def prepare(root: Path, count: int, failing: tuple[str, ...] = ("dune",),
 
 async def _issue_tokens(env: dict[str, str], names: list[tuple[str, str]]) -> list[str]:
     """Return one fresh agent token per host, adding the hosts that do not exist yet."""
-    settings = load_settings(**{k.removeprefix("NIXFLEET_").lower(): v for k, v in env.items()
-                                if not k.endswith("_FILE")},
-                             agent_token_hash_secret=Path(
-                                 env["NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE"]).read_text())
+    settings = load_settings(
+        **{
+            k.removeprefix("NIXFLEET_").lower(): v
+            for k, v in env.items()
+            if not k.endswith("_FILE")
+        },
+        agent_token_hash_secret=Path(env["NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE"]).read_text(),
+    )
     await asyncio.to_thread(upgrade, settings.db_url)
     db = Database(settings.db_url)
     fleet = Fleet(settings, db, LocalBus())
@@ -122,8 +135,11 @@ async def _issue_tokens(env: dict[str, str], names: list[tuple[str, str]]) -> li
             if host_id in existing:
                 tokens.append(await fleet.rotate_token(host_id))
             else:
-                meta = {"location": _LOCATIONS[i % 6], "theme_color": _COLOURS[i % 6],
-                        "device_type": "server" if i % 2 == 0 else "laptop"}
+                meta = {
+                    "location": _LOCATIONS[i % 6],
+                    "theme_color": _COLOURS[i % 6],
+                    "device_type": "server" if i % 2 == 0 else "laptop",
+                }
                 tokens.append((await fleet.add_host(host_id, meta))[1])
     finally:
         await db.close()
@@ -142,16 +158,31 @@ def _seed_system(host: DemoHost) -> None:
         (system / name).write_text(text + "\n")
 
 
-def start_dashboard(fleet: DemoFleet, port: int, log_file: Path | None = None) -> tuple[
-        subprocess.Popen[bytes], int]:
+def start_dashboard(
+    fleet: DemoFleet, port: int, log_file: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start `nixfleet serve` for the fleet; return the process and its bound port."""
     port_file = fleet.root / "dashboard.port"
     port_file.unlink(missing_ok=True)
     out = (log_file or fleet.root / "dashboard.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nixfleet", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--port-file", str(port_file), "--log-level", "warning"],
-        env={**os.environ, **fleet.env}, stdout=out, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "nixfleet",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--port-file",
+            str(port_file),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, **fleet.env},
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -164,8 +195,13 @@ def start_dashboard(fleet: DemoFleet, port: int, log_file: Path | None = None) -
     raise RuntimeError("demo: dashboard did not start within 30 s")
 
 
-def start_agent(fleet: DemoFleet, host: DemoHost, port: int, build_seconds: float,
-                extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_agent(
+    fleet: DemoFleet,
+    host: DemoHost,
+    port: int,
+    build_seconds: float,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     """Start the real agent for a simulated host, with the fake Nix tools first on PATH."""
     macos_tool = "home-manager" if host.host_id.startswith("ember") else "darwin-rebuild"
     env = {
@@ -177,13 +213,38 @@ def start_agent(fleet: DemoFleet, host: DemoHost, port: int, build_seconds: floa
     }
     log = (host.root / "agent.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "nixfleet", "agent", "--url", f"http://127.0.0.1:{port}",
-         "--host-id", host.host_id, "--token-file", str(host.token_file),
-         "--repo-dir", str(host.root / "repo"), "--repo-url", fleet.repo_url,
-         "--state-dir", str(host.root / "state"), "--system-dir", str(host.root / "system"),
-         "--os", host.os_kind, "--macos-tool", macos_tool, "--systemd-run", "no",
-         "--allow-insecure", "--log-level", "warning"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "nixfleet",
+            "agent",
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--host-id",
+            host.host_id,
+            "--token-file",
+            str(host.token_file),
+            "--repo-dir",
+            str(host.root / "repo"),
+            "--repo-url",
+            fleet.repo_url,
+            "--state-dir",
+            str(host.root / "state"),
+            "--system-dir",
+            str(host.root / "system"),
+            "--os",
+            host.os_kind,
+            "--macos-tool",
+            macos_tool,
+            "--systemd-run",
+            "no",
+            "--allow-insecure",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 

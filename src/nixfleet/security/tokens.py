@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 
-AGENT_TOKEN_PREFIX = "nfa_"
+AGENT_TOKEN_PREFIX = "nfa_"  # noqa: S105 - a prefix, not a secret
 SESSION_PREFIX = "nfs_"
 
 

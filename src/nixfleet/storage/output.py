@@ -11,13 +11,20 @@ from nixfleet.storage.db import Database
 from nixfleet.storage.tables import output
 
 
-async def append(db: Database, command_id: str, lines: Sequence[dict[str, Any]], now: float) -> None:
+async def append(
+    db: Database, command_id: str, lines: Sequence[dict[str, Any]], now: float
+) -> None:
     """Store lines; a line whose sequence number is already stored is skipped (replay-safe)."""
     if not lines:
         return
     rows = [
-        {"command_id": command_id, "seq": ln["seq"], "stream": ln["stream"],
-         "text": ln["text"], "ts": now}
+        {
+            "command_id": command_id,
+            "seq": ln["seq"],
+            "stream": ln["stream"],
+            "text": ln["text"],
+            "ts": now,
+        }
         for ln in lines
     ]
     async with db.engine.begin() as conn:

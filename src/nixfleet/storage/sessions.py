@@ -17,8 +17,12 @@ async def create(
     async with db.engine.begin() as conn:
         await conn.execute(
             insert(sessions).values(
-                id_hash=id_hash, username=username, csrf=csrf,
-                created_at=now, last_seen=now, address=address,
+                id_hash=id_hash,
+                username=username,
+                csrf=csrf,
+                created_at=now,
+                last_seen=now,
+                address=address,
             )
         )
 

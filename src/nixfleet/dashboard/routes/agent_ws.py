@@ -43,13 +43,16 @@ def _bearer(value: str | None) -> str:
 async def agent_socket(websocket: WebSocket) -> None:
     ctx: Context = websocket.app.state.ctx
     host_id = await ctx.fleet.authenticate_agent(
-        websocket.headers.get("x-nixfleet-host", ""), _bearer(websocket.headers.get("authorization"))
+        websocket.headers.get("x-nixfleet-host", ""),
+        _bearer(websocket.headers.get("authorization")),
     )
     if host_id is None:
         log.warning("agent_ws: refused a connection with a bad token or host id")
         await websocket.send_denial_response(
-            JSONResponse({"error": "unauthorized", "detail": "bad agent token for this host"},
-                         status_code=401)
+            JSONResponse(
+                {"error": "unauthorized", "detail": "bad agent token for this host"},
+                status_code=401,
+            )
         )
         return
     await websocket.accept()
@@ -65,8 +68,11 @@ async def agent_socket(websocket: WebSocket) -> None:
         await _quiet_close(old, CLOSE_REPLACED, "a newer connection for this host arrived")
     try:
         await ctx.fleet.agent_connected(host_id, hello)
-        await link.send(Welcome(heartbeat_s=ctx.settings.heartbeat_s,
-                                branch=ctx.settings.config_branch).model_dump_json())
+        await link.send(
+            Welcome(
+                heartbeat_s=ctx.settings.heartbeat_s, branch=ctx.settings.config_branch
+            ).model_dump_json()
+        )
         pump = asyncio.create_task(ctx.hub.pump(host_id))
         await _serve(ctx, link)
         pump.cancel()
@@ -81,15 +87,17 @@ async def _hello(websocket: WebSocket, host_id: str) -> Hello | None:
     try:
         raw = await asyncio.wait_for(websocket.receive_text(), HELLO_TIMEOUT_S)
         msg = agent_message.validate_json(raw)
-    except (asyncio.TimeoutError, ValidationError):
+    except (TimeoutError, ValidationError):
         await websocket.close(CLOSE_BAD_MESSAGE, "expected a hello message")
         return None
     if not isinstance(msg, Hello) or msg.host_id != host_id:
         await websocket.close(CLOSE_BAD_MESSAGE, "hello must come first and name this host")
         return None
     if msg.protocol < MIN_PROTOCOL_VERSION:
-        await websocket.close(CLOSE_PROTOCOL_TOO_OLD,
-                              f"protocol {msg.protocol} is too old; need {MIN_PROTOCOL_VERSION}")
+        await websocket.close(
+            CLOSE_PROTOCOL_TOO_OLD,
+            f"protocol {msg.protocol} is too old; need {MIN_PROTOCOL_VERSION}",
+        )
         return None
     return msg
 
@@ -101,8 +109,9 @@ async def _serve(ctx: Context, link: AgentLink) -> None:
         try:
             msg = agent_message.validate_json(raw)
         except ValidationError as exc:
-            log.warning("agent_ws: %s sent a malformed message (%s)", host_id,
-                        exc.errors()[0]["type"])
+            log.warning(
+                "agent_ws: %s sent a malformed message (%s)", host_id, exc.errors()[0]["type"]
+            )
             await link.ws.close(CLOSE_BAD_MESSAGE, "malformed message")
             return
         if isinstance(msg, Status):
@@ -114,14 +123,16 @@ async def _serve(ctx: Context, link: AgentLink) -> None:
                 seq = await fleet.record_output(host_id, msg)
             except NotFound:
                 # Not ours (or deleted with its host): let the agent drop it for good.
-                await link.send(Ack(command_id=msg.command_id, seq=2**31, final=True)
-                                .model_dump_json())
+                await link.send(
+                    Ack(command_id=msg.command_id, seq=2**31, final=True).model_dump_json()
+                )
                 continue
             await link.send(Ack(command_id=msg.command_id, seq=seq).model_dump_json())
         elif isinstance(msg, Finished):
             await fleet.record_finished(host_id, msg)
-            await link.send(Ack(command_id=msg.command_id, seq=msg.last_seq, final=True)
-                            .model_dump_json())
+            await link.send(
+                Ack(command_id=msg.command_id, seq=msg.last_seq, final=True).model_dump_json()
+            )
         elif isinstance(msg, Started):
             await fleet.record_started(host_id, msg)
         elif isinstance(msg, Warning):
@@ -131,5 +142,5 @@ async def _serve(ctx: Context, link: AgentLink) -> None:
 async def _quiet_close(link: AgentLink, code: int, reason: str) -> None:
     try:
         await link.ws.close(code, reason)
-    except Exception:  # noqa: BLE001 - it may already be gone
+    except Exception:
         log.debug("agent_ws: old link for %s already closed", link.host_id)

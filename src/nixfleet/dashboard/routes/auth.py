@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from nixfleet.dashboard.deps import SESSION_COOKIE, Ctx, CsrfSession
+from nixfleet.dashboard.deps import SESSION_COOKIE, CsrfSession, Ctx
 from nixfleet.security import passwords, tokens
 from nixfleet.storage import sessions as session_store
 
@@ -37,12 +37,24 @@ async def login(
         )
     session_id = tokens.new_session_id()  # always a fresh id: no session fixation
     client = request.client.host if request.client else ""
-    await session_store.create(ctx.db, tokens.hash_session_id(session_id), username,
-                               tokens.new_csrf_token(), time.time(), client)
+    await session_store.create(
+        ctx.db,
+        tokens.hash_session_id(session_id),
+        username,
+        tokens.new_csrf_token(),
+        time.time(),
+        client,
+    )
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="strict",
-                        secure=settings.secure_cookies, path="/",
-                        max_age=settings.session_absolute_s)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        httponly=True,
+        samesite="strict",
+        secure=settings.secure_cookies,
+        path="/",
+        max_age=settings.session_absolute_s,
+    )
     return response
 
 

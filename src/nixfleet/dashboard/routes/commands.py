@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nixfleet.core.errors import NixFleetError
-from nixfleet.dashboard.deps import Ctx, CsrfSession
+from nixfleet.dashboard.deps import CsrfSession, Ctx
 
 router = APIRouter(prefix="/api")
 
@@ -40,8 +40,9 @@ async def queue_bulk(body: BulkRequest, ctx: Ctx, session: CsrfSession) -> dict[
     for host_id in dict.fromkeys(body.host_ids):
         try:
             cmd = await ctx.fleet.dispatch(session.username, host_id, body.command)
-            results.append({"host_id": cmd["host_id"], "command_id": cmd["id"],
-                            "state": cmd["state"]})
+            results.append(
+                {"host_id": cmd["host_id"], "command_id": cmd["id"], "state": cmd["state"]}
+            )
         except NixFleetError as exc:
             results.append({"host_id": host_id[:63], "error": exc.code, "detail": str(exc)})
     return {"results": results}

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from nixfleet.dashboard.deps import Ctx, CsrfSession
+from nixfleet.dashboard.deps import CsrfSession, Ctx
 
 router = APIRouter(prefix="/api/hosts")
 

@@ -1,0 +1,169 @@
+"""Real fleets for tests: a dashboard process on an ephemeral loopback port, real agent
+processes, the fake Nix tools, and a real git config repo — the same parts the demo uses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nixfleet.demo.run import DemoFleet, DemoHost, prepare, start_agent, start_dashboard
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """Return predicate()'s first truthy value, polling until timeout (then fail the test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Api:
+    """A logged-in browser session speaking the JSON API (cookie + CSRF header)."""
+
+    def __init__(self, base: str, password: str) -> None:
+        self.http = httpx.Client(base_url=base, timeout=10, follow_redirects=False)
+        res = self.http.post("/login", data={"username": "admin", "password": password})
+        assert res.status_code == 303, res.text
+        page = self.http.get("/").text
+        self.csrf = page.split('name="csrf-token" content="')[1].split('"')[0]
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        headers = {"X-CSRF-Token": self.csrf, **kw.pop("headers", {})}
+        return self.http.post(path, json=json, headers=headers, **kw)
+
+    def get(self, path: str) -> httpx.Response:
+        return self.http.get(path)
+
+    def command(self, host_id: str, kind: str) -> str:
+        res = self.post(f"/api/hosts/{host_id}/command", {"command": kind})
+        assert res.status_code == 202, res.text
+        return str(res.json()["command_id"])
+
+    def wait_state(self, command_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            cmd = self.get(f"/api/commands/{command_id}").json()
+            return cmd if cmd["state"] in states else None
+
+        return dict(wait_for(done, timeout, f"command {command_id} to reach {states}"))
+
+    def host(self, host_id: str) -> dict[str, Any]:
+        hosts = self.get("/api/hosts").json()["hosts"]
+        return next(h for h in hosts if h["id"] == host_id)
+
+    def wait_online(self, host_ids: list[str], timeout: float = 30) -> None:
+        def all_online() -> bool:
+            hosts = {h["id"]: h for h in self.get("/api/hosts").json()["hosts"]}
+            return all(hosts[h]["online"] for h in host_ids)
+
+        wait_for(all_online, timeout, f"{host_ids} online")
+
+
+@dataclass
+class RunningFleet:
+    fleet: DemoFleet
+    mark: str
+    build_seconds: float
+    server: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def host(self, host_id: str) -> DemoHost:
+        return next(h for h in self.fleet.hosts if h.host_id == host_id)
+
+    def start_dashboard(self) -> None:
+        self.server, self.port = start_dashboard(self.fleet, self.port)
+
+    def kill_dashboard(self) -> None:
+        assert self.server is not None
+        self.server.send_signal(signal.SIGKILL)
+        self.server.wait()
+
+    def start_agent(self, host_id: str, env: dict[str, str] | None = None) -> None:
+        self.agents[host_id] = start_agent(
+            self.fleet,
+            self.host(host_id),
+            self.port,
+            self.build_seconds,
+            {"NIXFLEET_TEST_MARK": self.mark, **(env or {})},
+        )
+
+    def kill_agent(self, host_id: str) -> None:
+        proc = self.agents.pop(host_id)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def api(self) -> Api:
+        return Api(self.base, self.fleet.password)
+
+    def marked_pids(self) -> set[int]:
+        """Return pids of every process started for this fleet (agents, runners, builds)."""
+        found = set()
+        for proc_dir in Path("/proc").iterdir():
+            if not proc_dir.name.isdigit():
+                continue
+            try:
+                environ = (proc_dir / "environ").read_bytes()
+            except OSError:
+                continue
+            if f"NIXFLEET_TEST_MARK={self.mark}".encode() in environ.split(b"\0"):
+                found.add(int(proc_dir.name))
+        return found
+
+    def stop(self) -> None:
+        for proc in [*self.agents.values(), *([self.server] if self.server else [])]:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in [*self.agents.values(), *([self.server] if self.server else [])]:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for pid in self.marked_pids():  # detached runners and builds outlive the agents
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def make_fleet(tmp_path: Path) -> Iterator[Callable[..., RunningFleet]]:
+    """Return a factory: make_fleet(hosts=3, build_seconds=1, agents=True, env={...})."""
+    running: list[RunningFleet] = []
+
+    def factory(
+        hosts: int = 3,
+        build_seconds: float = 1.0,
+        agents: bool = True,
+        env: dict[str, str] | None = None,
+        failing: tuple[str, ...] = ("dune",),
+    ) -> RunningFleet:
+        fleet = prepare(tmp_path / f"fleet{len(running)}", hosts, failing=failing, extra_env=env)
+        rf = RunningFleet(fleet, uuid.uuid4().hex, build_seconds)
+        running.append(rf)
+        rf.start_dashboard()
+        if agents:
+            for h in fleet.hosts:
+                rf.start_agent(h.host_id)
+            rf.api().wait_online([h.host_id for h in fleet.hosts])
+        return rf
+
+    yield factory
+    for rf in running:
+        rf.stop()
