@@ -39,31 +39,30 @@ class BodyLimit:
                 await _reject(send, 413, "too_large", detail)
                 return
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
-            return message
-
+        rejected = False
         started = False
 
-        async def tracking_send(message: Message) -> None:
+        async def limited() -> Message:
+            # Answer 413 ourselves and tell the app the client left: raising instead would
+            # be turned into a 400 "error parsing the body" by the framework.
+            nonlocal seen, rejected
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes and not rejected:
+                rejected = True
+                if not started:
+                    await _reject(send, 413, "too_large", detail)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _reject(send, 413, "too_large", detail)
-
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited, guarded_send)
 
 
 class SecurityHeaders:

@@ -1,0 +1,1 @@
+"""Benchmarks that run a real NixFleet fleet (dashboard and agent processes) on loopback."""

@@ -1,0 +1,115 @@
+"""The nixfleet command: fails fast on bad settings, reads secrets from files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(args, env=None, stdin=None, timeout=60):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")}
+    return subprocess.run(
+        [sys.executable, "-m", "nixfleet", *args],
+        env={**clean, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_serve_without_an_admin_password_hash_fails_fast_with_one_line(tmp_path):
+    res = _run(["serve"], {"NIXFLEET_DATA_DIR": str(tmp_path)})
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "NIXFLEET_ADMIN_PASSWORD_HASH" in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def _hash(password: str) -> str:
+    res = _run(["admin", "hash-password"], stdin=password + "\n")
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_a_weak_agent_token_secret_is_refused(tmp_path):
+    res = _run(
+        ["serve"],
+        {
+            "NIXFLEET_DATA_DIR": str(tmp_path),
+            "NIXFLEET_ADMIN_PASSWORD_HASH": _hash("correct horse"),
+            "NIXFLEET_AGENT_TOKEN_HASH_SECRET": "short",
+        },
+    )
+    assert res.returncode == 2
+    assert "NIXFLEET_AGENT_TOKEN_HASH_SECRET" in res.stderr
+    assert "at least 32" in res.stderr
+
+
+def test_a_malformed_setting_names_the_key(tmp_path):
+    res = _run(["db", "upgrade"], {"NIXFLEET_DEMO": "true", "NIXFLEET_PORT": "eighty"})
+    assert res.returncode == 2
+    assert "NIXFLEET_PORT" in res.stderr
+
+
+def test_secrets_come_from_files_and_hosts_can_be_added_from_the_cli(tmp_path):
+    secret = _run(["admin", "gen-secret"]).stdout.strip()
+    assert len(secret) >= 32
+    (tmp_path / "secret").write_text(secret + "\n")
+    (tmp_path / "pw").write_text(_hash("correct horse") + "\n")
+    env = {
+        "NIXFLEET_DATA_DIR": str(tmp_path / "data"),
+        "NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE": str(tmp_path / "secret"),
+        "NIXFLEET_ADMIN_PASSWORD_HASH_FILE": str(tmp_path / "pw"),
+    }
+    added = _run(["admin", "host", "add", "web-01"], env)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip().startswith("nfa_")
+    again = _run(["admin", "host", "add", "WEB-01"], env)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+    bad = _run(["admin", "host", "add", "web_01"], env)
+    assert bad.returncode == 2
+    assert "not valid" in bad.stderr
+
+
+def test_a_missing_secret_file_is_named(tmp_path):
+    res = _run(
+        ["db", "upgrade"],
+        {"NIXFLEET_DEMO": "true", "NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE": str(tmp_path / "nope")},
+    )
+    assert res.returncode == 2
+    assert "NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE" in res.stderr
+
+
+def test_settings_come_from_a_toml_file(tmp_path):
+    (tmp_path / "nixfleet.toml").write_text('demo = true\nport = "not a port"\n')
+    res = _run(["db", "upgrade"], {"NIXFLEET_CONFIG_FILE": str(tmp_path / "nixfleet.toml")})
+    assert res.returncode == 2
+    assert "NIXFLEET_PORT" in res.stderr
+
+
+@pytest.mark.parametrize("url", ["http://dash.example", "ws://dash.example"])
+def test_the_agent_refuses_a_plain_text_url_without_allow_insecure(tmp_path, url):
+    (tmp_path / "token").write_text("nfa_x")
+    res = _run(
+        [
+            "agent",
+            "--url",
+            url,
+            "--host-id",
+            "web-01",
+            "--token-file",
+            str(tmp_path / "token"),
+            "--repo-dir",
+            str(tmp_path / "repo"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
+    )
+    assert res.returncode == 2
+    assert "plain-text" in res.stderr

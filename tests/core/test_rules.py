@@ -1,0 +1,60 @@
+"""The shared rules: host ids, command kinds and the state machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from nixfleet.core.commands import CommandState, can_move, parse_kind, supersedes_queued
+from nixfleet.core.drift import Drift, commit_drift, reboot_needed
+from nixfleet.core.errors import InvalidHostId, UnknownCommandKind
+from nixfleet.core.hostid import canonical_host_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("web-01", "web-01"),
+        (" Web-01 ", "web-01"),
+        ("a", "a"),
+        ("x" * 63, "x" * 63),
+        ("0ab", "0ab"),
+    ],
+)
+def test_host_ids_are_canonicalised(raw, canonical):
+    assert canonical_host_id(raw) == canonical
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "-a", "a-", "a_b", "a.b", "x" * 64, "a b", "ä", "a;rm", "../etc", "a\nb"]
+)
+def test_bad_host_ids_are_refused_with_the_rule_in_the_message(raw):
+    with pytest.raises(InvalidHostId, match="1-63 characters"):
+        canonical_host_id(raw)
+
+
+def test_an_unknown_command_kind_names_the_valid_ones():
+    with pytest.raises(UnknownCommandKind, match="pull, switch, pull-switch, test, stop, restart"):
+        parse_kind("reboot")
+
+
+def test_finished_commands_never_change_state_again():
+    for final in (CommandState.SUCCEEDED, CommandState.FAILED, CommandState.CANCELLED):
+        for target in CommandState:
+            assert not can_move(final, target)
+    assert can_move(CommandState.QUEUED, CommandState.DISPATCHED)
+    assert can_move(CommandState.DISPATCHED, CommandState.QUEUED)  # never arrived: resend
+    assert not can_move(CommandState.QUEUED, CommandState.RUNNING)
+
+
+def test_only_switches_supersede_queued_switches():
+    assert supersedes_queued(parse_kind("switch"))
+    assert supersedes_queued(parse_kind("pull-switch"))
+    assert not supersedes_queued(parse_kind("test"))
+
+
+def test_drift_and_reboot():
+    assert commit_drift("abc", "abc") is Drift.CURRENT
+    assert commit_drift("abc", "def") is Drift.BEHIND
+    assert commit_drift("", "def") is Drift.UNKNOWN
+    assert reboot_needed("/nix/store/a", "/nix/store/b")
+    assert not reboot_needed("/nix/store/a", "/nix/store/a")

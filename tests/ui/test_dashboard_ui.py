@@ -1,0 +1,324 @@
+"""The dashboard in a real browser: headless Debian Chromium driven by Playwright.
+
+Every test runs against a real dashboard process and real agents (see tests/conftest.py).
+Each page records console errors, uncaught page errors and CSP violations, and each test
+ends by asserting that there were none.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Error,
+    Page,
+    expect,
+    sync_playwright,
+)
+
+from conftest import RunningFleet, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+# No internet here: these stop Chromium phoning home (and waiting for it).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 20_000  # every single wait in these tests is bounded by this
+FINISHED = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+
+# Runs before any page script (init scripts are not subject to the page's CSP). It keeps
+# the violations of the current document in window.__csp, and also reports them to the
+# test through a binding, so violations on a page we navigated away from are not lost.
+CSP_RECORDER = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  const v = { directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample,
+              source: e.sourceFile, line: e.lineNumber, page: location.href };
+  window.__csp.push(v);
+  if (typeof window.__reportCsp === "function") window.__reportCsp(v);
+});
+"""
+
+
+@dataclass
+class Tab:
+    """One browser page plus everything that went wrong in it."""
+
+    context: BrowserContext
+    page: Page
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    csp_reported: list[Any] = field(default_factory=list)
+
+    def assert_clean(self) -> None:
+        csp_here = self.page.evaluate("window.__csp || []")
+        assert self.console_errors == [], f"console errors: {self.console_errors}"
+        assert self.page_errors == [], f"page errors: {self.page_errors}"
+        assert csp_here == [], f"CSP violations on this page: {csp_here}"
+        assert self.csp_reported == [], f"CSP violations: {self.csp_reported}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def tab(browser: Browser) -> Iterator[Tab]:
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_navigation_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    tab = Tab(context, page)
+    context.expose_function("__reportCsp", lambda violation: tab.csp_reported.append(violation))
+    context.add_init_script(CSP_RECORDER)
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            tab.console_errors.append(f"{msg.text} ({msg.location.get('url')})")
+
+    def on_page_error(err: Error) -> None:
+        tab.page_errors.append(f"{err.name}: {err.message}")
+
+    page.on("console", on_console)
+    page.on("pageerror", on_page_error)
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+@pytest.fixture(autouse=True)
+def _bounded_expect() -> None:
+    expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture
+def fleet(make_fleet: Callable[..., RunningFleet]) -> Callable[..., RunningFleet]:
+    """make_fleet, called on a worker thread.
+
+    Playwright's sync API keeps an asyncio loop running on this thread, and preparing a
+    fleet calls asyncio.run(), which refuses to run inside a running loop.
+    """
+
+    def start(**kwargs: Any) -> RunningFleet:
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(make_fleet, **kwargs).result()
+
+    return start
+
+
+def log_in(tab: Tab, rf: RunningFleet) -> Page:
+    """Log in through the form and return the page, showing the live dashboard."""
+    page = tab.page
+    page.goto(f"{rf.base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", rf.fleet.password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{rf.base}/")
+    expect(page.locator("#conn")).to_have_text("live")
+    return page
+
+
+def row(page: Page, host_id: str) -> Any:
+    return page.locator(f'#hosts tr[data-host="{host_id}"]')
+
+
+def cell(page: Page, host_id: str, index: int) -> Any:
+    """Return a cell of the host's row (0 select, 2 status, 5 generation, 8 tests...)."""
+    return row(page, host_id).locator("td").nth(index)
+
+
+def mark_page(page: Page) -> None:
+    """Leave a mark in the document: if it is still there later, the page never reloaded."""
+    page.evaluate("window.__noReload = 'still here'")
+
+
+def assert_not_reloaded(page: Page) -> None:
+    assert page.evaluate("window.__noReload") == "still here", "the page was reloaded"
+
+
+def output_text(lines: list[dict[str, Any]]) -> str:
+    return "".join(line["text"] + "\n" for line in lines)
+
+
+def test_logging_in_and_clicking_switch_shows_the_build_output_live(fleet, tab):
+    rf = fleet(hosts=2, build_seconds=4)
+    page = log_in(tab, rf)
+    expect(cell(page, "atlas", 2)).to_have_text("online")
+    expect(cell(page, "atlas", 5)).to_have_text("1")
+
+    page.click('button[data-action="switch"][data-host="atlas"]')
+
+    # Read the command state in the very same JS turn as the first build line shows up:
+    # the output must be there while the command is still running, not only at the end.
+    state_when_output_appeared = page.wait_for_function(
+        """() => {
+            const out = document.querySelector("#output").textContent;
+            if (!out.includes("building the system configuration")) return false;
+            return document.querySelector("#output-meta").dataset.state || "(none)";
+        }""",
+        polling="raf",
+    ).json_value()
+    assert state_when_output_appeared in {"dispatched", "running"}
+    expect(page.locator("#output-title")).to_have_text("switch on atlas")
+
+    expect(page.locator("#output-meta")).to_have_attribute("data-state", "succeeded")
+    expect(page.locator("#output")).to_contain_text("activating the configuration")
+    expect(page.locator("#output-meta")).to_have_text("succeeded · exit 0")
+
+    # Every stored line is on the page, once and in order.
+    api = rf.api()
+    cid = api.get("/api/hosts/atlas/commands").json()["commands"][0]["id"]
+    stored = api.get(f"/api/commands/{cid}").json()
+    assert stored["state"] == "succeeded"
+    expected = output_text(stored["output"])
+    page.wait_for_function(
+        "(text) => document.querySelector('#output').textContent === text", arg=expected
+    )
+    expect(page.locator("#history tr")).to_have_count(1)
+    expect(page.locator(f'#history tr[data-show="{cid}"]')).to_contain_text("succeeded")
+    expect(cell(page, "atlas", 5)).to_have_text("2")  # the new generation, reported live
+    tab.assert_clean()
+
+
+def test_a_wrong_password_is_refused_with_a_message(fleet, tab):
+    rf = fleet(hosts=1, agents=False)
+    page = tab.page
+    page.goto(f"{rf.base}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", rf.fleet.password + "-wrong")
+    with page.expect_response(f"{rf.base}/login") as answer:
+        page.click("button[type=submit]")
+    assert answer.value.status == 401
+    page.wait_for_load_state()
+
+    expect(page.locator(".error[role=alert]")).to_have_text("Wrong user name or password.")
+    assert page.url == f"{rf.base}/login"
+    expect(page.locator("input[name=password]")).to_be_visible()
+    assert not any(c["name"] == "nixfleet_session" for c in tab.context.cookies())
+    # Whatever cookies the browser holds, they open nothing.
+    assert tab.context.request.get(f"{rf.base}/api/hosts").status == 401
+    page.goto(f"{rf.base}/")
+    assert page.url == f"{rf.base}/login"
+
+    # The browser reports the 401 document load itself; that is the refusal, not a bug.
+    tab.console_errors[:] = [
+        e for e in tab.console_errors if not re.search(r"status of 401 .*/login\)$", e)
+    ]
+    tab.assert_clean()
+
+
+def test_bulk_test_on_selected_hosts_queues_one_command_each(fleet, tab):
+    rf = fleet(hosts=3)
+    page = log_in(tab, rf)
+    for host in ("atlas", "borealis", "cirrus"):
+        expect(cell(page, host, 2)).to_have_text("online")
+
+    page.check('input[data-select="atlas"]')
+    page.check('input[data-select="borealis"]')
+    expect(page.locator("#sel-count")).to_have_text("2")
+    expect(page.locator('input[data-select="atlas"]')).to_be_checked()
+    expect(page.locator('input[data-select="borealis"]')).to_be_checked()
+    expect(page.locator('input[data-select="cirrus"]')).not_to_be_checked()
+
+    page.click('button[data-bulk="test"]')
+    expect(page.locator("#bulk-result")).to_have_text("test: 2 queued")
+
+    api = rf.api()
+
+    def finished_tests(host: str) -> list[dict[str, Any]] | None:
+        cmds = api.get(f"/api/hosts/{host}/commands").json()["commands"]
+        return cmds if cmds and all(c["state"] in FINISHED for c in cmds) else None
+
+    for host in ("atlas", "borealis"):
+        cmds = wait_for(lambda h=host: finished_tests(h), 30, f"{host}'s test to finish")
+        assert [(c["kind"], c["state"]) for c in cmds] == [("test", "succeeded")], cmds
+        # The result reaches the page live: the Tests column shows passed/total.
+        expect(cell(page, host, 8)).to_have_text(re.compile(r"^\d+/\d+$"))
+    assert api.get("/api/hosts/cirrus/commands").json()["commands"] == []
+    expect(cell(page, "cirrus", 8)).to_have_text("—")
+    tab.assert_clean()
+
+
+def test_adding_a_host_shows_its_token_once_and_the_row_appears_live(fleet, tab):
+    rf = fleet(hosts=1)
+    page = log_in(tab, rf)
+    expect(row(page, "atlas")).to_be_visible()
+    expect(row(page, "web-01")).to_have_count(0)
+    mark_page(page)
+
+    form = page.locator("#add-host-form")
+    form.locator("input[name=host_id]").fill("web-01")
+    form.locator("input[name=location]").fill("rack C")
+    form.locator("input[name=device_type]").fill("server")
+    form.locator("button[type=submit]").click()
+
+    token_el = page.locator("#add-host-result .token")
+    expect(token_el).to_have_text(re.compile(r"^nfa_\S{20,}$"))
+    token = token_el.text_content()
+    assert token
+    expect(page.locator("#add-host-result")).to_contain_text("Added web-01.")
+    expect(form.locator("input[name=host_id]")).to_have_value("")  # the form was reset
+
+    new_row = row(page, "web-01")
+    expect(new_row).to_be_visible()
+    expect(cell(page, "web-01", 2)).to_have_text("offline")
+    expect(new_row).to_contain_text("rack C · server")
+    expect(page.locator("#hosts tbody tr")).to_have_count(2)
+    assert_not_reloaded(page)
+
+    # Shown once: neither a reload nor the API gives the token back.
+    hosts = rf.api().get("/api/hosts")
+    assert "web-01" in [h["id"] for h in hosts.json()["hosts"]]
+    assert token not in hosts.text
+    page.reload()
+    expect(row(page, "web-01")).to_be_visible()
+    expect(page.locator("#add-host-result")).to_have_text("")
+    assert token not in page.content()
+    tab.assert_clean()
+
+
+def test_the_page_recovers_by_itself_after_a_dashboard_restart(fleet, tab):
+    rf = fleet(hosts=2, build_seconds=4)
+    page = log_in(tab, rf)
+    expect(cell(page, "atlas", 2)).to_have_text("online")
+    mark_page(page)
+
+    rf.kill_dashboard()
+    expect(page.locator("#conn")).to_have_text("reconnecting…")
+    rf.start_dashboard()
+    expect(page.locator("#conn")).to_have_text("live")
+
+    api = rf.api()
+    api.wait_online(["atlas"], timeout=20)
+    cid = api.command("atlas", "switch")
+
+    # The new command shows in atlas's row while it runs, then the new generation lands.
+    expect(row(page, "atlas").locator(f'[data-show="{cid}"]')).to_contain_text("switch")
+    api.wait_state(cid, FINISHED, timeout=20)
+    expect(cell(page, "atlas", 5)).to_have_text("2")
+    expect(row(page, "atlas").locator(f'[data-show="{cid}"]')).to_have_count(0)
+    expect(cell(page, "atlas", 2)).to_have_text("online")
+    assert api.get(f"/api/commands/{cid}").json()["state"] == "succeeded"
+    assert_not_reloaded(page)
+    tab.assert_clean()
