@@ -95,13 +95,16 @@ class RunningFleet:
         self.server.send_signal(signal.SIGKILL)
         self.server.wait()
 
-    def start_agent(self, host_id: str, env: dict[str, str] | None = None) -> None:
+    def start_agent(
+        self, host_id: str, env: dict[str, str] | None = None, args: list[str] | None = None
+    ) -> None:
         self.agents[host_id] = start_agent(
             self.fleet,
             self.host(host_id),
             self.port,
             self.build_seconds,
             {"NIXFLEET_TEST_MARK": self.mark, **(env or {})},
+            args,
         )
 
     def kill_agent(self, host_id: str) -> None:

@@ -113,3 +113,36 @@ def test_the_agent_refuses_a_plain_text_url_without_allow_insecure(tmp_path, url
     )
     assert res.returncode == 2
     assert "plain-text" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "switch=10"], "KIND=WARN:KILL"),
+        (["--timeout", "switch=20:10"], "0 < WARN < KILL"),
+        (["--timeout", "reboot=1:2"], "unknown command"),
+        (["--theme-color", "red"], "--theme-color"),
+        (["--os", "windows"], "--os must be nixos or macos"),
+    ],
+)
+def test_the_agent_refuses_bad_options_with_a_clear_message(tmp_path, args, message):
+    (tmp_path / "token").write_text("nfa_x")
+    res = _run(
+        [
+            "agent",
+            "--url",
+            "https://dash.example",
+            "--host-id",
+            "web-01",
+            "--token-file",
+            str(tmp_path / "token"),
+            "--repo-dir",
+            str(tmp_path / "repo"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            *args,
+        ]
+    )
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr

@@ -150,3 +150,36 @@ def test_heartbeats_keep_coming_while_a_command_runs(make_fleet):
     time.sleep(1.5)
     assert api.get(f"/api/commands/{cid}").json()["state"] == "running"
     assert api.host("atlas")["last_seen"] > first
+
+
+def test_a_command_over_its_time_limit_warns_then_times_out_leaving_no_process(make_fleet):
+    rf = make_fleet(hosts=1, build_seconds=60, agents=False)
+    rf.start_agent("atlas", args=["--timeout", "switch=1:3"])
+    api = rf.api()
+    api.wait_online(["atlas"])
+    agent_pid = rf.agents["atlas"].pid
+    cid = api.command("atlas", "switch")
+    warned = wait_for(lambda: api.get(f"/api/commands/{cid}").json()["warned"], 10, "a warning")
+    assert warned is True
+    cmd = api.get(f"/api/commands/{cid}").json()
+    assert cmd["state"] == "running"
+    assert "still running" in cmd["detail"]
+    cmd = api.wait_state(cid, {"timed_out", "failed", "succeeded"}, timeout=20)
+    assert (cmd["state"], cmd["exit_code"]) == ("timed_out", 124)
+    assert any("hard time limit" in t for t in _texts(cmd))
+    wait_for(lambda: rf.marked_pids() == {agent_pid}, 10, "every child to be gone")
+
+
+def test_host_metadata_comes_from_the_hosts_own_configuration(make_fleet):
+    rf = make_fleet(hosts=1, agents=False)
+    rf.start_agent(
+        "atlas", args=["--location", "DC 9", "--device-type", "router", "--theme-color", "#112233"]
+    )
+    api = rf.api()
+    api.wait_online(["atlas"])
+    host = api.host("atlas")
+    assert (host["location"], host["device_type"], host["theme_color"]) == (
+        "DC 9",
+        "router",
+        "#112233",
+    )

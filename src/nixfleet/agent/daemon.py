@@ -16,7 +16,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -27,7 +28,7 @@ from nixfleet.agent import status
 from nixfleet.agent.executors import Target, make_executor
 from nixfleet.agent.journal import Journal
 from nixfleet.agent.runner import Runner
-from nixfleet.core.commands import KIND_RULES, CommandKind
+from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
@@ -37,6 +38,7 @@ from nixfleet.core.protocol import (
     Command,
     Finished,
     Hello,
+    HostMeta,
     HostStatus,
     Output,
     Started,
@@ -63,6 +65,8 @@ class AgentOptions:
     macos_tool: str = "darwin-rebuild"
     systemd_run: str = "auto"
     allow_insecure: bool = False
+    meta: HostMeta | None = None
+    rules: Mapping[CommandKind, KindRules] = field(default_factory=lambda: dict(KIND_RULES))
     backoff_min_s: float = 0.2
     backoff_max_s: float = 30.0
 
@@ -97,7 +101,9 @@ class Agent:
         self.restart_requested = False
         self.executor = make_executor(opts.os_kind, opts.macos_tool, opts.systemd_run)
         target = Target(self.host_id, opts.repo_dir, opts.branch)
-        self.runner = Runner(Journal(opts.state_dir), self.executor, target, self.wake.set)
+        self.runner = Runner(
+            Journal(opts.state_dir), self.executor, target, self.wake.set, opts.rules
+        )
         self.backoff = Backoff(opts.backoff_min_s, opts.backoff_max_s)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -169,6 +175,7 @@ class Agent:
                     agent_version=__version__,
                     status=await self._status(),
                     known_commands=list(self.runner.entries),
+                    meta=self.opts.meta,
                 ).model_dump_json()
             )
             welcome = dashboard_message.validate_json(await asyncio.wait_for(ws.recv(), 10))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from nixfleet.core.commands import KIND_RULES, CommandKind
+from nixfleet.core.commands import CommandKind
 
 Step = dict[str, Any]
 
@@ -51,7 +51,9 @@ def _test_steps(t: Target) -> list[Step]:
     ]
 
 
-def plan(executor: Executor, kind: CommandKind, t: Target, now: float) -> dict[str, Any]:
+def plan(
+    executor: Executor, kind: CommandKind, t: Target, now: float, kill_after_s: float
+) -> dict[str, Any]:
     """Return the runner's plan for kind: ordered steps, the hard deadline, keep_going."""
     switch = {"name": "switch", "argv": executor.switch_argv(t), "cwd": str(t.repo_dir)}
     steps: list[Step] = {
@@ -62,7 +64,7 @@ def plan(executor: Executor, kind: CommandKind, t: Target, now: float) -> dict[s
     }[kind]
     return {
         "steps": steps,
-        "deadline": now + KIND_RULES[kind].kill_after_s,
+        "deadline": now + kill_after_s,
         "keep_going": kind == CommandKind.TEST,
     }
 

@@ -10,11 +10,11 @@ import asyncio
 import logging
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from nixfleet.agent.executors import Executor, Target, plan, runner_argv
 from nixfleet.agent.journal import Entry, Journal
-from nixfleet.core.commands import KIND_RULES, CommandKind
+from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
 from nixfleet.core.protocol import Warning
 
 log = logging.getLogger("nixfleet.agent.runner")
@@ -28,8 +28,14 @@ class Runner:
     """Own the journal entries of this agent and the tasks that follow them."""
 
     def __init__(
-        self, journal: Journal, executor: Executor, target: Target, on_change: Callable[[], None]
+        self,
+        journal: Journal,
+        executor: Executor,
+        target: Target,
+        on_change: Callable[[], None],
+        rules: Mapping[CommandKind, KindRules] = KIND_RULES,
     ) -> None:
+        self.rules = rules
         self.journal = journal
         self.executor = executor
         self.target = target
@@ -51,9 +57,8 @@ class Runner:
 
     def start(self, command_id: str, kind: CommandKind) -> Entry:
         """Journal the plan, launch the detached runner and follow it."""
-        entry = self.journal.create(
-            command_id, kind.value, plan(self.executor, kind, self.target, time.time())
-        )
+        steps = plan(self.executor, kind, self.target, time.time(), self.rules[kind].kill_after_s)
+        entry = self.journal.create(command_id, kind.value, steps)
         argv = [*self.executor.launcher(command_id), *runner_argv(entry.path)]
         subprocess.Popen(
             argv,
@@ -90,7 +95,7 @@ class Runner:
         task.add_done_callback(self._tasks.discard)
 
     async def _tail(self, entry: Entry) -> None:
-        warn_after = KIND_RULES[CommandKind(entry.kind)].warn_after_s
+        warn_after = self.rules[CommandKind(entry.kind)].warn_after_s
         while True:
             record = entry.exit_record()  # read before the lines: no line can follow it
             if entry.read_new_lines():

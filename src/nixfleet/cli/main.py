@@ -104,6 +104,13 @@ def agent(
     ),
     systemd_run: Annotated[str, typer.Option(help="auto, yes or no.")] = "auto",
     allow_insecure: Annotated[bool, typer.Option(help="Allow http:// (loopback demos).")] = False,
+    location: Annotated[str, typer.Option(help="Shown in the dashboard.")] = "",
+    device_type: Annotated[str, typer.Option(help="e.g. server, laptop.")] = "",
+    theme_color: Annotated[str, typer.Option(help="#rrggbb for the host's row.")] = "",
+    timeout: Annotated[
+        list[str] | None,
+        typer.Option(help="KIND=WARN:KILL seconds, e.g. switch=900:3600 (repeatable)."),
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run the agent on this host."""
@@ -127,11 +134,40 @@ def agent(
         macos_tool=macos_tool,
         systemd_run=systemd_run,
         allow_insecure=allow_insecure,
+        meta=_agent_meta(location, device_type, theme_color),
+        rules=_agent_rules(timeout or []),
     )
     try:
         run_agent(opts)
     except (NixFleetError, OSError) as exc:
         _fail(f"agent: {exc}")
+
+
+def _agent_meta(location: str, device_type: str, theme_color: str) -> Any:
+    from pydantic import ValidationError
+
+    from nixfleet.core.protocol import HostMeta
+
+    if not (location or device_type or theme_color):
+        return None
+    try:
+        return HostMeta(location=location, device_type=device_type, theme_color=theme_color)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        _fail(f"agent: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}")
+
+
+def _agent_rules(specs: list[str]) -> Any:
+    from nixfleet.core.commands import KIND_RULES, parse_timeout
+
+    rules = dict(KIND_RULES)
+    for spec in specs:
+        try:
+            kind, rule = parse_timeout(spec)
+        except NixFleetError as exc:
+            _fail(f"agent: --timeout: {exc}")
+        rules[kind] = rule
+    return rules
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from nixfleet.core.errors import Conflict, UnknownCommandKind
+from nixfleet.core.errors import Conflict, UnknownCommandKind, ValidationError
 
 
 class CommandKind(StrEnum):
@@ -72,6 +72,26 @@ KIND_RULES: dict[CommandKind, KindRules] = {
     CommandKind.STOP: KindRules(False, 10, 30),
     CommandKind.RESTART: KindRules(False, 10, 30),
 }
+
+
+def parse_timeout(spec: str) -> tuple[CommandKind, KindRules]:
+    """Return the kind and rules of a "KIND=WARN:KILL" override (seconds), or raise.
+
+    The warning must come before the hard limit, and only process-running kinds have one.
+    """
+    kind_text, _, limits = spec.partition("=")
+    kind = parse_kind(kind_text.strip())
+    warn_text, _, kill_text = limits.partition(":")
+    try:
+        warn, kill = float(warn_text), float(kill_text)
+    except ValueError:
+        raise ValidationError(
+            f"timeout {spec!r} is not KIND=WARN:KILL in seconds, e.g. switch=900:3600"
+        ) from None
+    if not (0 < warn < kill) or not KIND_RULES[kind].runs_process:
+        raise ValidationError(f"timeout {spec!r}: need 0 < WARN < KILL on a pull/switch/test kind")
+    return kind, KindRules(True, warn, kill)
+
 
 QUEUEABLE = frozenset(k for k, r in KIND_RULES.items() if r.runs_process)
 SUPERSEDING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH})

@@ -44,6 +44,14 @@ class HostStatus(_Msg):
     mem_available: int = 0
 
 
+class HostMeta(_Msg):
+    """What the host's own configuration (the NixOS module) says about it."""
+
+    location: str = Field("", max_length=200)
+    device_type: str = Field("", max_length=40)
+    theme_color: str = Field("", pattern=r"^(#[0-9a-fA-F]{6})?$")
+
+
 class OutputLine(_Msg):
     seq: int = Field(ge=1)
     stream: Literal["stdout", "stderr", "system"] = "stdout"
@@ -64,6 +72,7 @@ class Hello(_Msg):
     agent_version: str
     status: HostStatus
     known_commands: list[str] = Field(default_factory=list, max_length=64)
+    meta: HostMeta | None = None
 
 
 class Status(_Msg):

@@ -225,6 +225,9 @@ class Fleet:
         """
         now = self.clock()
         await host_store.mark_connected(self.db, host_id, hello.status.model_dump(), now)
+        if hello.meta is not None:
+            # The host's own configuration is the source of truth for its metadata.
+            await host_store.set_meta(self.db, host_id, hello.meta.model_dump())
         known = set(hello.known_commands)
         for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
             if cmd["id"] in known:

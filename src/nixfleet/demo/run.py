@@ -201,6 +201,7 @@ def start_agent(
     port: int,
     build_seconds: float,
     extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the real agent for a simulated host, with the fake Nix tools first on PATH."""
     macos_tool = "home-manager" if host.host_id.startswith("ember") else "darwin-rebuild"
@@ -241,6 +242,7 @@ def start_agent(
             "--allow-insecure",
             "--log-level",
             "warning",
+            *(extra_args or []),
         ],
         env=env,
         stdout=log,

@@ -79,6 +79,14 @@ async def mark_connected(db: Database, host_id: str, status: dict[str, Any], now
         )
 
 
+async def set_meta(db: Database, host_id: str, meta: dict[str, str]) -> None:
+    """Replace the metadata fields given (location, device type, theme colour)."""
+    if not meta:
+        return
+    async with db.engine.begin() as conn:
+        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**meta))
+
+
 async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
     """Record that a host's agent went away."""
     async with db.engine.begin() as conn:

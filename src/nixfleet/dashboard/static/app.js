@@ -61,7 +61,7 @@ function hostRow(h) {
   const tests = h.last_test ? `${h.last_test.passed}/${h.last_test.total}` : "—";
   const cmd = activeCommand(h.id);
   const cmdCell = cmd ? el("a", { href: "#", "data-show": cmd.id },
-    el("span", { class: `badge ${cmd.state}`, text: `${cmd.kind} ${cmd.state}` })) : "—";
+    el("span", { class: `badge ${cmd.state}`, text: `${cmd.kind} ${stateLabel(cmd)}` })) : "—";
   const actions = el("td", { class: "actions" });
   for (const [kind, label] of ACTIONS) {
     actions.append(el("button", { "data-action": kind, "data-host": h.id, text: label }));
@@ -81,7 +81,7 @@ function rowSignature(h) {
   const { last_seen, status, ...rest } = h;
   const { uptime_s, load1, mem_available, ...st } = status || {};
   const cmd = activeCommand(h.id);
-  return JSON.stringify([rest, st, cmd && [cmd.id, cmd.state], state.selected.has(h.id)]);
+  return JSON.stringify([rest, st, cmd && [cmd.id, stateLabel(cmd)], state.selected.has(h.id)]);
 }
 
 function renderHosts() {
@@ -110,6 +110,19 @@ function renderHosts() {
   $("#sel-count").textContent = String(state.selected.size);
 }
 
+function stateLabel(c) {
+  // A running command whose agent dropped is waiting for it, not failed (yet).
+  if (ACTIVE.has(c.state) && c.disconnected_at) return `${c.state}, awaiting reconnect`;
+  if (c.state === "running" && c.warned) return "running, over its expected time";
+  return c.state;
+}
+
+function expiryNote(c) {
+  if (c.state !== "queued" || !c.expires_at) return "";
+  const min = Math.max(0, Math.round((c.expires_at - Date.now() / 1000) / 60));
+  return `expires in ${min} min`;
+}
+
 function renderHistory() {
   const host = state.historyHost;
   $("#history-host").textContent = host || "";
@@ -117,8 +130,11 @@ function renderHistory() {
     .sort((a, b) => b.created_at - a.created_at).slice(0, 30)
     .map((c) => el("tr", { "data-show": c.id },
       el("td", { text: new Date(c.created_at * 1000).toLocaleTimeString() }),
-      el("td", { text: c.kind }), el("td", {}, el("span", { class: `badge ${c.state}`, text: c.state })),
-      el("td", { text: c.exit_code ?? "" })));
+      el("td", { text: c.kind }),
+      el("td", {}, el("span", { class: `badge ${c.state}`, text: stateLabel(c) })),
+      el("td", { text: c.exit_code ?? expiryNote(c) }),
+      el("td", {}, c.state === "queued"
+        ? el("button", { "data-cancel": c.id, text: "Cancel" }) : "")));
   $("#history tbody").replaceChildren(...rows);
 }
 
@@ -128,7 +144,8 @@ function renderOutputMeta() {
   $("#output-title").textContent = `${c.kind} on ${c.host_id}`;
   const exit = c.exit_code == null ? "" : ` · exit ${c.exit_code}`;
   const detail = c.detail ? ` · ${c.detail}` : "";
-  $("#output-meta").textContent = `${c.state}${exit}${detail}`;
+  const expiry = expiryNote(c) ? ` · ${expiryNote(c)}` : "";
+  $("#output-meta").textContent = `${stateLabel(c)}${exit}${detail}${expiry}`;
   $("#output-meta").dataset.state = c.state;
 }
 
@@ -205,9 +222,13 @@ async function runAction(hostId, kind) {
 }
 
 document.addEventListener("click", (ev) => {
-  const t = ev.target.closest("[data-action],[data-bulk],[data-history],[data-show]");
+  const t = ev.target.closest("[data-action],[data-bulk],[data-history],[data-show],[data-cancel]");
   if (!t) return;
-  if (t.dataset.action) runAction(t.dataset.host, t.dataset.action);
+  if (t.dataset.cancel) {
+    ev.stopPropagation();
+    post(`/api/commands/${encodeURIComponent(t.dataset.cancel)}/cancel`)
+      .catch((err) => { $("#output-meta").textContent = err.message; });
+  } else if (t.dataset.action) runAction(t.dataset.host, t.dataset.action);
   else if (t.dataset.bulk) runBulk(t.dataset.bulk);
   else if (t.dataset.history) { ev.preventDefault(); state.historyHost = t.dataset.history; renderHistory(); }
   else if (t.dataset.show) { ev.preventDefault(); show(t.dataset.show); }

@@ -1,0 +1,18 @@
+# The agent's command line, built from the module options (argv, never a shell string).
+{ lib, cfg, stateDir, extra }:
+[
+  "${cfg.package}/bin/nixfleet" "agent"
+  "--url" cfg.url
+  "--host-id" cfg.hostId
+  "--token-file" (toString cfg.tokenFile)
+  "--repo-dir" "${stateDir}/config"
+  "--repo-url" cfg.repoUrl
+  "--branch" cfg.branch
+  "--state-dir" stateDir
+  "--location" cfg.location
+  "--device-type" cfg.deviceType
+  "--theme-color" cfg.themeColor
+]
+++ extra
+++ lib.optional cfg.allowInsecure "--allow-insecure"
+++ cfg.extraArgs

@@ -1,0 +1,45 @@
+# Options shared by the NixOS and nix-darwin agent modules.
+{ lib, defaultHostId }:
+with lib;
+{
+  enable = mkEnableOption "the NixFleet agent";
+  package = mkOption {
+    type = types.package;
+    description = "The nixfleet package (provides the `nixfleet` command).";
+  };
+  url = mkOption {
+    type = types.str;
+    example = "https://fleet.example.org";
+    description = "Dashboard URL. Plain http:// is refused unless allowInsecure is set.";
+  };
+  hostId = mkOption {
+    type = types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+    default = defaultHostId;
+    description = "This host's id in the fleet (lowercase RFC 1123 label).";
+  };
+  tokenFile = mkOption {
+    type = types.path;
+    description = "File with this host's agent token (agenix/sops path; never in the store).";
+  };
+  repoUrl = mkOption {
+    type = types.str;
+    description = "The fleet's config repo; the agent keeps its own clone.";
+  };
+  branch = mkOption {
+    type = types.str;
+    default = "main";
+  };
+  location = mkOption { type = types.str; default = ""; };
+  deviceType = mkOption { type = types.str; default = ""; example = "server"; };
+  themeColor = mkOption {
+    type = types.strMatching "(#[0-9a-fA-F]{6})?";
+    default = "";
+    description = "Colour of the host's row in the dashboard.";
+  };
+  allowInsecure = mkOption { type = types.bool; default = false; };
+  extraArgs = mkOption {
+    type = types.listOf types.str;
+    default = [ ];
+    example = [ "--timeout" "switch=900:3600" ];
+  };
+}
