@@ -93,10 +93,9 @@ def test_settings_come_from_a_toml_file(tmp_path):
     assert "NIXFLEET_PORT" in res.stderr
 
 
-@pytest.mark.parametrize("url", ["http://dash.example", "ws://dash.example"])
-def test_the_agent_refuses_a_plain_text_url_without_allow_insecure(tmp_path, url):
+def _agent(tmp_path, url, *args):
     (tmp_path / "token").write_text("nfa_x")
-    res = _run(
+    return _run(
         [
             "agent",
             "--url",
@@ -109,8 +108,14 @@ def test_the_agent_refuses_a_plain_text_url_without_allow_insecure(tmp_path, url
             str(tmp_path / "repo"),
             "--state-dir",
             str(tmp_path / "state"),
+            *args,
         ]
     )
+
+
+@pytest.mark.parametrize("url", ["http://dash.example", "ws://dash.example"])
+def test_the_agent_refuses_a_plain_text_url_without_allow_insecure(tmp_path, url):
+    res = _agent(tmp_path, url)
     assert res.returncode == 2
     assert "plain-text" in res.stderr
 
@@ -126,23 +131,7 @@ def test_the_agent_refuses_a_plain_text_url_without_allow_insecure(tmp_path, url
     ],
 )
 def test_the_agent_refuses_bad_options_with_a_clear_message(tmp_path, args, message):
-    (tmp_path / "token").write_text("nfa_x")
-    res = _run(
-        [
-            "agent",
-            "--url",
-            "https://dash.example",
-            "--host-id",
-            "web-01",
-            "--token-file",
-            str(tmp_path / "token"),
-            "--repo-dir",
-            str(tmp_path / "repo"),
-            "--state-dir",
-            str(tmp_path / "state"),
-            *args,
-        ]
-    )
+    res = _agent(tmp_path, "https://dash.example", *args)
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr

@@ -285,6 +285,11 @@ class Fleet:
         cmd = await command_store.get(self.db, msg.command_id)
         if cmd["host_id"] != host_id:
             raise NotFound(f"fleet: command {msg.command_id} is not {host_id}'s")
+        if cmd["state"] == CommandState.DISPATCHED:
+            # Output proves it started even if the `started` message died with a dashboard.
+            await self.record_started(
+                host_id, Started(command_id=msg.command_id, started_at=self.clock())
+            )
         lines = [ln.model_dump() for ln in msg.lines]
         await output_store.append(self.db, msg.command_id, lines, self.clock())
         await self.bus.publish(
