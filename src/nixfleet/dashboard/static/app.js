@@ -203,8 +203,16 @@ function connect() {
       renderOutput();
     },
   };
+  let lastId = 0;
   for (const [name, fn] of Object.entries(handlers)) {
-    source.addEventListener(name, (msg) => fn(JSON.parse(msg.data)));
+    source.addEventListener(name, (msg) => {
+      const id = Number(msg.lastEventId);
+      if (name === "snapshot" || name === "resync") lastId = id;
+      else if (id <= lastId) return; // older than the snapshot we hold
+      else if (id !== lastId + 1) { source.close(); connect(); return; } // a gap: start over
+      else lastId = id;
+      fn(JSON.parse(msg.data));
+    });
   }
   source.onopen = () => { $("#conn").textContent = "live"; $("#conn").className = "conn live"; };
   source.onerror = () => { $("#conn").textContent = "reconnecting…"; $("#conn").className = "conn down"; };

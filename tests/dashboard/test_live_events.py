@@ -1,0 +1,80 @@
+"""Browsers get a snapshot, then ordered deltas with contiguous ids, over SSE."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+
+
+def _read_events(api, stop_when, limit=2000):
+    """Return (id, event, data) frames from /api/events until stop_when(frames) is true."""
+    frames = []
+    with (
+        httpx.Client(
+            base_url=str(api.http.base_url), cookies=api.http.cookies, timeout=30
+        ) as client,
+        client.stream("GET", "/api/events") as res,
+    ):
+        assert res.status_code == 200
+        assert res.headers["content-type"].startswith("text/event-stream")
+        current: dict = {}
+        for line in res.iter_lines():
+            if line.startswith("id: "):
+                current["id"] = int(line[4:])
+            elif line.startswith("event: "):
+                current["event"] = line[7:]
+            elif line.startswith("data: "):
+                current["data"] = json.loads(line[6:])
+            elif line == "" and "event" in current:
+                frames.append(current)
+                current = {}
+                if stop_when(frames) or len(frames) >= limit:
+                    return frames
+    return frames
+
+
+def test_a_browser_sees_the_snapshot_then_a_commands_whole_life_in_order(make_fleet):
+    rf = make_fleet(hosts=2)
+    api = rf.api()
+    box: dict = {}
+
+    def done(frames):
+        return any(
+            f["event"] == "command" and f["data"]["command"]["state"] == "succeeded" for f in frames
+        )
+
+    reader = threading.Thread(target=lambda: box.setdefault("frames", _read_events(api, done)))
+    reader.start()
+    # Wait for the stream to be open before acting (the snapshot lists both hosts).
+
+    time.sleep(1)
+    cid = api.command("atlas", "switch")
+    reader.join(60)
+    frames = box["frames"]
+    assert frames[0]["event"] == "snapshot"
+    assert {h["id"] for h in frames[0]["data"]["hosts"]} == {"atlas", "borealis"}
+    ids = [f["id"] for f in frames]
+    assert ids == list(range(ids[0], ids[0] + len(ids))), "event ids must be contiguous"
+    states = [
+        f["data"]["command"]["state"]
+        for f in frames
+        if f["event"] == "command" and f["data"]["command"]["id"] == cid
+    ]
+    assert states == ["queued", "dispatched", "running", "succeeded"]
+    streamed = [
+        ln["seq"]
+        for f in frames
+        if f["event"] == "output"
+        for ln in f["data"]["lines"]
+        if f["data"]["command_id"] == cid
+    ]
+    stored = [ln["seq"] for ln in api.get(f"/api/commands/{cid}").json()["output"]]
+    assert streamed == stored
+
+
+def test_the_event_stream_needs_a_session(make_fleet):
+    rf = make_fleet(hosts=1, agents=False)
+    assert httpx.get(f"{rf.base}/api/events").status_code == 401
