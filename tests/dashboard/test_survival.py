@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 from conftest import wait_for
 
 
@@ -97,3 +100,31 @@ def test_restart_is_refused_for_an_offline_host(make_fleet):
     res = rf.api().post("/api/hosts/atlas/command", {"command": "restart"})
     assert res.status_code == 409
     assert "offline" in res.json()["detail"]
+
+
+def test_a_runner_killed_without_a_result_ends_failed_not_hanging(make_fleet):
+    rf = make_fleet(hosts=1, build_seconds=30)
+    api = rf.api()
+    cid = api.command("atlas", "switch")
+    api.wait_state(cid, {"running"})
+    journal = rf.host("atlas").root / "state" / "journal" / cid
+    runner = int(
+        wait_for(
+            lambda: (journal / "pid").exists() and (journal / "pid").read_text(),
+            10,
+            "the runner pid",
+        )
+    )
+    build = int(
+        wait_for(
+            lambda: (journal / "step.pgid").exists() and (journal / "step.pgid").read_text(),
+            10,
+            "the build pgid",
+        )
+    )
+    os.kill(runner, signal.SIGKILL)
+    os.killpg(build, signal.SIGKILL)
+    cmd = api.wait_state(cid, {"failed", "succeeded", "lost"}, timeout=30)
+    assert cmd["state"] == "failed"
+    assert "runner died" in cmd["detail"]
+    assert cmd["exit_code"] is None
