@@ -78,3 +78,30 @@ def test_a_browser_sees_the_snapshot_then_a_commands_whole_life_in_order(make_fl
 def test_the_event_stream_needs_a_session(make_fleet):
     rf = make_fleet(hosts=1, agents=False)
     assert httpx.get(f"{rf.base}/api/events").status_code == 401
+
+
+def test_logging_out_ends_that_sessions_open_stream_at_once(make_fleet):
+    rf = make_fleet(hosts=1, agents=False)
+    api = rf.api()
+    events: list[str] = []
+
+    def read() -> None:
+        with (
+            httpx.Client(base_url=rf.base, cookies=api.http.cookies, timeout=30) as client,
+            client.stream("GET", "/api/events") as res,
+        ):
+            for line in res.iter_lines():
+                if line.startswith("event: "):
+                    events.append(line[7:])
+        events.append("<closed>")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while "snapshot" not in events and time.monotonic() < deadline:
+        time.sleep(0.05)
+    other = rf.api()  # a second session is not affected by the first one's logout
+    assert api.http.post("/logout", data={"csrf_token": api.csrf}).status_code == 303
+    reader.join(10)
+    assert events[-2:] == ["session_ended", "<closed>"]
+    assert other.get("/api/hosts").status_code == 200

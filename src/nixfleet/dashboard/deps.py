@@ -36,12 +36,11 @@ def get_ctx(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(get_ctx)]
 
 
-async def optional_session(request: Request, ctx: Ctx) -> Session | None:
-    """Return the live session named by the cookie, or None (expired rows are deleted)."""
-    raw = request.cookies.get(SESSION_COOKIE)
-    if not raw:
-        return None
-    id_hash = tokens.hash_session_id(raw)
+async def live_session(ctx: Context, id_hash: str) -> Session | None:
+    """Return the session stored under id_hash if neither idle nor absolute expiry passed.
+
+    Expired rows are deleted on sight.
+    """
     row = await session_store.get(ctx.db, id_hash)
     if row is None:
         return None
@@ -55,6 +54,14 @@ async def optional_session(request: Request, ctx: Ctx) -> Session | None:
     if now - row["last_seen"] > _TOUCH_EVERY_S:
         await session_store.touch(ctx.db, id_hash, now)
     return Session(id_hash, row["username"], row["csrf"])
+
+
+async def optional_session(request: Request, ctx: Ctx) -> Session | None:
+    """Return the live session named by the cookie, or None."""
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    return await live_session(ctx, tokens.hash_session_id(raw))
 
 
 async def require_session(

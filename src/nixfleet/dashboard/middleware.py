@@ -85,7 +85,9 @@ class SecurityHeaders:
         extra = [
             (b"content-security-policy", csp.encode()),
             (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
+            # same-origin, not no-referrer: with no-referrer Chromium sends `Origin: null` on
+            # our own form posts, which the origin check must (and does) refuse.
+            (b"referrer-policy", b"same-origin"),
             (b"x-frame-options", b"DENY"),
             (b"cross-origin-opener-policy", b"same-origin"),
             (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),

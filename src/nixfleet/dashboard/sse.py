@@ -16,13 +16,23 @@ from nixfleet.storage.bus import Event, EventBus
 
 KEEPALIVE_S = 15.0
 # Events for agents' eyes only never reach a browser.
-_PRIVATE = frozenset({"agent_control"})
+_PRIVATE = frozenset({"agent_control", "session_ended"})
 
 
 class Subscriber:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, session: str) -> None:
         self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue(maxsize=size)
         self.needs_resync = False
+        self.session = session
+        self.ended = False
+
+    def end(self) -> None:
+        """Stop this stream; the marker wakes a reader blocked on an empty queue."""
+        self.ended = True
+        try:
+            self.queue.put_nowait((0, {"type": "session_ended"}))
+        except asyncio.QueueFull:
+            pass  # a full queue wakes the reader anyway, and it checks `ended` first
 
     def offer(self, seq: int, event: Event) -> None:
         if self.needs_resync:
@@ -44,15 +54,25 @@ class Broadcaster:
         self._unsubscribe()
 
     def _on_event(self, event: Event) -> None:
+        if event["type"] == "session_ended":
+            # A logged-out session must stop receiving fleet state at once.
+            for sub in tuple(self.subscribers):
+                if sub.session == event["id_hash"]:
+                    sub.end()
         if event["type"] in _PRIVATE:
             return
         self.seq += 1
         for sub in tuple(self.subscribers):
             sub.offer(self.seq, event)
 
-    async def stream(self, snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> AsyncIterator[str]:
-        """Yield SSE frames for one browser until it goes away."""
-        sub = Subscriber(self.queue_size)
+    async def stream(
+        self,
+        session: str,
+        snapshot: Callable[[], Awaitable[dict[str, Any]]],
+        still_valid: Callable[[], Awaitable[bool]],
+    ) -> AsyncIterator[str]:
+        """Yield SSE frames for one browser until it goes away or its session ends."""
+        sub = Subscriber(self.queue_size, session)
         self.subscribers.add(sub)
         try:
             yield "retry: 2000\n\n"
@@ -61,8 +81,15 @@ class Broadcaster:
                 try:
                     seq, event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
                 except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
+                    # Idle and absolute expiry apply to open streams too.
+                    if not await still_valid():
+                        sub.end()
+                    else:
+                        yield ": keep-alive\n\n"
+                        continue
+                if sub.ended:
+                    yield "event: session_ended\ndata: {}\n\n"
+                    return
                 yield _frame(seq, event["type"], event)
                 if sub.needs_resync and sub.queue.empty():
                     sub.needs_resync = False

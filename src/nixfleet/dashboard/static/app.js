@@ -215,7 +215,17 @@ function connect() {
     });
   }
   source.onopen = () => { $("#conn").textContent = "live"; $("#conn").className = "conn live"; };
-  source.onerror = () => { $("#conn").textContent = "reconnecting…"; $("#conn").className = "conn down"; };
+  source.addEventListener("session_ended", () => { source.close(); window.location.assign("/login"); });
+  source.onerror = () => {
+    $("#conn").className = "conn down";
+    if (source.readyState === EventSource.CLOSED) {
+      // The browser gives up on a 401: the session is gone, so is the page's purpose.
+      $("#conn").textContent = "session ended — log in again";
+      window.location.assign("/login");
+    } else {
+      $("#conn").textContent = "reconnecting…";
+    }
+  };
 }
 
 async function runAction(hostId, kind) {
