@@ -53,10 +53,7 @@ MARK_VAR = "NIXFLEET_BENCH_MARK"
 PROBE = """#!/usr/bin/env bash
 # dispatch_latency probe for {host}: record the moment the runner started this process.
 t=${{EPOCHREALTIME:-$(date +%s.%N)}}
-# The parent is the detached runner, `python -m nixfleet.agent.detach <journal>/<command id>`.
-cid=unknown
-if mapfile -d '' -t argv < /proc/$PPID/cmdline 2>/dev/null; then cid=${{argv[-1]##*/}}; fi
-printf '%s %s %s\\n' {host} "${{t/,/.}}" "$cid" >> {probe_file}
+printf '%s %s %s\\n' "$NIXFLEET_HOST_ID" "${{t/,/.}}" "$NIXFLEET_COMMAND_ID" >> {probe_file}
 echo "probe: started at $t"
 """
 
@@ -314,6 +311,7 @@ def run(hosts: int, commands: int, in_flight: int, out: Path, keep: bool) -> dic
     if in_flight > hosts:
         raise SystemExit("bench: --in-flight must not exceed --hosts (one command per host)")
     t0 = time.monotonic()
+    load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="nixfleet-bench-"))
     mark = uuid.uuid4().hex
     procs: list[subprocess.Popen[bytes]] = []
@@ -362,6 +360,8 @@ def run(hosts: int, commands: int, in_flight: int, out: Path, keep: bool) -> dic
             "command after the previous one finished; no host has two commands at once",
             "build_seconds": 0,
         },
+        # Anything else busy on the machine skews the numbers: check these before comparing.
+        "loadavg_1_5_15": {"before": load_before, "after": os.getloadavg()},
         "agents_online_after_s": round(online_s, 2),
         "wall_s": round(time.monotonic() - t0, 1),
         "summary": summary,
@@ -385,7 +385,9 @@ def main() -> None:
     print(
         f"{c['commands']} `test` commands, {c['hosts']} agents, {c['in_flight']} in flight; "
         f"{m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}; "
-        f"run took {result['wall_s']} s\n"
+        f"run took {result['wall_s']} s; load average (1 min) "
+        f"{result['loadavg_1_5_15']['before'][0]:.2f} before, "
+        f"{result['loadavg_1_5_15']['after'][0]:.2f} after\n"
     )
     print(markdown(result["summary"]))
     print(f"\nJSON: {args.out}")

@@ -183,3 +183,22 @@ def test_host_metadata_comes_from_the_hosts_own_configuration(make_fleet):
         "router",
         "#112233",
     )
+
+
+def test_a_new_host_test_from_the_repo_runs_and_knows_its_host_and_command(make_fleet):
+    rf = make_fleet(hosts=1)
+    api = rf.api()
+    commit_change(
+        rf.fleet.root / "config",
+        "add a test",
+        "hosts/atlas/tests/T04-env.sh",
+        '#!/usr/bin/env bash\necho "host=$NIXFLEET_HOST_ID command=$NIXFLEET_COMMAND_ID"\n',
+    )
+    assert api.wait_state(api.command("atlas", "pull"), {"succeeded", "failed"})["state"] == (
+        "succeeded"
+    )
+    cid = api.command("atlas", "test")
+    cmd = api.wait_state(cid, {"succeeded", "failed"})
+    assert cmd["state"] == "succeeded"
+    assert [t["name"] for t in cmd["tests"]][-1] == "T04-env.sh"
+    assert f"host=atlas command={cid}" in _texts(cmd)

@@ -1,8 +1,9 @@
 """The detached runner: executes one command's plan outside the agent's lifetime.
 
-Run as `python -m nixfleet.agent.detach JOURNAL_DIR`. The agent starts it in a session of
-its own (or a transient systemd unit on NixOS), so a `switch` that restarts the agent's
-service does not kill the build, and the result is still written when nobody listens.
+Run as `python -I -S .../detach.py JOURNAL_DIR` (or `python -m nixfleet.agent.detach`).
+The agent starts it in a session of its own (or a transient systemd unit on NixOS), so a
+`switch` that restarts the agent's service does not kill the build, and the result is
+still written when nobody listens.
 
 Files in JOURNAL_DIR (the agent reads them; a file outlives the agent, a pipe does not):
     plan.json     written by the agent: steps, deadline, whether to keep going on failure

@@ -58,6 +58,10 @@ class Runner:
     def start(self, command_id: str, kind: CommandKind) -> Entry:
         """Journal the plan, launch the detached runner and follow it."""
         steps = plan(self.executor, kind, self.target, time.time(), self.rules[kind].kill_after_s)
+        # Host tests (and anyone reading `ps e`) can tell which host and command they serve.
+        env = {"NIXFLEET_HOST_ID": self.target.host_id, "NIXFLEET_COMMAND_ID": command_id}
+        for step in steps["steps"]:
+            step["env"] = {**step.get("env", {}), **env}
         entry = self.journal.create(command_id, kind.value, steps)
         argv = [*self.executor.launcher(command_id), *runner_argv(entry.path)]
         subprocess.Popen(

@@ -210,6 +210,18 @@ class Fleet:
         await self._publish_command(pick["id"])
         return pick
 
+    async def unclaim(self, host_id: str, command_id: str) -> None:
+        """Put a dispatched command that never left this process back in the queue."""
+        if await command_store.move(
+            self.db,
+            command_id,
+            host_id,
+            [CommandState.DISPATCHED],
+            CommandState.QUEUED,
+            dispatched_at=None,
+        ):
+            await self._publish_command(command_id)
+
     async def _publish_command(self, command_id: str) -> dict[str, Any]:
         cmd = await command_store.get(self.db, command_id)
         await self.bus.publish({"type": "command", "command": cmd})

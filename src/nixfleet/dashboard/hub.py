@@ -67,11 +67,11 @@ class Hub:
             "timed_out",
             "lost",
         ):
-            self._spawn(self.pump(host_id))
+            self.spawn(self.pump(host_id))
         elif event["type"] == "agent_control":
-            self._spawn(self._control(host_id, event))
+            self.spawn(self._control(host_id, event))
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -88,7 +88,10 @@ class Hub:
                 try:
                     await link.send(msg.model_dump_json())
                 except Exception:
-                    log.info("hub: could not deliver %s to %s", cmd["id"], host_id)
+                    # The link died between claim and send: give the command back, or it
+                    # would sit in `dispatched` with no disconnect to start its window.
+                    log.info("hub: could not deliver %s to %s; queued again", cmd["id"], host_id)
+                    await self.fleet.unclaim(host_id, cmd["id"])
                     return
 
     async def _control(self, host_id: str, event: Event) -> None:

@@ -348,6 +348,9 @@ def commit_change(
             fh.write(f"{message}\n")
     else:
         target.write_text(text, encoding="utf-8")
+    if target.suffix == ".sh":
+        # Host tests and helpers are run directly: without +x they fail with exit 127.
+        target.chmod(0o755)
 
     rel = target.relative_to(work.resolve()).as_posix()
     _git(["add", "--", rel], cwd=work)

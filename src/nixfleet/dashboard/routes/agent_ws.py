@@ -73,9 +73,10 @@ async def agent_socket(websocket: WebSocket) -> None:
                 heartbeat_s=ctx.settings.heartbeat_s, branch=ctx.settings.config_branch
             ).model_dump_json()
         )
-        pump = asyncio.create_task(ctx.hub.pump(host_id))
+        # Not cancelled on disconnect: a pump cut between claim and send would strand the
+        # command; left alone, it notices the dead link and puts the command back.
+        ctx.hub.spawn(ctx.hub.pump(host_id))
         await _serve(ctx, link)
-        pump.cancel()
     except (WebSocketDisconnect, NotFound):
         pass
     finally:
