@@ -128,6 +128,9 @@ def test_the_agent_refuses_a_plain_text_url_without_allow_insecure(tmp_path, url
         (["--timeout", "reboot=1:2"], "unknown command"),
         (["--theme-color", "red"], "--theme-color"),
         (["--os", "windows"], "--os must be nixos or macos"),
+        (["--branch", "--upload-pack=touch /tmp/pwned"], "is not accepted"),
+        (["--branch", "main..evil"], "not accepted"),
+        (["--host-id", "bad_host"], "not valid"),
     ],
 )
 def test_the_agent_refuses_bad_options_with_a_clear_message(tmp_path, args, message):
@@ -135,3 +138,9 @@ def test_the_agent_refuses_bad_options_with_a_clear_message(tmp_path, args, mess
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_an_unsafe_config_branch_stops_the_dashboard(tmp_path):
+    res = _run(["db", "upgrade"], {"NIXFLEET_DEMO": "true", "NIXFLEET_CONFIG_BRANCH": "-evil"})
+    assert res.returncode == 2
+    assert "NIXFLEET_CONFIG_BRANCH" in res.stderr

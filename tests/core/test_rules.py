@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from nixfleet.core.branch import check_branch
 from nixfleet.core.commands import CommandState, can_move, parse_kind, supersedes_queued
 from nixfleet.core.drift import Drift, commit_drift, reboot_needed
-from nixfleet.core.errors import InvalidHostId, UnknownCommandKind
+from nixfleet.core.errors import InvalidHostId, UnknownCommandKind, ValidationError
 from nixfleet.core.hostid import canonical_host_id
 
 
@@ -58,3 +59,17 @@ def test_drift_and_reboot():
     assert commit_drift("", "def") is Drift.UNKNOWN
     assert reboot_needed("/nix/store/a", "/nix/store/b")
     assert not reboot_needed("/nix/store/a", "/nix/store/a")
+
+
+@pytest.mark.parametrize("name", ["main", "release/25.05", "feature_x-1", "v1.2"])
+def test_ordinary_branch_names_are_accepted(name):
+    assert check_branch(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["-x", "--upload-pack=sh", "a..b", "a b", "a;b", "a/", "x.lock", "$(id)", "", "a//b", "a\nb"],
+)
+def test_branch_names_that_git_or_a_shell_could_misread_are_refused(name):
+    with pytest.raises(ValidationError, match="not accepted"):
+        check_branch(name)

@@ -28,6 +28,7 @@ from nixfleet.agent import status
 from nixfleet.agent.executors import Target, make_executor
 from nixfleet.agent.journal import Journal
 from nixfleet.agent.runner import Runner
+from nixfleet.core.branch import check_branch
 from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.hostid import canonical_host_id
@@ -90,6 +91,7 @@ class Agent:
     def __init__(self, opts: AgentOptions) -> None:
         self.opts = opts
         self.host_id = canonical_host_id(opts.host_id)
+        check_branch(opts.branch)
         if opts.url.startswith(("http://", "ws://")) and not opts.allow_insecure:
             raise ConfigError("agent: refusing a plain-text URL; use https/wss or --allow-insecure")
         self.ws_url = opts.url.replace("https://", "wss://").replace("http://", "ws://")
@@ -109,6 +111,8 @@ class Agent:
     # --- lifecycle ------------------------------------------------------------------
     async def startup(self) -> None:
         """Read the token, make sure our clone exists, re-attach to journalled commands."""
+        if self.opts.token_file.stat().st_mode & 0o077:
+            log.warning("agent: %s is readable by other users; chmod 600 it", self.opts.token_file)
         self.token = self.opts.token_file.read_text().strip()
         if not self.token:
             raise ConfigError(f"agent: token file {self.opts.token_file} is empty")

@@ -139,7 +139,9 @@ def agent(
     )
     try:
         run_agent(opts)
-    except (NixFleetError, OSError) as exc:
+    except NixFleetError as exc:
+        _fail(f"agent: {str(exc).removeprefix('agent: ')}")
+    except OSError as exc:
         _fail(f"agent: {exc}")
 
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -19,7 +19,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from nixfleet.core.branch import check_branch
 from nixfleet.core.errors import ConfigError
+from nixfleet.core.errors import ValidationError as NixFleetValidationError
 
 ENV_PREFIX = "NIXFLEET_"
 MIN_SECRET_LEN = 32
@@ -91,6 +93,14 @@ class Settings(BaseSettings):
         if toml:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
+
+    @field_validator("config_branch")
+    @classmethod
+    def _safe_branch(cls, value: str) -> str:
+        try:
+            return check_branch(value)
+        except NixFleetValidationError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _require_secrets(self) -> Settings:
