@@ -30,6 +30,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "con
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def pids_with_env(name: str, value: str) -> set[int]:
+    """Return the pids of processes whose environment has name=value (children inherit it)."""
+    found = set()
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            environ = (proc_dir / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"{name}={value}".encode() in environ.split(b"\0"):
+            found.add(int(proc_dir.name))
+    return found
+
+
 class Api:
     """A logged-in browser session speaking the JSON API (cookie + CSRF header)."""
 
@@ -117,17 +132,7 @@ class RunningFleet:
 
     def marked_pids(self) -> set[int]:
         """Return pids of every process started for this fleet (agents, runners, builds)."""
-        found = set()
-        for proc_dir in Path("/proc").iterdir():
-            if not proc_dir.name.isdigit():
-                continue
-            try:
-                environ = (proc_dir / "environ").read_bytes()
-            except OSError:
-                continue
-            if f"NIXFLEET_TEST_MARK={self.mark}".encode() in environ.split(b"\0"):
-                found.add(int(proc_dir.name))
-        return found
+        return pids_with_env("NIXFLEET_TEST_MARK", self.mark)
 
     def stop(self) -> None:
         for proc in [*self.agents.values(), *([self.server] if self.server else [])]:
