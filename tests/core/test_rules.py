@@ -45,6 +45,9 @@ def test_finished_commands_never_change_state_again():
     assert can_move(CommandState.QUEUED, CommandState.DISPATCHED)
     assert can_move(CommandState.DISPATCHED, CommandState.QUEUED)  # never arrived: resend
     assert not can_move(CommandState.QUEUED, CommandState.RUNNING)
+    # A late true result from an agent that came back overrides the "lost" verdict.
+    assert can_move(CommandState.LOST, CommandState.SUCCEEDED)
+    assert not can_move(CommandState.LOST, CommandState.RUNNING)
 
 
 def test_only_switches_supersede_queued_switches():

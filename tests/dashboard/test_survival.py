@@ -128,3 +128,17 @@ def test_a_runner_killed_without_a_result_ends_failed_not_hanging(make_fleet):
     assert cmd["state"] == "failed"
     assert "runner died" in cmd["detail"]
     assert cmd["exit_code"] is None
+
+
+def test_an_agent_back_after_the_window_corrects_lost_with_the_true_result(make_fleet):
+    rf = make_fleet(hosts=1, build_seconds=3, env={"NIXFLEET_RECONNECT_WINDOW_S": "1"})
+    api = rf.api()
+    cid = api.command("atlas", "switch")
+    api.wait_state(cid, {"running"})
+    rf.kill_agent("atlas")
+    api.wait_state(cid, {"lost"}, timeout=20)
+    rf.start_agent("atlas")
+    cmd = api.wait_state(cid, {"succeeded", "failed"}, timeout=30)
+    assert cmd["state"] == "succeeded"
+    seqs = _seqs(cmd)
+    assert seqs == list(range(1, len(seqs) + 1))

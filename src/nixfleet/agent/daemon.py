@@ -33,6 +33,8 @@ from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
+    CLOSE_BAD_TOKEN,
+    CLOSE_HOST_REMOVED,
     PROTOCOL_VERSION,
     Ack,
     Cancel,
@@ -146,7 +148,10 @@ class Agent:
                 auth_failure = code in (401, 403)
                 log.warning("agent: dashboard refused the connection: HTTP %s", code)
             except ConnectionClosed as exc:
-                auth_failure = exc.rcvd is not None and exc.rcvd.code in (4401, 4403)
+                auth_failure = exc.rcvd is not None and exc.rcvd.code in (
+                    CLOSE_BAD_TOKEN,
+                    CLOSE_HOST_REMOVED,
+                )
                 reason = exc.rcvd.reason if exc.rcvd else "no close frame"
                 log.info("agent: connection closed (%s)", reason)
             except (TimeoutError, OSError, WebSocketException) as exc:

@@ -46,6 +46,15 @@ _ALLOWED: dict[CommandState, frozenset[CommandState]] = {
     # dispatched → queued: the agent never received it (connection dropped), send again.
     CommandState.DISPATCHED: frozenset({CommandState.QUEUED, CommandState.RUNNING, *FINAL_STATES}),
     CommandState.RUNNING: FINAL_STATES,
+    # `lost` is a verdict on silence: an agent that comes back with the true result wins.
+    CommandState.LOST: frozenset(
+        {
+            CommandState.SUCCEEDED,
+            CommandState.FAILED,
+            CommandState.CANCELLED,
+            CommandState.TIMED_OUT,
+        }
+    ),
 }
 
 
@@ -93,7 +102,6 @@ def parse_timeout(spec: str) -> tuple[CommandKind, KindRules]:
     return kind, KindRules(True, warn, kill)
 
 
-QUEUEABLE = frozenset(k for k, r in KIND_RULES.items() if r.runs_process)
 SUPERSEDING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH})
 
 

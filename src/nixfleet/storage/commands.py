@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
 
-from nixfleet.core.commands import ACTIVE_STATES, SUPERSEDING, CommandState
+from nixfleet.core.commands import ACTIVE_STATES, SUPERSEDING, CommandState, can_move
 from nixfleet.core.errors import NotFound
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import commands
@@ -51,7 +51,12 @@ async def move(
     to_state: CommandState,
     **values: Any,
 ) -> bool:
-    """Move a command of host_id to to_state if it is in one of from_states; return success."""
+    """Move a command of host_id to to_state if it is in one of from_states; return success.
+
+    A transition the state machine (core) forbids is a programming error, not a miss.
+    """
+    if not all(can_move(src, to_state) for src in from_states):
+        raise ValueError(f"store: illegal transition {list(from_states)} -> {to_state}")
     async with db.engine.begin() as conn:
         res = await conn.execute(
             update(commands)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nixfleet.core.errors import Conflict, NotFound
@@ -113,9 +113,3 @@ async def mark_all_offline(db: Database) -> None:
     """Mark every host offline: called at start-up, when no agent can be connected yet."""
     async with db.engine.begin() as conn:
         await conn.execute(update(hosts).where(hosts.c.online.is_(True)).values(online=False))
-
-
-async def count(db: Database) -> int:
-    """Return the number of hosts."""
-    async with db.engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(hosts))).scalar_one())

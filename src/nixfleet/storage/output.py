@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import output
@@ -43,14 +43,3 @@ async def lines(
     )
     async with db.engine.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
-
-
-async def max_seq(db: Database, command_id: str) -> int:
-    """Return the highest stored sequence number of a command (0 if none)."""
-    async with db.engine.connect() as conn:
-        value = (
-            await conn.execute(
-                select(func.max(output.c.seq)).where(output.c.command_id == command_id)
-            )
-        ).scalar_one()
-    return int(value or 0)
