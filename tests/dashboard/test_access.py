@@ -164,3 +164,18 @@ def test_an_agent_hello_for_another_host_is_refused(idle):
     assert asyncio.run(attempt()) == 4400
     with sqlite3.connect(idle.fleet.root / "dashboard" / "nixfleet.db") as conn:
         assert conn.execute("SELECT online FROM hosts WHERE id='borealis'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("cookie", ["nfs_forged-session-id", "", "x" * 500])
+def test_a_forged_session_cookie_opens_nothing(idle, cookie):
+    jar = httpx.Cookies()
+    jar.set("nixfleet_session", cookie)
+    with httpx.Client(base_url=idle.base, cookies=jar) as client:
+        assert client.get("/api/hosts").status_code == 401
+        assert client.get("/").status_code == 303
+        res = client.post(
+            "/api/hosts/atlas/command",
+            json={"command": "switch"},
+            headers={"X-CSRF-Token": "anything"},
+        )
+        assert res.status_code == 401

@@ -173,9 +173,6 @@ class Fleet:
             raise Conflict(f"commands: {command_id} is {cmd['state']}, not queued; use stop")
         return await self._publish_command(command_id)
 
-    async def command(self, command_id: str) -> dict[str, Any]:
-        return await command_store.get(self.db, command_id)
-
     async def host_commands(self, raw_id: str, limit: int = 50) -> list[dict[str, Any]]:
         host_id = canonical_host_id(raw_id)
         await host_store.get(self.db, host_id)
