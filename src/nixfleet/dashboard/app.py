@@ -19,6 +19,7 @@ from nixfleet.dashboard.fleet import Fleet
 from nixfleet.dashboard.hub import Hub
 from nixfleet.dashboard.middleware import BodyLimit, SecurityHeaders
 from nixfleet.dashboard.routes import agent_ws, auth, commands, events, health, hosts, pages
+from nixfleet.dashboard.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage.bus import LocalBus
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
             Hub(fleet),
             Broadcaster(bus, settings.sse_queue_size),
             templates,
+            SecurityLog(),
         )
         app.state.ctx = ctx
         await host_store.mark_all_offline(db)

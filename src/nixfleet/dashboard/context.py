@@ -9,6 +9,7 @@ from fastapi.templating import Jinja2Templates
 from nixfleet.config import Settings
 from nixfleet.dashboard.fleet import Fleet
 from nixfleet.dashboard.hub import Hub
+from nixfleet.dashboard.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.storage.bus import EventBus
 from nixfleet.storage.db import Database
@@ -23,3 +24,4 @@ class Context:
     hub: Hub
     broadcaster: Broadcaster
     templates: Jinja2Templates
+    security: SecurityLog

@@ -8,10 +8,13 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from nixfleet.core.errors import AuthError, Forbidden
+from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.security import tokens
+from nixfleet.security.clientip import client_address as _resolve
 from nixfleet.storage import sessions as session_store
 
 SESSION_COOKIE = "nixfleet_session"
@@ -34,6 +37,11 @@ def get_ctx(request: Request) -> Context:
 
 
 Ctx = Annotated[Context, Depends(get_ctx)]
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """Return the real client address of a request or WebSocket (proxy-aware)."""
+    return _resolve(conn.client.host if conn.client else None, conn.headers)
 
 
 async def live_session(ctx: Context, id_hash: str) -> Session | None:
@@ -73,14 +81,26 @@ async def require_session(
 
 
 async def require_csrf(
-    request: Request, session: Annotated[Session, Depends(require_session)]
+    request: Request, ctx: Ctx, session: Annotated[Session, Depends(require_session)]
 ) -> Session:
     """Refuse a state-changing request without this session's CSRF token or from elsewhere."""
     if request.method in SAFE_METHODS:
         return session
+
+    def refuse(reason: str, message: str) -> Forbidden:
+        ctx.security.emit(
+            SecurityEvent(
+                EventKind.CSRF_FAILURE,
+                address=client_address(request),
+                user=session.username,
+                detail=reason,
+            )
+        )
+        return Forbidden(message)
+
     origin = request.headers.get("origin") or request.headers.get("referer")
     if origin and urlsplit(origin).netloc != request.headers.get("host"):
-        raise Forbidden("csrf: request comes from another origin")
+        raise refuse("origin", "csrf: request comes from another origin")
     presented = request.headers.get(CSRF_HEADER)
     if presented is None and request.headers.get("content-type", "").startswith(
         "application/x-www-form-urlencoded"
@@ -89,7 +109,9 @@ async def require_csrf(
         value = form.get("csrf_token")
         presented = value if isinstance(value, str) else None
     if not tokens.csrf_matches(session.csrf, presented):
-        raise Forbidden("csrf: missing or wrong CSRF token (send it in the X-CSRF-Token header)")
+        raise refuse(
+            "token", "csrf: missing or wrong CSRF token (send it in the X-CSRF-Token header)"
+        )
     return session
 
 

@@ -26,7 +26,9 @@ from nixfleet.core.protocol import (
     Welcome,
     agent_message,
 )
+from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
+from nixfleet.dashboard.deps import client_address
 from nixfleet.dashboard.hub import AgentLink
 
 router = APIRouter()
@@ -42,12 +44,19 @@ def _bearer(value: str | None) -> str:
 @router.websocket("/api/agent/ws")
 async def agent_socket(websocket: WebSocket) -> None:
     ctx: Context = websocket.app.state.ctx
+    claimed = websocket.headers.get("x-nixfleet-host", "")
     host_id = await ctx.fleet.authenticate_agent(
-        websocket.headers.get("x-nixfleet-host", ""),
-        _bearer(websocket.headers.get("authorization")),
+        claimed, _bearer(websocket.headers.get("authorization"))
     )
     if host_id is None:
-        log.warning("agent_ws: refused a connection with a bad token or host id")
+        ctx.security.emit(
+            SecurityEvent(
+                EventKind.AUTH_FAILURE,
+                address=client_address(websocket),
+                host=claimed[:63],
+                detail=AuthFactor.AGENT_TOKEN,
+            )
+        )
         await websocket.send_denial_response(
             JSONResponse(
                 {"error": "unauthorized", "detail": "bad agent token for this host"},
