@@ -2,7 +2,8 @@
 
 It dials out to the dashboard (so it works behind NAT), says hello with what it knows,
 replays whatever the dashboard has not acknowledged, then heartbeats, runs commands and
-streams output until the connection drops; then it backs off and dials again.
+streams output until the connection drops; then it backs off and dials again
+(`agent.transport`: TLS, pins, backoff, circuit breaker).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -20,21 +20,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import WebSocketException
 
 from nixfleet import __version__
 from nixfleet.agent import status
 from nixfleet.agent.executors import Target, make_executor
 from nixfleet.agent.journal import Journal
+from nixfleet.agent.ratelimit import TokenBucket
 from nixfleet.agent.runner import Runner
+from nixfleet.agent.transport import Backoff, Transport, TransportOptions
 from nixfleet.core.branch import check_branch
 from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
-    CLOSE_BAD_TOKEN,
-    CLOSE_HOST_REMOVED,
     PROTOCOL_VERSION,
     Ack,
     Cancel,
@@ -53,6 +53,8 @@ from nixfleet.core.protocol import (
 
 log = logging.getLogger("nixfleet.agent")
 
+__all__ = ["Agent", "AgentOptions", "Backoff", "run_agent"]
+
 
 @dataclass
 class AgentOptions:
@@ -67,26 +69,10 @@ class AgentOptions:
     os_kind: str = "nixos"
     macos_tool: str = "darwin-rebuild"
     systemd_run: str = "auto"
-    allow_insecure: bool = False
     meta: HostMeta | None = None
     rules: Mapping[CommandKind, KindRules] = field(default_factory=lambda: dict(KIND_RULES))
-    backoff_min_s: float = 0.2
-    backoff_max_s: float = 30.0
-
-
-class Backoff:
-    """Exponential backoff with full jitter; auth failures climb faster."""
-
-    def __init__(self, floor: float, cap: float) -> None:
-        self.floor, self.cap, self.attempt = floor, cap, 0
-
-    def next_delay(self, auth_failure: bool = False) -> float:
-        self.attempt += 3 if auth_failure else 1
-        ceiling = min(self.cap, self.floor * 2**self.attempt)
-        return self.floor + random.uniform(0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
+    transport: TransportOptions = field(default_factory=TransportOptions)
+    command_rate: tuple[int, float] = (6, 600.0)
 
 
 class Agent:
@@ -94,10 +80,8 @@ class Agent:
         self.opts = opts
         self.host_id = canonical_host_id(opts.host_id)
         check_branch(opts.branch)
-        if opts.url.startswith(("http://", "ws://")) and not opts.allow_insecure:
-            raise ConfigError("agent: refusing a plain-text URL; use https/wss or --allow-insecure")
-        self.ws_url = opts.url.replace("https://", "wss://").replace("http://", "ws://")
-        self.ws_url = self.ws_url.rstrip("/") + "/api/agent/ws"
+        self.transport = Transport(opts.url, opts.transport)
+        self.ws_url = self.transport.url
         self.token = ""
         self.heartbeat_s = 15.0
         self.wake = asyncio.Event()
@@ -108,7 +92,7 @@ class Agent:
         self.runner = Runner(
             Journal(opts.state_dir), self.executor, target, self.wake.set, opts.rules
         )
-        self.backoff = Backoff(opts.backoff_min_s, opts.backoff_max_s)
+        self.bucket = TokenBucket(*opts.command_rate, path=opts.state_dir / "command-rate.json")
 
     # --- lifecycle ------------------------------------------------------------------
     async def startup(self) -> None:
@@ -134,31 +118,24 @@ class Agent:
                 capture_output=True,
             )
         self.runner.reattach()
-        if self.opts.allow_insecure and self.ws_url.startswith("ws://"):
-            log.warning("agent: INSECURE plain-text connection to %s allowed", self.ws_url)
+        if not self.transport.secure:
+            log.warning(
+                "agent: INSECURE: --allow-insecure sends the token and every command in plain "
+                "text to %s; use it only on loopback",
+                self.ws_url,
+            )
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until asked to stop."""
         while not self.stopping.is_set():
-            auth_failure = False
+            ended: BaseException = ConnectionError("the dashboard ended the session")
             try:
                 await self._session()
-            except InvalidStatus as exc:
-                code = exc.response.status_code
-                auth_failure = code in (401, 403)
-                log.warning("agent: dashboard refused the connection: HTTP %s", code)
-            except ConnectionClosed as exc:
-                auth_failure = exc.rcvd is not None and exc.rcvd.code in (
-                    CLOSE_BAD_TOKEN,
-                    CLOSE_HOST_REMOVED,
-                )
-                reason = exc.rcvd.reason if exc.rcvd else "no close frame"
-                log.info("agent: connection closed (%s)", reason)
             except (TimeoutError, OSError, WebSocketException) as exc:
-                log.info("agent: cannot reach dashboard: %s", type(exc).__name__)
+                ended = exc  # ssl.SSLError (and so a pin mismatch) is an OSError
             if self.restart_requested or self.stopping.is_set():
                 return
-            delay = self.backoff.next_delay(auth_failure)
+            delay = self.transport.failed(ended)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
 
@@ -170,13 +147,7 @@ class Agent:
     # --- one connection -------------------------------------------------------------
     async def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}", "X-NixFleet-Host": self.host_id}
-        async with connect(
-            self.ws_url,
-            additional_headers=headers,
-            open_timeout=10,
-            max_size=2**20,
-            ping_interval=20,
-        ) as ws:
+        async with self.transport.dial(headers) as ws:
             await ws.send(
                 Hello(
                     protocol=PROTOCOL_VERSION,
@@ -185,14 +156,15 @@ class Agent:
                     status=await self._status(),
                     known_commands=list(self.runner.entries),
                     meta=self.opts.meta,
+                    transport=self.transport.report(),
                 ).model_dump_json()
             )
             welcome = dashboard_message.validate_json(await asyncio.wait_for(ws.recv(), 10))
             if not isinstance(welcome, Welcome):
                 return
             self.heartbeat_s = welcome.heartbeat_s
+            self.transport.established()
             log.info("agent: connected to %s", self.ws_url)
-            connected_at = time.monotonic()
             tasks = [
                 asyncio.create_task(c)
                 for c in (
@@ -210,8 +182,6 @@ class Agent:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                if time.monotonic() - connected_at > 10:
-                    self.backoff.reset()
 
     async def _wait_stop(self, ws: ClientConnection) -> None:
         await self.stopping.wait()
@@ -295,6 +265,15 @@ class Agent:
             await ws.send(refuse(f"agent: {kind} is not run as a process").model_dump_json())
         elif self.runner.busy():
             await ws.send(refuse("agent: another command is running").model_dump_json())
+        elif not self.bucket.take():
+            n, per = self.opts.command_rate
+            log.warning("agent: refused command %s: over %d per %g s", msg.command_id, n, per)
+            await ws.send(
+                refuse(
+                    f"rate limited: at most {n} commands per {per:g} s; "
+                    f"next in {self.bucket.retry_after():.0f} s"
+                ).model_dump_json()
+            )
         else:
             entry = self.runner.start(msg.command_id, kind)
             await ws.send(

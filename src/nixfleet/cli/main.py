@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import logging
 import socket
@@ -103,7 +104,55 @@ def agent(
         "darwin-rebuild"
     ),
     systemd_run: Annotated[str, typer.Option(help="auto, yes or no.")] = "auto",
-    allow_insecure: Annotated[bool, typer.Option(help="Allow http:// (loopback demos).")] = False,
+    allow_insecure: Annotated[
+        bool,
+        typer.Option(
+            help="Allow http:// and ws:// URLs: the token and all commands travel in plain "
+            "text. Only for loopback demos; logged as a warning at start."
+        ),
+    ] = False,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM bundle of the CA(s) that may sign the dashboard's certificate. "
+            "When given, only these are trusted (the system roots are not used)."
+        ),
+    ] = None,
+    pin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="sha256/<base64> hash of the dashboard's public key (SubjectPublicKeyInfo); "
+            "repeatable, so a backup key can be pinned before a rotation. A server matching "
+            "no pin is refused before any byte (or the token) is sent. "
+            "`nixfleet admin spki-pin` prints it."
+        ),
+    ] = None,
+    min_tls: Annotated[str, typer.Option(help="Lowest TLS version accepted: 1.2 or 1.3.")] = "1.2",
+    command_rate: Annotated[
+        str,
+        typer.Option(
+            help="At most N commands started per SECONDS (token bucket, kept in "
+            "--state-dir); an over-limit command is answered `rejected: rate limited`."
+        ),
+    ] = "6/600",
+    backoff_floor: Annotated[
+        float, typer.Option(min=0.01, help="Shortest wait (s) between connection attempts.")
+    ] = 1.0,
+    backoff_cap: Annotated[
+        float, typer.Option(min=0.1, help="Longest wait (s) between connection attempts.")
+    ] = 300.0,
+    breaker_threshold: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Failed dials in a row that open the circuit breaker; while open, one "
+            "probe per --probe-interval.",
+        ),
+    ] = 5,
+    probe_interval: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds between probes while the breaker is open."),
+    ] = 60.0,
     location: Annotated[str, typer.Option(help="Shown in the dashboard.")] = "",
     device_type: Annotated[str, typer.Option(help="e.g. server, laptop.")] = "",
     theme_color: Annotated[str, typer.Option(help="#rrggbb for the host's row.")] = "",
@@ -117,6 +166,12 @@ def agent(
     from nixfleet.agent.daemon import AgentOptions, run_agent
 
     _logging(log_level)
+    transport = _agent_transport(
+        ca_file, pin or [], min_tls, allow_insecure, backoff_floor, backoff_cap
+    )
+    transport = dataclasses.replace(
+        transport, breaker_threshold=breaker_threshold, probe_interval_s=probe_interval
+    )
     if os_kind not in ("nixos", "macos"):
         _fail("agent: --os must be nixos or macos")
     if macos_tool not in ("darwin-rebuild", "home-manager"):
@@ -133,9 +188,10 @@ def agent(
         os_kind=os_kind,
         macos_tool=macos_tool,
         systemd_run=systemd_run,
-        allow_insecure=allow_insecure,
         meta=_agent_meta(location, device_type, theme_color),
         rules=_agent_rules(timeout or []),
+        transport=transport,
+        command_rate=_agent_rate(command_rate),
     )
     try:
         run_agent(opts)
@@ -143,6 +199,44 @@ def agent(
         _fail(f"agent: {str(exc).removeprefix('agent: ')}")
     except OSError as exc:
         _fail(f"agent: {exc}")
+
+
+def _agent_transport(
+    ca_file: Path | None,
+    pins: list[str],
+    min_tls: str,
+    allow_insecure: bool,
+    floor: float,
+    cap: float,
+) -> Any:
+    from nixfleet.agent.transport import TransportOptions
+    from nixfleet.security.tls import MIN_VERSIONS, parse_pin
+
+    if min_tls not in MIN_VERSIONS:
+        _fail(f"agent: --min-tls must be one of {', '.join(MIN_VERSIONS)}")
+    if cap < floor:
+        _fail("agent: --backoff-cap must not be below --backoff-floor")
+    try:
+        parsed = frozenset(parse_pin(p) for p in pins)
+    except NixFleetError as exc:
+        _fail(str(exc))
+    return TransportOptions(
+        ca_file=ca_file,
+        pins=parsed,
+        min_tls=min_tls,
+        allow_insecure=allow_insecure,
+        backoff_floor_s=floor,
+        backoff_cap_s=cap,
+    )
+
+
+def _agent_rate(text: str) -> Any:
+    from nixfleet.agent.ratelimit import parse_rate
+
+    try:
+        return parse_rate(text)
+    except NixFleetError as exc:
+        _fail(str(exc))
 
 
 def _agent_meta(location: str, device_type: str, theme_color: str) -> Any:
@@ -214,6 +308,38 @@ def gen_secret() -> None:
     from nixfleet.security.tokens import new_secret
 
     typer.echo(new_secret())
+
+
+@admin_app.command("spki-pin")
+def spki_pin(
+    source: Annotated[str, typer.Argument(help="A PEM/DER certificate file, or HOST:PORT.")],
+) -> None:
+    """Print the sha256/<base64> pin of a certificate's public key, for `agent --pin`."""
+    from nixfleet.security.tls import cert_der_from_file
+    from nixfleet.security.tls import spki_pin as pin_of
+
+    path = Path(source)
+    try:
+        der = cert_der_from_file(path.read_bytes()) if path.exists() else _fetch_cert(source)
+    except ValueError as exc:
+        _fail(f"admin: {source}: not a certificate ({exc})")
+    except OSError as exc:
+        _fail(f"admin: {source}: {exc}")
+    typer.echo(pin_of(der))
+
+
+def _fetch_cert(source: str) -> bytes:
+    from nixfleet.agent.transport import peer_certificate
+
+    host, sep, port = source.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        _fail(f"admin: {source!r} is neither a file nor HOST:PORT")
+    typer.echo(
+        f"admin: fetched from {source} without verification; compare the pin out of band",
+        err=True,
+    )
+    der: bytes = peer_certificate(host.strip("[]"), int(port))
+    return der
 
 
 @host_app.command("add")

@@ -20,6 +20,9 @@ CLOSE_PROTOCOL_TOO_OLD = 4426
 CLOSE_BAD_MESSAGE = 4400
 CLOSE_REPLACED = 4409
 CLOSE_HOST_REMOVED = 4404
+CLOSE_FORBIDDEN = 4403
+# Refusals of who the agent is: retrying soon cannot help, so the agent backs off harder.
+AUTH_CLOSE_CODES = frozenset({CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_HOST_REMOVED})
 
 
 class _Msg(BaseModel):
@@ -64,6 +67,23 @@ class TestResult(_Msg):
     exit_code: int
 
 
+class TLSFailureReport(_Msg):
+    """Handshakes of one kind that failed since the agent's last good connection."""
+
+    kind: str = Field(max_length=40, pattern=r"^[a-z_]+$")
+    count: int = Field(ge=1)
+    age_s: float = Field(ge=0, description="seconds since the last one, when hello was sent")
+
+
+class TransportReport(_Msg):
+    """How the agent got here: the breaker state of this attempt and the outage before it."""
+
+    breaker: Literal["closed", "open", "half_open"] = "closed"
+    failed_attempts: int = Field(0, ge=0)
+    down_s: float = Field(0, ge=0)
+    tls_failures: list[TLSFailureReport] = Field(default_factory=list, max_length=16)
+
+
 # agent → dashboard
 class Hello(_Msg):
     type: Literal["hello"] = "hello"
@@ -73,6 +93,7 @@ class Hello(_Msg):
     status: HostStatus
     known_commands: list[str] = Field(default_factory=list, max_length=64)
     meta: HostMeta | None = None
+    transport: TransportReport | None = None  # absent from agents before issue 5
 
 
 class Status(_Msg):
