@@ -19,7 +19,15 @@ from nixfleet.core.commands import ACTIVE_STATES, CommandKind, CommandState
 from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
 from nixfleet.core.errors import Conflict, NotFound
 from nixfleet.core.hostid import canonical_host_id, is_host_id
-from nixfleet.core.protocol import Finished, Hello, HostStatus, Output, Started, Warning
+from nixfleet.core.protocol import (
+    Finished,
+    Hello,
+    HostStatus,
+    Output,
+    Started,
+    TransportReport,
+    Warning,
+)
 from nixfleet.security import tokens
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
@@ -30,6 +38,7 @@ from nixfleet.storage.db import Database
 log = logging.getLogger("nixfleet.fleet")
 
 HOST_META_FIELDS = ("location", "device_type", "theme_color")
+RECONNECT_WINDOW_S = 3600  # "reconnects in the last hour" in the host row
 
 
 class Fleet:
@@ -97,15 +106,25 @@ class Fleet:
         return [self.host_view(h) for h in await host_store.list_all(self.db)]
 
     def host_view(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Return a host row with what is derived from it: drift, reboot, lock age."""
+        """Return a host row with what is derived from it: drift, reboot, lock age, health."""
         st = row.get("status") or {}
+        link = row.get("connection") or {}
+        now = self.clock()
         return {
             **row,
             "drift": commit_drift(st.get("commit", ""), self.target).value,
             "reboot_needed": reboot_needed(
                 st.get("current_system", ""), st.get("booted_system", "")
             ),
-            "lock_age_days": lock_age_days(st.get("lock_modified"), self.clock()),
+            "lock_age_days": lock_age_days(st.get("lock_modified"), now),
+            "connection": {
+                "connected_since": row.get("connected_at") if row.get("online") else None,
+                "reconnects_1h": sum(
+                    1 for t in link.get("reconnects", []) if t > now - RECONNECT_WINDOW_S
+                ),
+                "breaker": link.get("breaker"),
+                "tls_failure": link.get("tls_failure"),
+            },
         }
 
     # --- commands -------------------------------------------------------------------
@@ -233,6 +252,9 @@ class Fleet:
         3. Running commands it does not know are lost (the agent lost its journal).
         """
         now = self.clock()
+        await host_store.record_link(
+            self.db, host_id, now, _link_report(hello.transport, now), RECONNECT_WINDOW_S
+        )
         await host_store.mark_connected(self.db, host_id, hello.status.model_dump(), now)
         if hello.meta is not None:
             # The host's own configuration is the source of truth for its metadata.
@@ -315,6 +337,8 @@ class Fleet:
     async def record_finished(self, host_id: str, msg: Finished) -> None:
         """Store the final result; a replayed result for a finished command is a no-op."""
         state = CommandState.FAILED if msg.result == "rejected" else CommandState(msg.result)
+        # A refusal is stored as failed; the detail says it never ran, and why.
+        detail = f"rejected: {msg.detail}" if msg.result == "rejected" else msg.detail
         tests = [t.model_dump() for t in msg.tests] or None
         moved = await command_store.move(
             self.db,
@@ -324,7 +348,7 @@ class Fleet:
             state,
             finished_at=self.clock(),
             exit_code=msg.exit_code,
-            detail=msg.detail,
+            detail=detail,
             tests=tests,
             disconnected_at=None,
         )
@@ -390,3 +414,29 @@ class Fleet:
     async def command_with_output(self, command_id: str) -> dict[str, Any]:
         cmd = await command_store.get(self.db, command_id)
         return {**cmd, "output": await output_store.lines(self.db, command_id)}
+
+
+def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:
+    """Return what a hello says about the agent's way here, in the stored shape.
+
+    Ages become dashboard timestamps here, so an agent's wrong clock cannot move them.
+    """
+    if report is None:
+        return {"breaker": None}
+    out: dict[str, Any] = {
+        "breaker": {
+            "state": report.breaker,
+            "failed_attempts": report.failed_attempts,
+            "down_s": report.down_s,
+            "at": now,
+        }
+    }
+    if report.tls_failures:
+        latest = min(report.tls_failures, key=lambda f: f.age_s)
+        out["tls_failure"] = {
+            "kind": latest.kind,
+            "count": latest.count,
+            "at": now - latest.age_s,
+            "kinds": {f.kind: f.count for f in report.tls_failures},
+        }
+    return out

@@ -79,6 +79,35 @@ async def mark_connected(db: Database, host_id: str, status: dict[str, Any], now
         )
 
 
+async def record_link(
+    db: Database, host_id: str, now: float, report: dict[str, Any], window_s: float = 3600
+) -> None:
+    """Record a new agent connection's health before mark_connected overwrites connected_at.
+
+    1. A connection of a host that was connected before counts as a reconnect; only
+       those of the last window_s are kept.
+    2. The agent's breaker report replaces the last one; a TLS failure replaces the last
+       one only when there is a new one, so the row keeps showing it.
+    """
+    async with db.engine.begin() as conn:
+        row = (
+            await conn.execute(
+                select(hosts.c.connected_at, hosts.c.connection).where(hosts.c.id == host_id)
+            )
+        ).first()
+        if row is None:
+            return
+        health = dict(row.connection or {})
+        recent = [t for t in health.get("reconnects", []) if t > now - window_s]
+        if row.connected_at is not None:
+            recent.append(now)
+        health["reconnects"] = recent[-500:]
+        health["breaker"] = report.get("breaker")
+        if report.get("tls_failure"):
+            health["tls_failure"] = report["tls_failure"]
+        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(connection=health))
+
+
 async def set_meta(db: Database, host_id: str, meta: dict[str, str]) -> None:
     """Replace the metadata fields given (location, device type, theme colour)."""
     if not meta:

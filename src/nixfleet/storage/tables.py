@@ -33,6 +33,8 @@ hosts = Table(
     Column("connected_at", Float, nullable=True),
     Column("last_seen", Float, nullable=True),
     Column("last_test", JSON, nullable=True),
+    # {"reconnects": [ts, …last hour], "breaker": {…}, "tls_failure": {…}} (migration 0004)
+    Column("connection", JSON, nullable=True),
 )
 
 commands = Table(

@@ -75,6 +75,7 @@ async def agent_socket(websocket: WebSocket) -> None:
     old = ctx.hub.attach(link)
     if old is not None:
         await _quiet_close(old, CLOSE_REPLACED, "a newer connection for this host arrived")
+    _report_tls_failures(ctx, websocket, hello)
     try:
         await ctx.fleet.agent_connected(host_id, hello)
         await link.send(
@@ -91,6 +92,19 @@ async def agent_socket(websocket: WebSocket) -> None:
     finally:
         if ctx.hub.detach(link):
             await ctx.fleet.agent_disconnected(host_id)
+
+
+def _report_tls_failures(ctx: Context, websocket: WebSocket, hello: Hello) -> None:
+    """Emit one security event per kind of handshake failure the agent saw on its way."""
+    for failure in hello.transport.tls_failures if hello.transport else []:
+        ctx.security.emit(
+            SecurityEvent(
+                EventKind.TLS_FAILURE,
+                address=client_address(websocket),
+                host=hello.host_id,
+                detail=failure.kind,
+            )
+        )
 
 
 async def _hello(websocket: WebSocket, host_id: str) -> Hello | None:

@@ -37,6 +37,35 @@ function ago(ts) {
   return `${Math.round(s / 3600)} h ago`;
 }
 
+const HEALTH_CELL = 10; // index of the "Connection" cell in a host row
+
+function label(word) { return String(word || "").replaceAll("_", " "); }
+
+function healthParts(h) {
+  // Connection health: how long up, how often it dropped, how it came back, TLS trouble.
+  const c = h.connection || {};
+  const parts = [];
+  if (c.connected_since) {
+    parts.push(el("div", { "data-health": "since",
+      text: `since ${new Date(c.connected_since * 1000).toLocaleTimeString()}` }));
+  }
+  const n = c.reconnects_1h || 0;
+  parts.push(el("div", { "data-health": "reconnects", class: n > 3 ? "warn" : "muted",
+    text: `${n} reconnect${n === 1 ? "" : "s"} in the last hour` }));
+  const b = c.breaker;
+  if (b && b.failed_attempts > 0) {
+    const how = b.state === "half_open" ? "by a breaker probe" : `breaker ${label(b.state)}`;
+    parts.push(el("div", { "data-health": "breaker", class: "muted",
+      text: `back after ${b.failed_attempts} failed dials (${Math.round(b.down_s)} s), ${how}` }));
+  }
+  const t = c.tls_failure;
+  if (t) {
+    parts.push(el("div", { "data-health": "tls", class: "bad",
+      text: `last TLS failure: ${label(t.kind)}, ${t.count} time${t.count === 1 ? "" : "s"}, ${ago(t.at)}` }));
+  }
+  return parts;
+}
+
 function activeCommand(hostId) {
   let best = null;
   for (const c of state.commands.values()) {
@@ -71,7 +100,8 @@ function hostRow(h) {
     el("td", { text: `${st.os_kind || "?"} ${st.os_version || ""}` }),
     el("td", { text: st.generation ?? "—" }), el("td", {}, el("code", { text: commit }), drift),
     el("td", { text: lock }), el("td", { text: tests }),
-    el("td", { text: h.reboot_needed ? "yes" : "—" }), el("td", {}, cmdCell), actions);
+    el("td", { text: h.reboot_needed ? "yes" : "—" }),
+    el("td", { class: "health" }, ...healthParts(h)), el("td", {}, cmdCell), actions);
   return tr;
 }
 
@@ -100,6 +130,7 @@ function renderHosts() {
       tr = fresh;
     } else {
       tr.children[3].textContent = ago(h.last_seen);
+      tr.children[HEALTH_CELL].replaceChildren(...healthParts(h)); // "… min ago" moves on
     }
     existing.delete(id);
     prev = tr;
