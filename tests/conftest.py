@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 
 from nixfleet.demo.run import DemoFleet, DemoHost, prepare, start_agent, start_dashboard
 
@@ -175,3 +177,75 @@ def make_fleet(tmp_path: Path) -> Iterator[Callable[..., RunningFleet]]:
     yield factory
     for rf in running:
         rf.stop()
+
+
+# --- agents against arbitrary servers (the transport tests in tests/agent) ---------------
+@dataclass
+class AgentProcess:
+    proc: subprocess.Popen[bytes]
+    log_file: Path
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> tuple[trustme.CA, Path]:
+    """Return the CA the agent trusts and the PEM file it is given with --ca-file."""
+    authority = trustme.CA()
+    path = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(path))
+    return authority, path
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """Return a factory: agent(url, *flags) starts `nixfleet agent` with a fresh state."""
+    started: list[AgentProcess] = []
+
+    def start(url: str, *flags: str) -> AgentProcess:
+        root = tmp_path / f"agent{len(started)}"
+        (root / "system").mkdir(parents=True)
+        token = root / "token"
+        token.write_text("nfa_transport-test-token")
+        token.chmod(0o600)
+        log_file = root / "agent.log"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nixfleet",
+                "agent",
+                "--url",
+                url,
+                "--host-id",
+                "atlas",
+                "--token-file",
+                str(token),
+                "--repo-dir",
+                str(root / "repo"),
+                "--state-dir",
+                str(root / "state"),
+                "--system-dir",
+                str(root / "system"),
+                "--systemd-run",
+                "no",
+                "--log-level",
+                "info",
+                *flags,
+            ],
+            stdout=log_file.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        started.append(AgentProcess(proc, log_file))
+        return started[-1]
+
+    yield start
+    for a in started:
+        if a.proc.poll() is None:
+            a.proc.send_signal(signal.SIGTERM)
+    for a in started:
+        try:
+            a.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            a.proc.kill()
