@@ -92,7 +92,8 @@ class TLSProxy:
     def __init__(self, ctx: ssl.SSLContext, backend_port: int) -> None:
         self.backend_port = backend_port
         self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
         self.server: asyncio.Server | None = None
         self.port = 0
         self.set_context(ctx)
@@ -121,9 +122,15 @@ class TLSProxy:
         async def stop() -> None:
             if self.server is not None:
                 self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -280,8 +280,12 @@ class Transport:
             else:
                 self.breaker.failure()
         delay = self.backoff.next_delay(auth)
+        if self.breaker.state == BreakerState.OPEN:
+            # Open, the probe schedule rules: a dashboard that comes back is found within
+            # one probe interval, however far the backoff has climbed.
+            delay = self.breaker.wait()
         self._log_failure(exc, delay)
-        return max(delay, self.breaker.wait())
+        return delay
 
     def _log_failure(self, exc: BaseException, delay: float) -> None:
         kind = classify(exc)

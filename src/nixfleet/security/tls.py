@@ -39,6 +39,9 @@ class TLSFailure(StrEnum):
 class PinMismatch(ssl.SSLError):
     """The server's key matches none of the configured pins."""
 
+    def __str__(self) -> str:
+        return "the server's public key matches no configured --pin"
+
 
 def client_context(ca_file: Path | None, min_tls: str = "1.2") -> ssl.SSLContext:
     """Return a verifying client context.
@@ -91,7 +94,7 @@ def check_pin(cert_der: bytes | None, pins: frozenset[str]) -> None:
     if not pins:
         return
     if cert_der is None or spki_pin(cert_der) not in pins:
-        raise PinMismatch("the server's public key matches no configured --pin")
+        raise PinMismatch()
 
 
 def classify(exc: BaseException) -> TLSFailure | None:
@@ -99,7 +102,7 @@ def classify(exc: BaseException) -> TLSFailure | None:
     if isinstance(exc, PinMismatch):
         return TLSFailure.PIN_MISMATCH
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return _VERIFY_CODES.get(exc.verify_code, TLSFailure.UNKNOWN_CA)
+        return _VERIFY_CODES.get(getattr(exc, "verify_code", 0), TLSFailure.UNKNOWN_CA)
     if isinstance(exc, ssl.SSLError):
         reason = (exc.reason or "").upper()
         if "VERSION" in reason or "UNSUPPORTED_PROTOCOL" in reason:
