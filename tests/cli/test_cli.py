@@ -131,6 +131,12 @@ def test_the_agent_refuses_a_plain_text_url_without_allow_insecure(tmp_path, url
         (["--branch", "--upload-pack=touch /tmp/pwned"], "is not accepted"),
         (["--branch", "main..evil"], "not accepted"),
         (["--host-id", "bad_host"], "not valid"),
+        (["--pin", "abc"], "sha256/<44 base64 chars>"),
+        (["--pin", "sha1/" + "A" * 43 + "="], "sha256/"),
+        (["--min-tls", "1.1"], "--min-tls must be one of 1.2, 1.3"),
+        (["--command-rate", "fast"], "N/SECONDS"),
+        (["--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
+        (["--backoff-floor", "10", "--backoff-cap", "5"], "--backoff-cap"),
     ],
 )
 def test_the_agent_refuses_bad_options_with_a_clear_message(tmp_path, args, message):
@@ -144,3 +150,72 @@ def test_an_unsafe_config_branch_stops_the_dashboard(tmp_path):
     res = _run(["db", "upgrade"], {"NIXFLEET_DEMO": "true", "NIXFLEET_CONFIG_BRANCH": "-evil"})
     assert res.returncode == 2
     assert "NIXFLEET_CONFIG_BRANCH" in res.stderr
+
+
+def test_the_agent_refuses_a_pin_without_tls(tmp_path):
+    res = _agent(
+        tmp_path, "http://127.0.0.1:1", "--allow-insecure", "--pin", "sha256/" + "A" * 43 + "="
+    )
+    assert res.returncode == 2
+    assert "need an https:// URL" in res.stderr
+
+
+def test_agent_help_describes_every_transport_option():
+    res = _run(["agent", "--help"], {"COLUMNS": "200"})
+    for flag in (
+        "--ca-file",
+        "--pin",
+        "--min-tls",
+        "--allow-insecure",
+        "--command-rate",
+        "--backoff-floor",
+        "--backoff-cap",
+        "--breaker-threshold",
+        "--probe-interval",
+    ):
+        assert flag in res.stdout
+    text = " ".join(res.stdout.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+    assert "the system roots are not used" in text
+    assert "before any byte (or the token) is sent" in text
+
+
+def test_spki_pin_prints_the_same_pin_for_a_file_and_a_live_server(tmp_path):
+    import ssl
+    import threading
+
+    import trustme
+
+    from nixfleet.security.tls import cert_der_from_file, spki_pin
+
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    pem = tmp_path / "cert.pem"
+    cert.cert_chain_pems[0].write_to_path(str(pem))
+    expected = spki_pin(cert_der_from_file(pem.read_bytes()))
+    from_file = _run(["admin", "spki-pin", str(pem)])
+    assert from_file.stdout.strip() == expected
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve_once():
+        conn, _ = server.accept()
+        try:
+            ctx.wrap_socket(conn, server_side=True).close()
+        except OSError:
+            conn.close()
+
+    threading.Thread(target=serve_once, daemon=True).start()
+    live = _run(["admin", "spki-pin", f"127.0.0.1:{server.getsockname()[1]}"])
+    server.close()
+    assert live.stdout.strip() == expected
+    assert "without verification" in live.stderr
+
+
+@pytest.mark.parametrize("source", ["no-such-file-or-port", "localhost:notaport"])
+def test_spki_pin_refuses_what_is_neither_a_file_nor_host_port(source):
+    res = _run(["admin", "spki-pin", source])
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr

@@ -240,6 +240,13 @@ def start_agent(
             "--systemd-run",
             "no",
             "--allow-insecure",
+            # Loopback: a restarted demo dashboard should be found in seconds, not minutes.
+            "--backoff-floor",
+            "0.2",
+            "--backoff-cap",
+            "5",
+            "--probe-interval",
+            "5",
             "--log-level",
             "warning",
             *(extra_args or []),
