@@ -150,7 +150,8 @@ def row(page: Page, host_id: str) -> Locator:
 
 
 def cell(page: Page, host_id: str, index: int) -> Locator:
-    """Return a cell of the host's row (0 select, 2 status, 5 generation, 8 tests...)."""
+    """Return a cell of the host's row (0 select, 2 status, 5 generation, 8 tests,
+    10 connection health...)."""
     return row(page, host_id).locator("td").nth(index)
 
 
@@ -345,5 +346,8 @@ def test_the_page_recovers_by_itself_after_a_dashboard_restart(fleet, tab):
     expect(entry).to_contain_text("succeeded")
     expect(cell(page, "atlas", 5)).to_have_text("2")  # the generation it switched to
     expect(cell(page, "atlas", 2)).to_have_text("online")
+    # The connection health cell counts the drop the restart caused.
+    expect(cell(page, "atlas", 10)).to_contain_text("1 reconnect in the last hour")
+    expect(cell(page, "borealis", 10)).to_contain_text("since ")
     assert_not_reloaded(page)
     tab.assert_clean()
