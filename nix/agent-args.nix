@@ -12,7 +12,11 @@
   "--location" cfg.location
   "--device-type" cfg.deviceType
   "--theme-color" cfg.themeColor
+  "--min-tls" cfg.minTls
+  "--command-rate" cfg.commandRate
 ]
+++ lib.optionals (cfg.caFile != null) [ "--ca-file" (toString cfg.caFile) ]
+++ lib.concatMap (pin: [ "--pin" pin ]) cfg.pins
 ++ extra
 ++ lib.optional cfg.allowInsecure "--allow-insecure"
 ++ cfg.extraArgs

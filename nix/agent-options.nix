@@ -37,6 +37,22 @@ with lib;
     description = "Colour of the host's row in the dashboard.";
   };
   allowInsecure = mkOption { type = types.bool; default = false; };
+  caFile = mkOption {
+    type = types.nullOr types.path;
+    default = null;
+    description = "Trust only this CA bundle for the dashboard (no system roots).";
+  };
+  pins = mkOption {
+    type = types.listOf (types.strMatching "sha256/[A-Za-z0-9+/]{43}=");
+    default = [ ];
+    description = "SPKI pins of the dashboard's key (nixfleet admin spki-pin); add the backup key's before a rotation.";
+  };
+  minTls = mkOption { type = types.enum [ "1.2" "1.3" ]; default = "1.2"; };
+  commandRate = mkOption {
+    type = types.strMatching "[0-9]+/[0-9.]+";
+    default = "6/600";
+    description = "At most N commands started per SECONDS.";
+  };
   extraArgs = mkOption {
     type = types.listOf types.str;
     default = [ ];

@@ -3,9 +3,8 @@ how many commands it starts; the dashboard shows how each host's connection is d
 
 from __future__ import annotations
 
-from servers import Recorder, TLSProxy, pin_of, server_context
-
 from conftest import wait_for
+from tlsservers import Recorder, TLSProxy, pin_of, server_context
 
 FAST = ["--backoff-floor", "0.05", "--backoff-cap", "0.3", "--log-level", "info"]
 

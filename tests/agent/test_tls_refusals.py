@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 import trustme
-from servers import Recorder, pin_of, server_context
 
 from conftest import wait_for
+from tlsservers import Recorder, pin_of, server_context
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from playwright.sync_api import (
 )
 
 from conftest import RunningFleet, wait_for
+from tlsservers import TLSProxy, pin_of, server_context
 
 CHROMIUM = "/usr/bin/chromium"
 # No internet here: these stop Chromium phoning home (and waiting for it).
@@ -351,3 +352,44 @@ def test_the_page_recovers_by_itself_after_a_dashboard_restart(fleet, tab):
     expect(cell(page, "borealis", 10)).to_contain_text("since ")
     assert_not_reloaded(page)
     tab.assert_clean()
+
+
+def test_a_hosts_last_tls_failure_is_shown_in_its_row(fleet, tab, ca):
+    authority, ca_file = ca
+    good, wrong_key = authority.issue_cert("127.0.0.1"), authority.issue_cert("127.0.0.1")
+    rf = fleet(hosts=1, agents=False)
+    proxy = TLSProxy(server_context(wrong_key), rf.port)
+    try:
+        rf.start_agent(
+            "atlas",
+            args=[
+                "--url",
+                f"https://127.0.0.1:{proxy.port}",
+                "--ca-file",
+                str(ca_file),
+                "--pin",
+                pin_of(good),
+                "--backoff-floor",
+                "0.05",
+                "--backoff-cap",
+                "0.3",
+                "--probe-interval",
+                "1",
+                "--log-level",
+                "info",
+            ],
+        )
+        log = rf.host("atlas").root / "agent.log"
+        wait_for(lambda: "pin_mismatch (2 so far)" in log.read_text(), 30, "two failures")
+        page = log_in(tab, rf)
+        expect(cell(page, "atlas", 2)).to_have_text("offline")
+        proxy.set_context(server_context(good))  # the dashboard's real key is back
+        expect(cell(page, "atlas", 2)).to_have_text("online")
+        expect(cell(page, "atlas", 10)).to_contain_text(
+            re.compile(r"last TLS failure: pin mismatch, \d+ times, \d+ (s|min) ago")
+        )
+        tls_line = page.locator('#hosts td.health [data-health="tls"]')
+        expect(tls_line).to_have_count(1)
+        tab.assert_clean()
+    finally:
+        proxy.close()
