@@ -104,8 +104,8 @@ class RunningFleet:
     def host(self, host_id: str) -> DemoHost:
         return next(h for h in self.fleet.hosts if h.host_id == host_id)
 
-    def start_dashboard(self) -> None:
-        self.server, self.port = start_dashboard(self.fleet, self.port)
+    def start_dashboard(self, log_level: str = "warning") -> None:
+        self.server, self.port = start_dashboard(self.fleet, self.port, log_level=log_level)
 
     def kill_dashboard(self) -> None:
         assert self.server is not None

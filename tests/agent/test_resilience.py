@@ -68,6 +68,8 @@ def test_tls_failures_are_reported_on_the_next_good_connection_and_shown(make_fl
     authority, ca_file = ca
     good, wrong_key = authority.issue_cert("127.0.0.1"), authority.issue_cert("127.0.0.1")
     rf = make_fleet(hosts=1, agents=False)
+    rf.kill_dashboard()
+    rf.start_dashboard(log_level="info")  # security events are logged at info
     proxy = TLSProxy(server_context(wrong_key), rf.port)
     try:
         rf.start_agent(
@@ -92,6 +94,14 @@ def test_tls_failures_are_reported_on_the_next_good_connection_and_shown(make_fl
         failure = api.host("atlas")["connection"]["tls_failure"]
         assert failure["kind"] == "pin_mismatch"
         assert failure["count"] >= 3
+        # One security event per reported kind, for the event log and alerts (issue 7).
+        events = [
+            line
+            for line in (rf.fleet.root / "dashboard.log").read_text().splitlines()
+            if "security: tls_failure" in line
+        ]
+        assert len(events) == 1
+        assert "detail=pin_mismatch" in events[0] and "host=atlas" in events[0]
     finally:
         proxy.close()
 

@@ -67,20 +67,23 @@ class TestResult(_Msg):
     exit_code: int
 
 
+_YEAR_S = 366 * 86400
+
+
 class TLSFailureReport(_Msg):
     """Handshakes of one kind that failed since the agent's last good connection."""
 
     kind: str = Field(max_length=40, pattern=r"^[a-z_]+$")
-    count: int = Field(ge=1)
-    age_s: float = Field(ge=0, description="seconds since the last one, when hello was sent")
+    count: int = Field(ge=1, le=2**31)
+    age_s: float = Field(ge=0, le=_YEAR_S, description="seconds since the last one, at hello")
 
 
 class TransportReport(_Msg):
     """How the agent got here: the breaker state of this attempt and the outage before it."""
 
     breaker: Literal["closed", "open", "half_open"] = "closed"
-    failed_attempts: int = Field(0, ge=0)
-    down_s: float = Field(0, ge=0)
+    failed_attempts: int = Field(0, ge=0, le=2**31)
+    down_s: float = Field(0, ge=0, le=_YEAR_S)
     tls_failures: list[TLSFailureReport] = Field(default_factory=list, max_length=16)
 
 

@@ -159,7 +159,7 @@ def _seed_system(host: DemoHost) -> None:
 
 
 def start_dashboard(
-    fleet: DemoFleet, port: int, log_file: Path | None = None
+    fleet: DemoFleet, port: int, log_file: Path | None = None, log_level: str = "warning"
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start `nixfleet serve` for the fleet; return the process and its bound port."""
     port_file = fleet.root / "dashboard.port"
@@ -178,7 +178,7 @@ def start_dashboard(
             "--port-file",
             str(port_file),
             "--log-level",
-            "warning",
+            log_level,
         ],
         env={**os.environ, **fleet.env},
         stdout=out,

@@ -96,13 +96,14 @@ async def agent_socket(websocket: WebSocket) -> None:
 
 def _report_tls_failures(ctx: Context, websocket: WebSocket, hello: Hello) -> None:
     """Emit one security event per kind of handshake failure the agent saw on its way."""
-    for failure in hello.transport.tls_failures if hello.transport else []:
+    kinds = {f.kind for f in hello.transport.tls_failures} if hello.transport else set()
+    for kind in sorted(kinds):
         ctx.security.emit(
             SecurityEvent(
                 EventKind.TLS_FAILURE,
                 address=client_address(websocket),
                 host=hello.host_id,
-                detail=failure.kind,
+                detail=kind,
             )
         )
 
