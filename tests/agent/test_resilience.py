@@ -3,6 +3,12 @@ how many commands it starts; the dashboard shows how each host's connection is d
 
 from __future__ import annotations
 
+import asyncio
+import json
+
+import pytest
+import websockets
+
 from conftest import wait_for
 from tlsservers import Recorder, TLSProxy, pin_of, server_context
 
@@ -119,3 +125,40 @@ def test_a_command_over_the_agents_rate_limit_is_reported_rejected(make_fleet):
     assert third["detail"].startswith("rejected: rate limited: at most 2 commands per 3600 s")
     assert third["exit_code"] is None
     assert api.get(f"/api/commands/{third['id']}").json()["output"] == []
+
+
+@pytest.mark.parametrize(
+    "transport",
+    [
+        {"tls_failures": [{"kind": "<script>", "count": 1, "age_s": 1}]},
+        {"tls_failures": [{"kind": "pin_mismatch", "count": 0, "age_s": 1}]},
+        {"tls_failures": [{"kind": "expired", "count": 1, "age_s": -5}]},
+        {"breaker": "exploded"},
+    ],
+)
+def test_a_malformed_transport_report_is_refused_and_stores_nothing(make_fleet, transport):
+    rf = make_fleet(hosts=1, agents=False)
+    token = rf.host("atlas").token_file.read_text()
+
+    async def attempt() -> int:
+        async with websockets.connect(
+            rf.base.replace("http", "ws") + "/api/agent/ws",
+            additional_headers={"Authorization": f"Bearer {token}", "X-NixFleet-Host": "atlas"},
+        ) as ws:
+            hello = {
+                "type": "hello",
+                "protocol": 1,
+                "host_id": "atlas",
+                "agent_version": "x",
+                "status": {},
+                "transport": transport,
+            }
+            await ws.send(json.dumps(hello))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd.code
+
+    assert asyncio.run(attempt()) == 4400
+    host = rf.api().host("atlas")
+    assert not host["online"]
+    assert host["connection"]["tls_failure"] is None
