@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
@@ -33,12 +35,13 @@ from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
-    CLOSE_BAD_TOKEN,
-    CLOSE_HOST_REMOVED,
+    CREDENTIAL_CLOSE_CODES,
     PROTOCOL_VERSION,
     Ack,
     Cancel,
     Command,
+    Credential,
+    CredentialSaved,
     Finished,
     Hello,
     HostMeta,
@@ -72,6 +75,7 @@ class AgentOptions:
     rules: Mapping[CommandKind, KindRules] = field(default_factory=lambda: dict(KIND_RULES))
     backoff_min_s: float = 0.2
     backoff_max_s: float = 30.0
+    enroll_code: str = field(default="", repr=False)
 
 
 class Backoff:
@@ -112,12 +116,17 @@ class Agent:
 
     # --- lifecycle ------------------------------------------------------------------
     async def startup(self) -> None:
-        """Read the token, make sure our clone exists, re-attach to journalled commands."""
+        """Get the token (from its file, or by enrolling), make sure our clone exists,
+        re-attach to journalled commands."""
+        self.token = self._read_token()
+        if not self.token and self.opts.enroll_code:
+            await self._enroll()
+        if not self.token:
+            raise ConfigError(
+                f"agent: no token in {self.opts.token_file}; pass --enroll-code-file to enroll"
+            )
         if self.opts.token_file.stat().st_mode & 0o077:
             log.warning("agent: %s is readable by other users; chmod 600 it", self.opts.token_file)
-        self.token = self.opts.token_file.read_text().strip()
-        if not self.token:
-            raise ConfigError(f"agent: token file {self.opts.token_file} is empty")
         if not (self.opts.repo_dir / ".git").exists() and self.opts.repo_url:
             await asyncio.to_thread(
                 subprocess.run,
@@ -148,11 +157,8 @@ class Agent:
                 auth_failure = code in (401, 403)
                 log.warning("agent: dashboard refused the connection: HTTP %s", code)
             except ConnectionClosed as exc:
-                auth_failure = exc.rcvd is not None and exc.rcvd.code in (
-                    CLOSE_BAD_TOKEN,
-                    CLOSE_HOST_REMOVED,
-                )
-                reason = exc.rcvd.reason if exc.rcvd else "no close frame"
+                auth_failure = exc.rcvd is not None and exc.rcvd.code in CREDENTIAL_CLOSE_CODES
+                reason = f"{exc.rcvd.code} {exc.rcvd.reason}" if exc.rcvd else "no close frame"
                 log.info("agent: connection closed (%s)", reason)
             except (TimeoutError, OSError, WebSocketException) as exc:
                 log.info("agent: cannot reach dashboard: %s", type(exc).__name__)
@@ -167,8 +173,68 @@ class Agent:
         self.stopping.set()
         await self.runner.close()
 
+    # --- credentials ----------------------------------------------------------------
+    def _read_token(self) -> str:
+        """Return the token in the token file, or "" when there is none yet."""
+        try:
+            return self.opts.token_file.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    def _save_token(self, token: str) -> None:
+        """Write the token file atomically, readable by this user only (0600)."""
+        path = self.opts.token_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self.token = token
+
+    async def _enroll(self) -> None:
+        """Exchange the one-time enrollment code for this host's token, and store it.
+
+        The dashboard may not be up yet, so unreachable means retry with backoff; a
+        refused code is final (it is wrong, used or expired: ask for a new one).
+        """
+        url = self.opts.url.replace("wss://", "https://").replace("ws://", "http://")
+        url = url.rstrip("/") + "/api/agent/enroll"
+        body = {"host_id": self.host_id, "code": self.opts.enroll_code}
+        async with httpx.AsyncClient(verify=ssl.create_default_context(), timeout=10) as http:
+            while not self.stopping.is_set():
+                try:
+                    res = await http.post(url, json=body)
+                except httpx.HTTPError as exc:
+                    log.info("agent: enrollment: cannot reach dashboard: %s", type(exc).__name__)
+                    await asyncio.sleep(self.backoff.next_delay())
+                    continue
+                if res.status_code != 200:
+                    raise ConfigError(
+                        f"agent: enrollment refused (HTTP {res.status_code}): the code is "
+                        "wrong, used or expired; issue a new one"
+                    )
+                self._save_token(str(res.json()["agent_token"]))
+                self.backoff.reset()
+                log.info("agent: enrolled; token stored in %s", self.opts.token_file)
+                return
+
+    async def _on_credential(self, ws: ClientConnection, msg: Credential) -> None:
+        """Store the per-host token the dashboard issued in place of the shared one."""
+        self._save_token(msg.token)
+        await ws.send(CredentialSaved().model_dump_json())
+        log.warning(
+            "agent: the dashboard replaced the shared token with this host's own; saved to %s",
+            self.opts.token_file,
+        )
+
     # --- one connection -------------------------------------------------------------
     async def _session(self) -> None:
+        # Re-read each time, so a token file replaced by hand (rotation) takes effect.
+        self.token = self._read_token() or self.token
         headers = {"Authorization": f"Bearer {self.token}", "X-NixFleet-Host": self.host_id}
         async with connect(
             self.ws_url,
@@ -255,6 +321,8 @@ class Agent:
                     log.info("agent: cancel for %s: not running here", msg.command_id)
             elif isinstance(msg, Command):
                 await self._on_command(ws, msg)
+            elif isinstance(msg, Credential):
+                await self._on_credential(ws, msg)
             elif isinstance(msg, StatusAck):
                 pass
 
