@@ -68,7 +68,9 @@ def test_secrets_come_from_files_and_hosts_can_be_added_from_the_cli(tmp_path):
     }
     added = _run(["admin", "host", "add", "web-01"], env)
     assert added.returncode == 0, added.stderr
-    assert added.stdout.strip().startswith("nfa_")
+    assert added.stdout.strip().startswith("nfe_")
+    with_token = _run(["admin", "host", "add", "web-02", "--token"], env)
+    assert with_token.stdout.strip().startswith("nfa_")
     again = _run(["admin", "host", "add", "WEB-01"], env)
     assert again.returncode == 2
     assert "already exists" in again.stderr
