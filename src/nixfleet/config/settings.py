@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     command_expiry_s: int = Field(3600, ge=1)
     reconnect_window_s: float = Field(90, gt=0)
     # Agent identity (docs/security.md "Agent identity").
-    enroll_code_ttl_s: int = Field(3600, ge=60, le=7 * 86400)
+    enroll_code_ttl_s: int = Field(3600, ge=1, le=7 * 86400)
     token_overlap_s: int = Field(0, ge=0, le=7 * 86400)
     shared_agent_token_hash: SecretStr = SecretStr("")
     allow_shared_token: bool = False
