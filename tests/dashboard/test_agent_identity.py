@@ -131,3 +131,80 @@ def test_a_malformed_enrollment_gets_a_clear_4xx(make_fleet, body):
     res = httpx.post(f"{rf.base}/api/agent/enroll", json=body)
     assert 400 <= res.status_code < 500
     assert "error" in res.json()
+
+
+def _cli(rf, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")}
+    return subprocess.run(
+        [sys.executable, "-m", "nixfleet", *args],
+        env={**env, **rf.fleet.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _closed_with(rf, host_id: str, code: int) -> bool:
+    return f"connection closed ({code} " in agent_log(rf, host_id)
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "factor"),
+    [("api-revoke", 4403, "revoked_token"), ("api-rotate", 4410, "rotated_token")],
+)
+def test_a_revoked_or_rotated_token_is_refused_and_the_live_agent_cut_off(
+    make_fleet, how, code, factor
+):
+    rf = make_fleet(hosts=2, agents=False)
+    for h in ("atlas", "borealis"):
+        rf.start_agent(h, args=INFO)
+    api = rf.api()
+    api.wait_online(["atlas", "borealis"])
+    old = rf.host("atlas").token_file.read_text().strip()
+    if how == "api-revoke":
+        res = api.http.delete("/api/hosts/atlas/agent-token", headers={"X-CSRF-Token": api.csrf})
+        assert res.status_code == 200
+        new = None
+    else:
+        new = api.post("/api/hosts/atlas/agent-token").json()["agent_token"]
+    wait_for(lambda: _closed_with(rf, "atlas", code), 20, f"the agent closed with {code}")
+    wait_for(lambda: not api.host("atlas")["online"], 20, "atlas offline")
+    assert handshake(rf.base, "atlas", old) == 401
+    wait_for(lambda: factor in dashboard_log(rf), 10, f"{factor} logged")
+    assert api.host("borealis")["online"]  # nobody else is touched
+    if new is not None:
+        # The operator installs the new token; the agent re-reads its file and is back.
+        rf.host("atlas").token_file.write_text(new)
+        api.wait_online(["atlas"])
+    assert_nowhere_in_clear(rf, [old, *([new] if new else [])])
+
+
+def test_revocation_from_the_cli_cuts_off_the_live_agent(make_fleet):
+    rf = make_fleet(hosts=1, agents=False)
+    rf.start_agent("atlas", args=INFO)
+    api = rf.api()
+    api.wait_online(["atlas"])
+    res = _cli(rf, "admin", "host", "revoke", "atlas")
+    assert res.returncode == 0, res.stderr
+    wait_for(lambda: _closed_with(rf, "atlas", 4403), 20, "the agent closed with 4403")
+    assert api.host("atlas")["identity_state"] == "revoked"
+
+
+def test_a_rotation_with_overlap_keeps_the_old_token_working_until_cut(make_fleet):
+    rf = make_fleet(hosts=1, agents=False)
+    rf.start_agent("atlas", args=INFO)
+    api = rf.api()
+    api.wait_online(["atlas"])
+    old = rf.host("atlas").token_file.read_text().strip()
+    new = api.post("/api/hosts/atlas/agent-token", {"overlap_s": 3600}).json()["agent_token"]
+    assert handshake(rf.base, "atlas", new) == 101
+    assert handshake(rf.base, "atlas", old) == 101
+    # The handshakes above replaced the agent's connection; it comes back with the old one.
+    api.wait_online(["atlas"])
+    # A rotation without overlap (from the CLI) ends the overlap of the previous token too.
+    res = _cli(rf, "admin", "host", "rotate-token", "atlas", "--overlap", "0")
+    assert res.returncode == 0, res.stderr
+    newest = res.stdout.strip()
+    wait_for(lambda: _closed_with(rf, "atlas", 4410), 20, "the agent closed with 4410")
+    assert handshake(rf.base, "atlas", newest) == 101
+    assert handshake(rf.base, "atlas", new) == 401

@@ -72,6 +72,12 @@ async def retired(db: Database, token_hash: str) -> dict[str, Any] | None:
 async def _retire_current(
     conn: AsyncConnection, host_id: str, reason: str, now: float, valid_until: float | None
 ) -> None:
+    # An earlier rotation's overlap ends now, so at most two tokens ever work.
+    await conn.execute(
+        update(retired_tokens)
+        .where(retired_tokens.c.host_id == host_id, retired_tokens.c.valid_until.is_not(None))
+        .values(valid_until=None)
+    )
     old = (
         await conn.execute(select(hosts.c.token_hash).where(hosts.c.id == host_id))
     ).scalar_one_or_none()
@@ -91,7 +97,8 @@ async def replace_token(
     db: Database, host_id: str, new_hash: str, now: float, valid_until: float | None = None
 ) -> None:
     """Make new_hash the host's token; the old one is retired as rotated (valid until
-    valid_until when an overlap was asked for). Raise NotFound for an unknown host."""
+    valid_until when an overlap was asked for); an earlier overlap ends now.
+    Raise NotFound for an unknown host."""
     async with db.engine.begin() as conn:
         await _retire_current(conn, host_id, "rotated", now, valid_until)
         res = await conn.execute(
