@@ -208,3 +208,83 @@ def test_a_rotation_with_overlap_keeps_the_old_token_working_until_cut(make_flee
     wait_for(lambda: _closed_with(rf, "atlas", 4410), 20, "the agent closed with 4410")
     assert handshake(rf.base, "atlas", newest) == 101
     assert handshake(rf.base, "atlas", new) == 401
+
+
+def _shared_token_env(tmp_path, allow: bool, auto: bool = False) -> tuple[str, dict[str, str]]:
+    """Return a shared token and the settings that know it only as a hash."""
+    from nixfleet.security.tokens import hash_agent_token, new_agent_token, new_secret
+
+    root = tmp_path / "fleet0"
+    root.mkdir(parents=True, exist_ok=True)
+    secret = new_secret()
+    (root / "agent-token-secret").write_text(secret)
+    shared = new_agent_token()
+    env = {
+        "NIXFLEET_SHARED_AGENT_TOKEN_HASH": hash_agent_token(secret, shared),
+        "NIXFLEET_ALLOW_SHARED_TOKEN": "true" if allow else "false",
+        "NIXFLEET_AUTO_PROVISION": "true" if auto else "false",
+    }
+    return shared, env
+
+
+def _forget(api, host_id: str, re_add: bool) -> None:
+    res = api.http.delete(f"/api/hosts/{host_id}", headers={"X-CSRF-Token": api.csrf})
+    assert res.status_code == 200
+    if re_add:
+        assert api.post("/api/hosts", {"host_id": host_id}).status_code == 201
+
+
+def _migrated_token(rf, host_id: str, shared: str) -> str:
+    def saved() -> str:
+        text = rf.host(host_id).token_file.read_text().strip()
+        return text if text != shared else ""
+
+    return str(wait_for(saved, 30, "the agent to save its own token"))
+
+
+def test_an_agent_with_the_shared_token_migrates_to_its_own(make_fleet, tmp_path):
+    shared, env = _shared_token_env(tmp_path, allow=True)
+    rf = make_fleet(hosts=2, agents=False, env=env)
+    api = rf.api()
+    _forget(api, "atlas", re_add=True)  # a host with no token yet
+    host = rf.host("atlas")
+    host.token_file.write_text(shared)
+    rf.start_agent("atlas", args=INFO)
+    own = _migrated_token(rf, "atlas", shared)
+    assert own.startswith("nfa_")
+    assert stat.S_IMODE(host.token_file.stat().st_mode) == 0o600
+    wait_for(lambda: api.host("atlas")["identity_state"] == "active", 20, "atlas migrated")
+    assert "DEPRECATED shared agent token" in dashboard_log(rf)
+    # From now on the shared token speaks for neither this host nor one with its own token.
+    assert handshake(rf.base, "atlas", shared) == 401
+    assert handshake(rf.base, "borealis", shared) == 401
+    assert handshake(rf.base, "ghost", shared) == 401  # auto-provisioning is off
+    api.http.delete("/api/hosts/borealis/agent-token", headers={"X-CSRF-Token": api.csrf})
+    assert handshake(rf.base, "borealis", shared) == 401  # revoked is not "no token yet"
+    rf.kill_agent("atlas")
+    rf.start_agent("atlas", args=INFO)
+    api.wait_online(["atlas"])
+    assert host.token_file.read_text().strip() == own
+    assert_nowhere_in_clear(rf, [shared, own])
+
+
+def test_auto_provisioning_adds_an_unknown_host_that_has_the_shared_token(make_fleet, tmp_path):
+    shared, env = _shared_token_env(tmp_path, allow=True, auto=True)
+    rf = make_fleet(hosts=1, agents=False, env=env)
+    api = rf.api()
+    _forget(api, "atlas", re_add=False)
+    rf.host("atlas").token_file.write_text(shared)
+    rf.start_agent("atlas")
+    _migrated_token(rf, "atlas", shared)
+    api.wait_online(["atlas"])
+    assert api.host("atlas")["identity_state"] == "active"
+
+
+def test_the_shared_token_is_refused_when_not_enabled(make_fleet, tmp_path):
+    shared, env = _shared_token_env(tmp_path, allow=False)
+    rf = make_fleet(hosts=1, agents=False, env=env)
+    api = rf.api()
+    _forget(api, "atlas", re_add=True)
+    assert handshake(rf.base, "atlas", shared) == 401
+    wait_for(lambda: "shared_token" in dashboard_log(rf), 10, "the refusal logged")
+    assert api.host("atlas")["identity_state"] == "none"
