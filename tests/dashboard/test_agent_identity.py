@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import stat
 import subprocess
 import sys
@@ -34,6 +35,8 @@ def handshake(base: str, host_id: str, token: str, ssl=None) -> int:
             )
         except InvalidStatus as exc:
             return exc.response.status_code
+        except (OSError, websockets.exceptions.WebSocketException):
+            return -1  # refused below HTTP: the TLS handshake failed
         await ws.close()
         return 101
 
@@ -288,3 +291,78 @@ def test_the_shared_token_is_refused_when_not_enabled(make_fleet, tmp_path):
     assert handshake(rf.base, "atlas", shared) == 401
     wait_for(lambda: "shared_token" in dashboard_log(rf), 10, "the refusal logged")
     assert api.host("atlas")["identity_state"] == "none"
+
+
+@pytest.fixture
+def tls_fleet(make_fleet, tmp_path):
+    """Return (fleet, https base, server CA, client CA, make_client_ssl) with mTLS on."""
+    trustme = pytest.importorskip("trustme")
+    server_ca, client_ca = trustme.CA(), trustme.CA()
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    leaf = server_ca.issue_cert("127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(tls / "server.key"))
+    leaf.cert_chain_pems[0].write_to_path(str(tls / "server.pem"))
+    client_ca.cert_pem.write_to_path(str(tls / "client-ca.pem"))
+    server_ca.cert_pem.write_to_path(str(tls / "server-ca.pem"))
+    env = {
+        "NIXFLEET_TLS_CERT": str(tls / "server.pem"),
+        "NIXFLEET_TLS_KEY": str(tls / "server.key"),
+        "NIXFLEET_CLIENT_CA": str(tls / "client-ca.pem"),
+    }
+    rf = make_fleet(hosts=2, agents=False, env=env)
+
+    def client_ssl(cert=None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        server_ca.configure_trust(ctx)
+        if cert is not None:
+            cert.configure_cert(ctx)
+        return ctx
+
+    return rf, f"https://127.0.0.1:{rf.port}", server_ca, client_ca, client_ssl, tls
+
+
+def test_a_host_bound_to_a_client_certificate_needs_that_certificate(tls_fleet):
+    rf, base, _, client_ca, client_ssl, tls = tls_fleet
+    trustme = pytest.importorskip("trustme")
+    right, other = client_ca.issue_cert("atlas"), client_ca.issue_cert("borealis")
+    foreign = trustme.CA().issue_cert("atlas")
+    right.cert_chain_pems[0].write_to_path(str(tls / "atlas.pem"))
+    bound = _cli(rf, "admin", "host", "bind-cert", "atlas", "--cert-file", str(tls / "atlas.pem"))
+    assert bound.returncode == 0, bound.stderr
+    atlas = rf.host("atlas").token_file.read_text().strip()
+    assert handshake(base, "atlas", atlas, ssl=client_ssl(right)) == 101
+    assert handshake(base, "atlas", atlas, ssl=client_ssl()) == 403
+    assert handshake(base, "atlas", atlas, ssl=client_ssl(other)) == 403
+    assert handshake(base, "atlas", atlas, ssl=client_ssl(foreign)) == -1
+    assert handshake(base, "atlas", "nfa_wrong", ssl=client_ssl(right)) == 401
+    wait_for(lambda: "client_cert" in dashboard_log(rf), 10, "the refusal logged")
+    # A host not bound to a certificate still works with its token alone, over TLS.
+    borealis = rf.host("borealis").token_file.read_text().strip()
+    assert handshake(base, "borealis", borealis, ssl=client_ssl()) == 101
+
+
+def test_a_real_agent_enrolls_and_connects_over_tls(tls_fleet):
+    rf, base, _, _, _, tls = tls_fleet
+    issued = _cli(rf, "admin", "host", "enroll-code", "borealis")
+    assert issued.returncode == 0, issued.stderr
+    host = rf.host("borealis")
+    host.token_file.unlink()
+    (host.root / "code").write_text(issued.stdout.strip())
+    rf.start_agent(
+        "borealis",
+        env={"SSL_CERT_FILE": str(tls / "server-ca.pem")},
+        args=["--url", base, "--enroll-code-file", str(host.root / "code")],
+    )
+    client = httpx.Client(
+        base_url=base, verify=ssl.create_default_context(cafile=str(tls / "server-ca.pem"))
+    )
+    res = client.post("/login", data={"username": "admin", "password": rf.fleet.password})
+    assert res.status_code == 303
+
+    def online() -> bool:
+        hosts = client.get("/api/hosts").json()["hosts"]
+        return any(h["id"] == "borealis" and h["online"] for h in hosts)
+
+    wait_for(online, 30, "borealis online over TLS")
+    assert host.token_file.read_text().startswith("nfa_")
