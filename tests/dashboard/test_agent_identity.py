@@ -125,15 +125,18 @@ def test_an_expired_enrollment_code_is_refused(make_fleet):
     wait_for(lambda: "expired" in dashboard_log(rf), 10, "the expired refusal logged")
 
 
-@pytest.mark.parametrize(
-    "body",
-    [{}, {"host_id": "atlas"}, {"host_id": "Bad_Host", "code": "x"}, {"code": "x" * 500}],
-)
-def test_a_malformed_enrollment_gets_a_clear_4xx(make_fleet, body):
+def test_a_malformed_enrollment_gets_a_clear_4xx(make_fleet):
     rf = make_fleet(hosts=1, agents=False)
-    res = httpx.post(f"{rf.base}/api/agent/enroll", json=body)
-    assert 400 <= res.status_code < 500
-    assert "error" in res.json()
+    for body in [{}, {"host_id": "atlas"}, {"host_id": "Bad_Host", "code": "x"}, {"code": "x"}]:
+        res = httpx.post(f"{rf.base}/api/agent/enroll", json=body)
+        assert 400 <= res.status_code < 500, body
+        assert set(res.json()) == {"error", "detail"}
+    res = httpx.post(
+        f"{rf.base}/api/agent/enroll",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert res.status_code == 400
 
 
 def _cli(rf, *args: str) -> subprocess.CompletedProcess[str]:
@@ -366,3 +369,57 @@ def test_a_real_agent_enrolls_and_connects_over_tls(tls_fleet):
 
     wait_for(online, 30, "borealis online over TLS")
     assert host.token_file.read_text().startswith("nfa_")
+
+
+CREDENTIAL_CHANGES = [
+    ("POST", "/api/hosts/atlas/agent-token", None),
+    ("DELETE", "/api/hosts/atlas/agent-token", None),
+    ("POST", "/api/hosts/atlas/enroll-code", None),
+    ("PUT", "/api/hosts/atlas/client-cert", {"sha256": "ab" * 32}),
+    ("DELETE", "/api/hosts/atlas/client-cert", None),
+]
+
+
+def test_credential_changes_need_the_csrf_token(make_fleet):
+    rf = make_fleet(hosts=1, agents=False)
+    api = rf.api()
+    for method, path, body in CREDENTIAL_CHANGES:
+        res = api.http.request(method, path, json=body)
+        assert res.status_code == 403, (method, path)
+        assert httpx.request(method, f"{rf.base}{path}", json=body).status_code == 401
+    assert api.host("atlas")["identity_state"] == "active"
+    assert api.host("atlas")["cert_sha256"] is None
+    token = rf.host("atlas").token_file.read_text().strip()
+    assert handshake(rf.base, "atlas", token) == 101
+
+
+def test_bad_credential_requests_get_a_clear_4xx(make_fleet):
+    rf = make_fleet(hosts=1, agents=False)
+    api = rf.api()
+    for method, path, body, status in [
+        ("PUT", "/api/hosts/atlas/client-cert", {"sha256": "zz" * 32}, 422),
+        ("PUT", "/api/hosts/ghost/client-cert", {"sha256": "ab" * 32}, 404),
+        ("POST", "/api/hosts/atlas/agent-token", {"overlap_s": -1}, 422),
+        ("POST", "/api/hosts/ghost/agent-token", None, 404),
+        ("DELETE", "/api/hosts/ghost/agent-token", None, 404),
+        ("POST", "/api/hosts/ghost/enroll-code", None, 404),
+        ("POST", "/api/hosts/Bad_Id/enroll-code", None, 422),
+    ]:
+        res = api.http.request(method, path, json=body, headers={"X-CSRF-Token": api.csrf})
+        assert res.status_code == status, (path, res.text)
+        assert set(res.json()) == {"error", "detail"}
+
+
+def test_a_fingerprint_in_openssl_form_binds_the_host(make_fleet):
+    rf = make_fleet(hosts=1, agents=False)
+    api = rf.api()
+    colons = ":".join(["AB"] * 32)
+    res = api.http.put(
+        "/api/hosts/atlas/client-cert",
+        json={"sha256": colons},
+        headers={"X-CSRF-Token": api.csrf},
+    )
+    assert res.json()["cert_sha256"] == "ab" * 32
+    # Plain HTTP has no client certificate: the bound host's token alone is refused.
+    token = rf.host("atlas").token_file.read_text().strip()
+    assert handshake(rf.base, "atlas", token) == 403
