@@ -47,6 +47,9 @@ def _logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # At DEBUG, websockets logs handshake headers (the agent's bearer token) and frames
+    # (a `credential` message): never below INFO, whatever the level asked for.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 @app.command()
