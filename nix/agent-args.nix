@@ -14,5 +14,6 @@
   "--theme-color" cfg.themeColor
 ]
 ++ extra
+++ lib.optionals (cfg.enrollCodeFile != null) [ "--enroll-code-file" (toString cfg.enrollCodeFile) ]
 ++ lib.optional cfg.allowInsecure "--allow-insecure"
 ++ cfg.extraArgs

@@ -223,8 +223,16 @@ class Agent:
                 return
 
     async def _on_credential(self, ws: ClientConnection, msg: Credential) -> None:
-        """Store the per-host token the dashboard issued in place of the shared one."""
-        self._save_token(msg.token)
+        """Store the per-host token the dashboard issued in place of the shared one.
+
+        Only a stored token is acknowledged: until then the dashboard keeps the host on
+        the shared token, so a read-only token file cannot lock the agent out.
+        """
+        try:
+            self._save_token(msg.token)
+        except OSError as exc:
+            log.error("agent: cannot store the new token in %s: %s", self.opts.token_file, exc)
+            return
         await ws.send(CredentialSaved().model_dump_json())
         log.warning(
             "agent: the dashboard replaced the shared token with this host's own; saved to %s",
