@@ -9,6 +9,7 @@ be bound to a client-certificate fingerprint; then its token alone is not enough
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nixfleet.config import Settings
+from nixfleet.core.errors import Conflict
 from nixfleet.core.hostid import canonical_host_id, is_host_id
 from nixfleet.core.protocol import CLOSE_HOST_REMOVED, CLOSE_TOKEN_REVOKED, CLOSE_TOKEN_ROTATED
 from nixfleet.core.secevents import AuthFactor
@@ -123,7 +125,8 @@ class AgentIdentity:
         if ident is None:
             if not self.settings.auto_provision:
                 return _refuse(AuthFactor.SHARED_TOKEN, "unknown host and auto-provision is off")
-            await host_store.add(self.db, raw_id, None, self.clock(), {})
+            with contextlib.suppress(Conflict):  # another agent's handshake won the race
+                await host_store.add(self.db, raw_id, None, self.clock(), {})
             log.warning("identity: auto-provisioned host %s (shared token)", raw_id)
             ident = await store.identity(self.db, raw_id)
         if ident is None or ident.identity_state != "none":
