@@ -62,6 +62,8 @@ def assert_nowhere_in_clear(rf, secrets: list[str]) -> None:
 
 
 INFO = ["--log-level", "info"]
+# An agent refused a few times backs off up to its cap (30 s) before it tries a new token.
+BACKOFF_CAP_WAIT = 90
 
 
 def test_a_token_presented_for_another_host_is_refused_and_counted_as_cross_host(make_fleet):
@@ -182,7 +184,7 @@ def test_a_revoked_or_rotated_token_is_refused_and_the_live_agent_cut_off(
     if new is not None:
         # The operator installs the new token; the agent re-reads its file and is back.
         rf.host("atlas").token_file.write_text(new)
-        api.wait_online(["atlas"])
+        api.wait_online(["atlas"], timeout=BACKOFF_CAP_WAIT)
     assert_nowhere_in_clear(rf, [old, *([new] if new else [])])
 
 
@@ -424,3 +426,14 @@ def test_a_fingerprint_in_openssl_form_binds_the_host(make_fleet):
     # Plain HTTP has no client certificate: the bound host's token alone is refused.
     token = rf.host("atlas").token_file.read_text().strip()
     assert handshake(rf.base, "atlas", token) == 403
+
+
+def test_when_the_overlap_ends_the_agent_on_the_old_token_is_cut_off(make_fleet):
+    rf = make_fleet(hosts=1, agents=False)
+    rf.start_agent("atlas", args=INFO)
+    api = rf.api()
+    api.wait_online(["atlas"])
+    new = api.post("/api/hosts/atlas/agent-token", {"overlap_s": 2}).json()["agent_token"]
+    wait_for(lambda: _closed_with(rf, "atlas", 4410), 30, "the agent closed with 4410")
+    rf.host("atlas").token_file.write_text(new)
+    api.wait_online(["atlas"], timeout=BACKOFF_CAP_WAIT)
