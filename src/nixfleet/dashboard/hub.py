@@ -26,6 +26,7 @@ class AgentLink:
     ws: WebSocket
     credential: str = ""  # HMAC of what the agent authenticated with; checked while live
     pending_credential: str = ""  # a token sent to a shared-token agent, not yet saved
+    committing: bool = False  # that token is being made the host's right now
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, text: str) -> None:
@@ -99,14 +100,17 @@ class Hub:
     async def recheck_credentials(self) -> None:
         """Drop every connection whose credential was rotated out, revoked or removed,
         also by another process (the CLI, a replica), with the close code that says why."""
-        links = {h: link for h, link in self.links.items() if link.credential}
-        verdicts = await self.fleet.identity.invalid_links(
-            {h: link.credential for h, link in links.items()}
-        )
+        links = {
+            h: link for h, link in self.links.items() if link.credential and not link.committing
+        }
+        checked = {h: link.credential for h, link in links.items()}
+        verdicts = await self.fleet.identity.invalid_links(checked)
         for host_id, code in verdicts.items():
             link = links[host_id]
-            if self.links.get(host_id) is not link:
+            if self.links.get(host_id) is not link or link.committing:
                 continue
+            if link.credential != checked[host_id]:
+                continue  # it moved to its own token while we looked
             log.info("hub: dropping %s: its credential is no longer valid (%s)", host_id, code)
             try:
                 await link.ws.close(code, "agent credential no longer valid")

@@ -197,10 +197,16 @@ async def _quiet_close(link: AgentLink, code: int, reason: str) -> None:
 
 async def _commit_migration(ctx: Context, link: AgentLink) -> None:
     """The agent saved the token we sent: from now on only that token is this host's."""
-    pending, link.pending_credential = link.pending_credential, ""
-    if not pending or not await ctx.fleet.identity.commit_migration(link.host_id, pending):
+    pending = link.pending_credential
+    if not pending:
         return
-    link.credential = pending
+    link.committing = True  # the live credential check leaves the link alone meanwhile
+    try:
+        if not await ctx.fleet.identity.commit_migration(link.host_id, pending):
+            return
+        link.credential, link.pending_credential = pending, ""
+    finally:
+        link.committing = False
     log.info("agent_ws: %s moved from the shared token to its own", link.host_id)
     ctx.security.emit(
         SecurityEvent(
