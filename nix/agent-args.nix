@@ -14,6 +14,8 @@
   "--theme-color" cfg.themeColor
 ]
 ++ extra
+++ lib.optionals (cfg.clientCertFile != null) [ "--client-cert" (toString cfg.clientCertFile) ]
+++ lib.optionals (cfg.clientKeyFile != null) [ "--client-key" (toString cfg.clientKeyFile) ]
 ++ lib.optionals (cfg.enrollCodeFile != null) [ "--enroll-code-file" (toString cfg.enrollCodeFile) ]
 ++ lib.optional cfg.allowInsecure "--allow-insecure"
 ++ cfg.extraArgs

@@ -25,6 +25,16 @@ with lib;
       here (mode 0600), so point it at a writable path such as /var/lib/nixfleet-agent/token.
     '';
   };
+  clientCertFile = mkOption {
+    type = types.nullOr types.path;
+    default = null;
+    description = "Client certificate (PEM) for a dashboard that binds this host to it (mTLS).";
+  };
+  clientKeyFile = mkOption {
+    type = types.nullOr types.path;
+    default = null;
+    description = "Private key of clientCertFile, if not in the same file.";
+  };
   enrollCodeFile = mkOption {
     type = types.nullOr types.path;
     default = null;

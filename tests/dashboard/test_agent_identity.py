@@ -346,6 +346,14 @@ def test_a_host_bound_to_a_client_certificate_needs_that_certificate(tls_fleet):
     # A host not bound to a certificate still works with its token alone, over TLS.
     borealis = rf.host("borealis").token_file.read_text().strip()
     assert handshake(base, "borealis", borealis, ssl=client_ssl()) == 101
+    # The real agent, with its certificate, gets in.
+    right.private_key_and_cert_chain_pem.write_to_path(str(tls / "atlas-client.pem"))
+    rf.start_agent(
+        "atlas",
+        env={"SSL_CERT_FILE": str(tls / "server-ca.pem")},
+        args=["--url", base, "--client-cert", str(tls / "atlas-client.pem"), *INFO],
+    )
+    wait_for(lambda: "connected to wss://" in agent_log(rf, "atlas"), 30, "atlas connected")
 
 
 def test_a_real_agent_enrolls_and_connects_over_tls(tls_fleet):

@@ -76,6 +76,8 @@ class AgentOptions:
     backoff_min_s: float = 0.2
     backoff_max_s: float = 30.0
     enroll_code: str = field(default="", repr=False)
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
 
 class Backoff:
@@ -118,6 +120,8 @@ class Agent:
     async def startup(self) -> None:
         """Get the token (from its file, or by enrolling), make sure our clone exists,
         re-attach to journalled commands."""
+        if self.opts.client_cert is not None:
+            self._tls_context()  # a bad certificate or key fails start-up, not every dial
         self.token = self._read_token()
         if not self.token and self.opts.enroll_code:
             await self._enroll()
@@ -204,7 +208,7 @@ class Agent:
         url = self.opts.url.replace("wss://", "https://").replace("ws://", "http://")
         url = url.rstrip("/") + "/api/agent/enroll"
         body = {"host_id": self.host_id, "code": self.opts.enroll_code}
-        async with httpx.AsyncClient(verify=ssl.create_default_context(), timeout=10) as http:
+        async with httpx.AsyncClient(verify=self._tls_context(), timeout=10) as http:
             while not self.stopping.is_set():
                 try:
                     res = await http.post(url, json=body)
@@ -221,6 +225,17 @@ class Agent:
                 self.backoff.reset()
                 log.info("agent: enrolled; token stored in %s", self.opts.token_file)
                 return
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Return the client TLS context: system trust (SSL_CERT_FILE honoured) plus this
+        host's client certificate when it has one (mTLS).
+
+        The transport work (CA pinning, minimum TLS version) builds on this one context.
+        """
+        ctx = ssl.create_default_context()
+        if self.opts.client_cert is not None:
+            ctx.load_cert_chain(self.opts.client_cert, self.opts.client_key)
+        return ctx
 
     async def _on_credential(self, ws: ClientConnection, msg: Credential) -> None:
         """Store the per-host token the dashboard issued in place of the shared one.
@@ -247,6 +262,7 @@ class Agent:
         async with connect(
             self.ws_url,
             additional_headers=headers,
+            ssl=self._tls_context() if self.ws_url.startswith("wss://") else None,
             open_timeout=10,
             max_size=2**20,
             ping_interval=20,

@@ -145,6 +145,12 @@ def agent(
             help="The enrollment code itself (visible in ps; prefer --enroll-code-file).",
         ),
     ] = "",
+    client_cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (PEM) for dashboards with mTLS.")
+    ] = None,
+    client_key: Annotated[
+        Path | None, typer.Option(help="Its private key (default: in the certificate file).")
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run the agent on this host."""
@@ -171,6 +177,8 @@ def agent(
         meta=_agent_meta(location, device_type, theme_color),
         rules=_agent_rules(timeout or []),
         enroll_code=_enroll_code(enroll_code, enroll_code_file),
+        client_cert=client_cert,
+        client_key=client_key,
     )
     try:
         run_agent(opts)
