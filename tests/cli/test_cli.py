@@ -146,3 +146,25 @@ def test_an_unsafe_config_branch_stops_the_dashboard(tmp_path):
     res = _run(["db", "upgrade"], {"NIXFLEET_DEMO": "true", "NIXFLEET_CONFIG_BRANCH": "-evil"})
     assert res.returncode == 2
     assert "NIXFLEET_CONFIG_BRANCH" in res.stderr
+
+
+def test_the_shared_token_is_configured_only_as_its_hash(tmp_path):
+    from nixfleet.security.tokens import hash_agent_token
+
+    secret = "s" * 40
+    env = {"NIXFLEET_DEMO": "true", "NIXFLEET_AGENT_TOKEN_HASH_SECRET": secret}
+    shared = "nfa_" + "x" * 43
+    res = _run(["admin", "hash-agent-token"], env, stdin=shared + "\n")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == hash_agent_token(secret, shared)
+    assert shared not in res.stdout + res.stderr
+    for extra, key in [
+        ({"NIXFLEET_ALLOW_SHARED_TOKEN": "true"}, "NIXFLEET_ALLOW_SHARED_TOKEN"),
+        ({"NIXFLEET_SHARED_AGENT_TOKEN_HASH": shared}, "NIXFLEET_SHARED_AGENT_TOKEN_HASH"),
+        ({"NIXFLEET_AUTO_PROVISION": "true"}, "NIXFLEET_AUTO_PROVISION"),
+        ({"NIXFLEET_CLIENT_CA": str(tmp_path / "ca.pem")}, "NIXFLEET_CLIENT_CA"),
+    ]:
+        bad = _run(["db", "upgrade"], {**env, "NIXFLEET_DATA_DIR": str(tmp_path), **extra})
+        assert bad.returncode == 2, extra
+        assert key in bad.stderr
+        assert shared not in bad.stderr  # a token pasted by mistake is not echoed back
