@@ -18,5 +18,8 @@
 ++ lib.optionals (cfg.caFile != null) [ "--ca-file" (toString cfg.caFile) ]
 ++ lib.concatMap (pin: [ "--pin" pin ]) cfg.pins
 ++ extra
+++ lib.optionals (cfg.clientCertFile != null) [ "--client-cert" (toString cfg.clientCertFile) ]
+++ lib.optionals (cfg.clientKeyFile != null) [ "--client-key" (toString cfg.clientKeyFile) ]
+++ lib.optionals (cfg.enrollCodeFile != null) [ "--enroll-code-file" (toString cfg.enrollCodeFile) ]
 ++ lib.optional cfg.allowInsecure "--allow-insecure"
 ++ cfg.extraArgs

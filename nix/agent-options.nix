@@ -19,7 +19,26 @@ with lib;
   };
   tokenFile = mkOption {
     type = types.path;
-    description = "File with this host's agent token (agenix/sops path; never in the store).";
+    description = ''
+      File with this host's agent token (agenix/sops path; never in the store). With
+      enrollCodeFile, or while migrating from the shared token, the agent writes its token
+      here (mode 0600), so point it at a writable path such as /var/lib/nixfleet-agent/token.
+    '';
+  };
+  clientCertFile = mkOption {
+    type = types.nullOr types.path;
+    default = null;
+    description = "Client certificate (PEM) for a dashboard that binds this host to it (mTLS).";
+  };
+  clientKeyFile = mkOption {
+    type = types.nullOr types.path;
+    default = null;
+    description = "Private key of clientCertFile, if not in the same file.";
+  };
+  enrollCodeFile = mkOption {
+    type = types.nullOr types.path;
+    default = null;
+    description = "One-time enrollment code, exchanged for the token when tokenFile is empty.";
   };
   repoUrl = mkOption {
     type = types.str;

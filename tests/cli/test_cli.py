@@ -68,7 +68,9 @@ def test_secrets_come_from_files_and_hosts_can_be_added_from_the_cli(tmp_path):
     }
     added = _run(["admin", "host", "add", "web-01"], env)
     assert added.returncode == 0, added.stderr
-    assert added.stdout.strip().startswith("nfa_")
+    assert added.stdout.strip().startswith("nfe_")
+    with_token = _run(["admin", "host", "add", "web-02", "--token"], env)
+    assert with_token.stdout.strip().startswith("nfa_")
     again = _run(["admin", "host", "add", "WEB-01"], env)
     assert again.returncode == 2
     assert "already exists" in again.stderr
@@ -219,3 +221,25 @@ def test_spki_pin_refuses_what_is_neither_a_file_nor_host_port(source):
     res = _run(["admin", "spki-pin", source])
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
+
+
+def test_the_shared_token_is_configured_only_as_its_hash(tmp_path):
+    from nixfleet.security.tokens import hash_agent_token
+
+    secret = "s" * 40
+    env = {"NIXFLEET_DEMO": "true", "NIXFLEET_AGENT_TOKEN_HASH_SECRET": secret}
+    shared = "nfa_" + "x" * 43
+    res = _run(["admin", "hash-agent-token"], env, stdin=shared + "\n")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == hash_agent_token(secret, shared)
+    assert shared not in res.stdout + res.stderr
+    for extra, key in [
+        ({"NIXFLEET_ALLOW_SHARED_TOKEN": "true"}, "NIXFLEET_ALLOW_SHARED_TOKEN"),
+        ({"NIXFLEET_SHARED_AGENT_TOKEN_HASH": shared}, "NIXFLEET_SHARED_AGENT_TOKEN_HASH"),
+        ({"NIXFLEET_AUTO_PROVISION": "true"}, "NIXFLEET_AUTO_PROVISION"),
+        ({"NIXFLEET_CLIENT_CA": str(tmp_path / "ca.pem")}, "NIXFLEET_CLIENT_CA"),
+    ]:
+        bad = _run(["db", "upgrade"], {**env, "NIXFLEET_DATA_DIR": str(tmp_path), **extra})
+        assert bad.returncode == 2, extra
+        assert key in bad.stderr
+        assert shared not in bad.stderr  # a token pasted by mistake is not echoed back

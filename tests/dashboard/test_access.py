@@ -95,9 +95,11 @@ def test_logout_deletes_the_session(idle):
 
 def test_the_database_holds_no_agent_token_in_clear(idle):
     api = idle.api()
-    token = api.post("/api/hosts", {"host_id": "fresh"}).json()["agent_token"]
+    code = api.post("/api/hosts", {"host_id": "fresh"}).json()["enroll_code"]
+    token = api.post("/api/hosts/fresh/agent-token").json()["agent_token"]
     raw = (idle.fleet.root / "dashboard" / "nixfleet.db").read_bytes()
     assert token.encode() not in raw
+    assert code.encode() not in raw
     for host in idle.fleet.hosts:
         assert host.token_file.read_text().encode() not in raw
 

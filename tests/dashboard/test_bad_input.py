@@ -107,7 +107,7 @@ def test_hosts_are_added_and_removed_with_canonical_ids(idle):
     res = api.post("/api/hosts", {"host_id": " Web-01 ", "location": "rack C"})
     assert res.status_code == 201
     assert res.json()["host"]["id"] == "web-01"
-    assert res.json()["agent_token"].startswith("nfa_")
+    assert res.json()["enroll_code"].startswith("nfe_")
     assert (
         api.http.delete("/api/hosts/WEB-01", headers={"X-CSRF-Token": api.csrf}).status_code == 200
     )

@@ -277,7 +277,7 @@ def test_bulk_test_on_selected_hosts_queues_one_command_each(fleet, tab):
     tab.assert_clean()
 
 
-def test_adding_a_host_shows_its_token_once_and_the_row_appears_live(fleet, tab):
+def test_adding_a_host_shows_its_enrollment_code_once_and_the_row_appears_live(fleet, tab):
     rf = fleet(hosts=1)
     page = log_in(tab, rf)
     expect(row(page, "atlas")).to_be_visible()
@@ -291,7 +291,7 @@ def test_adding_a_host_shows_its_token_once_and_the_row_appears_live(fleet, tab)
     form.locator("button[type=submit]").click()
 
     token_el = page.locator("#add-host-result .token")
-    expect(token_el).to_have_text(re.compile(r"^nfa_\S{20,}$"))
+    expect(token_el).to_have_text(re.compile(r"^nfe_\S{20,}$"))
     token = token_el.text_content()
     assert token
     expect(page.locator("#add-host-result")).to_contain_text("Added web-01.")
@@ -301,6 +301,7 @@ def test_adding_a_host_shows_its_token_once_and_the_row_appears_live(fleet, tab)
     expect(new_row).to_be_visible()
     expect(cell(page, "web-01", 2)).to_have_text("offline")
     expect(new_row).to_contain_text("rack C · server")
+    expect(new_row).to_contain_text("not enrolled")
     expect(page.locator("#hosts tbody tr")).to_have_count(2)
     assert_not_reloaded(page)
 
@@ -393,3 +394,32 @@ def test_a_hosts_last_tls_failure_is_shown_in_its_row(fleet, tab, ca):
         tab.assert_clean()
     finally:
         proxy.close()
+
+
+def test_rotating_and_revoking_a_token_in_the_ui_cuts_the_agent_off(fleet, tab):
+    rf = fleet(hosts=2)
+    page = log_in(tab, rf)
+    expect(cell(page, "atlas", 2)).to_have_text("online")
+    page.click('#hosts a[data-history="atlas"]')
+    card = page.locator("#identity")
+    expect(card).to_be_visible()
+    expect(card.locator('[data-fact="Credential"]')).to_have_text("own token")
+    expect(card.locator('[data-fact="Last used"]')).to_contain_text("from 127.0.0.1")
+
+    card.locator('button[data-identity="rotate"]').click()
+    token_el = card.locator("#identity-result .token")
+    expect(token_el).to_have_text(re.compile(r"^nfa_\S{20,}$"))
+    new_token = token_el.text_content()
+    expect(cell(page, "atlas", 2)).to_have_text("offline")  # the old token was cut off
+    expect(cell(page, "borealis", 2)).to_have_text("online")
+    assert new_token and new_token not in rf.api().get("/api/hosts").text
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.locator('button[data-identity="revoke"]').click()
+    expect(card.locator("#identity-result")).to_contain_text("Revoked")
+    expect(card.locator('[data-fact="Credential"]')).to_have_text("revoked")
+    expect(row(page, "atlas")).to_contain_text("revoked")
+
+    card.locator('button[data-identity="enroll-code"]').click()
+    expect(card.locator("#identity-result .token")).to_have_text(re.compile(r"^nfe_\S{20,}$"))
+    tab.assert_clean()

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import WebSocketException
 
@@ -39,6 +41,8 @@ from nixfleet.core.protocol import (
     Ack,
     Cancel,
     Command,
+    Credential,
+    CredentialSaved,
     Finished,
     Hello,
     HostMeta,
@@ -73,6 +77,7 @@ class AgentOptions:
     rules: Mapping[CommandKind, KindRules] = field(default_factory=lambda: dict(KIND_RULES))
     transport: TransportOptions = field(default_factory=TransportOptions)
     command_rate: tuple[int, float] = (6, 600.0)
+    enroll_code: str = field(default="", repr=False)
 
 
 class Agent:
@@ -96,12 +101,17 @@ class Agent:
 
     # --- lifecycle ------------------------------------------------------------------
     async def startup(self) -> None:
-        """Read the token, make sure our clone exists, re-attach to journalled commands."""
+        """Get the token (from its file, or by enrolling), make sure our clone exists,
+        re-attach to journalled commands."""
+        self.token = self._read_token()
+        if not self.token and self.opts.enroll_code:
+            await self._enroll()
+        if not self.token:
+            raise ConfigError(
+                f"agent: no token in {self.opts.token_file}; pass --enroll-code-file to enroll"
+            )
         if self.opts.token_file.stat().st_mode & 0o077:
             log.warning("agent: %s is readable by other users; chmod 600 it", self.opts.token_file)
-        self.token = self.opts.token_file.read_text().strip()
-        if not self.token:
-            raise ConfigError(f"agent: token file {self.opts.token_file} is empty")
         if not (self.opts.repo_dir / ".git").exists() and self.opts.repo_url:
             await asyncio.to_thread(
                 subprocess.run,
@@ -144,8 +154,78 @@ class Agent:
         self.stopping.set()
         await self.runner.close()
 
+    # --- credentials ----------------------------------------------------------------
+    def _read_token(self) -> str:
+        """Return the token in the token file, or "" when there is none yet."""
+        try:
+            return self.opts.token_file.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    def _save_token(self, token: str) -> None:
+        """Write the token file atomically, readable by this user only (0600)."""
+        path = self.opts.token_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self.token = token
+
+    async def _enroll(self) -> None:
+        """Exchange the one-time enrollment code for this host's token, and store it.
+
+        The dashboard may not be up yet, so unreachable means retry with backoff; a
+        refused code is final (it is wrong, used or expired: ask for a new one).
+        """
+        url = self.opts.url.replace("wss://", "https://").replace("ws://", "http://")
+        url = url.rstrip("/") + "/api/agent/enroll"
+        body = {"host_id": self.host_id, "code": self.opts.enroll_code}
+        # The one-time code travels under the same CA and minimum TLS version as the token.
+        verify: ssl.SSLContext | bool = self.transport.ssl or True
+        async with httpx.AsyncClient(verify=verify, timeout=10) as http:
+            while not self.stopping.is_set():
+                try:
+                    res = await http.post(url, json=body)
+                except httpx.HTTPError as exc:
+                    log.info("agent: enrollment: cannot reach dashboard: %s", type(exc).__name__)
+                    await asyncio.sleep(self.transport.backoff.next_delay())
+                    continue
+                if res.status_code != 200:
+                    raise ConfigError(
+                        f"agent: enrollment refused (HTTP {res.status_code}): the code is "
+                        "wrong, used or expired; issue a new one"
+                    )
+                self._save_token(str(res.json()["agent_token"]))
+                self.transport.backoff.reset()
+                log.info("agent: enrolled; token stored in %s", self.opts.token_file)
+                return
+
+    async def _on_credential(self, ws: ClientConnection, msg: Credential) -> None:
+        """Store the per-host token the dashboard issued in place of the shared one.
+
+        Only a stored token is acknowledged: until then the dashboard keeps the host on
+        the shared token, so a read-only token file cannot lock the agent out.
+        """
+        try:
+            self._save_token(msg.token)
+        except OSError as exc:
+            log.error("agent: cannot store the new token in %s: %s", self.opts.token_file, exc)
+            return
+        await ws.send(CredentialSaved().model_dump_json())
+        log.warning(
+            "agent: the dashboard replaced the shared token with this host's own; saved to %s",
+            self.opts.token_file,
+        )
+
     # --- one connection -------------------------------------------------------------
     async def _session(self) -> None:
+        # Re-read each time, so a token file replaced by hand (rotation) takes effect.
+        self.token = self._read_token() or self.token
         headers = {"Authorization": f"Bearer {self.token}", "X-NixFleet-Host": self.host_id}
         async with self.transport.dial(headers) as ws:
             await ws.send(
@@ -225,6 +305,8 @@ class Agent:
                     log.info("agent: cancel for %s: not running here", msg.command_id)
             elif isinstance(msg, Command):
                 await self._on_command(ws, msg)
+            elif isinstance(msg, Credential):
+                await self._on_credential(ws, msg)
             elif isinstance(msg, StatusAck):
                 pass
 

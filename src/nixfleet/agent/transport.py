@@ -46,6 +46,8 @@ class TransportOptions:
     pins: frozenset[str] = frozenset()
     min_tls: str = "1.2"
     allow_insecure: bool = False
+    client_cert: Path | None = None
+    client_key: Path | None = None
     backoff_floor_s: float = 1.0
     backoff_cap_s: float = 300.0
     breaker_threshold: int = 5
@@ -216,9 +218,13 @@ class Transport:
         self.opts = opts
         self.url = ws_url(url, opts.allow_insecure)
         self.secure = self.url.startswith("wss://")
-        if not self.secure and (opts.pins or opts.ca_file):
-            raise ConfigError("agent: --pin and --ca-file need an https:// URL")
-        self.ssl = client_context(opts.ca_file, opts.min_tls) if self.secure else None
+        if not self.secure and (opts.pins or opts.ca_file or opts.client_cert):
+            raise ConfigError("agent: --pin, --ca-file and --client-cert need an https:// URL")
+        self.ssl = (
+            client_context(opts.ca_file, opts.min_tls, opts.client_cert, opts.client_key)
+            if self.secure
+            else None
+        )
         self.clock = clock
         self.backoff = Backoff(opts.backoff_floor_s, opts.backoff_cap_s, uniform)
         self.breaker = Breaker(opts.breaker_threshold, opts.probe_interval_s, clock, uniform)

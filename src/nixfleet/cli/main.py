@@ -48,6 +48,9 @@ def _logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # At DEBUG, websockets logs handshake headers (the agent's bearer token) and frames
+    # (a `credential` message): never below INFO, whatever the level asked for.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 @app.command()
@@ -55,16 +58,29 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (NIXFLEET_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port; 0 picks a free one.")] = None,
     port_file: Annotated[Path | None, typer.Option(help="Write the bound port here.")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM chain).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(help="Ask agents for client certificates issued by this CA (mTLS)."),
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run the dashboard."""
+    import ssl
+
     import uvicorn
 
     from nixfleet.dashboard.app import create_app
+    from nixfleet.dashboard.tlspeer import TlsPeerWebSocketProtocol
     from nixfleet.storage.migrate import upgrade
 
     _logging(log_level)
-    settings = _settings(host=host, port=port)
+    settings = _settings(
+        host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca
+    )
     upgrade(settings.db_url)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -75,14 +91,22 @@ def serve(
     bound = sock.getsockname()[1]
     if port_file:
         port_file.write_text(str(bound))
-    typer.echo(f"nixfleet: dashboard on http://{settings.host}:{bound}/", err=True)
+    scheme = "https" if settings.tls_cert else "http"
+    typer.echo(f"nixfleet: dashboard on {scheme}://{settings.host}:{bound}/", err=True)
     config = uvicorn.Config(
         create_app(settings),
         log_level=log_level,
         access_log=False,
         proxy_headers=False,
         ws_max_size=2**20,
+        ws=TlsPeerWebSocketProtocol,
         lifespan="on",
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+        ssl_ca_certs=settings.client_ca,
+        # Optional at the TLS level: browsers have no client certificate; hosts bound to
+        # one are refused without it by the agent handshake. A presented one must verify.
+        ssl_cert_reqs=ssl.CERT_OPTIONAL if settings.client_ca else ssl.CERT_NONE,
     )
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -160,6 +184,22 @@ def agent(
         list[str] | None,
         typer.Option(help="KIND=WARN:KILL seconds, e.g. switch=900:3600 (repeatable)."),
     ] = None,
+    enroll_code_file: Annotated[
+        Path | None,
+        typer.Option(help="One-time enrollment code; exchanged for the token on first start."),
+    ] = None,
+    enroll_code: Annotated[
+        str,
+        typer.Option(
+            help="The enrollment code itself (visible in ps; prefer --enroll-code-file).",
+        ),
+    ] = "",
+    client_cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (PEM) for dashboards with mTLS.")
+    ] = None,
+    client_key: Annotated[
+        Path | None, typer.Option(help="Its private key (default: in the certificate file).")
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run the agent on this host."""
@@ -170,7 +210,11 @@ def agent(
         ca_file, pin or [], min_tls, allow_insecure, backoff_floor, backoff_cap
     )
     transport = dataclasses.replace(
-        transport, breaker_threshold=breaker_threshold, probe_interval_s=probe_interval
+        transport,
+        breaker_threshold=breaker_threshold,
+        probe_interval_s=probe_interval,
+        client_cert=client_cert,
+        client_key=client_key,
     )
     if os_kind not in ("nixos", "macos"):
         _fail("agent: --os must be nixos or macos")
@@ -192,6 +236,7 @@ def agent(
         rules=_agent_rules(timeout or []),
         transport=transport,
         command_rate=_agent_rate(command_rate),
+        enroll_code=_enroll_code(enroll_code, enroll_code_file),
     )
     try:
         run_agent(opts)
@@ -208,6 +253,8 @@ def _agent_transport(
     allow_insecure: bool,
     floor: float,
     cap: float,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
 ) -> Any:
     from nixfleet.agent.transport import TransportOptions
     from nixfleet.security.tls import MIN_VERSIONS, parse_pin
@@ -227,6 +274,8 @@ def _agent_transport(
         allow_insecure=allow_insecure,
         backoff_floor_s=floor,
         backoff_cap_s=cap,
+        client_cert=client_cert,
+        client_key=client_key,
     )
 
 
@@ -237,6 +286,16 @@ def _agent_rate(text: str) -> Any:
         return parse_rate(text)
     except NixFleetError as exc:
         _fail(str(exc))
+
+
+def _enroll_code(code: str, path: Path | None) -> str:
+    if path is None:
+        return code.strip()
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        _fail(f"agent: --enroll-code-file: {exc.strerror}")
+    return ""
 
 
 def _agent_meta(location: str, device_type: str, theme_color: str) -> Any:
@@ -343,12 +402,32 @@ def _fetch_cert(source: str) -> bytes:
 
 
 @host_app.command("add")
-def host_add(host_id: str, location: str = "", device_type: str = "") -> None:
-    """Add a host and print its agent token (shown once)."""
-    token = _with_fleet(
-        lambda f: f.add_host(host_id, {"location": location, "device_type": device_type})
-    )[1]
-    typer.echo(token)
+def host_add(
+    host_id: str,
+    location: str = "",
+    device_type: str = "",
+    token: Annotated[
+        bool, typer.Option("--token", help="Print an agent token instead of an enrollment code.")
+    ] = False,
+) -> None:
+    """Add a host and print its one-time enrollment code (or, with --token, its token)."""
+
+    async def add(f: Any) -> str:
+        await f.add_host(host_id, {"location": location, "device_type": device_type})
+        if token:
+            return str(await f.rotate_token(host_id))
+        code, _ = await f.identity.issue_enroll_code(host_id)
+        return str(code)
+
+    secret = _with_fleet(add)
+    typer.echo("shown once; " + ("agent token" if token else "enrollment code") + ":", err=True)
+    typer.echo(secret)
+
+
+@host_app.command("enroll-code")
+def host_enroll_code(host_id: str) -> None:
+    """Print a new one-time enrollment code for a host (older unused codes stop working)."""
+    typer.echo(_with_fleet(lambda f: f.identity.issue_enroll_code(host_id))[0])
 
 
 @host_app.command("remove")
@@ -359,9 +438,57 @@ def host_remove(host_id: str) -> None:
 
 
 @host_app.command("rotate-token")
-def host_rotate(host_id: str) -> None:
-    """Issue a new agent token for a host; the old one stops working."""
-    typer.echo(_with_fleet(lambda f: f.rotate_token(host_id)))
+def host_rotate(
+    host_id: str,
+    overlap: Annotated[
+        int | None,
+        typer.Option(min=0, help="Seconds the old token keeps working (default: setting)."),
+    ] = None,
+) -> None:
+    """Issue a new agent token for a host; the old one stops working (after the overlap)."""
+    typer.echo(_with_fleet(lambda f: f.rotate_token(host_id, overlap)))
+
+
+@host_app.command("revoke")
+def host_revoke(host_id: str) -> None:
+    """Revoke a host's agent token: it stops at once; the agent is disconnected."""
+    _with_fleet(lambda f: f.revoke_token(host_id))
+    typer.echo(f"revoked the agent token of {host_id}")
+
+
+@host_app.command("bind-cert")
+def host_bind_cert(
+    host_id: str,
+    fingerprint: Annotated[str, typer.Argument(help="SHA-256 of the client certificate.")] = "",
+    cert_file: Annotated[
+        Path | None, typer.Option(help="Read the fingerprint from this PEM certificate.")
+    ] = None,
+    unbind: bool = False,
+) -> None:
+    """Require a client certificate (mTLS) for a host's agent, besides its token."""
+    from nixfleet.security.clientcert import fingerprint_of_pem
+
+    if cert_file is not None:
+        try:
+            fingerprint = fingerprint_of_pem(cert_file.read_text())
+        except (OSError, ValueError) as exc:
+            _fail(f"admin: --cert-file: {exc}")
+    if not fingerprint and not unbind:
+        _fail("admin: give a fingerprint, --cert-file or --unbind")
+    bound = _with_fleet(lambda f: f.identity.bind_cert(host_id, None if unbind else fingerprint))
+    typer.echo(f"{host_id}: client certificate {bound or 'not required'}")
+
+
+@admin_app.command("hash-agent-token")
+def hash_agent_token() -> None:
+    """Read a token on stdin; print its HMAC for NIXFLEET_SHARED_AGENT_TOKEN_HASH."""
+    from nixfleet.security.tokens import hash_agent_token as do_hash
+
+    settings = _settings()
+    token = sys.stdin.readline().strip()
+    if len(token) < 32:
+        _fail("admin: the token must be at least 32 characters")
+    typer.echo(do_hash(settings.agent_token_hash_secret.get_secret_value(), token))
 
 
 def _with_fleet(action: Any) -> Any:

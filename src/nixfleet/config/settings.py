@@ -7,6 +7,7 @@ the TOML file named by NIXFLEET_CONFIG_FILE, defaults.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,16 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(15, gt=0)
     command_expiry_s: int = Field(3600, ge=1)
     reconnect_window_s: float = Field(90, gt=0)
+    # Agent identity (docs/security.md "Agent identity").
+    enroll_code_ttl_s: int = Field(3600, ge=1, le=7 * 86400)
+    token_overlap_s: int = Field(0, ge=0, le=7 * 86400)
+    shared_agent_token_hash: SecretStr = SecretStr("")
+    allow_shared_token: bool = False
+    auto_provision: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     sse_queue_size: int = Field(1000, ge=10)
 
@@ -101,6 +112,24 @@ class Settings(BaseSettings):
             return check_branch(value)
         except NixFleetValidationError as exc:
             raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _coherent_identity(self) -> Settings:
+        shared = self.shared_agent_token_hash.get_secret_value()
+        if shared and not re.fullmatch(r"[0-9a-f]{64}", shared):
+            raise ValueError(
+                "NIXFLEET_SHARED_AGENT_TOKEN_HASH must be the 64-hex-digit output of "
+                "`nixfleet admin hash-agent-token`, never the token itself"
+            )
+        if self.allow_shared_token and not shared:
+            raise ValueError("NIXFLEET_ALLOW_SHARED_TOKEN needs NIXFLEET_SHARED_AGENT_TOKEN_HASH")
+        if self.auto_provision and not self.allow_shared_token:
+            raise ValueError("NIXFLEET_AUTO_PROVISION works only with NIXFLEET_ALLOW_SHARED_TOKEN")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("NIXFLEET_TLS_CERT and NIXFLEET_TLS_KEY go together")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ValueError("NIXFLEET_CLIENT_CA needs the dashboard to serve TLS (TLS_CERT)")
+        return self
 
     @model_validator(mode="after")
     def _require_secrets(self) -> Settings:

@@ -20,9 +20,14 @@ CLOSE_PROTOCOL_TOO_OLD = 4426
 CLOSE_BAD_MESSAGE = 4400
 CLOSE_REPLACED = 4409
 CLOSE_HOST_REMOVED = 4404
-CLOSE_FORBIDDEN = 4403
-# Refusals of who the agent is: retrying soon cannot help, so the agent backs off harder.
-AUTH_CLOSE_CODES = frozenset({CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_HOST_REMOVED})
+# The credential a live connection was opened with stopped being valid; the reason is the code.
+CLOSE_TOKEN_REVOKED = 4403
+CLOSE_TOKEN_ROTATED = 4410
+# Refusals of who the agent is: retrying soon with the same credential cannot help, so the
+# agent backs off harder.
+AUTH_CLOSE_CODES = frozenset(
+    {CLOSE_BAD_TOKEN, CLOSE_HOST_REMOVED, CLOSE_TOKEN_REVOKED, CLOSE_TOKEN_ROTATED}
+)
 
 
 class _Msg(BaseModel):
@@ -135,8 +140,15 @@ class Finished(_Msg):
     tests: list[TestResult] = Field(default_factory=list)
 
 
+class CredentialSaved(_Msg):
+    """The agent stored the per-host token of a `credential` message and will use it."""
+
+    type: Literal["credential_saved"] = "credential_saved"
+
+
 AgentMessage = Annotated[
-    Hello | Status | Started | Output | Warning | Finished, Field(discriminator="type")
+    Hello | Status | Started | Output | Warning | Finished | CredentialSaved,
+    Field(discriminator="type"),
 ]
 agent_message = TypeAdapter(AgentMessage)
 
@@ -173,7 +185,18 @@ class StatusAck(_Msg):
     ref: int | None = None
 
 
+class Credential(_Msg):
+    """A per-host token for an agent that connected with the deprecated shared token.
+
+    Sent once, right after `welcome`; it becomes valid only when the agent answers
+    `credential_saved`, so a connection lost in between leaves the host migratable.
+    """
+
+    type: Literal["credential"] = "credential"
+    token: str = Field(repr=False)
+
+
 DashboardMessage = Annotated[
-    Welcome | Command | Cancel | Ack | StatusAck, Field(discriminator="type")
+    Welcome | Command | Cancel | Ack | StatusAck | Credential, Field(discriminator="type")
 ]
 dashboard_message = TypeAdapter(DashboardMessage)

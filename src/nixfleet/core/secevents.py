@@ -22,6 +22,8 @@ class EventKind(StrEnum):
     TOKEN_ROTATED = "token_rotated"
     TOKEN_REVOKED = "token_revoked"
     ENROLLED = "enrolled"
+    CERT_BOUND = "cert_bound"
+    DEPRECATED_CREDENTIAL = "deprecated_credential"
     TLS_FAILURE = "tls_failure"
 
 
@@ -33,6 +35,7 @@ class AuthFactor(StrEnum):
     AGENT_TOKEN = "agent_token"
     CROSS_HOST = "cross_host"
     REVOKED_TOKEN = "revoked_token"
+    ROTATED_TOKEN = "rotated_token"
     SHARED_TOKEN = "shared_token"
     ENROLL_CODE = "enroll_code"
     CLIENT_CERT = "client_cert"

@@ -18,7 +18,16 @@ from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet import Fleet
 from nixfleet.dashboard.hub import Hub
 from nixfleet.dashboard.middleware import BodyLimit, SecurityHeaders
-from nixfleet.dashboard.routes import agent_ws, auth, commands, events, health, hosts, pages
+from nixfleet.dashboard.routes import (
+    agent_ws,
+    auth,
+    commands,
+    enroll,
+    events,
+    health,
+    hosts,
+    pages,
+)
 from nixfleet.dashboard.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.storage import hosts as host_store
@@ -30,10 +39,11 @@ _HERE = Path(__file__).parent
 SWEEP_EVERY_S = 2.0
 
 
-async def _sweeper(fleet: Fleet) -> None:
+async def _sweeper(fleet: Fleet, hub: Hub) -> None:
     while True:
         try:
             await fleet.sweep()
+            await hub.recheck_credentials()
         except Exception:
             log.exception("dashboard: sweep failed")
         await asyncio.sleep(SWEEP_EVERY_S)
@@ -61,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ctx = ctx
         await host_store.mark_all_offline(db)
         await fleet.refresh_target(force=True)
-        sweeper = asyncio.create_task(_sweeper(fleet))
+        sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub))
         try:
             yield
         finally:
@@ -74,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="NixFleet", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     errors.install(app)
-    for module in (health, auth, pages, hosts, commands, events, agent_ws):
+    for module in (health, auth, pages, hosts, commands, events, agent_ws, enroll):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -18,7 +18,7 @@ from nixfleet.core import commands as rules
 from nixfleet.core.commands import ACTIVE_STATES, CommandKind, CommandState
 from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
 from nixfleet.core.errors import Conflict, NotFound
-from nixfleet.core.hostid import canonical_host_id, is_host_id
+from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     Finished,
     Hello,
@@ -28,7 +28,7 @@ from nixfleet.core.protocol import (
     TransportReport,
     Warning,
 )
-from nixfleet.security import tokens
+from nixfleet.dashboard.identity import AgentIdentity
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
@@ -55,24 +55,18 @@ class Fleet:
         self.clock = clock
         self.target: str | None = None
         self._target_checked = 0.0
-        self._token_secret = settings.agent_token_hash_secret.get_secret_value()
+        self.identity = AgentIdentity(settings, db, bus, clock)
 
     # --- hosts ----------------------------------------------------------------------
-    async def add_host(self, raw_id: str, meta: dict[str, str]) -> tuple[dict[str, Any], str]:
-        """Return the new host and its agent token (shown once, stored only as a hash)."""
+    async def add_host(self, raw_id: str, meta: dict[str, str]) -> dict[str, Any]:
+        """Return the new host. It has no agent token yet: issue an enrollment code
+        (identity.issue_enroll_code) or a token (rotate_token) next."""
         host_id = canonical_host_id(raw_id)
-        token = tokens.new_agent_token()
         clean = {k: v for k, v in meta.items() if k in HOST_META_FIELDS}
-        await host_store.add(
-            self.db,
-            host_id,
-            tokens.hash_agent_token(self._token_secret, token),
-            self.clock(),
-            clean,
-        )
+        await host_store.add(self.db, host_id, None, self.clock(), clean)
         host = await self.host(host_id)
         await self.bus.publish({"type": "host", "host": host})
-        return host, token
+        return host
 
     async def remove_host(self, raw_id: str) -> None:
         host_id = canonical_host_id(raw_id)
@@ -80,24 +74,21 @@ class Fleet:
         await self.bus.publish({"type": "host_removed", "host_id": host_id})
         await self.bus.publish({"type": "agent_control", "host_id": host_id, "action": "drop"})
 
-    async def rotate_token(self, raw_id: str) -> str:
-        """Return a new agent token for the host; the old one stops working at once."""
-        host_id = canonical_host_id(raw_id)
-        token = tokens.new_agent_token()
-        await host_store.set_token_hash(
-            self.db, host_id, tokens.hash_agent_token(self._token_secret, token)
-        )
-        await self.bus.publish({"type": "agent_control", "host_id": host_id, "action": "drop"})
+    async def rotate_token(self, raw_id: str, overlap_s: int | None = None) -> str:
+        """Return a new agent token for the host (see AgentIdentity.rotate)."""
+        token = await self.identity.rotate(raw_id, overlap_s)
+        await self.publish_host(canonical_host_id(raw_id))
         return token
 
-    async def authenticate_agent(self, raw_id: str, token: str) -> str | None:
-        """Return the canonical host id when token belongs to that host, else None."""
-        if not is_host_id(raw_id) or not token:
-            return None
-        stored = await host_store.token_hash(self.db, raw_id)
-        if stored is None or not tokens.token_matches(stored, self._token_secret, token):
-            return None
-        return raw_id
+    async def revoke_token(self, raw_id: str) -> None:
+        await self.identity.revoke(raw_id)
+        await self.publish_host(canonical_host_id(raw_id))
+
+    async def publish_host(self, host_id: str) -> None:
+        try:
+            await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+        except NotFound:
+            pass  # removed meanwhile
 
     async def host(self, host_id: str) -> dict[str, Any]:
         return self.host_view(await host_store.get(self.db, host_id))

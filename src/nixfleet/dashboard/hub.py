@@ -24,6 +24,9 @@ log = logging.getLogger("nixfleet.hub")
 class AgentLink:
     host_id: str
     ws: WebSocket
+    credential: str = ""  # HMAC of what the agent authenticated with; checked while live
+    pending_credential: str = ""  # a token sent to a shared-token agent, not yet saved
+    committing: bool = False  # that token is being made the host's right now
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, text: str) -> None:
@@ -94,6 +97,26 @@ class Hub:
                     await self.fleet.unclaim(host_id, cmd["id"])
                     return
 
+    async def recheck_credentials(self) -> None:
+        """Drop every connection whose credential was rotated out, revoked or removed,
+        also by another process (the CLI, a replica), with the close code that says why."""
+        links = {
+            h: link for h, link in self.links.items() if link.credential and not link.committing
+        }
+        checked = {h: link.credential for h, link in links.items()}
+        verdicts = await self.fleet.identity.invalid_links(checked)
+        for host_id, code in verdicts.items():
+            link = links[host_id]
+            if self.links.get(host_id) is not link or link.committing:
+                continue
+            if link.credential != checked[host_id]:
+                continue  # it moved to its own token while we looked
+            log.info("hub: dropping %s: its credential is no longer valid (%s)", host_id, code)
+            try:
+                await link.ws.close(code, "agent credential no longer valid")
+            except Exception:
+                log.debug("hub: link to %s already closed", host_id)
+
     async def _control(self, host_id: str, event: Event) -> None:
         link = self.links.get(host_id)
         if link is None:
@@ -102,6 +125,9 @@ class Hub:
             if event["action"] == "cancel":
                 await link.send(Cancel(command_id=event["command_id"]).model_dump_json())
             elif event["action"] == "drop":
-                await link.ws.close(CLOSE_HOST_REMOVED, "credentials changed or host removed")
+                await link.ws.close(
+                    event.get("code", CLOSE_HOST_REMOVED),
+                    event.get("reason", "host removed"),
+                )
         except Exception:
             log.debug("hub: control message to %s not sent", host_id)

@@ -140,7 +140,8 @@ async def _issue_tokens(env: dict[str, str], names: list[tuple[str, str]]) -> li
                     "theme_color": _COLOURS[i % 6],
                     "device_type": "server" if i % 2 == 0 else "laptop",
                 }
-                tokens.append((await fleet.add_host(host_id, meta))[1])
+                await fleet.add_host(host_id, meta)
+                tokens.append(await fleet.rotate_token(host_id))
     finally:
         await db.close()
     return tokens

@@ -43,8 +43,13 @@ class PinMismatch(ssl.SSLError):
         return "the server's public key matches no configured --pin"
 
 
-def client_context(ca_file: Path | None, min_tls: str = "1.2") -> ssl.SSLContext:
-    """Return a verifying client context.
+def client_context(
+    ca_file: Path | None,
+    min_tls: str = "1.2",
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+) -> ssl.SSLContext:
+    """Return a verifying client context, presenting client_cert when given (mTLS).
 
     With ca_file only that bundle is trusted (the system roots are not loaded), so a
     certificate from any public CA is refused. Without it the system roots are used.
@@ -60,6 +65,13 @@ def client_context(ca_file: Path | None, min_tls: str = "1.2") -> ssl.SSLContext
             ctx.load_verify_locations(cafile=str(ca_file))
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"agent: --ca-file {ca_file}: cannot load it ({exc})") from None
+    if client_cert is not None:
+        try:
+            ctx.load_cert_chain(client_cert, client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"agent: --client-cert {client_cert}: cannot load it or its key ({exc})"
+            ) from None
     return ctx
 
 

@@ -12,6 +12,7 @@ import secrets
 
 AGENT_TOKEN_PREFIX = "nfa_"  # noqa: S105 - a prefix, not a secret
 SESSION_PREFIX = "nfs_"
+ENROLL_CODE_PREFIX = "nfe_"
 
 
 def new_agent_token() -> str:
@@ -20,8 +21,17 @@ def new_agent_token() -> str:
 
 
 def hash_agent_token(secret: str, token: str) -> str:
-    """Return HMAC-SHA256(secret, token) in hex: what the database stores."""
+    """Return HMAC-SHA256(secret, token) in hex: what the database stores.
+
+    The hash is also the lookup key: without the secret it cannot be computed, so an
+    equality search on it reveals nothing about near-miss guesses.
+    """
     return hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+def new_enroll_code() -> str:
+    """Return a one-time enrollment code (128 bits; it lives an hour and works once)."""
+    return ENROLL_CODE_PREFIX + secrets.token_urlsafe(16)
 
 
 def token_matches(stored_hash: str, secret: str, token: str) -> bool:

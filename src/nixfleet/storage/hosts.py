@@ -15,13 +15,16 @@ _PUBLIC = [c for c in hosts.c if c.name != "token_hash"]
 
 
 async def add(
-    db: Database, host_id: str, token_hash: str, now: float, meta: dict[str, str]
+    db: Database, host_id: str, token_hash: str | None, now: float, meta: dict[str, str]
 ) -> None:
-    """Insert a host or raise Conflict if the id is taken."""
+    """Insert a host (with a token, or none yet) or raise Conflict if the id is taken."""
+    state = "active" if token_hash else "none"
     try:
         async with db.engine.begin() as conn:
             await conn.execute(
-                insert(hosts).values(id=host_id, token_hash=token_hash, created_at=now, **meta)
+                insert(hosts).values(
+                    id=host_id, token_hash=token_hash, identity_state=state, created_at=now, **meta
+                )
             )
     except IntegrityError:
         raise Conflict(f"store: host {host_id!r} already exists") from None
@@ -63,7 +66,9 @@ async def set_token_hash(db: Database, host_id: str, new_hash: str) -> None:
     """Replace a host's token hash or raise NotFound."""
     async with db.engine.begin() as conn:
         res = await conn.execute(
-            update(hosts).where(hosts.c.id == host_id).values(token_hash=new_hash)
+            update(hosts)
+            .where(hosts.c.id == host_id)
+            .values(token_hash=new_hash, identity_state="active")
         )
     if res.rowcount == 0:
         raise NotFound(f"store: no host {host_id!r}")

@@ -35,6 +35,12 @@ hosts = Table(
     Column("last_test", JSON, nullable=True),
     # {"reconnects": [ts, …last hour], "breaker": {…}, "tls_failure": {…}} (migration 0004)
     Column("connection", JSON, nullable=True),
+    # none: never had a token (enrollment pending); active; revoked: only a new token helps.
+    Column("identity_state", String(12), nullable=False, server_default="none"),
+    Column("token_used_at", Float, nullable=True),
+    Column("token_used_from", String(64), nullable=True),
+    Column("cert_sha256", String(64), nullable=True),
+    Index("ix_hosts_token_hash", "token_hash", unique=True),
 )
 
 commands = Table(
@@ -83,4 +89,28 @@ sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
     Column("address", String(64), nullable=False, server_default=""),
+)
+
+# Tokens that no longer authenticate (or do until valid_until: a rotation's overlap), kept
+# so a refusal can say why (rotated or revoked) rather than just "unknown token".
+retired_tokens = Table(
+    "retired_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("host_id", String(63), ForeignKey("hosts.id", ondelete="CASCADE"), nullable=False),
+    Column("reason", String(12), nullable=False),
+    Column("retired_at", Float, nullable=False),
+    Column("valid_until", Float, nullable=True),
+)
+
+enroll_codes = Table(
+    "enroll_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("host_id", String(63), ForeignKey("hosts.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float, nullable=True),
+    Column("used_from", String(64), nullable=True),
+    Index("ix_enroll_codes_host", "host_id"),
 )

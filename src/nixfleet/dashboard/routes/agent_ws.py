@@ -16,6 +16,8 @@ from nixfleet.core.protocol import (
     CLOSE_REPLACED,
     MIN_PROTOCOL_VERSION,
     Ack,
+    Credential,
+    CredentialSaved,
     Finished,
     Hello,
     Output,
@@ -30,6 +32,8 @@ from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import client_address
 from nixfleet.dashboard.hub import AgentLink
+from nixfleet.dashboard.identity import AgentAuth
+from nixfleet.dashboard.tlspeer import client_cert_sha256
 
 router = APIRouter()
 log = logging.getLogger("nixfleet.agent_ws")
@@ -45,25 +49,33 @@ def _bearer(value: str | None) -> str:
 async def agent_socket(websocket: WebSocket) -> None:
     ctx: Context = websocket.app.state.ctx
     claimed = websocket.headers.get("x-nixfleet-host", "")
-    host_id = await ctx.fleet.authenticate_agent(
-        claimed, _bearer(websocket.headers.get("authorization"))
+    address = client_address(websocket)
+    auth = await ctx.fleet.identity.authenticate(
+        claimed,
+        _bearer(websocket.headers.get("authorization")),
+        client_cert_sha256(websocket),
+        address,
     )
-    if host_id is None:
+    if auth.host_id is None:
+        await _refuse(ctx, websocket, claimed[:63], address, auth)
+        return
+    host_id = auth.host_id
+    if auth.migrate:
+        log.warning(
+            "agent_ws: %s from %s used the DEPRECATED shared agent token; "
+            "it gets its own token now",
+            host_id,
+            address,
+        )
         ctx.security.emit(
             SecurityEvent(
-                EventKind.AUTH_FAILURE,
-                address=client_address(websocket),
-                host=claimed[:63],
-                detail=AuthFactor.AGENT_TOKEN,
+                EventKind.DEPRECATED_CREDENTIAL,
+                outcome="deprecated",
+                address=address,
+                host=host_id,
+                detail=AuthFactor.SHARED_TOKEN,
             )
         )
-        await websocket.send_denial_response(
-            JSONResponse(
-                {"error": "unauthorized", "detail": "bad agent token for this host"},
-                status_code=401,
-            )
-        )
-        return
     await websocket.accept()
     try:
         hello = await _hello(websocket, host_id)
@@ -71,7 +83,7 @@ async def agent_socket(websocket: WebSocket) -> None:
         return
     if hello is None:
         return
-    link = AgentLink(host_id, websocket)
+    link = AgentLink(host_id, websocket, credential=auth.credential)
     old = ctx.hub.attach(link)
     if old is not None:
         await _quiet_close(old, CLOSE_REPLACED, "a newer connection for this host arrived")
@@ -86,6 +98,9 @@ async def agent_socket(websocket: WebSocket) -> None:
         # Not cancelled on disconnect: a pump cut between claim and send would strand the
         # command; left alone, it notices the dead link and puts the command back.
         ctx.hub.spawn(ctx.hub.pump(host_id))
+        if auth.migrate:
+            token, link.pending_credential = ctx.fleet.identity.new_token()
+            await link.send(Credential(token=token).model_dump_json())
         await _serve(ctx, link)
     except (WebSocketDisconnect, NotFound):
         pass
@@ -106,6 +121,28 @@ def _report_tls_failures(ctx: Context, websocket: WebSocket, hello: Hello) -> No
                 detail=kind,
             )
         )
+
+
+async def _refuse(
+    ctx: Context, websocket: WebSocket, claimed: str, address: str, auth: AgentAuth
+) -> None:
+    """Count, log (never the token) and refuse a handshake with HTTP 401 or 403."""
+    factor = auth.factor or AuthFactor.AGENT_TOKEN
+    ctx.security.emit(
+        SecurityEvent(EventKind.AUTH_FAILURE, address=address, host=claimed, detail=factor)
+    )
+    log.warning("agent_ws: refused %r from %s: %s (%s)", claimed, address, auth.reason, factor)
+    status, detail = (
+        (403, "this host needs its client certificate")
+        if factor == AuthFactor.CLIENT_CERT
+        else (401, "bad agent token for this host")
+    )
+    await websocket.send_denial_response(
+        JSONResponse(
+            {"error": "unauthorized" if status == 401 else "forbidden", "detail": detail},
+            status_code=status,
+        )
+    )
 
 
 async def _hello(websocket: WebSocket, host_id: str) -> Hello | None:
@@ -162,6 +199,8 @@ async def _serve(ctx: Context, link: AgentLink) -> None:
             await fleet.record_started(host_id, msg)
         elif isinstance(msg, Warning):
             await fleet.record_warning(host_id, msg)
+        elif isinstance(msg, CredentialSaved):
+            await _commit_migration(ctx, link)
 
 
 async def _quiet_close(link: AgentLink, code: int, reason: str) -> None:
@@ -169,3 +208,28 @@ async def _quiet_close(link: AgentLink, code: int, reason: str) -> None:
         await link.ws.close(code, reason)
     except Exception:
         log.debug("agent_ws: old link for %s already closed", link.host_id)
+
+
+async def _commit_migration(ctx: Context, link: AgentLink) -> None:
+    """The agent saved the token we sent: from now on only that token is this host's."""
+    pending = link.pending_credential
+    if not pending:
+        return
+    link.committing = True  # the live credential check leaves the link alone meanwhile
+    try:
+        if not await ctx.fleet.identity.commit_migration(link.host_id, pending):
+            return
+        link.credential, link.pending_credential = pending, ""
+    finally:
+        link.committing = False
+    log.info("agent_ws: %s moved from the shared token to its own", link.host_id)
+    ctx.security.emit(
+        SecurityEvent(
+            EventKind.ENROLLED,
+            outcome="ok",
+            address=client_address(link.ws),
+            host=link.host_id,
+            detail=AuthFactor.SHARED_TOKEN,
+        )
+    )
+    await ctx.fleet.publish_host(link.host_id)

@@ -1,4 +1,5 @@
-"""Hosts: list, add (the agent token is shown once), remove, rotate the agent token."""
+"""Hosts: list, add (an enrollment code is shown once), remove, and the agent credentials:
+rotate or revoke the token, issue a new enrollment code, bind a client certificate."""
 
 from __future__ import annotations
 
@@ -22,7 +23,24 @@ class NewHost(BaseModel):
     theme_color: str = Field("", pattern=r"^(#[0-9a-fA-F]{6})?$")
 
 
-def _note(request: Request, ctx: Ctx, session: Session, kind: EventKind, host_id: str) -> None:
+class Rotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    overlap_s: int | None = Field(None, ge=0, le=7 * 86400)
+
+
+class CertBinding(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sha256: str = Field(min_length=64, max_length=120)
+
+
+def _note(
+    request: Request,
+    ctx: Ctx,
+    session: Session,
+    kind: EventKind,
+    host_id: str,
+    detail: str = "",
+) -> None:
     ctx.security.emit(
         SecurityEvent(
             kind,
@@ -30,6 +48,7 @@ def _note(request: Request, ctx: Ctx, session: Session, kind: EventKind, host_id
             address=client_address(request),
             user=session.username,
             host=host_id,
+            detail=detail,
         )
     )
 
@@ -43,9 +62,10 @@ async def list_hosts(ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
 async def add_host(
     body: NewHost, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
-    host, token = await ctx.fleet.add_host(body.host_id, body.model_dump(exclude={"host_id"}))
+    host = await ctx.fleet.add_host(body.host_id, body.model_dump(exclude={"host_id"}))
+    code, expires = await ctx.fleet.identity.issue_enroll_code(host["id"])
     _note(request, ctx, session, EventKind.HOST_ADDED, host["id"])
-    return {"host": host, "agent_token": token}
+    return {"host": host, "enroll_code": code, "enroll_expires_at": expires}
 
 
 @router.delete("/{host_id}")
@@ -59,8 +79,51 @@ async def remove_host(
 
 @router.post("/{host_id}/agent-token")
 async def rotate_agent_token(
-    host_id: str, request: Request, ctx: Ctx, session: CsrfSession
+    host_id: str,
+    request: Request,
+    ctx: Ctx,
+    session: CsrfSession,
+    body: Rotation | None = None,
 ) -> dict[str, Any]:
-    token = await ctx.fleet.rotate_token(host_id)
+    overlap = body.overlap_s if body else None
+    token = await ctx.fleet.rotate_token(host_id, overlap)
     _note(request, ctx, session, EventKind.TOKEN_ROTATED, host_id)
     return {"host_id": host_id, "agent_token": token}
+
+
+@router.delete("/{host_id}/agent-token")
+async def revoke_agent_token(
+    host_id: str, request: Request, ctx: Ctx, session: CsrfSession
+) -> dict[str, Any]:
+    await ctx.fleet.revoke_token(host_id)
+    _note(request, ctx, session, EventKind.TOKEN_REVOKED, host_id)
+    return {"revoked": host_id}
+
+
+@router.post("/{host_id}/enroll-code")
+async def new_enroll_code(
+    host_id: str, request: Request, ctx: Ctx, session: CsrfSession
+) -> dict[str, Any]:
+    code, expires = await ctx.fleet.identity.issue_enroll_code(host_id)
+    _note(request, ctx, session, EventKind.ENROLLED, host_id, "code_issued")
+    return {"host_id": host_id, "enroll_code": code, "enroll_expires_at": expires}
+
+
+@router.put("/{host_id}/client-cert")
+async def bind_client_cert(
+    host_id: str, body: CertBinding, request: Request, ctx: Ctx, session: CsrfSession
+) -> dict[str, Any]:
+    bound = await ctx.fleet.identity.bind_cert(host_id, body.sha256)
+    await ctx.fleet.publish_host(host_id)
+    _note(request, ctx, session, EventKind.CERT_BOUND, host_id)
+    return {"host_id": host_id, "cert_sha256": bound}
+
+
+@router.delete("/{host_id}/client-cert")
+async def unbind_client_cert(
+    host_id: str, request: Request, ctx: Ctx, session: CsrfSession
+) -> dict[str, Any]:
+    await ctx.fleet.identity.bind_cert(host_id, None)
+    await ctx.fleet.publish_host(host_id)
+    _note(request, ctx, session, EventKind.CERT_BOUND, host_id, "unbound")
+    return {"host_id": host_id, "cert_sha256": None}

@@ -7,6 +7,7 @@ const state = { hosts: new Map(), commands: new Map(), target: null, selected: n
                 shown: null, lines: new Map(), rendered: 0, historyHost: null };
 const ACTIONS = [["pull", "Pull"], ["switch", "Switch"], ["pull-switch", "Pull+Switch"],
                  ["test", "Test"], ["stop", "Stop"], ["restart", "Restart agent"]];
+const IDENTITY_LABELS = { none: "not enrolled", active: "own token", revoked: "revoked" };
 const ACTIVE = new Set(["queued", "dispatched", "running"]);
 const $ = (sel) => document.querySelector(sel);
 
@@ -20,8 +21,8 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-async function post(url, body) {
-  const res = await fetch(url, { method: "POST", credentials: "same-origin",
+async function post(url, body, method = "POST") {
+  const res = await fetch(url, { method, credentials: "same-origin",
     headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
     body: JSON.stringify(body) });
   const data = await res.json().catch(() => ({}));
@@ -82,6 +83,8 @@ function hostRow(h) {
   const dot = el("span", { class: "dot" });
   if (h.theme_color) dot.style.background = h.theme_color;
   const name = el("a", { href: "#", "data-history": h.id, text: h.id });
+  const identity = h.identity_state === "active" ? "" : el("span",
+    { class: `badge identity-${h.identity_state}`, text: IDENTITY_LABELS[h.identity_state] || "" });
   const meta = [h.location, h.device_type].filter(Boolean).join(" · ");
   const online = el("span", { class: `dot ${h.online ? "on" : "off"}` });
   const commit = st.commit ? st.commit.slice(0, 7) : "—";
@@ -95,7 +98,7 @@ function hostRow(h) {
   for (const [kind, label] of ACTIONS) {
     actions.append(el("button", { "data-action": kind, "data-host": h.id, text: label }));
   }
-  tr.append(el("td", {}, box), el("td", {}, dot, name, el("div", { class: "muted", text: meta })),
+  tr.append(el("td", {}, box), el("td", {}, dot, name, identity, el("div", { class: "muted", text: meta })),
     el("td", {}, online, h.online ? "online" : "offline"), el("td", { text: ago(h.last_seen) }),
     el("td", { text: `${st.os_kind || "?"} ${st.os_version || ""}` }),
     el("td", { text: st.generation ?? "—" }), el("td", {}, el("code", { text: commit }), drift),
@@ -139,6 +142,7 @@ function renderHosts() {
   $("#empty").hidden = state.hosts.size > 0;
   $("#target").textContent = state.target ? state.target.slice(0, 7) : "unknown";
   $("#sel-count").textContent = String(state.selected.size);
+  renderIdentity();
 }
 
 function stateLabel(c) {
@@ -167,6 +171,46 @@ function renderHistory() {
       el("td", {}, c.state === "queued"
         ? el("button", { "data-cancel": c.id, text: "Cancel" }) : "")));
   $("#history tbody").replaceChildren(...rows);
+  renderIdentity();
+}
+
+function renderIdentity() {
+  const h = state.hosts.get(state.historyHost);
+  $("#identity").hidden = !h;
+  if (!h) return;
+  $("#identity-host").textContent = h.id;
+  const used = h.token_used_at ? `${ago(h.token_used_at)} from ${h.token_used_from || "?"}` : "never";
+  const facts = [["Credential", IDENTITY_LABELS[h.identity_state] || h.identity_state],
+    ["Last used", used],
+    ["Client certificate", h.cert_sha256 ? `SHA-256 ${h.cert_sha256.slice(0, 16)}…` : "not required"]];
+  $("#identity-facts").replaceChildren(...facts.flatMap(([k, v]) =>
+    [el("dt", { text: k }), el("dd", { text: v, "data-fact": k })]));
+}
+
+function shownOnce(prefix, secret, suffix = "") {
+  return [prefix, el("span", { class: "token", text: secret }), suffix];
+}
+
+async function identityAction(kind) {
+  const host = state.historyHost;
+  const out = $("#identity-result");
+  const url = `/api/hosts/${encodeURIComponent(host)}`;
+  try {
+    if (kind === "revoke") {
+      if (!window.confirm(`Revoke the agent token of ${host}? Its agent is cut off at once.`)) return;
+      await post(`${url}/agent-token`, undefined, "DELETE");
+      out.replaceChildren(`Revoked: ${host}'s agent was disconnected. Issue an enrollment code to let it back in.`);
+    } else if (kind === "rotate") {
+      const res = await post(`${url}/agent-token`);
+      out.replaceChildren(...shownOnce(`New agent token for ${host}, shown only now: `, res.agent_token,
+        " (the old one stopped working; put this one in the agent's token file)"));
+    } else {
+      const res = await post(`${url}/enroll-code`);
+      const until = new Date(res.enroll_expires_at * 1000).toLocaleTimeString();
+      out.replaceChildren(...shownOnce(`Enrollment code for ${host}, shown only now: `, res.enroll_code,
+        ` (works once, until ${until}; start the agent with --enroll-code-file)`));
+    }
+  } catch (err) { out.textContent = err.message; }
 }
 
 function renderOutputMeta() {
@@ -271,15 +315,20 @@ async function runAction(hostId, kind) {
 }
 
 document.addEventListener("click", (ev) => {
-  const t = ev.target.closest("[data-action],[data-bulk],[data-history],[data-show],[data-cancel]");
+  const t = ev.target.closest("[data-action],[data-bulk],[data-history],[data-show],[data-cancel],[data-identity]");
   if (!t) return;
-  if (t.dataset.cancel) {
+  if (t.dataset.identity) identityAction(t.dataset.identity);
+  else if (t.dataset.cancel) {
     ev.stopPropagation();
     post(`/api/commands/${encodeURIComponent(t.dataset.cancel)}/cancel`)
       .catch((err) => { $("#output-meta").textContent = err.message; });
   } else if (t.dataset.action) runAction(t.dataset.host, t.dataset.action);
   else if (t.dataset.bulk) runBulk(t.dataset.bulk);
-  else if (t.dataset.history) { ev.preventDefault(); state.historyHost = t.dataset.history; renderHistory(); }
+  else if (t.dataset.history) {
+    ev.preventDefault();
+    if (state.historyHost !== t.dataset.history) $("#identity-result").textContent = "";
+    state.historyHost = t.dataset.history; renderHistory();
+  }
   else if (t.dataset.show) { ev.preventDefault(); show(t.dataset.show); }
 });
 
@@ -310,8 +359,9 @@ $("#add-host-form").addEventListener("submit", async (ev) => {
   const out = $("#add-host-result");
   try {
     const res = await post("/api/hosts", Object.fromEntries(form.entries()));
-    out.replaceChildren(`Added ${res.host.id}. Its agent token, shown only now: `,
-      el("span", { class: "token", text: res.agent_token }));
+    const until = new Date(res.enroll_expires_at * 1000).toLocaleTimeString();
+    out.replaceChildren(...shownOnce(`Added ${res.host.id}. Its one-time enrollment code, shown only now: `,
+      res.enroll_code, ` (until ${until}; start its agent with --enroll-code-file)`));
     ev.target.reset();
   } catch (err) { out.textContent = err.message; }
 });

@@ -1,0 +1,51 @@
+"""The TLS client certificate of a WebSocket connection, for hosts bound to one.
+
+Uvicorn does not fill in the ASGI TLS extension, so the WebSocket protocol is subclassed
+to put the verified peer certificate into `scope["extensions"]["tls"]["client_cert_chain"]`
+(the extension's own field name). Only the transport can set it; a header never does.
+Behind a TLS-terminating proxy there is no peer certificate here at all (see
+docs/security.md: forwarding a verified certificate from a trusted proxy is not built).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any, cast
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from nixfleet.security.clientcert import fingerprint_of_pem
+
+
+def _with_tls(app: ASGIApp, tls: dict[str, Any]) -> ASGIApp:
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = {**(scope.get("extensions") or {}), "tls": tls}
+        await app({**scope, "extensions": extensions}, receive, send)
+
+    return wrapped
+
+
+class TlsPeerWebSocketProtocol(WebSocketsSansIOProtocol):
+    """Uvicorn's WebSocket protocol plus the ASGI TLS extension (client certificate)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        ssl_object = cast(ssl.SSLObject | None, transport.get_extra_info("ssl_object"))
+        if ssl_object is None:
+            return
+        der = ssl_object.getpeercert(binary_form=True)
+        tls = {
+            "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+            "tls_version": ssl_object.version(),
+        }
+        self.app = _with_tls(self.app, tls)
+
+
+def client_cert_sha256(conn: HTTPConnection) -> str | None:
+    """Return the SHA-256 fingerprint of the connection's verified client certificate."""
+    tls = (conn.scope.get("extensions") or {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    return fingerprint_of_pem(chain[0]) if chain else None
