@@ -62,8 +62,10 @@ def serve(
     from nixfleet.dashboard.app import create_app
     from nixfleet.storage.migrate import upgrade
 
-    _logging(log_level)
+    from nixfleet.cli.logs import configure
+
     settings = _settings(host=host, port=port)
+    configure(log_level, settings.log_format, settings.access_log)
     upgrade(settings.db_url)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -78,7 +80,11 @@ def serve(
     config = uvicorn.Config(
         create_app(settings),
         log_level=log_level,
+        # Our AccessLog middleware replaces uvicorn's (real client address, request id,
+        # user); uvicorn's own records go through the handler configured above.
         access_log=False,
+        log_config=None,
+        # Forwarded headers are resolved by nixfleet.security.clientip, per request.
         proxy_headers=False,
         ws_max_size=2**20,
         lifespan="on",

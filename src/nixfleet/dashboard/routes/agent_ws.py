@@ -64,6 +64,7 @@ async def agent_socket(websocket: WebSocket) -> None:
             )
         )
         return
+    websocket.state.host = host_id  # for the access log
     await websocket.accept()
     try:
         hello = await _hello(websocket, host_id)
