@@ -43,9 +43,7 @@ def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(make_fleet):
 
 
 def test_behind_a_trusted_proxy_two_clients_are_limited_separately(make_fleet):
-    rf = make_fleet(
-        hosts=1, agents=False, env={**LIMITED, "NIXFLEET_TRUSTED_PROXIES": "127.0.0.1"}
-    )
+    rf = make_fleet(hosts=1, agents=False, env={**LIMITED, "NIXFLEET_TRUSTED_PROXIES": "127.0.0.1"})
     api = rf.api()
     for _ in range(5):
         assert _hosts(api, "198.51.100.1").status_code == 200

@@ -155,35 +155,33 @@ class Broadcaster:
             else:
                 kind = "snapshot" if last_event_id is None else "resync"
                 yield _frame(at, kind, await snapshot())
-            async for frame in self._relay(sub, snapshot, still_valid):
-                yield frame
+            while True:
+                item = await self._next(sub)
+                if item is None:
+                    # Idle and absolute expiry apply to open streams too.
+                    if await still_valid():
+                        yield ": keep-alive\n\n"
+                        continue
+                    sub.end()
+                if sub.ended or item is None:
+                    yield "event: session_ended\ndata: {}\n\n"
+                    return
+                seq, event = item
+                yield _frame(seq, event["type"], event)
+                if sub.needs_resync and sub.queue.empty():
+                    at = self.seq
+                    sub.needs_resync = False
+                    yield _frame(at, "resync", await snapshot())
         finally:
             self.subscribers.discard(sub)
 
-    async def _relay(
-        self,
-        sub: Subscriber,
-        snapshot: Callable[[], Awaitable[dict[str, Any]]],
-        still_valid: Callable[[], Awaitable[bool]],
-    ) -> AsyncIterator[str]:
-        while True:
-            try:
-                seq, event = await asyncio.wait_for(sub.queue.get(), self.limits.keepalive_s)
-            except TimeoutError:
-                # Idle and absolute expiry apply to open streams too.
-                if not await still_valid():
-                    sub.end()
-                else:
-                    yield ": keep-alive\n\n"
-                    continue
-            if sub.ended:
-                yield "event: session_ended\ndata: {}\n\n"
-                return
-            yield _frame(seq, event["type"], event)
-            if sub.needs_resync and sub.queue.empty():
-                at = self.seq
-                sub.needs_resync = False
-                yield _frame(at, "resync", await snapshot())
+    async def _next(self, sub: Subscriber) -> tuple[int, Event] | None:
+        """Return the next queued event, or None after keepalive_s without one."""
+        try:
+            async with asyncio.timeout(self.limits.keepalive_s):
+                return await sub.queue.get()
+        except TimeoutError:
+            return None
 
 
 def _frame(seq: int, kind: str, data: dict[str, Any]) -> str:
