@@ -78,7 +78,7 @@ async def _reader(caster, name, received):
     stream = caster.stream(name, _snapshot, _valid, address=name)
     try:
         async for frame in stream:
-            seq, kind = _parse(frame)
+            _, kind = _parse(frame)
             if kind == "host":
                 received.append(time.perf_counter())
             if kind == "resync":

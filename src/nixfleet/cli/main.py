@@ -59,10 +59,9 @@ def serve(
     """Run the dashboard."""
     import uvicorn
 
+    from nixfleet.cli.logs import configure
     from nixfleet.dashboard.app import create_app
     from nixfleet.storage.migrate import upgrade
-
-    from nixfleet.cli.logs import configure
 
     settings = _settings(host=host, port=port)
     configure(log_level, settings.log_format, settings.access_log)

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import limits
 import limits.storage
-
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
