@@ -136,3 +136,43 @@ def test_the_access_log_never_holds_cookies_tokens_or_query_strings(make_fleet):
     log = (rf.fleet.root / "dashboard.log").read_text()
     for secret in (cookie, api.csrf, rf.fleet.password, "sekrit-in-query"):
         assert secret not in log
+
+
+def test_hsts_follows_the_scheme_only_a_trusted_proxy_reports(make_fleet):
+    rf = make_fleet(
+        hosts=1,
+        agents=False,
+        env={"NIXFLEET_TRUSTED_PROXIES": "127.0.0.1", "NIXFLEET_SECURE_COOKIES": "true"},
+    )
+
+    def hsts(source: str, headers: dict) -> bool:
+        transport = httpx.HTTPTransport(local_address=source)
+        with httpx.Client(base_url=rf.base, transport=transport) as client:
+            res = client.get("/login", headers=headers)
+        assert res.status_code == 200
+        return "strict-transport-security" in res.headers
+
+    assert hsts("127.0.0.1", {"X-Forwarded-Proto": "https"})
+    assert hsts("127.0.0.1", {"Forwarded": "for=192.0.2.1;proto=https"})
+    assert not hsts("127.0.0.1", {})  # plain HTTP straight to the dashboard
+    # Anyone else claiming HTTPS is not believed.
+    assert not hsts("127.0.0.2", {"X-Forwarded-Proto": "https"})
+
+
+def test_logs_can_be_one_json_object_a_line(make_fleet):
+    rf = make_fleet(hosts=1, agents=False, env={"NIXFLEET_LOG_FORMAT": "json"})
+    api = rf.api()
+    request_id = api.get("/api/hosts").headers["X-Request-ID"]
+
+    def entry() -> dict | None:
+        for line in (rf.fleet.root / "dashboard.log").read_text().splitlines():
+            if line.startswith("{") and request_id in line:
+                return json.loads(line)
+        return None
+
+    found = wait_for(entry, 10, "the JSON access line")
+    assert found["logger"] == "nixfleet.access"
+    assert found["event"] == "access"
+    assert (found["method"], found["path"], found["status"]) == ("GET", "/api/hosts", 200)
+    assert (found["address"], found["user"]) == ("127.0.0.1", "admin")
+    assert isinstance(found["duration_ms"], float)
