@@ -176,3 +176,17 @@ def test_logs_can_be_one_json_object_a_line(make_fleet):
     assert (found["method"], found["path"], found["status"]) == ("GET", "/api/hosts", 200)
     assert (found["address"], found["user"]) == ("127.0.0.1", "admin")
     assert isinstance(found["duration_ms"], float)
+
+
+def test_open_event_streams_per_address_are_capped_across_sessions(make_fleet):
+    rf = make_fleet(hosts=1, agents=False, env={"NIXFLEET_SSE_MAX_PER_ADDRESS": "1"})
+    first, second = rf.api(), rf.api()
+    with (
+        httpx.Client(base_url=rf.base, cookies=first.http.cookies, timeout=10) as one,
+        one.stream("GET", "/api/events") as res,
+    ):
+        lines = res.iter_lines()
+        next(lines)  # open and counted
+        refused = second.get("/api/events")
+        _assert_rate_limited(refused)
+        assert "this address" in refused.json()["detail"]
