@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import getpass
-import logging
 import socket
 import sys
 from pathlib import Path
@@ -43,14 +42,9 @@ def _settings(**overrides: Any) -> Any:
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # At DEBUG, websockets logs handshake headers (the agent's bearer token) and frames
-    # (a `credential` message): never below INFO, whatever the level asked for.
-    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
+    from nixfleet.cli.logs import configure
+
+    configure(level)
 
 
 @app.command()
@@ -73,14 +67,15 @@ def serve(
 
     import uvicorn
 
+    from nixfleet.cli.logs import configure
     from nixfleet.dashboard.app import create_app
     from nixfleet.dashboard.tlspeer import TlsPeerWebSocketProtocol
     from nixfleet.storage.migrate import upgrade
 
-    _logging(log_level)
     settings = _settings(
         host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca
     )
+    configure(log_level, settings.log_format, settings.access_log)
     upgrade(settings.db_url)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -96,7 +91,11 @@ def serve(
     config = uvicorn.Config(
         create_app(settings),
         log_level=log_level,
+        # Our AccessLog middleware replaces uvicorn's (real client address, request id,
+        # user); uvicorn's own records go through the handler configured above.
         access_log=False,
+        log_config=None,
+        # Forwarded headers are resolved by nixfleet.security.clientip, per request.
         proxy_headers=False,
         ws_max_size=2**20,
         ws=TlsPeerWebSocketProtocol,

@@ -6,11 +6,14 @@ the TOML file named by NIXFLEET_CONFIG_FILE, defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import limits
+import limits.storage
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -50,6 +53,17 @@ class _SecretFiles(PydanticBaseSettingsSource):
         return values
 
 
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Return the networks in a comma- or space-separated list of addresses and CIDRs."""
+    networks = []
+    for item in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return tuple(networks)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -85,6 +99,22 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     sse_queue_size: int = Field(1000, ge=10)
+    sse_replay_size: int = Field(1000, ge=0)
+    sse_keepalive_s: float = Field(15, gt=0)
+    sse_max_per_session: int = Field(8, ge=1)
+    sse_max_per_address: int = Field(32, ge=1)
+
+    # Behind a reverse proxy: addresses and CIDRs whose forwarded headers are believed.
+    trusted_proxies: str = ""
+    # `limits` storage URI: memory:// per process; redis://… shared between replicas.
+    rate_limit_storage: str = "memory://"
+    rate_limit_login: str = "30/minute"
+    # Many hosts can share one NAT address and all reconnect after a dashboard restart.
+    rate_limit_agent_ws: str = "600/minute"
+    rate_limit_api: str = "50/second"
+    rate_limit_events: str = "60/minute"
+    access_log: bool = True
+    log_format: Literal["text", "json"] = "text"
 
     @classmethod
     def settings_customise_sources(
@@ -112,6 +142,42 @@ class Settings(BaseSettings):
             return check_branch(value)
         except NixFleetValidationError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_list(cls, value: str) -> str:
+        _networks(value)
+        return value
+
+    @field_validator(
+        "rate_limit_login", "rate_limit_agent_ws", "rate_limit_api", "rate_limit_events"
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if value == "off":
+            return value
+        try:
+            limits.parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate such as '30/minute' or '5/second;100/hour' (or 'off')"
+            ) from None
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        # limits keeps its registry of schemes in storage.SCHEMES (not in its typed exports).
+        known: dict[str, Any] = getattr(limits.storage, "SCHEMES", {})
+        if not scheme or f"async+{scheme.removeprefix('async+')}" not in known:
+            raise ValueError(f"{value!r} is not a storage URI of the limits library")
+        return value
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """Return NIXFLEET_TRUSTED_PROXIES parsed (validated at start-up)."""
+        return _networks(self.trusted_proxies)
 
     @model_validator(mode="after")
     def _coherent_identity(self) -> Settings:

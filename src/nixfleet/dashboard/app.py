@@ -14,10 +14,12 @@ from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
 from nixfleet.dashboard import errors
+from nixfleet.dashboard.accesslog import AccessLog
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet import Fleet
 from nixfleet.dashboard.hub import Hub
 from nixfleet.dashboard.middleware import BodyLimit, SecurityHeaders
+from nixfleet.dashboard.ratelimit import RateLimit
 from nixfleet.dashboard.routes import (
     agent_ws,
     auth,
@@ -64,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
             bus,
             fleet,
             Hub(fleet),
-            Broadcaster(bus, settings.sse_queue_size),
+            Broadcaster(bus, settings),
             templates,
             SecurityLog(),
         )
@@ -87,6 +89,10 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, auth, pages, hosts, commands, events, agent_ws, enroll):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+    app.state.trusted_proxies = settings.trusted_networks
+    # The last added runs first: the access log sees every answer, including a 429.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
+    app.add_middleware(RateLimit, settings=settings)
+    app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
+    app.add_middleware(AccessLog, enabled=settings.access_log)
     return app

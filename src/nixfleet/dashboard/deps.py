@@ -8,13 +8,15 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.security import tokens
-from nixfleet.security.clientip import client_address as _resolve
+from nixfleet.security.clientip import Origin, resolve
 from nixfleet.storage import sessions as session_store
 
 SESSION_COOKIE = "nixfleet_session"
@@ -39,9 +41,39 @@ def get_ctx(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(get_ctx)]
 
 
+def request_origin(scope: Scope) -> Origin:
+    """Return where a request or WebSocket really comes from, resolved once per request.
+
+    Forwarded headers count only from NIXFLEET_TRUSTED_PROXIES (`app.state.trusted_proxies`).
+    """
+    state = scope.setdefault("state", {})
+    found = state.get("origin")
+    if isinstance(found, Origin):
+        return found
+    app = scope.get("app")
+    trusted = getattr(app.state, "trusted_proxies", ()) if app is not None else ()
+    client = scope.get("client")
+    found = resolve(client[0] if client else None, Headers(scope=scope), trusted)
+    state["origin"] = found
+    return found
+
+
 def client_address(conn: HTTPConnection) -> str:
     """Return the real client address of a request or WebSocket (proxy-aware)."""
-    return _resolve(conn.client.host if conn.client else None, conn.headers)
+    return request_origin(conn.scope).address
+
+
+def is_https(conn: HTTPConnection | Scope) -> bool:
+    """Return whether the browser reached us over TLS: directly, or per a trusted proxy.
+
+    Decides the Secure cookie flag and HSTS. A client cannot claim HTTPS itself:
+    X-Forwarded-Proto and Forwarded proto= count only from a trusted proxy.
+    """
+    scope = conn.scope if isinstance(conn, HTTPConnection) else conn
+    return scope.get("scheme") in ("https", "wss") or request_origin(scope).proto in (
+        "https",
+        "wss",
+    )
 
 
 async def live_session(ctx: Context, id_hash: str) -> Session | None:
@@ -69,7 +101,10 @@ async def optional_session(request: Request, ctx: Ctx) -> Session | None:
     raw = request.cookies.get(SESSION_COOKIE)
     if not raw:
         return None
-    return await live_session(ctx, tokens.hash_session_id(raw))
+    session = await live_session(ctx, tokens.hash_session_id(raw))
+    if session is not None:
+        request.state.user = session.username  # for the access log
+    return session
 
 
 async def require_session(

@@ -48,5 +48,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("dashboard: unexpected error on %s %s", request.method, request.url.path)
+        log.exception(
+            "dashboard: unexpected error on %s %s request_id=%s",
+            request.method,
+            request.url.path,
+            getattr(request.state, "request_id", "-"),
+        )
         return error_response(500, "internal", "internal error; see the dashboard log")

@@ -7,6 +7,8 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nixfleet.dashboard.deps import is_https
+
 
 async def _reject(send: Send, status: int, code: str, detail: str) -> None:
     body = json.dumps({"error": code, "detail": detail}).encode()
@@ -66,10 +68,14 @@ class BodyLimit:
 
 
 class SecurityHeaders:
-    """Give each response a fresh CSP nonce (templates read scope['state']['csp_nonce'])."""
+    """Give each response a fresh CSP nonce (templates read scope['state']['csp_nonce']).
 
-    def __init__(self, app: ASGIApp, https: bool) -> None:
-        self.app, self.https = app, https
+    HSTS goes out only when `hsts` is on and the browser really used HTTPS (directly or per
+    a trusted proxy): browsers ignore it over plain HTTP anyway.
+    """
+
+    def __init__(self, app: ASGIApp, hsts: bool) -> None:
+        self.app, self.hsts = app, hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,7 +98,7 @@ class SecurityHeaders:
             (b"cross-origin-opener-policy", b"same-origin"),
             (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
         ]
-        if self.https:
+        if self.hsts and is_https(scope):
             extra.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
 
         async def with_headers(message: Message) -> None:

@@ -1,30 +1,62 @@
 """Server-Sent Events for browsers: a snapshot on connect, then ordered deltas.
 
-Each browser has a bounded queue. The broadcaster never awaits a browser: a full queue
-drops the event and marks the browser for a resync (a fresh snapshot once it drains),
-so one stalled tab neither blocks the others nor grows memory without bound.
+Each browser has a bounded queue. The broadcaster never awaits a browser: it takes a copy
+of the subscriber set (the only shared state it touches; in one event loop no lock is
+needed, and none is ever held while a browser is written to) and offers each event with
+put_nowait. A full queue drops the event and marks the browser slow; once it has drained
+its queue it gets a `resync` (a fresh snapshot). So one stalled tab neither blocks the
+others nor grows memory without bound.
+
+Event ids are contiguous. They start at the process's start time in milliseconds, so ids
+from an earlier dashboard process are older than anything this one holds. The last
+`replay_size` events stay in a ring: a browser reconnecting with `Last-Event-ID` gets the
+events it missed, or a `resync` when they are no longer all there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from nixfleet.config import Settings
 from nixfleet.storage.bus import Event, EventBus
 
-KEEPALIVE_S = 15.0
 # Events for agents' eyes only never reach a browser.
 _PRIVATE = frozenset({"agent_control", "session_ended"})
 
 
+@dataclass(frozen=True)
+class StreamLimits:
+    queue_size: int = 1000
+    replay_size: int = 1000
+    keepalive_s: float = 15.0
+    per_session: int = 8
+    per_address: int = 32
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StreamLimits:
+        return cls(
+            settings.sse_queue_size,
+            settings.sse_replay_size,
+            settings.sse_keepalive_s,
+            settings.sse_max_per_session,
+            settings.sse_max_per_address,
+        )
+
+
 class Subscriber:
-    def __init__(self, size: int, session: str) -> None:
+    def __init__(self, size: int, session: str, address: str = "") -> None:
         self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue(maxsize=size)
-        self.needs_resync = False
+        self.needs_resync = False  # "slow": it missed an event and must start over
         self.session = session
+        self.address = address
         self.ended = False
+        self.dropped = 0
 
     def end(self) -> None:
         """Stop this stream; the marker wakes a reader blocked on an empty queue."""
@@ -36,18 +68,24 @@ class Subscriber:
 
     def offer(self, seq: int, event: Event) -> None:
         if self.needs_resync:
+            self.dropped += 1
             return
         try:
             self.queue.put_nowait((seq, event))
         except asyncio.QueueFull:
             self.needs_resync = True
+            self.dropped += 1
 
 
 class Broadcaster:
-    def __init__(self, bus: EventBus, queue_size: int) -> None:
-        self.queue_size = queue_size
+    def __init__(self, bus: EventBus, limits: StreamLimits | Settings) -> None:
+        if isinstance(limits, Settings):
+            limits = StreamLimits.from_settings(limits)
+        self.limits = limits
         self.subscribers: set[Subscriber] = set()
-        self.seq = 0
+        self.seq = int(time.time() * 1000)
+        self.recent: deque[tuple[int, Event]] = deque(maxlen=limits.replay_size)
+        self.slow_total = 0
         self._unsubscribe = bus.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -62,40 +100,88 @@ class Broadcaster:
         if event["type"] in _PRIVATE:
             return
         self.seq += 1
+        self.recent.append((self.seq, event))
         for sub in tuple(self.subscribers):
+            was_slow = sub.needs_resync
             sub.offer(self.seq, event)
+            self.slow_total += sub.needs_resync and not was_slow
+
+    def refusal(self, session: str, address: str) -> str | None:
+        """Return why one more stream for this session and address is refused, or None."""
+        sessions = Counter(sub.session for sub in self.subscribers)
+        if sessions[session] >= self.limits.per_session:
+            return f"this session already has {self.limits.per_session} open event streams"
+        addresses = Counter(sub.address for sub in self.subscribers)
+        if addresses[address] >= self.limits.per_address:
+            return f"this address already has {self.limits.per_address} open event streams"
+        return None
+
+    def missed(self, last_id: int) -> list[tuple[int, Event]] | None:
+        """Return the events after last_id, or None when the ring no longer holds them all."""
+        oldest = self.recent[0][0] if self.recent else self.seq + 1
+        if not oldest - 1 <= last_id <= self.seq:
+            return None
+        return [(seq, event) for seq, event in self.recent if seq > last_id]
 
     async def stream(
         self,
         session: str,
         snapshot: Callable[[], Awaitable[dict[str, Any]]],
         still_valid: Callable[[], Awaitable[bool]],
+        address: str = "",
+        last_event_id: int | None = None,
     ) -> AsyncIterator[str]:
-        """Yield SSE frames for one browser until it goes away or its session ends."""
-        sub = Subscriber(self.queue_size, session)
+        """Yield SSE frames for one browser until it goes away or its session ends.
+
+        1. Check the stream limits and subscribe, with no await in between, so no event
+           falls between the replay (or snapshot) and the queue, and the limits hold.
+        2. Send the missed events (Last-Event-ID), else a snapshot (`resync` if the
+           browser asked for events we no longer hold).
+        3. Relay the queue; keep-alive comments while idle; `resync` after a drop.
+        """
+        if self.refusal(session, address):
+            # Only reachable in a race with another stream opening (the route checks first).
+            yield "event: too_many_streams\ndata: {}\n\n"
+            return
+        missed = None if last_event_id is None else self.missed(last_event_id)
+        sub = Subscriber(self.limits.queue_size, session, address)
         self.subscribers.add(sub)
+        at = self.seq
         try:
             yield "retry: 2000\n\n"
-            yield _frame(self.seq, "snapshot", await snapshot())
+            if missed is not None:
+                for seq, event in missed:
+                    yield _frame(seq, event["type"], event)
+            else:
+                kind = "snapshot" if last_event_id is None else "resync"
+                yield _frame(at, kind, await snapshot())
             while True:
-                try:
-                    seq, event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
+                item = await self._next(sub)
+                if item is None:
                     # Idle and absolute expiry apply to open streams too.
-                    if not await still_valid():
-                        sub.end()
-                    else:
+                    if await still_valid():
                         yield ": keep-alive\n\n"
                         continue
-                if sub.ended:
+                    sub.end()
+                if sub.ended or item is None:
                     yield "event: session_ended\ndata: {}\n\n"
                     return
+                seq, event = item
                 yield _frame(seq, event["type"], event)
                 if sub.needs_resync and sub.queue.empty():
+                    at = self.seq
                     sub.needs_resync = False
-                    yield _frame(self.seq, "resync", await snapshot())
+                    yield _frame(at, "resync", await snapshot())
         finally:
             self.subscribers.discard(sub)
+
+    async def _next(self, sub: Subscriber) -> tuple[int, Event] | None:
+        """Return the next queued event, or None after keepalive_s without one."""
+        try:
+            async with asyncio.timeout(self.limits.keepalive_s):
+                return await sub.queue.get()
+        except TimeoutError:
+            return None
 
 
 def _frame(seq: int, kind: str, data: dict[str, Any]) -> str:

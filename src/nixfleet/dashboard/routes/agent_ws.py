@@ -76,6 +76,7 @@ async def agent_socket(websocket: WebSocket) -> None:
                 detail=AuthFactor.SHARED_TOKEN,
             )
         )
+    websocket.state.host = host_id  # for the access log
     await websocket.accept()
     try:
         hello = await _hello(websocket, host_id)

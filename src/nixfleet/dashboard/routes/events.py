@@ -2,21 +2,55 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from nixfleet.dashboard.deps import Ctx, CurrentSession, live_session
+from nixfleet.core.secevents import EventKind, SecurityEvent
+from nixfleet.dashboard.deps import Ctx, CurrentSession, client_address, live_session
 
 router = APIRouter()
+# A browser that gave up because it had too many streams tries again after this long.
+RETRY_STREAM_S = 30
 
 
-@router.get("/api/events")
-async def events(ctx: Ctx, session: CurrentSession) -> StreamingResponse:
+def _last_event_id(request: Request) -> int | None:
+    """Return the id the browser saw last (header, or ?last_event_id=), or None."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None  # not one of our ids: start over with a snapshot
+
+
+@router.get("/api/events", response_model=None)
+async def events(
+    request: Request, ctx: Ctx, session: CurrentSession
+) -> StreamingResponse | JSONResponse:
+    address = client_address(request)
+    refusal = ctx.broadcaster.refusal(session.id_hash, address)
+    if refusal:
+        ctx.security.emit(
+            SecurityEvent(
+                EventKind.RATE_LIMITED, address=address, user=session.username, detail="streams"
+            )
+        )
+        return JSONResponse(
+            {"error": "rate_limited", "detail": f"events: {refusal}"},
+            status_code=429,
+            headers={"Retry-After": str(RETRY_STREAM_S)},
+        )
+
     async def still_valid() -> bool:
         return await live_session(ctx, session.id_hash) is not None
 
     return StreamingResponse(
-        ctx.broadcaster.stream(session.id_hash, ctx.fleet.snapshot, still_valid),
+        ctx.broadcaster.stream(
+            session.id_hash,
+            ctx.fleet.snapshot,
+            still_valid,
+            address=address,
+            last_event_id=_last_event_id(request),
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

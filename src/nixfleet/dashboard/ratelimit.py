@@ -1,0 +1,107 @@
+"""Per-address rate limits in front of the routes that can be hammered (pure ASGI).
+
+One middleware instead of per-route code: it names the route, takes one hit per rate of
+that route for the client address (proxy-aware, see deps.request_origin) and answers 429
+itself, before authentication and before any database work. An agent's WebSocket
+handshake is refused with an HTTP 429 instead of being upgraded.
+
+Counts live in a `limits` storage (NIXFLEET_RATE_LIMIT_STORAGE): memory:// keeps them per
+process; several replicas share one limit through e.g. redis://.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import limits
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nixfleet.config import Settings
+from nixfleet.core.secevents import EventKind, SecurityEvent
+from nixfleet.dashboard.deps import request_origin
+
+
+def route_name(scope: Scope) -> str | None:
+    """Return the rate-limited route a request belongs to, or None if it is not limited."""
+    path: str = scope["path"]
+    if scope["type"] == "websocket":
+        return "agent_ws" if path == "/api/agent/ws" else None
+    if scope["type"] != "http":
+        return None
+    if path == "/login":
+        return "login" if scope["method"] == "POST" else None
+    if path == "/api/events":
+        return "events"
+    return "api" if path.startswith("/api/") else None
+
+
+def _async_uri(uri: str) -> str:
+    return uri if uri.startswith("async+") else f"async+{uri}"
+
+
+class RateLimit:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        storage = storage_from_string(_async_uri(settings.rate_limit_storage))
+        self.limiter = SlidingWindowCounterRateLimiter(storage)
+        configured = {
+            "login": settings.rate_limit_login,
+            "agent_ws": settings.rate_limit_agent_ws,
+            "api": settings.rate_limit_api,
+            "events": settings.rate_limit_events,
+        }
+        self.rates = {
+            name: [] if rate == "off" else limits.parse_many(rate)
+            for name, rate in configured.items()
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = route_name(scope) if scope["type"] in ("http", "websocket") else None
+        if name is None:
+            await self.app(scope, receive, send)
+            return
+        address = request_origin(scope).address
+        retry_after = await self._hit(name, address)
+        if retry_after is None:
+            await self.app(scope, receive, send)
+            return
+        scope["app"].state.ctx.security.emit(
+            SecurityEvent(EventKind.RATE_LIMITED, address=address, detail=name)
+        )
+        await _deny(scope, receive, send, name, retry_after)
+
+    async def _hit(self, name: str, address: str) -> int | None:
+        """Return None if the request may pass, else the seconds until it may retry."""
+        for item in self.rates[name]:
+            if not await self.limiter.hit(item, name, address):
+                stats = await self.limiter.get_window_stats(item, name, address)
+                return max(1, math.ceil(stats.reset_time - time.time()))
+        return None
+
+
+async def _deny(scope: Scope, receive: Receive, send: Send, name: str, retry_after: int) -> None:
+    body = json.dumps(
+        {
+            "error": "rate_limited",
+            "detail": f"too many requests to {name} from this address; retry in {retry_after} s",
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after).encode()),
+    ]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await receive()  # websocket.connect
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": 429, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:  # the server cannot send an HTTP answer to an upgrade: refuse it (403)
+        await send({"type": "websocket.close", "code": 1008})
