@@ -236,7 +236,7 @@ def test_logging_out_through_the_button_ends_the_session(fleet, tab):
     rf = fleet(hosts=1, agents=False)
     page = log_in(tab, rf)
     with page.expect_response(f"{rf.base}/logout") as answer:
-        page.click("header form button[type=submit]")
+        page.click('header form[action="/logout"] button')
     assert answer.value.status == 303, answer.value.text()
     page.wait_for_url(f"{rf.base}/login")
     assert tab.context.request.get(f"{rf.base}/api/hosts").status == 401

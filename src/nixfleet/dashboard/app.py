@@ -17,10 +17,13 @@ from nixfleet.dashboard import errors
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet import Fleet
 from nixfleet.dashboard.hub import Hub
-from nixfleet.dashboard.middleware import BodyLimit, SecurityHeaders
+from nixfleet.dashboard.middleware import BodyLimit, CatchAll, SecurityHeaders
 from nixfleet.dashboard.routes import agent_ws, auth, commands, events, health, hosts, pages
 from nixfleet.dashboard.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
+from nixfleet.security.sessions import SessionSigner
+from nixfleet.security.throttle import LoginThrottle
+from nixfleet.security.tokens import new_secret
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
@@ -37,6 +40,15 @@ async def _sweeper(fleet: Fleet) -> None:
         except Exception:
             log.exception("dashboard: sweep failed")
         await asyncio.sleep(SWEEP_EVERY_S)
+
+
+def _session_secrets(settings: Settings) -> list[str]:
+    """Return the session signing secrets; a demo without any gets one for this process."""
+    configured = [s.get_secret_value() for s in settings.session_secrets]
+    if configured:
+        return configured
+    log.warning("dashboard: no NIXFLEET_SESSION_SECRETS (demo): sessions end at restart")
+    return [new_secret()]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -57,6 +69,12 @@ def create_app(settings: Settings) -> FastAPI:
             Broadcaster(bus, settings.sse_queue_size),
             templates,
             SecurityLog(),
+            signer=SessionSigner(_session_secrets(settings)),
+            login_throttle=LoginThrottle(
+                settings.login_free_failures,
+                settings.login_base_delay_s,
+                settings.login_max_delay_s,
+            ),
         )
         app.state.ctx = ctx
         await host_store.mark_all_offline(db)
@@ -77,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, auth, pages, hosts, commands, events, agent_ws):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+    app.add_middleware(CatchAll)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
     return app

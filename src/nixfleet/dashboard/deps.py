@@ -15,9 +15,9 @@ from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.security import tokens
 from nixfleet.security.clientip import client_address as _resolve
+from nixfleet.security.sessions import cookie_name
 from nixfleet.storage import sessions as session_store
 
-SESSION_COOKIE = "nixfleet_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Writing last_seen on every request would make each page view a DB write.
@@ -64,12 +64,23 @@ async def live_session(ctx: Context, id_hash: str) -> Session | None:
     return Session(id_hash, row["username"], row["csrf"])
 
 
+def session_cookie(ctx: Context) -> str:
+    """Return the session cookie's name (`__Host-` prefixed when served over HTTPS)."""
+    return cookie_name(ctx.settings.secure_cookies)
+
+
 async def optional_session(request: Request, ctx: Ctx) -> Session | None:
-    """Return the live session named by the cookie, or None."""
-    raw = request.cookies.get(SESSION_COOKIE)
-    if not raw:
+    """Return the live session named by the cookie, or None.
+
+    1. The signature must verify with one of the configured secrets (forged, tampered
+       and rotated-out cookies stop here, without a database read).
+    2. The row must exist and be within idle and absolute expiry.
+    """
+    raw = request.cookies.get(session_cookie(ctx))
+    session_id = ctx.signer.unsign(raw) if raw else None
+    if not session_id:
         return None
-    return await live_session(ctx, tokens.hash_session_id(raw))
+    return await live_session(ctx, tokens.hash_session_id(session_id))
 
 
 async def require_session(

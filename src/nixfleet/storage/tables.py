@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -81,4 +82,11 @@ sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
     Column("address", String(64), nullable=False, server_default=""),
+)
+
+totp_steps = Table(
+    "totp_steps",
+    metadata,
+    Column("username", String(100), primary_key=True),
+    Column("last_step", BigInteger, nullable=False),
 )
