@@ -159,16 +159,18 @@ class Settings(BaseSettings):
                 "NIXFLEET_ADMIN_PASSWORD_HASH is missing or not an argon2 hash "
                 "(make one with `nixfleet admin hash-password`)"
             )
-        named = [("NIXFLEET_SESSION_SECRETS", s) for s in self.session_secrets] or [
+        named = [("NIXFLEET_AGENT_TOKEN_HASH_SECRET", self.agent_token_hash_secret)]
+        named += [("NIXFLEET_SESSION_SECRETS", s) for s in self.session_secrets] or [
             ("NIXFLEET_SESSION_SECRETS", SecretStr(""))
         ]
-        named.append(("NIXFLEET_AGENT_TOKEN_HASH_SECRET", self.agent_token_hash_secret))
         for key, secret in named:
             value = secret.get_secret_value()
             # Eight distinct characters at least: "aaaa…" or "0000…" is a placeholder.
             placeholder = value.lower() in KNOWN_DEFAULTS or 0 < len(set(value)) < 8
             if placeholder:
                 problems.append(f"{key} is a default or placeholder value; generate a random one")
+            elif not value:
+                problems.append(f"{key} is missing (make one with `nixfleet admin gen-secret`)")
             elif len(value) < MIN_SECRET_LEN:
                 problems.append(
                     f"{key} must be at least {MIN_SECRET_LEN} characters "
