@@ -30,7 +30,7 @@ ENV_PREFIX = "NIXFLEET_"
 MIN_SECRET_LEN = 32
 # Values that appear in docs and examples: a secret equal to one of these is no secret.
 KNOWN_DEFAULTS = frozenset(
-    {"changeme", "change-me", "secret", "nixfleet", "please-change-me", "x" * MIN_SECRET_LEN}
+    {"changeme", "change-me", "secret", "nixfleet", "please-change-me"}
 )
 
 
@@ -165,10 +165,8 @@ class Settings(BaseSettings):
         ]
         for key, secret in named:
             value = secret.get_secret_value()
-            # Eight distinct characters at least: "aaaa…" or "0000…" is a placeholder.
-            placeholder = value.lower() in KNOWN_DEFAULTS or 0 < len(set(value)) < 8
-            if placeholder:
-                problems.append(f"{key} is a default or placeholder value; generate a random one")
+            if value.lower() in KNOWN_DEFAULTS:
+                problems.append(f"{key} is a default value; generate a random one")
             elif not value:
                 problems.append(f"{key} is missing (make one with `nixfleet admin gen-secret`)")
             elif len(value) < MIN_SECRET_LEN:
@@ -176,6 +174,8 @@ class Settings(BaseSettings):
                     f"{key} must be at least {MIN_SECRET_LEN} characters "
                     "(make one with `nixfleet admin gen-secret`)"
                 )
+            elif len(set(value)) < 8:  # "aaaa…" or "0123…0123": a placeholder, not a secret
+                problems.append(f"{key} looks like a placeholder; generate a random one")
         return problems
 
     @property
