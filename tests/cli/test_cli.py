@@ -167,9 +167,7 @@ def test_serve_without_session_secrets_fails_fast_naming_them(tmp_path):
 def test_totp_setup_prints_a_secret_a_uri_and_a_qr_code():
     res = _run(["admin", "totp-setup", "--account", "ops"])
     assert res.returncode == 0, res.stderr
-    secret = next(
-        line.split()[1] for line in res.stdout.splitlines() if line.startswith("secret:")
-    )
+    secret = next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("secret:"))
     assert re.fullmatch(r"[A-Z2-7]{32}", secret)
     assert f"otpauth://totp/NixFleet:ops?secret={secret}" in res.stdout
     assert res.stdout.count("█") > 100  # the QR code, drawn with block characters

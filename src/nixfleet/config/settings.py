@@ -29,9 +29,7 @@ from nixfleet.core.errors import ValidationError as NixFleetValidationError
 ENV_PREFIX = "NIXFLEET_"
 MIN_SECRET_LEN = 32
 # Values that appear in docs and examples: a secret equal to one of these is no secret.
-KNOWN_DEFAULTS = frozenset(
-    {"changeme", "change-me", "secret", "nixfleet", "please-change-me"}
-)
+KNOWN_DEFAULTS = frozenset({"changeme", "change-me", "secret", "nixfleet", "please-change-me"})
 
 
 class _SecretFiles(PydanticBaseSettingsSource):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
@@ -13,7 +12,7 @@ from starlette.requests import HTTPConnection
 from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
-from nixfleet.security import tokens
+from nixfleet.security import csrf, tokens
 from nixfleet.security.clientip import client_address as _resolve
 from nixfleet.security.sessions import cookie_name
 from nixfleet.storage import sessions as session_store
@@ -91,6 +90,12 @@ async def require_session(
     return session
 
 
+def from_this_origin(request: Request) -> bool:
+    """Return False when Origin or Referer names another site than this dashboard."""
+    headers = request.headers
+    return csrf.same_origin(headers.get("origin"), headers.get("referer"), headers.get("host"))
+
+
 async def require_csrf(
     request: Request, ctx: Ctx, session: Annotated[Session, Depends(require_session)]
 ) -> Session:
@@ -109,8 +114,7 @@ async def require_csrf(
         )
         return Forbidden(message)
 
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+    if not from_this_origin(request):
         raise refuse("origin", "csrf: request comes from another origin")
     presented = request.headers.get(CSRF_HEADER)
     if presented is None and request.headers.get("content-type", "").startswith(
@@ -119,7 +123,7 @@ async def require_csrf(
         form = await request.form()
         value = form.get("csrf_token")
         presented = value if isinstance(value, str) else None
-    if not tokens.csrf_matches(session.csrf, presented):
+    if not csrf.csrf_matches(session.csrf, presented):
         raise refuse(
             "token", "csrf: missing or wrong CSRF token (send it in the X-CSRF-Token header)"
         )

@@ -11,9 +11,16 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from nixfleet.core.errors import Forbidden
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
-from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address, session_cookie
+from nixfleet.dashboard.deps import (
+    CsrfSession,
+    Ctx,
+    client_address,
+    from_this_origin,
+    session_cookie,
+)
 from nixfleet.security import passwords, tokens, totp
 from nixfleet.storage import sessions as session_store
 from nixfleet.storage import totp as totp_store
@@ -66,6 +73,12 @@ async def login(
     code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     address = client_address(request)
+    if not from_this_origin(request):
+        # Login CSRF: another site's form must not log the browser into some account.
+        ctx.security.emit(
+            SecurityEvent(EventKind.CSRF_FAILURE, address=address, user=username, detail="login")
+        )
+        raise Forbidden("csrf: login form posted from another origin")
     keys = (f"ip:{address}", f"user:{username.lower()}")
     throttle = ctx.login_throttle
     wait = max(throttle.retry_after(key) for key in keys)
