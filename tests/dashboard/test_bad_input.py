@@ -87,7 +87,9 @@ def test_an_oversized_body_without_content_length_is_a_413(idle):
     ("body", "status", "code"),
     [
         ({"host_id": "-bad-"}, 422, "invalid_host_id"),
-        ({"host_id": "a" * 64}, 422, "invalid"),
+        ({"host_id": "a" * 64}, 422, "invalid_host_id"),
+        ({"host_id": ""}, 422, "invalid_host_id"),
+        ({"host_id": "a" * 300}, 422, "invalid"),
         ({"host_id": "under_score"}, 422, "invalid_host_id"),
         ({"host_id": "ok", "theme_color": "red;}"}, 422, "invalid"),
         ({"host_id": "atlas"}, 409, "conflict"),

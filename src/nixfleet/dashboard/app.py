@@ -89,13 +89,20 @@ def create_app(settings: Settings) -> FastAPI:
             await db.close()
 
     app = FastAPI(
-        title="NixFleet", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="NixFleet",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # "/api/hosts/" is a 404 JSON error, not a redirect that replays a DELETE elsewhere.
+        redirect_slashes=False,
     )
     errors.install(app)
     for module in (health, auth, pages, hosts, commands, events, agent_ws):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
-    app.add_middleware(CatchAll)
+    # Outermost last: SecurityHeaders → CatchAll → BodyLimit → the app.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAll)
     app.add_middleware(SecurityHeaders, https=settings.secure_cookies)
     return app

@@ -69,7 +69,7 @@ class CatchAll:
             if started:
                 raise  # the status line is gone; the server can only drop the connection
             detail = f"internal error; the dashboard log has the details under {request_id}"
-            await _reject(send, 500, "internal", detail, {"request_id": request_id})
+            await _reject(tagged, 500, "internal", detail, {"request_id": request_id})
 
 
 class BodyLimit:
