@@ -129,7 +129,11 @@ def test_unknown_command_ids_and_routes_are_404_json(idle):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=80),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=80),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner),
     max_leaves=12,
 )
