@@ -20,6 +20,15 @@ in
     configRepo = mkOption { type = types.str; default = ""; };
     adminPasswordHashFile = mkOption { type = types.path; };
     agentTokenHashSecretFile = mkOption { type = types.path; };
+    sessionSecretsFile = mkOption {
+      type = types.path;
+      description = "Session signing secrets, one a line; the first signs, all verify.";
+    };
+    totpSecretFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = "TOTP secret from `nixfleet admin totp-setup`; when set, login requires a code.";
+    };
     environment = mkOption {
       type = types.attrsOf types.str;
       default = { };
@@ -63,13 +72,18 @@ in
           NIXFLEET_CONFIG_REPO = dash.configRepo;
           NIXFLEET_ADMIN_PASSWORD_HASH_FILE = "%d/admin-hash";
           NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE = "%d/agent-secret";
+          NIXFLEET_SESSION_SECRETS_FILE = "%d/session-secrets";
+        } // optionalAttrs (dash.totpSecretFile != null) {
+          NIXFLEET_TOTP_SECRET_FILE = "%d/totp-secret";
+          NIXFLEET_REQUIRE_TOTP = "true";
         } // dash.environment;
         serviceConfig = {
           ExecStart = "${dash.package}/bin/nixfleet serve";
           LoadCredential = [
             "admin-hash:${toString dash.adminPasswordHashFile}"
             "agent-secret:${toString dash.agentTokenHashSecretFile}"
-          ];
+            "session-secrets:${toString dash.sessionSecretsFile}"
+          ] ++ optional (dash.totpSecretFile != null) "totp-secret:${toString dash.totpSecretFile}";
           DynamicUser = true;
           StateDirectory = "nixfleet";
           Restart = "always";

@@ -96,6 +96,8 @@ class RunningFleet:
     server: subprocess.Popen[bytes] | None = None
     port: int = 0
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # A test that provokes a 500 on purpose says so; every other one fails on a 500.
+    expect_internal_errors: bool = False
 
     @property
     def base(self) -> str:
@@ -177,6 +179,11 @@ def make_fleet(tmp_path: Path) -> Iterator[Callable[..., RunningFleet]]:
     yield factory
     for rf in running:
         rf.stop()
+    for rf in running:
+        log = rf.fleet.root / "dashboard.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if not rf.expect_internal_errors:
+            assert "unhandled error" not in text, f"the dashboard answered 500: see {log}"
 
 
 # --- agents against arbitrary servers (the transport tests in tests/agent) ---------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -61,10 +62,12 @@ def test_secrets_come_from_files_and_hosts_can_be_added_from_the_cli(tmp_path):
     assert len(secret) >= 32
     (tmp_path / "secret").write_text(secret + "\n")
     (tmp_path / "pw").write_text(_hash("correct horse") + "\n")
+    (tmp_path / "session").write_text(_run(["admin", "gen-secret"]).stdout)
     env = {
         "NIXFLEET_DATA_DIR": str(tmp_path / "data"),
         "NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE": str(tmp_path / "secret"),
         "NIXFLEET_ADMIN_PASSWORD_HASH_FILE": str(tmp_path / "pw"),
+        "NIXFLEET_SESSION_SECRETS_FILE": str(tmp_path / "session"),
     }
     added = _run(["admin", "host", "add", "web-01"], env)
     assert added.returncode == 0, added.stderr
@@ -243,3 +246,60 @@ def test_the_shared_token_is_configured_only_as_its_hash(tmp_path):
         assert bad.returncode == 2, extra
         assert key in bad.stderr
         assert shared not in bad.stderr  # a token pasted by mistake is not echoed back
+
+
+def test_serve_without_session_secrets_fails_fast_naming_them(tmp_path):
+    res = _run(
+        ["serve"],
+        {
+            "NIXFLEET_DATA_DIR": str(tmp_path),
+            "NIXFLEET_ADMIN_PASSWORD_HASH": _hash("correct horse"),
+            "NIXFLEET_AGENT_TOKEN_HASH_SECRET": _run(["admin", "gen-secret"]).stdout.strip(),
+        },
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "NIXFLEET_SESSION_SECRETS is missing" in lines[0]
+
+
+def test_totp_setup_prints_a_secret_a_uri_and_a_qr_code():
+    res = _run(["admin", "totp-setup", "--account", "ops"])
+    assert res.returncode == 0, res.stderr
+    secret = next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("secret:"))
+    assert re.fullmatch(r"[A-Z2-7]{32}", secret)
+    assert f"otpauth://totp/NixFleet:ops?secret={secret}" in res.stdout
+    assert res.stdout.count("█") > 100  # the QR code, drawn with block characters
+    again = _run(["admin", "totp-setup"]).stdout
+    assert secret not in again
+
+
+def test_admin_check_lists_what_is_weak_and_fails(tmp_path):
+    res = _run(["admin", "check"], {"NIXFLEET_SECURE_COOKIES": "false"})
+    assert res.returncode == 1
+    weak = [line for line in res.stdout.splitlines() if line.startswith("WEAK")]
+    assert any("NIXFLEET_SESSION_SECRETS is missing" in line for line in weak)
+    assert any("NIXFLEET_ADMIN_PASSWORD_HASH" in line for line in weak)
+    assert any("TOTP second factor: off" in line for line in weak)
+    assert any("cookies: not Secure" in line for line in weak)
+
+
+def test_admin_check_passes_a_strong_configuration_without_printing_secrets(tmp_path):
+    secret = _run(["admin", "gen-secret"]).stdout.strip()
+    session = _run(["admin", "gen-secret"]).stdout.strip()
+    totp = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    res = _run(
+        ["admin", "check"],
+        {
+            "NIXFLEET_ADMIN_PASSWORD_HASH": _hash("correct horse"),
+            "NIXFLEET_AGENT_TOKEN_HASH_SECRET": secret,
+            "NIXFLEET_SESSION_SECRETS": session,
+            "NIXFLEET_TOTP_SECRET": totp,
+            "NIXFLEET_REQUIRE_TOTP": "true",
+        },
+    )
+    assert res.returncode == 0, res.stdout
+    assert "WEAK" not in res.stdout
+    assert "OK    TOTP second factor: on (required" in res.stdout
+    for value in (secret, session, totp):
+        assert value not in res.stdout

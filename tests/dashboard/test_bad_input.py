@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def _command_rows(rf) -> int:
@@ -87,7 +89,9 @@ def test_an_oversized_body_without_content_length_is_a_413(idle):
     ("body", "status", "code"),
     [
         ({"host_id": "-bad-"}, 422, "invalid_host_id"),
-        ({"host_id": "a" * 64}, 422, "invalid"),
+        ({"host_id": "a" * 64}, 422, "invalid_host_id"),
+        ({"host_id": ""}, 422, "invalid_host_id"),
+        ({"host_id": "a" * 300}, 422, "invalid"),
         ({"host_id": "under_score"}, 422, "invalid_host_id"),
         ({"host_id": "ok", "theme_color": "red;}"}, 422, "invalid"),
         ({"host_id": "atlas"}, 409, "conflict"),
@@ -122,3 +126,48 @@ def test_unknown_command_ids_and_routes_are_404_json(idle):
     res = api.get("/api/nothing-here")
     assert res.status_code == 404
     assert res.json()["error"] == "not_found"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"command": json_values, "host_ids": json_values, "host_id": json_values},
+        optional={"location": json_values, "theme_color": json_values, "x": json_values},
+    ),
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=bodies, raw=st.binary(max_size=60))
+def test_generated_garbage_is_always_a_clear_4xx(idle, body, raw):
+    """Whatever JSON (or non-JSON) arrives, the answer is a 4xx JSON error or a success —
+    never a 500 (the fixture's teardown also fails the test on any logged 500)."""
+    api = getattr(idle, "fuzz_api", None) or idle.api()  # one login for all examples
+    idle.fuzz_api = api
+    for path in ("/api/hosts", "/api/hosts/atlas/command", "/api/commands/bulk"):
+        res = api.post(path, body)
+        assert res.status_code < 500, (path, body, res.text)
+        if res.status_code >= 400:
+            assert set(res.json()) == {"error", "detail"}, res.text
+        res = api.http.post(
+            path,
+            content=raw,
+            headers={"X-CSRF-Token": api.csrf, "Content-Type": "application/json"},
+        )
+        assert res.status_code < 500, (path, raw, res.text)
+    res = api.http.post("/login", content=raw, headers={"Content-Type": "multipart/form-data"})
+    assert res.status_code < 500, (raw, res.text)

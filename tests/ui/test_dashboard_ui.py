@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyotp
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -238,7 +239,7 @@ def test_logging_out_through_the_button_ends_the_session(fleet, tab):
     rf = fleet(hosts=1, agents=False)
     page = log_in(tab, rf)
     with page.expect_response(f"{rf.base}/logout") as answer:
-        page.click("header form button[type=submit]")
+        page.click('header form[action="/logout"] button')
     assert answer.value.status == 303, answer.value.text()
     page.wait_for_url(f"{rf.base}/login")
     assert tab.context.request.get(f"{rf.base}/api/hosts").status == 401
@@ -422,4 +423,79 @@ def test_rotating_and_revoking_a_token_in_the_ui_cuts_the_agent_off(fleet, tab):
 
     card.locator('button[data-identity="enroll-code"]').click()
     expect(card.locator("#identity-result .token")).to_have_text(re.compile(r"^nfe_\S{20,}$"))
+
+
+def test_an_invalid_host_id_shows_the_message_the_api_gives(fleet, tab):
+    rf = fleet(hosts=1, agents=False)
+    page = log_in(tab, rf)
+    expected = rf.api().post("/api/hosts", {"host_id": "Web_01"}).json()["detail"]
+    errors_before = len(tab.console_errors)
+    form = page.locator("#add-host-form")
+    form.locator("input[name=host_id]").fill("Web_01")
+    with page.expect_response(f"{rf.base}/api/hosts") as answer:
+        form.locator("button[type=submit]").click()
+    assert answer.value.status == 422
+    expect(page.locator("#add-host-result")).to_have_text(expected)
+    expect(row(page, "web_01")).to_have_count(0)
+    # Chromium logs the 422 of the fetch itself; that is the refusal being shown.
+    tab.forgive_console_errors(
+        re.compile(r"status of 422 \(Unprocessable (Entity|Content)\) \(\S+/api/hosts\)$"),
+        since=errors_before,
+    )
+    tab.assert_clean()
+
+
+def test_log_out_everywhere_sends_every_open_tab_to_the_login_page(fleet, tab, browser):
+    rf = fleet(hosts=1, agents=False)
+    page = log_in(tab, rf)
+    other = browser.new_context()
+    try:
+        other_page = other.new_page()
+        other_page.set_default_timeout(TIMEOUT_MS)
+        other_page.goto(f"{rf.base}/login")
+        other_page.fill("input[name=username]", "admin")
+        other_page.fill("input[name=password]", rf.fleet.password)
+        other_page.click("button[type=submit]")
+        other_page.wait_for_url(f"{rf.base}/")
+        expect(other_page.locator("#conn")).to_have_text("live")
+
+        page.click("#logout-everywhere")
+        page.wait_for_url(f"{rf.base}/login")
+        # The other browser's live stream is told its session ended, and it leaves.
+        other_page.wait_for_url(f"{rf.base}/login")
+        assert other.request.get(f"{rf.base}/api/hosts").status == 401
+        assert tab.context.request.get(f"{rf.base}/api/hosts").status == 401
+    finally:
+        other.close()
+    tab.assert_clean()
+
+
+def test_a_totp_login_works_in_the_browser_and_a_replayed_code_does_not(fleet, tab):
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    rf = fleet(
+        hosts=1,
+        agents=False,
+        env={"NIXFLEET_TOTP_SECRET": secret, "NIXFLEET_REQUIRE_TOTP": "true"},
+    )
+    page = tab.page
+    code = pyotp.TOTP(secret).now()
+    for attempt in ("first", "replay"):
+        page.goto(f"{rf.base}/login")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", rf.fleet.password)
+        page.fill("input[name=code]", code)
+        with page.expect_response(f"{rf.base}/login") as answer:
+            page.click("button[type=submit]")
+        if attempt == "first":
+            assert answer.value.status == 303
+            page.wait_for_url(f"{rf.base}/")
+            expect(page.locator("#conn")).to_have_text("live")
+            tab.context.clear_cookies()
+        else:
+            assert answer.value.status == 401
+            page.wait_for_load_state()
+            expect(page.locator(".error[role=alert]")).to_have_text(
+                "Wrong user name, password or code."
+            )
+    tab.forgive_console_errors(re.compile(r"status of 401 \(Unauthorized\) \(\S+/login\)$"))
     tab.assert_clean()

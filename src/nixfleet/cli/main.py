@@ -362,7 +362,7 @@ def hash_password() -> None:
 
 @admin_app.command("gen-secret")
 def gen_secret() -> None:
-    """Print a random secret for NIXFLEET_AGENT_TOKEN_HASH_SECRET."""
+    """Print a random secret for NIXFLEET_AGENT_TOKEN_HASH_SECRET or SESSION_SECRETS."""
     from nixfleet.security.tokens import new_secret
 
     typer.echo(new_secret())
@@ -398,6 +398,48 @@ def _fetch_cert(source: str) -> bytes:
     )
     der: bytes = peer_certificate(host.strip("[]"), int(port))
     return der
+
+
+@admin_app.command("totp-setup")
+def totp_setup(
+    account: Annotated[str, typer.Option(help="Account name shown in the app.")] = "admin",
+) -> None:
+    """Print a new TOTP secret, its otpauth:// URI and a QR code to scan."""
+    import segno
+
+    from nixfleet.security import totp
+
+    secret = totp.new_secret()
+    uri = totp.provisioning_uri(secret, account)
+    segno.make(uri, error="m").terminal(out=sys.stdout, compact=True)
+    typer.echo(f"secret: {secret}")
+    typer.echo(f"uri:    {uri}")
+    typer.echo(
+        "Scan the code (or type the secret) into an authenticator app, then set\n"
+        "NIXFLEET_TOTP_SECRET (or NIXFLEET_TOTP_SECRET_FILE) to the secret and\n"
+        "NIXFLEET_REQUIRE_TOTP=true so the dashboard refuses to start without it."
+    )
+
+
+@admin_app.command("check")
+def check() -> None:
+    """Print the security posture of the configuration; exit 1 when something is weak."""
+    from nixfleet.config import load_settings
+    from nixfleet.config.posture import posture
+
+    try:
+        settings = load_settings()
+    except ConfigError:
+        # Outside demo mode weak secrets stop loading; demo=True loads so they can be listed.
+        try:
+            settings = load_settings(demo=True).model_copy(update={"demo": False})
+        except ConfigError as exc:
+            _fail(str(exc))
+    lines = posture(settings)
+    for status, line in lines:
+        typer.echo(f"{status.upper():5} {line}")
+    if any(status == "weak" for status, _ in lines):
+        raise typer.Exit(1)
 
 
 @host_app.command("add")

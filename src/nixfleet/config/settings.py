@@ -7,10 +7,11 @@ the TOML file named by NIXFLEET_CONFIG_FILE, defaults.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import limits
 import limits.storage
@@ -18,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -29,6 +31,8 @@ from nixfleet.core.errors import ValidationError as NixFleetValidationError
 
 ENV_PREFIX = "NIXFLEET_"
 MIN_SECRET_LEN = 32
+# Values that appear in docs and examples: a secret equal to one of these is no secret.
+KNOWN_DEFAULTS = frozenset({"changeme", "change-me", "secret", "nixfleet", "please-change-me"})
 
 
 class _SecretFiles(PydanticBaseSettingsSource):
@@ -77,8 +81,16 @@ class Settings(BaseSettings):
     admin_password_hash: SecretStr = SecretStr("")
     agent_token_hash_secret: SecretStr = SecretStr("")
     secure_cookies: bool = True
+    # The first secret signs session cookies; all of them verify (rotation without logout).
+    session_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     session_idle_s: int = Field(8 * 3600, ge=60)
     session_absolute_s: int = Field(7 * 86400, ge=60)
+    require_totp: bool = False
+    totp_secret: SecretStr = SecretStr("")
+    # Login throttling: this many failures are free, then each one doubles the wait.
+    login_free_failures: int = Field(5, ge=1)
+    login_base_delay_s: float = Field(1.0, gt=0)
+    login_max_delay_s: float = Field(900.0, gt=0)
 
     config_repo: str = ""
     config_branch: str = "main"
@@ -197,21 +209,66 @@ class Settings(BaseSettings):
             raise ValueError("NIXFLEET_CLIENT_CA needs the dashboard to serve TLS (TLS_CERT)")
         return self
 
+    @field_validator("session_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: Any) -> Any:
+        """Accept a JSON list, or one string of secrets separated by commas or whitespace."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in re.split(r"[\s,]+", text) if part]
+        return value
+
+    @field_validator("totp_secret")
+    @classmethod
+    def _base32_totp(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value().replace(" ", "").upper()
+        if raw and not re.fullmatch(r"[A-Z2-7]{16,}=*", raw):
+            raise ValueError(
+                "must be base32 of at least 16 characters (`nixfleet admin totp-setup`)"
+            )
+        return SecretStr(raw)
+
     @model_validator(mode="after")
     def _require_secrets(self) -> Settings:
+        if self.require_totp and not self.totp_secret.get_secret_value():
+            raise ValueError(
+                "NIXFLEET_TOTP_SECRET is missing but NIXFLEET_REQUIRE_TOTP is on "
+                "(make one with `nixfleet admin totp-setup`)"
+            )
         if self.demo:
             return self
+        for problem in self.weak_secrets():
+            raise ValueError(problem)
+        return self
+
+    def weak_secrets(self) -> list[str]:
+        """Return one line per missing, short or default secret (empty when all are fine)."""
+        problems = []
         if not self.admin_password_hash.get_secret_value().startswith("$argon2"):
-            raise ValueError(
+            problems.append(
                 "NIXFLEET_ADMIN_PASSWORD_HASH is missing or not an argon2 hash "
                 "(make one with `nixfleet admin hash-password`)"
             )
-        if len(self.agent_token_hash_secret.get_secret_value()) < MIN_SECRET_LEN:
-            raise ValueError(
-                f"NIXFLEET_AGENT_TOKEN_HASH_SECRET must be at least {MIN_SECRET_LEN} characters "
-                "(make one with `nixfleet admin gen-secret`)"
-            )
-        return self
+        named = [("NIXFLEET_AGENT_TOKEN_HASH_SECRET", self.agent_token_hash_secret)]
+        named += [("NIXFLEET_SESSION_SECRETS", s) for s in self.session_secrets] or [
+            ("NIXFLEET_SESSION_SECRETS", SecretStr(""))
+        ]
+        for key, secret in named:
+            value = secret.get_secret_value()
+            if value.lower() in KNOWN_DEFAULTS:
+                problems.append(f"{key} is a default value; generate a random one")
+            elif not value:
+                problems.append(f"{key} is missing (make one with `nixfleet admin gen-secret`)")
+            elif len(value) < MIN_SECRET_LEN:
+                problems.append(
+                    f"{key} must be at least {MIN_SECRET_LEN} characters "
+                    "(make one with `nixfleet admin gen-secret`)"
+                )
+            elif len(set(value)) < 8:  # "aaaa…" or "0123…0123": a placeholder, not a secret
+                problems.append(f"{key} looks like a placeholder; generate a random one")
+        return problems
 
     @property
     def db_url(self) -> str:

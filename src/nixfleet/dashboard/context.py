@@ -11,6 +11,8 @@ from nixfleet.dashboard.fleet import Fleet
 from nixfleet.dashboard.hub import Hub
 from nixfleet.dashboard.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
+from nixfleet.security.sessions import SessionSigner
+from nixfleet.security.throttle import LoginThrottle
 from nixfleet.storage.bus import EventBus
 from nixfleet.storage.db import Database
 
@@ -25,3 +27,5 @@ class Context:
     broadcaster: Broadcaster
     templates: Jinja2Templates
     security: SecurityLog
+    signer: SessionSigner
+    login_throttle: LoginThrottle

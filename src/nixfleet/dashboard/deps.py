@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from starlette.datastructures import Headers
@@ -15,11 +14,11 @@ from starlette.types import Scope
 from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
-from nixfleet.security import tokens
+from nixfleet.security import csrf, tokens
 from nixfleet.security.clientip import Origin, resolve
+from nixfleet.security.sessions import cookie_name
 from nixfleet.storage import sessions as session_store
 
-SESSION_COOKIE = "nixfleet_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Writing last_seen on every request would make each page view a DB write.
@@ -96,12 +95,23 @@ async def live_session(ctx: Context, id_hash: str) -> Session | None:
     return Session(id_hash, row["username"], row["csrf"])
 
 
+def session_cookie(ctx: Context) -> str:
+    """Return the session cookie's name (`__Host-` prefixed when served over HTTPS)."""
+    return cookie_name(ctx.settings.secure_cookies)
+
+
 async def optional_session(request: Request, ctx: Ctx) -> Session | None:
-    """Return the live session named by the cookie, or None."""
-    raw = request.cookies.get(SESSION_COOKIE)
-    if not raw:
+    """Return the live session named by the cookie, or None.
+
+    1. The signature must verify with one of the configured secrets (forged, tampered
+       and rotated-out cookies stop here, without a database read).
+    2. The row must exist and be within idle and absolute expiry.
+    """
+    raw = request.cookies.get(session_cookie(ctx))
+    session_id = ctx.signer.unsign(raw) if raw else None
+    if not session_id:
         return None
-    session = await live_session(ctx, tokens.hash_session_id(raw))
+    session = await live_session(ctx, tokens.hash_session_id(session_id))
     if session is not None:
         request.state.user = session.username  # for the access log
     return session
@@ -113,6 +123,12 @@ async def require_session(
     if session is None:
         raise AuthError("auth: log in first (no valid session)")
     return session
+
+
+def from_this_origin(request: Request) -> bool:
+    """Return False when Origin or Referer names another site than this dashboard."""
+    headers = request.headers
+    return csrf.same_origin(headers.get("origin"), headers.get("referer"), headers.get("host"))
 
 
 async def require_csrf(
@@ -133,8 +149,7 @@ async def require_csrf(
         )
         return Forbidden(message)
 
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+    if not from_this_origin(request):
         raise refuse("origin", "csrf: request comes from another origin")
     presented = request.headers.get(CSRF_HEADER)
     if presented is None and request.headers.get("content-type", "").startswith(
@@ -143,7 +158,7 @@ async def require_csrf(
         form = await request.form()
         value = form.get("csrf_token")
         presented = value if isinstance(value, str) else None
-    if not tokens.csrf_matches(session.csrf, presented):
+    if not csrf.csrf_matches(session.csrf, presented):
         raise refuse(
             "token", "csrf: missing or wrong CSRF token (send it in the X-CSRF-Token header)"
         )

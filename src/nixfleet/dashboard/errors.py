@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from nixfleet.core.errors import NixFleetError
-
-log = logging.getLogger("nixfleet.dashboard")
 
 
 def error_response(status: int, code: str, detail: str) -> JSONResponse:
@@ -46,12 +42,4 @@ def install(app: FastAPI) -> None:
         }.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception(
-            "dashboard: unexpected error on %s %s request_id=%s",
-            request.method,
-            request.url.path,
-            getattr(request.state, "request_id", "-"),
-        )
-        return error_response(500, "internal", "internal error; see the dashboard log")
+    # Unhandled exceptions: middleware.CatchAll (a generic 500 with a request id).

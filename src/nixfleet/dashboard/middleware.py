@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nixfleet.dashboard.deps import is_https
 
+log = logging.getLogger("nixfleet.dashboard")
 
-async def _reject(send: Send, status: int, code: str, detail: str) -> None:
-    body = json.dumps({"error": code, "detail": detail}).encode()
+
+async def _reject(
+    send: Send, status: int, code: str, detail: str, extra: dict[str, str] | None = None
+) -> None:
+    body = json.dumps({"error": code, "detail": detail, **(extra or {})}).encode()
     await send(
         {
             "type": "http.response.start",
@@ -19,10 +24,57 @@ async def _reject(send: Send, status: int, code: str, detail: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class CatchAll:
+    """Give each request an id; turn an unhandled exception into a generic 500 naming it.
+
+    The traceback goes to the log with the id, never to the client. Sits inside
+    SecurityHeaders, so the 500 carries the same headers as every other response.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        # The access log (outside) usually named the request already and sends the header.
+        own_id = "request_id" not in state
+        request_id: str = state.setdefault("request_id", secrets.token_hex(8))
+        started = False
+
+        async def tagged(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if own_id:
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (b"x-request-id", request_id.encode()),
+                    ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        except Exception:
+            log.exception(
+                "dashboard: unhandled error, request id %s, on %s %s",
+                request_id,
+                scope.get("method"),
+                scope.get("path"),
+            )
+            if started:
+                raise  # the status line is gone; the server can only drop the connection
+            detail = f"internal error; the dashboard log has the details under {request_id}"
+            await _reject(tagged, 500, "internal", detail, {"request_id": request_id})
 
 
 class BodyLimit:
@@ -67,6 +119,13 @@ class BodyLimit:
         await self.app(scope, limited, guarded_send)
 
 
+# Nothing on the dashboard needs a device, sensor or payment API.
+_PERMISSIONS = (
+    b"accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), "
+    b"magnetometer=(), microphone=(), midi=(), payment=(), usb=()"
+)
+
+
 class SecurityHeaders:
     """Give each response a fresh CSP nonce (templates read scope['state']['csp_nonce']).
 
@@ -96,7 +155,8 @@ class SecurityHeaders:
             (b"referrer-policy", b"same-origin"),
             (b"x-frame-options", b"DENY"),
             (b"cross-origin-opener-policy", b"same-origin"),
-            (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+            (b"cross-origin-resource-policy", b"same-origin"),
+            (b"permissions-policy", _PERMISSIONS),
         ]
         if self.hsts and is_https(scope):
             extra.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))

@@ -81,9 +81,11 @@ def prepare(
     root.mkdir(parents=True, exist_ok=True)
     names = demo_hosts(count)
     secret_file = root / "agent-token-secret"
-    if not secret_file.exists():
-        secret_file.write_text(new_secret())
-        secret_file.chmod(0o600)
+    session_file = root / "session-secret"
+    for path in (secret_file, session_file):
+        if not path.exists():
+            path.write_text(new_secret())
+            path.chmod(0o600)
     bare = root / "config" / "fleet-config.git"
     if not bare.exists():
         create_config_repo(root / "config", names, failing=[f for f in failing if f in dict(names)])
@@ -98,6 +100,7 @@ def prepare(
         "NIXFLEET_DATA_DIR": str(root / "dashboard"),
         "NIXFLEET_ADMIN_PASSWORD_HASH": hash_password(password),
         "NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE": str(secret_file),
+        "NIXFLEET_SESSION_SECRETS_FILE": str(session_file),
         "NIXFLEET_SECURE_COOKIES": "false",
         "NIXFLEET_CONFIG_REPO": str(bare),
         "NIXFLEET_HEARTBEAT_S": "5",

@@ -46,3 +46,12 @@ async def delete_one(db: Database, id_hash: str) -> None:
     """Delete one session (logout or expiry)."""
     async with db.engine.begin() as conn:
         await conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash))
+
+
+async def delete_for_user(db: Database, username: str) -> list[str]:
+    """Delete every session of username ("log out everywhere"); return their id hashes."""
+    async with db.engine.begin() as conn:
+        rows = await conn.execute(select(sessions.c.id_hash).where(sessions.c.username == username))
+        hashes = [row[0] for row in rows]
+        await conn.execute(delete(sessions).where(sessions.c.username == username))
+    return hashes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -113,4 +114,11 @@ enroll_codes = Table(
     Column("used_at", Float, nullable=True),
     Column("used_from", String(64), nullable=True),
     Index("ix_enroll_codes_host", "host_id"),
+)
+
+totp_steps = Table(
+    "totp_steps",
+    metadata,
+    Column("username", String(100), primary_key=True),
+    Column("last_step", BigInteger, nullable=False),
 )

@@ -1,26 +1,67 @@
-"""Login and logout for the single admin user."""
+"""Login (password, then TOTP when configured), logout, and log out everywhere."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from nixfleet.core.errors import Forbidden
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
-from nixfleet.dashboard.deps import SESSION_COOKIE, CsrfSession, Ctx, client_address
-from nixfleet.security import passwords, tokens
+from nixfleet.dashboard.context import Context
+from nixfleet.dashboard.deps import (
+    CsrfSession,
+    Ctx,
+    client_address,
+    from_this_origin,
+    session_cookie,
+)
+from nixfleet.security import passwords, tokens, totp
 from nixfleet.storage import sessions as session_store
+from nixfleet.storage import totp as totp_store
 
 router = APIRouter()
+WRONG = "Wrong user name or password."
+WRONG_WITH_CODE = "Wrong user name, password or code."
+
+
+def _login_page(request: Request, ctx: Context, error: str = "", status: int = 200) -> Response:
+    wants_code = bool(ctx.settings.totp_secret.get_secret_value())
+    return ctx.templates.TemplateResponse(
+        request, "login.html", {"error": error, "wants_code": wants_code}, status_code=status
+    )
 
 
 @router.get("/login")
 async def login_page(request: Request, ctx: Ctx) -> Response:
-    return ctx.templates.TemplateResponse(request, "login.html", {"error": ""})
+    return _login_page(request, ctx)
+
+
+async def _failed_factor(ctx: Context, username: str, password: str, code: str) -> str | None:
+    """Return the factor that failed (for the log only), or None when the login is good.
+
+    1. The password, always with one argon2 verification (unknown users cost the same).
+    2. The TOTP code when a TOTP secret is configured: its time step must be newer than
+       the last one this account used, so a code works only once.
+    """
+    settings = ctx.settings
+    known = hmac.compare_digest(username.encode(), settings.admin_user.encode())
+    stored = settings.admin_password_hash.get_secret_value() if known else None
+    # argon2 takes ~0.1 s of CPU: off the event loop, or every login stalls every agent.
+    if not await asyncio.to_thread(passwords.verify_password, stored, password):
+        return AuthFactor.PASSWORD
+    secret = settings.totp_secret.get_secret_value()
+    if not secret:
+        return None
+    step = totp.matching_step(secret, code, time.time())
+    if step is None or not await totp_store.claim_step(ctx.db, username, step):
+        return AuthFactor.TOTP
+    return None
 
 
 @router.post("/login")
@@ -29,23 +70,46 @@ async def login(
     ctx: Ctx,
     username: Annotated[str, Form(max_length=100)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
+    code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
-    settings = ctx.settings
-    known = hmac.compare_digest(username.encode(), settings.admin_user.encode())
-    stored = settings.admin_password_hash.get_secret_value() if known else None
-    # argon2 takes ~0.1 s of CPU: off the event loop, or every login stalls every agent.
     address = client_address(request)
-    if not await asyncio.to_thread(passwords.verify_password, stored, password):
+    if not from_this_origin(request):
+        # Login CSRF: another site's form must not log the browser into some account.
         ctx.security.emit(
-            SecurityEvent(
-                EventKind.AUTH_FAILURE, address=address, user=username, detail=AuthFactor.PASSWORD
-            )
+            SecurityEvent(EventKind.CSRF_FAILURE, address=address, user=username, detail="login")
         )
-        return ctx.templates.TemplateResponse(
-            request, "login.html", {"error": "Wrong user name or password."}, status_code=401
+        raise Forbidden("csrf: login form posted from another origin")
+    keys = (f"ip:{address}", f"user:{username.lower()}")
+    throttle = ctx.login_throttle
+    wait = max(throttle.retry_after(key) for key in keys)
+    if wait > 0:
+        ctx.security.emit(
+            SecurityEvent(EventKind.RATE_LIMITED, address=address, user=username, detail="login")
         )
-    session_id = tokens.new_session_id()  # always a fresh id: no session fixation
+        seconds = math.ceil(wait)
+        response = _login_page(
+            request, ctx, f"Too many failed attempts. Try again in {seconds} s.", 429
+        )
+        response.headers["Retry-After"] = str(seconds)
+        return response
+    for key in keys:  # counted before checking, so parallel guesses cannot skip the wait
+        throttle.failed(key)
+    factor = await _failed_factor(ctx, username, password, code)
+    if factor is not None:
+        ctx.security.emit(
+            SecurityEvent(EventKind.AUTH_FAILURE, address=address, user=username, detail=factor)
+        )
+        wrong = WRONG_WITH_CODE if ctx.settings.totp_secret.get_secret_value() else WRONG
+        return _login_page(request, ctx, wrong, 401)
+    for key in keys:
+        throttle.succeeded(key)
     ctx.security.emit(SecurityEvent(EventKind.LOGIN, outcome="ok", address=address, user=username))
+    return await _start_session(ctx, username, address)
+
+
+async def _start_session(ctx: Context, username: str, address: str) -> Response:
+    """Return the redirect to the dashboard carrying a brand-new signed session cookie."""
+    session_id = tokens.new_session_id()  # always a fresh id: no session fixation
     await session_store.create(
         ctx.db,
         tokens.hash_session_id(session_id),
@@ -56,13 +120,25 @@ async def login(
     )
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
-        SESSION_COOKIE,
-        session_id,
+        session_cookie(ctx),
+        ctx.signer.sign(session_id),
         httponly=True,
         samesite="strict",
-        secure=settings.secure_cookies,
+        secure=ctx.settings.secure_cookies,
         path="/",
-        max_age=settings.session_absolute_s,
+        max_age=ctx.settings.session_absolute_s,
+    )
+    return response
+
+
+def _to_login(ctx: Context) -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(
+        session_cookie(ctx),
+        path="/",
+        secure=ctx.settings.secure_cookies,
+        httponly=True,
+        samesite="strict",
     )
     return response
 
@@ -79,6 +155,21 @@ async def logout(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
     )
     await session_store.delete_one(ctx.db, session.id_hash)
     await ctx.bus.publish({"type": "session_ended", "id_hash": session.id_hash})
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
-    return response
+    return _to_login(ctx)
+
+
+@router.post("/logout-everywhere")
+async def logout_everywhere(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
+    """End every session of this user, on every browser; their open streams close."""
+    ctx.security.emit(
+        SecurityEvent(
+            EventKind.LOGOUT,
+            outcome="ok",
+            address=client_address(request),
+            user=session.username,
+            detail="everywhere",
+        )
+    )
+    for id_hash in await session_store.delete_for_user(ctx.db, session.username):
+        await ctx.bus.publish({"type": "session_ended", "id_hash": id_hash})
+    return _to_login(ctx)

@@ -17,7 +17,8 @@ router = APIRouter(prefix="/api/hosts")
 
 class NewHost(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    host_id: str = Field(min_length=1, max_length=63)
+    # Only a size cap here: core.hostid's rule decides, so API and UI show its message.
+    host_id: str = Field(max_length=255)
     location: str = Field("", max_length=200)
     device_type: str = Field("", max_length=40)
     theme_color: str = Field("", pattern=r"^(#[0-9a-fA-F]{6})?$")

@@ -237,6 +237,9 @@ function renderOutput() {
   pre.scrollTop = pre.scrollHeight;
 }
 
+const LIVE_STATES = ["queued", "dispatched", "running"]; // every other state is final
+function stateRank(s) { const i = LIVE_STATES.indexOf(s); return i < 0 ? LIVE_STATES.length : i; }
+
 async function show(commandId) {
   state.shown = commandId; state.lines = new Map(); state.rendered = 0;
   $("#output").replaceChildren();
@@ -244,7 +247,10 @@ async function show(commandId) {
   const res = await fetch(`/api/commands/${encodeURIComponent(commandId)}`, { credentials: "same-origin" });
   if (!res.ok || state.shown !== commandId) return;
   const cmd = await res.json();
-  state.commands.set(cmd.id, Object.assign(state.commands.get(cmd.id) || {}, cmd, { output: undefined }));
+  const known = state.commands.get(cmd.id);
+  // The event stream may already have told us a later state than this (older) read.
+  const fresher = known && stateRank(known.state) > stateRank(cmd.state) ? { ...known } : {};
+  state.commands.set(cmd.id, Object.assign(known || {}, cmd, fresher, { output: undefined }));
   for (const line of cmd.output) state.lines.set(line.seq, line);
   renderOutputMeta(); renderOutput();
 }
