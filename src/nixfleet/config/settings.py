@@ -6,7 +6,9 @@ the TOML file named by NIXFLEET_CONFIG_FILE, defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,10 @@ from nixfleet.core.errors import ValidationError as NixFleetValidationError
 
 ENV_PREFIX = "NIXFLEET_"
 MIN_SECRET_LEN = 32
+
+
+def _split(value: str) -> list[str]:
+    return [p for p in re.split(r"[\s,]+", value) if p]
 
 
 class _SecretFiles(PydanticBaseSettingsSource):
@@ -74,6 +80,34 @@ class Settings(BaseSettings):
     reconnect_window_s: float = Field(90, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     sse_queue_size: int = Field(1000, ge=10)
+
+    # Monitoring (issue 7): /metrics access, stored security events, alerts.
+    metrics_token: SecretStr = SecretStr("")
+    metrics_allow: str = ""  # comma-separated addresses or CIDRs allowed to scrape
+    security_event_retention_days: float = Field(90, gt=0)
+    alert_rules_file: Path | None = None
+    alert_urls: SecretStr = SecretStr("")  # Apprise URLs, comma- or space-separated
+    alert_allow_private: bool = False
+    alert_retries: int = Field(3, ge=0, le=10)
+    alert_timeout_s: float = Field(10, gt=0)
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        for part in _split(value):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or CIDR") from None
+        return value
+
+    @property
+    def metrics_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(p, strict=False) for p in _split(self.metrics_allow)]
+
+    @property
+    def alert_url_list(self) -> list[str]:
+        return _split(self.alert_urls.get_secret_value())
 
     @classmethod
     def settings_customise_sources(

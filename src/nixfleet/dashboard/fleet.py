@@ -47,6 +47,8 @@ class Fleet:
         self.target: str | None = None
         self._target_checked = 0.0
         self._token_secret = settings.agent_token_hash_secret.get_secret_value()
+        # Called with each command that reached its final state here (metrics); must not block.
+        self.finished_hooks: list[Callable[[dict[str, Any]], None]] = []
 
     # --- hosts ----------------------------------------------------------------------
     async def add_host(self, raw_id: str, meta: dict[str, str]) -> tuple[dict[str, Any], str]:
@@ -331,6 +333,8 @@ class Fleet:
         if not moved:
             return
         cmd = await self._publish_command(msg.command_id)
+        for hook in self.finished_hooks:
+            hook(cmd)
         if cmd["kind"] == CommandKind.TEST:
             summary = {
                 "command_id": msg.command_id,

@@ -34,13 +34,16 @@ class Subscriber:
         except asyncio.QueueFull:
             pass  # a full queue wakes the reader anyway, and it checks `ended` first
 
-    def offer(self, seq: int, event: Event) -> None:
+    def offer(self, seq: int, event: Event) -> bool:
+        """Queue the event; return False if it was dropped (the browser will resync)."""
         if self.needs_resync:
-            return
+            return False
         try:
             self.queue.put_nowait((seq, event))
         except asyncio.QueueFull:
             self.needs_resync = True
+            return False
+        return True
 
 
 class Broadcaster:
@@ -48,6 +51,7 @@ class Broadcaster:
         self.queue_size = queue_size
         self.subscribers: set[Subscriber] = set()
         self.seq = 0
+        self.dropped = 0  # events not delivered to some browser (read by /metrics)
         self._unsubscribe = bus.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -63,7 +67,8 @@ class Broadcaster:
             return
         self.seq += 1
         for sub in tuple(self.subscribers):
-            sub.offer(self.seq, event)
+            if not sub.offer(self.seq, event):
+                self.dropped += 1
 
     async def stream(
         self,
