@@ -22,9 +22,13 @@ app = typer.Typer(
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 admin_app = typer.Typer(no_args_is_help=True, help="Administration helpers.")
 host_app = typer.Typer(no_args_is_help=True, help="Manage hosts from the command line.")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+alert_app = typer.Typer(no_args_is_help=True, help="Alert notifications.")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(host_app, name="host")
+admin_app.add_typer(audit_app, name="audit")
+admin_app.add_typer(alert_app, name="alert")
 
 
 def _fail(message: str) -> None:
@@ -75,8 +79,12 @@ def serve(
     if port_file:
         port_file.write_text(str(bound))
     typer.echo(f"nixfleet: dashboard on http://{settings.host}:{bound}/", err=True)
+    try:
+        asgi = create_app(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
     config = uvicorn.Config(
-        create_app(settings),
+        asgi,
         log_level=log_level,
         access_log=False,
         proxy_headers=False,
@@ -236,6 +244,69 @@ def host_remove(host_id: str) -> None:
 def host_rotate(host_id: str) -> None:
     """Issue a new agent token for a host; the old one stops working."""
     typer.echo(_with_fleet(lambda f: f.rotate_token(host_id)))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    head: Annotated[
+        str, typer.Option(help="Expected head hash (recorded earlier) to catch a cut-off end.")
+    ] = "",
+) -> None:
+    """Check the audit log's hash chain; exit 1 naming the first edited or missing entry."""
+    from nixfleet.storage.audit import verify as verify_chain
+
+    count, head_hash, broken = _run_db(verify_chain)
+    if broken is not None:
+        typer.echo(f"audit: chain broken at entry {broken.seq}: {broken.reason}", err=True)
+        typer.echo(f"audit: the {count} entries before it verify", err=True)
+        raise typer.Exit(1)
+    if head and head != head_hash:
+        typer.echo(
+            f"audit: head is {head_hash} after {count} entries, not the expected {head}: "
+            "entries at the end were removed or the chain was rebuilt",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"audit: {count} entries verified; head {head_hash}")
+
+
+@alert_app.command("test")
+def alert_test() -> None:
+    """Send a test message to every NIXFLEET_ALERT_URLS channel; exit 1 if one fails."""
+    from nixfleet.dashboard.notifier import Message, Notifier
+
+    settings = _settings()
+    if not settings.alert_url_list:
+        _fail("alerts: no channels; set NIXFLEET_ALERT_URLS (Apprise URLs)")
+    notifier = Notifier(
+        settings.alert_url_list, settings.alert_allow_private, retries=0, backoff_s=0
+    )
+    message = Message(
+        "NixFleet test alert", "This is a test message from `nixfleet admin alert test`.", "info"
+    )
+    results = asyncio.run(notifier.send_now(message))
+    for r in results:
+        status = "ok" if r["ok"] else f"FAILED: {r['last_error']}"
+        typer.echo(f"{r['channel']}: {status}")
+    if not all(r["ok"] for r in results):
+        raise typer.Exit(1)
+
+
+def _run_db(action: Any) -> Any:
+    from nixfleet.storage.db import Database
+    from nixfleet.storage.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.db_url)
+
+    async def go() -> Any:
+        db = Database(settings.db_url)
+        try:
+            return await action(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
 
 
 def _with_fleet(action: Any) -> Any:

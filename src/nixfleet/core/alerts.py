@@ -28,9 +28,7 @@ class AlertRule(BaseModel):
     summary: str = Field("", max_length=200)
 
     def matches(self, event: SecurityEvent) -> bool:
-        return event.kind.value == self.kind and (
-            not self.details or event.detail in self.details
-        )
+        return event.kind.value == self.kind and (not self.details or event.detail in self.details)
 
 
 DEFAULT_RULES = (

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
+from nixfleet.dashboard.alerting import Alerts
+from nixfleet.dashboard.audit_log import AuditLog
+from nixfleet.dashboard.event_store import EventStore
 from nixfleet.dashboard.fleet import Fleet
 from nixfleet.dashboard.hub import Hub
+from nixfleet.dashboard.metrics import Metrics
 from nixfleet.dashboard.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.storage.bus import EventBus
@@ -25,3 +29,7 @@ class Context:
     broadcaster: Broadcaster
     templates: Jinja2Templates
     security: SecurityLog
+    metrics: Metrics
+    events: EventStore
+    audit: AuditLog
+    alerts: Alerts

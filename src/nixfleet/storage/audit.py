@@ -79,3 +79,8 @@ async def all_in_order(db: Database, batch: int = 1000) -> AsyncIterator[dict[st
         if len(rows) < batch:
             return
         after = rows[-1]["seq"]
+
+
+async def verify(db: Database) -> tuple[int, str, chain.Break | None]:
+    """Return (entries verified, head hash, first break or None) for the stored chain."""
+    return chain.verify([row async for row in all_in_order(db)])
