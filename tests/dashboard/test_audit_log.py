@@ -79,7 +79,7 @@ def test_every_user_action_is_recorded_with_who_what_where_and_result(audited):
 
 
 def test_the_log_filters_and_exports_json_lines(audited):
-    _, api, entries = audited
+    _, api, _ = audited
     only = api.get("/api/audit?action=command&host=atlas").json()["entries"]
     assert [(e["action"], e["host"]) for e in only] == [("command", "atlas")]
     assert api.get("/api/audit?actor=someone-else").json()["entries"] == []

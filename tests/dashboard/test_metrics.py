@@ -63,7 +63,9 @@ def test_security_counters_move_by_the_exact_counts(fleet):
         bad = httpx.post(f"{fleet.base}/login", data={"username": "admin", "password": "x"})
         assert bad.status_code == 401
     for _ in range(2):
-        assert api.http.post("/api/hosts/atlas/command", json={"command": "pull"}).status_code == 403
+        assert (
+            api.http.post("/api/hosts/atlas/command", json={"command": "pull"}).status_code == 403
+        )
     for _ in range(2):
         agent_handshake(fleet.base, "atlas", "nfa_not-the-token")
     after = scrape(fleet.base)
@@ -84,14 +86,18 @@ def test_command_metrics_count_finished_commands_and_their_duration(fleet):
     for kind in ("pull", "test"):
         api.wait_state(api.command("atlas", kind), {"succeeded", "failed"})
     after = wait_for(
-        lambda: (s := scrape(fleet.base))
-        and value(s, "nixfleet_command_duration_seconds_count", kind="test") >= 1
-        and s,
+        lambda: (
+            (s := scrape(fleet.base))
+            and value(s, "nixfleet_command_duration_seconds_count", kind="test") >= 1
+            and s
+        ),
         what="the command metrics",
     )
-    assert value(after, "nixfleet_commands_total", kind="pull", result="succeeded") - value(
-        before, "nixfleet_commands_total", kind="pull", result="succeeded"
-    ) == 1
+    assert (
+        value(after, "nixfleet_commands_total", kind="pull", result="succeeded")
+        - value(before, "nixfleet_commands_total", kind="pull", result="succeeded")
+        == 1
+    )
     assert value(after, "nixfleet_commands_total", kind="test", result="succeeded") == 1
     assert value(after, "nixfleet_command_duration_seconds_count", kind="pull") == 1
     assert value(after, "nixfleet_command_duration_seconds_sum", kind="pull") > 0
@@ -113,9 +119,7 @@ def test_event_stream_subscribers_are_counted(fleet):
     assert ("nixfleet_event_stream_dropped_total", ()) in scrape(fleet.base)
 
 
-@pytest.mark.parametrize(
-    ("allow", "status"), [("127.0.0.0/8, ::1", 200), ("10.0.0.0/8", 403)]
-)
+@pytest.mark.parametrize(("allow", "status"), [("127.0.0.0/8, ::1", 200), ("10.0.0.0/8", 403)])
 def test_an_address_list_alone_admits_only_those_addresses(make_fleet, allow, status):
     fleet = make_fleet(hosts=1, agents=False, env={"NIXFLEET_METRICS_ALLOW": allow})
     assert httpx.get(f"{fleet.base}/metrics").status_code == status

@@ -58,6 +58,7 @@ def _channel(url: str) -> Channel:
         scheme = url.split("://", 1)[0][:20] if "://" in url else "?"
         return Channel(url, f"{scheme}://(invalid URL)", None, ok=False, last_error="invalid URL")
     masked: str = plugin.url(privacy=True)  # type: ignore[no-untyped-call]
+    masked = masked.split("?", 1)[0]  # Apprise appends every default option; noise on screen
     return Channel(url, masked, plugin)
 
 
