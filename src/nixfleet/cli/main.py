@@ -68,6 +68,10 @@ def serve(
 
     _logging(log_level)
     settings = _settings(host=host, port=port)
+    try:
+        asgi = create_app(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
     upgrade(settings.db_url)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -79,10 +83,6 @@ def serve(
     if port_file:
         port_file.write_text(str(bound))
     typer.echo(f"nixfleet: dashboard on http://{settings.host}:{bound}/", err=True)
-    try:
-        asgi = create_app(settings)
-    except ConfigError as exc:
-        _fail(str(exc))
     config = uvicorn.Config(
         asgi,
         log_level=log_level,

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nixfleet.core.secevents import SecurityEvent
 
@@ -145,12 +145,20 @@ class RuleEngine:
 def parse_rules(doc: dict[str, object]) -> list[AlertRule]:
     """Return the rules of a TOML document: `[[rule]]` tables; `defaults = false` drops ours.
 
-    Raises pydantic's ValidationError (the caller turns it into a ConfigError).
+    Raises ValueError naming the rule and the field (the caller makes it a ConfigError).
     """
     raw = doc.get("rule", [])
     if not isinstance(raw, list):
         raise ValueError("alerts: `rule` must be an array of tables ([[rule]])")
-    rules = [AlertRule.model_validate(r) for r in raw]
+    rules = []
+    for i, item in enumerate(raw, 1):
+        try:
+            rules.append(AlertRule.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "rule"
+            name = item.get("name", "?") if isinstance(item, dict) else "?"
+            raise ValueError(f"alerts: rule {i} ({name}): {where}: {err['msg']}") from None
     if doc.get("defaults", True):
         mine = {r.name for r in rules}
         rules = [r for r in DEFAULT_RULES if r.name not in mine] + rules
