@@ -89,7 +89,6 @@ class Settings(BaseSettings):
     alert_urls: SecretStr = SecretStr("")  # Apprise URLs, comma- or space-separated
     alert_allow_private: bool = False
     alert_retries: int = Field(3, ge=0, le=10)
-    alert_timeout_s: float = Field(10, gt=0)
 
     @field_validator("metrics_allow")
     @classmethod
