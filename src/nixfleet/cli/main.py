@@ -228,7 +228,8 @@ def gen_secret() -> None:
 def host_add(host_id: str, location: str = "", device_type: str = "") -> None:
     """Add a host and print its agent token (shown once)."""
     token = _with_fleet(
-        lambda f: f.add_host(host_id, {"location": location, "device_type": device_type})
+        lambda f: f.add_host(host_id, {"location": location, "device_type": device_type}),
+        audit=("host_add", host_id),
     )[1]
     typer.echo(token)
 
@@ -236,14 +237,14 @@ def host_add(host_id: str, location: str = "", device_type: str = "") -> None:
 @host_app.command("remove")
 def host_remove(host_id: str) -> None:
     """Remove a host with its command history."""
-    _with_fleet(lambda f: f.remove_host(host_id))
+    _with_fleet(lambda f: f.remove_host(host_id), audit=("host_remove", host_id))
     typer.echo(f"removed {host_id}")
 
 
 @host_app.command("rotate-token")
 def host_rotate(host_id: str) -> None:
     """Issue a new agent token for a host; the old one stops working."""
-    typer.echo(_with_fleet(lambda f: f.rotate_token(host_id)))
+    typer.echo(_with_fleet(lambda f: f.rotate_token(host_id), audit=("token_rotate", host_id)))
 
 
 @audit_app.command("verify")
@@ -309,8 +310,12 @@ def _run_db(action: Any) -> Any:
     return asyncio.run(go())
 
 
-def _with_fleet(action: Any) -> Any:
+def _with_fleet(action: Any, audit: tuple[str, str] | None = None) -> Any:
+    """Run action on a Fleet; record it in the audit log as the Unix user (`cli:<name>`)."""
+    import time
+
     from nixfleet.dashboard.fleet import Fleet
+    from nixfleet.storage import audit as audit_store
     from nixfleet.storage.bus import LocalBus
     from nixfleet.storage.db import Database
     from nixfleet.storage.migrate import upgrade
@@ -321,7 +326,19 @@ def _with_fleet(action: Any) -> Any:
     async def go() -> Any:
         db = Database(settings.db_url)
         try:
-            return await action(Fleet(settings, db, LocalBus()))
+            result = await action(Fleet(settings, db, LocalBus()))
+            if audit:
+                entry = {
+                    "at": time.time(),
+                    "actor": f"cli:{getpass.getuser()}"[:100],
+                    "action": audit[0],
+                    "host": audit[1][:63],
+                    "address": "local",
+                    "result": "ok",
+                    "detail": None,
+                }
+                await audit_store.append(db, entry)
+            return result
         finally:
             await db.close()
 

@@ -93,7 +93,10 @@ class Alerts:
             now = self.clock()
             transitions = self.engine.observe(event, now) if event else []
             for tr in transitions + self.engine.tick(now):
-                await self._announce(tr)
+                try:
+                    await self._announce(tr)
+                except Exception:  # the next event must still be judged
+                    log.exception("alerts: announcing %s failed", tr.rule.name)
 
     async def _announce(self, tr: Transition) -> None:
         msg = message(tr)
