@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import apprise
 
 from nixfleet.security.outbound import private_address
 
 log = logging.getLogger("nixfleet.alerts")
+T = TypeVar("T")
 NOTIFY_TYPES = {"info", "success", "warning", "failure"}
 
 
@@ -60,6 +63,35 @@ def _channel(url: str) -> Channel:
     masked: str = plugin.url(privacy=True)  # type: ignore[no-untyped-call]
     masked = masked.split("?", 1)[0]  # Apprise appends every default option; noise on screen
     return Channel(url, masked, plugin)
+
+
+async def _in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Return fn(*args) run in a daemon thread.
+
+    Not asyncio.to_thread: the default executor's threads are joined at interpreter exit,
+    so one channel hanging on a read would hold up the dashboard's shutdown.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, exc: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            outcome: tuple[T | None, BaseException | None] = (fn(*args), None)
+        except BaseException as exc:
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed while we were sending
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="nixfleet-alert-send", daemon=True).start()
+    return await done
 
 
 class Notifier:
@@ -110,7 +142,7 @@ class Notifier:
         """Send with retries (exponential backoff); record the outcome as channel health."""
         for attempt in range(self.retries + 1):
             channel.last_attempt = time.time()
-            error = await asyncio.to_thread(self._send_once, channel, message)
+            error = await _in_daemon_thread(self._send_once, channel, message)
             if error is None:
                 channel.ok, channel.last_error = True, ""
                 channel.sent += 1
