@@ -22,6 +22,14 @@ from conftest import wait_for
 # The browser fixtures of the dashboard UI tests, found by pytest under these names.
 browser, tab, fleet, _bounded_expect = ui.browser, ui.tab, ui.fleet, ui._bounded_expect
 
+# Counts the EventSources a document opens (init scripts run before the page's own).
+COUNT_STREAMS = """
+window.__streams = 0;
+const NativeEventSource = window.EventSource;
+window.EventSource = class extends NativeEventSource {
+  constructor(...args) { super(...args); window.__streams += 1; }
+};
+"""
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -128,3 +136,18 @@ def test_the_security_panel_needs_a_session(fleet):
     assert httpx.get(f"{rf.base}/security/panel").status_code == 401
     assert httpx.get(f"{rf.base}/api/security/summary").status_code == 401
     assert wait_for(lambda: httpx.get(f"{rf.base}/audit").status_code == 303)
+
+
+def test_security_events_do_not_break_the_fleet_pages_live_stream(fleet, tab):
+    rf = fleet(hosts=1, agents=False)
+    tab.context.add_init_script(COUNT_STREAMS)
+    page = log_in(tab, rf)
+    mark_page(page)
+    bad_logins(rf.base, 3)
+    api = rf.api()  # a login: another security event
+    assert api.post("/api/hosts", {"host_id": "web-07"}).status_code == 201
+    expect(page.locator('#hosts tr[data-host="web-07"]')).to_be_visible()
+    # The `security` events in between kept the sequence whole: still the first stream.
+    assert page.evaluate("window.__streams") == 1
+    assert_not_reloaded(page)
+    tab.assert_clean()
