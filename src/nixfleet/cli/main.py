@@ -22,9 +22,13 @@ app = typer.Typer(
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 admin_app = typer.Typer(no_args_is_help=True, help="Administration helpers.")
 host_app = typer.Typer(no_args_is_help=True, help="Manage hosts from the command line.")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+alert_app = typer.Typer(no_args_is_help=True, help="Alert notifications.")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(host_app, name="host")
+admin_app.add_typer(audit_app, name="audit")
+admin_app.add_typer(alert_app, name="alert")
 
 
 def _fail(message: str) -> None:
@@ -76,6 +80,10 @@ def serve(
         host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca
     )
     configure(log_level, settings.log_format, settings.access_log)
+    try:
+        asgi = create_app(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
     upgrade(settings.db_url)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,7 +97,7 @@ def serve(
     scheme = "https" if settings.tls_cert else "http"
     typer.echo(f"nixfleet: dashboard on {scheme}://{settings.host}:{bound}/", err=True)
     config = uvicorn.Config(
-        create_app(settings),
+        asgi,
         log_level=log_level,
         # Our AccessLog middleware replaces uvicorn's (real client address, request id,
         # user); uvicorn's own records go through the handler configured above.
@@ -460,7 +468,7 @@ def host_add(
         code, _ = await f.identity.issue_enroll_code(host_id)
         return str(code)
 
-    secret = _with_fleet(add)
+    secret = _with_fleet(add, audit=("host_add", host_id))
     typer.echo("shown once; " + ("agent token" if token else "enrollment code") + ":", err=True)
     typer.echo(secret)
 
@@ -468,13 +476,17 @@ def host_add(
 @host_app.command("enroll-code")
 def host_enroll_code(host_id: str) -> None:
     """Print a new one-time enrollment code for a host (older unused codes stop working)."""
-    typer.echo(_with_fleet(lambda f: f.identity.issue_enroll_code(host_id))[0])
+    typer.echo(
+        _with_fleet(
+            lambda f: f.identity.issue_enroll_code(host_id), audit=("enroll_code", host_id)
+        )[0]
+    )
 
 
 @host_app.command("remove")
 def host_remove(host_id: str) -> None:
     """Remove a host with its command history."""
-    _with_fleet(lambda f: f.remove_host(host_id))
+    _with_fleet(lambda f: f.remove_host(host_id), audit=("host_remove", host_id))
     typer.echo(f"removed {host_id}")
 
 
@@ -487,13 +499,15 @@ def host_rotate(
     ] = None,
 ) -> None:
     """Issue a new agent token for a host; the old one stops working (after the overlap)."""
-    typer.echo(_with_fleet(lambda f: f.rotate_token(host_id, overlap)))
+    typer.echo(
+        _with_fleet(lambda f: f.rotate_token(host_id, overlap), audit=("token_rotate", host_id))
+    )
 
 
 @host_app.command("revoke")
 def host_revoke(host_id: str) -> None:
     """Revoke a host's agent token: it stops at once; the agent is disconnected."""
-    _with_fleet(lambda f: f.revoke_token(host_id))
+    _with_fleet(lambda f: f.revoke_token(host_id), audit=("token_revoke", host_id))
     typer.echo(f"revoked the agent token of {host_id}")
 
 
@@ -516,7 +530,10 @@ def host_bind_cert(
             _fail(f"admin: --cert-file: {exc}")
     if not fingerprint and not unbind:
         _fail("admin: give a fingerprint, --cert-file or --unbind")
-    bound = _with_fleet(lambda f: f.identity.bind_cert(host_id, None if unbind else fingerprint))
+    bound = _with_fleet(
+        lambda f: f.identity.bind_cert(host_id, None if unbind else fingerprint),
+        audit=("cert_bind", host_id),
+    )
     typer.echo(f"{host_id}: client certificate {bound or 'not required'}")
 
 
@@ -532,8 +549,75 @@ def hash_agent_token() -> None:
     typer.echo(do_hash(settings.agent_token_hash_secret.get_secret_value(), token))
 
 
-def _with_fleet(action: Any) -> Any:
+@audit_app.command("verify")
+def audit_verify(
+    head: Annotated[
+        str, typer.Option(help="Expected head hash (recorded earlier) to catch a cut-off end.")
+    ] = "",
+) -> None:
+    """Check the audit log's hash chain; exit 1 naming the first edited or missing entry."""
+    from nixfleet.storage.audit import verify as verify_chain
+
+    count, head_hash, broken = _run_db(verify_chain)
+    if broken is not None:
+        typer.echo(f"audit: chain broken at entry {broken.seq}: {broken.reason}", err=True)
+        typer.echo(f"audit: the {count} entries before it verify", err=True)
+        raise typer.Exit(1)
+    if head and head != head_hash:
+        typer.echo(
+            f"audit: head is {head_hash} after {count} entries, not the expected {head}: "
+            "entries at the end were removed or the chain was rebuilt",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"audit: {count} entries verified; head {head_hash}")
+
+
+@alert_app.command("test")
+def alert_test() -> None:
+    """Send a test message to every NIXFLEET_ALERT_URLS channel; exit 1 if one fails."""
+    from nixfleet.dashboard.notifier import Message, Notifier
+
+    settings = _settings()
+    if not settings.alert_url_list:
+        _fail("alerts: no channels; set NIXFLEET_ALERT_URLS (Apprise URLs)")
+    notifier = Notifier(
+        settings.alert_url_list, settings.alert_allow_private, retries=0, backoff_s=0
+    )
+    message = Message(
+        "NixFleet test alert", "This is a test message from `nixfleet admin alert test`.", "info"
+    )
+    results = asyncio.run(notifier.send_now(message))
+    for r in results:
+        status = "ok" if r["ok"] else f"FAILED: {r['last_error']}"
+        typer.echo(f"{r['channel']}: {status}")
+    if not all(r["ok"] for r in results):
+        raise typer.Exit(1)
+
+
+def _run_db(action: Any) -> Any:
+    from nixfleet.storage.db import Database
+    from nixfleet.storage.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.db_url)
+
+    async def go() -> Any:
+        db = Database(settings.db_url)
+        try:
+            return await action(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
+def _with_fleet(action: Any, audit: tuple[str, str] | None = None) -> Any:
+    """Run action on a Fleet; record it in the audit log as the Unix user (`cli:<name>`)."""
+    import time
+
     from nixfleet.dashboard.fleet import Fleet
+    from nixfleet.storage import audit as audit_store
     from nixfleet.storage.bus import LocalBus
     from nixfleet.storage.db import Database
     from nixfleet.storage.migrate import upgrade
@@ -544,7 +628,19 @@ def _with_fleet(action: Any) -> Any:
     async def go() -> Any:
         db = Database(settings.db_url)
         try:
-            return await action(Fleet(settings, db, LocalBus()))
+            result = await action(Fleet(settings, db, LocalBus()))
+            if audit:
+                entry = {
+                    "at": time.time(),
+                    "actor": f"cli:{getpass.getuser()}"[:100],
+                    "action": audit[0],
+                    "host": audit[1][:63],
+                    "address": "local",
+                    "result": "ok",
+                    "detail": None,
+                }
+                await audit_store.append(db, entry)
+            return result
         finally:
             await db.close()
 

@@ -35,6 +35,10 @@ MIN_SECRET_LEN = 32
 KNOWN_DEFAULTS = frozenset({"changeme", "change-me", "secret", "nixfleet", "please-change-me"})
 
 
+def _split(value: str) -> list[str]:
+    return [p for p in re.split(r"[\s,]+", value) if p]
+
+
 class _SecretFiles(PydanticBaseSettingsSource):
     """Read `NIXFLEET_<NAME>_FILE` for every field, so systemd credentials and agenix work."""
 
@@ -127,6 +131,33 @@ class Settings(BaseSettings):
     rate_limit_events: str = "60/minute"
     access_log: bool = True
     log_format: Literal["text", "json"] = "text"
+
+    # Monitoring (issue 7): /metrics access, stored security events, alerts.
+    metrics_token: SecretStr = SecretStr("")
+    metrics_allow: str = ""  # comma-separated addresses or CIDRs allowed to scrape
+    security_event_retention_days: float = Field(90, gt=0)
+    alert_rules_file: Path | None = None
+    alert_urls: SecretStr = SecretStr("")  # Apprise URLs, comma- or space-separated
+    alert_allow_private: bool = False
+    alert_retries: int = Field(3, ge=0, le=10)
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        for part in _split(value):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or CIDR") from None
+        return value
+
+    @property
+    def metrics_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(p, strict=False) for p in _split(self.metrics_allow)]
+
+    @property
+    def alert_url_list(self) -> list[str]:
+        return _split(self.alert_urls.get_secret_value())
 
     @classmethod
     def settings_customise_sources(

@@ -39,6 +39,7 @@ class AuthFactor(StrEnum):
     SHARED_TOKEN = "shared_token"
     ENROLL_CODE = "enroll_code"
     CLIENT_CERT = "client_cert"
+    METRICS_TOKEN = "metrics_token"
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
+from nixfleet.dashboard.alerting import Alerts
+from nixfleet.dashboard.audit_log import AuditLog
+from nixfleet.dashboard.event_store import EventStore
 from nixfleet.dashboard.fleet import Fleet
 from nixfleet.dashboard.hub import Hub
+from nixfleet.dashboard.metrics import Metrics
 from nixfleet.dashboard.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.security.sessions import SessionSigner
@@ -29,3 +33,7 @@ class Context:
     security: SecurityLog
     signer: SessionSigner
     login_throttle: LoginThrottle
+    metrics: Metrics
+    events: EventStore
+    audit: AuditLog
+    alerts: Alerts

@@ -56,6 +56,8 @@ class Fleet:
         self.target: str | None = None
         self._target_checked = 0.0
         self.identity = AgentIdentity(settings, db, bus, clock)
+        # Called with each command that reached its final state here (metrics); must not block.
+        self.finished_hooks: list[Callable[[dict[str, Any]], None]] = []
 
     # --- hosts ----------------------------------------------------------------------
     async def add_host(self, raw_id: str, meta: dict[str, str]) -> dict[str, Any]:
@@ -346,6 +348,8 @@ class Fleet:
         if not moved:
             return
         cmd = await self._publish_command(msg.command_id)
+        for hook in self.finished_hooks:
+            hook(cmd)
         if cmd["kind"] == CommandKind.TEST:
             summary = {
                 "command_id": msg.command_id,

@@ -66,15 +66,18 @@ class Subscriber:
         except asyncio.QueueFull:
             pass  # a full queue wakes the reader anyway, and it checks `ended` first
 
-    def offer(self, seq: int, event: Event) -> None:
+    def offer(self, seq: int, event: Event) -> bool:
+        """Queue the event; return False if it was dropped (the browser will resync)."""
         if self.needs_resync:
             self.dropped += 1
-            return
+            return False
         try:
             self.queue.put_nowait((seq, event))
         except asyncio.QueueFull:
             self.needs_resync = True
             self.dropped += 1
+            return False
+        return True
 
 
 class Broadcaster:
@@ -86,6 +89,7 @@ class Broadcaster:
         self.seq = int(time.time() * 1000)
         self.recent: deque[tuple[int, Event]] = deque(maxlen=limits.replay_size)
         self.slow_total = 0
+        self.dropped = 0  # events not delivered to some browser (read by /metrics)
         self._unsubscribe = bus.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -103,7 +107,8 @@ class Broadcaster:
         self.recent.append((self.seq, event))
         for sub in tuple(self.subscribers):
             was_slow = sub.needs_resync
-            sub.offer(self.seq, event)
+            if not sub.offer(self.seq, event):
+                self.dropped += 1
             self.slow_total += sub.needs_resync and not was_slow
 
     def refusal(self, session: str, address: str) -> str | None:

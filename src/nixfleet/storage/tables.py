@@ -122,3 +122,36 @@ totp_steps = Table(
     Column("username", String(100), primary_key=True),
     Column("last_step", BigInteger, nullable=False),
 )
+
+security_events = Table(
+    "security_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", String(64), nullable=False, server_default=""),
+    Column("address", String(64), nullable=False, server_default=""),
+    Column("user", String(100), nullable=False, server_default=""),
+    Column("host", String(63), nullable=False, server_default=""),
+    Index("ix_security_events_at", "at"),
+    Index("ix_security_events_kind_at", "kind", "at"),
+)
+
+# Tamper-evident: hash = sha256(prev_hash + canonical JSON of the row). prev_hash is
+# unique, so two writers (replicas) that read the same head cannot both append after it.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("host", String(63), nullable=False, server_default=""),
+    Column("address", String(64), nullable=False, server_default=""),
+    Column("result", String(40), nullable=False),
+    Column("detail", JSON, nullable=True),
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_at", "at"),
+)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nixfleet.core.errors import NixFleetError
-from nixfleet.dashboard.deps import CsrfSession, Ctx
+from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 
 router = APIRouter(prefix="/api")
 
@@ -27,25 +27,59 @@ class BulkRequest(BaseModel):
 
 @router.post("/hosts/{host_id}/command", status_code=202)
 async def queue_command(
-    host_id: str, body: CommandRequest, ctx: Ctx, session: CsrfSession
+    host_id: str, body: CommandRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
-    cmd = await ctx.fleet.dispatch(session.username, host_id, body.command)
+    def audit(result: str, detail: dict[str, Any]) -> None:
+        ctx.audit.record(
+            session.username,
+            "command",
+            host=host_id[:63],
+            address=client_address(request),
+            result=result,
+            detail={"command": body.command, **detail},
+        )
+
+    try:
+        cmd = await ctx.fleet.dispatch(session.username, host_id, body.command)
+    except NixFleetError as exc:
+        audit(exc.code, {"error": str(exc)[:200]})
+        raise
+    audit("accepted", {"command_id": cmd["id"]})
     return {"command_id": cmd["id"], "state": cmd["state"]}
 
 
 @router.post("/commands/bulk", status_code=202)
-async def queue_bulk(body: BulkRequest, ctx: Ctx, session: CsrfSession) -> dict[str, Any]:
+async def queue_bulk(
+    body: BulkRequest, request: Request, ctx: Ctx, session: CsrfSession
+) -> dict[str, Any]:
     """Give each host its own command: one bad or offline host never fails the rest."""
+    results = await _dispatch_each(ctx, session.username, body)
+    refused = sum(1 for r in results if "error" in r)
+    ctx.audit.record(
+        session.username,
+        "bulk_command",
+        address=client_address(request),
+        result="accepted" if not refused else f"partial ({refused} refused)",
+        detail={
+            "command": body.command,
+            "hosts": [r["host_id"] for r in results][:500],
+            "refused": [r["host_id"] for r in results if "error" in r][:500],
+        },
+    )
+    return {"results": results}
+
+
+async def _dispatch_each(ctx: Ctx, actor: str, body: BulkRequest) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for host_id in dict.fromkeys(body.host_ids):
         try:
-            cmd = await ctx.fleet.dispatch(session.username, host_id, body.command)
+            cmd = await ctx.fleet.dispatch(actor, host_id, body.command)
             results.append(
                 {"host_id": cmd["host_id"], "command_id": cmd["id"], "state": cmd["state"]}
             )
         except NixFleetError as exc:
             results.append({"host_id": host_id[:63], "error": exc.code, "detail": str(exc)})
-    return {"results": results}
+    return results
 
 
 @router.get("/hosts/{host_id}/commands")
@@ -61,6 +95,19 @@ async def get_command(command_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, An
 
 
 @router.post("/commands/{command_id}/cancel")
-async def cancel_command(command_id: str, ctx: Ctx, _: CsrfSession) -> JSONResponse:
-    cmd = await ctx.fleet.cancel_queued(command_id)
+async def cancel_command(
+    command_id: str, request: Request, ctx: Ctx, session: CsrfSession
+) -> JSONResponse:
+    try:
+        cmd = await ctx.fleet.cancel_queued(command_id)
+    except NixFleetError as exc:
+        ctx.audit.record(
+            session.username, "command_cancel", address=client_address(request),
+            result=exc.code, detail={"command_id": command_id[:64]},
+        )  # fmt: skip
+        raise
+    ctx.audit.record(
+        session.username, "command_cancel", host=cmd["host_id"],
+        address=client_address(request), detail={"command_id": cmd["id"]},
+    )  # fmt: skip
     return JSONResponse({"command_id": cmd["id"], "state": cmd["state"]})

@@ -272,6 +272,7 @@ function connect() {
     host: (e) => { state.hosts.set(e.host.id, e.host); renderHosts(); },
     host_removed: (e) => { state.hosts.delete(e.host_id); state.selected.delete(e.host_id); renderHosts(); },
     target: (e) => { state.target = e.commit; renderHosts(); },
+    security: () => {}, // drawn on /security; handled here to keep the sequence unbroken
     command: (e) => {
       state.commands.set(e.command.id, e.command);
       renderHosts();
