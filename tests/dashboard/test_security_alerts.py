@@ -89,6 +89,9 @@ def test_twelve_bad_logins_send_one_alert_then_resolved_and_a_burst_in_cooldown_
             # A long read timeout: on a loaded machine a timeout means a retry, a duplicate.
             "NIXFLEET_ALERT_URLS": f"json://127.0.0.1:{receiver.port}/hook?rto=30",
             "NIXFLEET_ALERT_ALLOW_PRIVATE": "true",
+            # The login throttle would answer 429 before the alert threshold.
+            "NIXFLEET_LOGIN_FREE_FAILURES": "1000",
+            "NIXFLEET_RATE_LIMIT_LOGIN": "off",
         },
     )
     assert bad_logins(fleet.base, 12) == [401] * 12
@@ -130,6 +133,9 @@ def test_a_channel_that_never_answers_does_not_hold_up_logins(make_fleet, tmp_pa
                 "NIXFLEET_ALERT_RULES_FILE": rules_file(tmp_path, threshold=1),
                 "NIXFLEET_ALERT_URLS": f"json://127.0.0.1:{port}/hook?cto=300&rto=300",
                 "NIXFLEET_ALERT_ALLOW_PRIVATE": "true",
+                # The login throttle would answer 429 before the alert threshold.
+                "NIXFLEET_LOGIN_FREE_FAILURES": "1000",
+                "NIXFLEET_RATE_LIMIT_LOGIN": "off",
             },
         )
         api = fleet.api()
@@ -178,6 +184,9 @@ def test_admin_alert_test_sends_a_test_message(receiver, tmp_path):
         "NIXFLEET_DATA_DIR": str(tmp_path),
         "NIXFLEET_ALERT_URLS": f"json://127.0.0.1:{receiver.port}/hook",
         "NIXFLEET_ALERT_ALLOW_PRIVATE": "true",
+        # The login throttle would answer 429 before the alert threshold.
+        "NIXFLEET_LOGIN_FREE_FAILURES": "1000",
+        "NIXFLEET_RATE_LIMIT_LOGIN": "off",
     }
     res = run_cli(["admin", "alert", "test"], env)
     assert res.returncode == 0, res.stderr

@@ -54,8 +54,17 @@ def test_the_cookie_is_http_only_same_site_strict_and_signed(idle):
 
 
 def test_over_https_the_cookie_is_secure_and_host_prefixed(make_fleet):
-    rf = make_fleet(hosts=1, agents=False, env={"NIXFLEET_SECURE_COOKIES": "true"})
-    res = httpx.post(f"{rf.base}/login", data={"username": "admin", "password": rf.fleet.password})
+    # Served over HTTPS by a TLS-terminating proxy on this machine, which says so.
+    rf = make_fleet(
+        hosts=1,
+        agents=False,
+        env={"NIXFLEET_SECURE_COOKIES": "true", "NIXFLEET_TRUSTED_PROXIES": "127.0.0.1"},
+    )
+    res = httpx.post(
+        f"{rf.base}/login",
+        data={"username": "admin", "password": rf.fleet.password},
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"},
+    )
     assert res.status_code == 303
     header = res.headers["set-cookie"]
     assert header.startswith("__Host-nixfleet_session=")
