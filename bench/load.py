@@ -414,14 +414,18 @@ def _commit() -> str:
     return res.stdout.strip() or "unknown"
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the large sizes (up to 10,000)")
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--sizes", type=_ints, help="comma-separated N; '' skips them")
     parser.add_argument("--commands", type=int)
-    parser.add_argument("--browsers", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--browsers", type=_ints)
     parser.add_argument("--mixed-hosts", type=int)
-    parser.add_argument("--loops", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--loops", type=_ints)
     parser.add_argument("--idle-s", type=float)
     parser.add_argument("--ingest-s", type=float)
     parser.add_argument("--output-lines", type=int)

@@ -20,6 +20,7 @@ from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
 from nixfleet.core.errors import Conflict, NotFound
 from nixfleet.core.hostid import canonical_host_id, is_host_id
 from nixfleet.core.protocol import Finished, Hello, HostStatus, Output, Started, Warning
+from nixfleet.dashboard.heartbeats import Reports, StatusWriter
 from nixfleet.security import tokens
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
@@ -47,6 +48,9 @@ class Fleet:
         self.target: str | None = None
         self._target_checked = 0.0
         self._token_secret = settings.agent_token_hash_secret.get_secret_value()
+        self._statuses = StatusWriter(
+            lambda group: host_store.save_statuses(db, group), self._announce_statuses
+        )
 
     # --- hosts ----------------------------------------------------------------------
     async def add_host(self, raw_id: str, meta: dict[str, str]) -> tuple[dict[str, Any], str]:
@@ -275,8 +279,12 @@ class Fleet:
             pass  # removed while connected
 
     async def record_status(self, host_id: str, status: HostStatus) -> None:
-        await host_store.save_status(self.db, host_id, status.model_dump(), self.clock())
-        await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+        """Return once the status is stored (in a group commit with concurrent ones)."""
+        await self._statuses.save(host_id, status.model_dump(), self.clock())
+
+    async def _announce_statuses(self, group: Reports) -> None:
+        for row in await host_store.get_many(self.db, group):
+            await self.bus.publish({"type": "host", "host": self.host_view(row)})
 
     async def record_started(self, host_id: str, msg: Started) -> None:
         if await command_store.move(
