@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from nixfleet.core.errors import NixFleetError
 from nixfleet.dashboard.deps import CsrfSession, Ctx
 
 router = APIRouter(prefix="/api")
@@ -36,16 +35,7 @@ async def queue_command(
 @router.post("/commands/bulk", status_code=202)
 async def queue_bulk(body: BulkRequest, ctx: Ctx, session: CsrfSession) -> dict[str, Any]:
     """Give each host its own command: one bad or offline host never fails the rest."""
-    results: list[dict[str, Any]] = []
-    for host_id in dict.fromkeys(body.host_ids):
-        try:
-            cmd = await ctx.fleet.dispatch(session.username, host_id, body.command)
-            results.append(
-                {"host_id": cmd["host_id"], "command_id": cmd["id"], "state": cmd["state"]}
-            )
-        except NixFleetError as exc:
-            results.append({"host_id": host_id[:63], "error": exc.code, "detail": str(exc)})
-    return {"results": results}
+    return {"results": await ctx.fleet.dispatch_many(session.username, body.host_ids, body.command)}
 
 
 @router.get("/hosts/{host_id}/commands")
