@@ -192,7 +192,7 @@ async def output(
     try:
         await browsers.open()
         swarm.output_plan = OutputPlan(p.output_lines, p.output_interval_s)
-        a = target.sample()
+        me0, a = proc_sample(os.getpid()), target.sample()
         res = await client.post(f"/api/hosts/{host_id}/command", json={"command": "test"})
         cid = res.json()["command_id"]
         deadline = time.monotonic() + 60 + p.output_lines * p.output_interval_s
@@ -212,6 +212,7 @@ async def output(
             "complete_lines": len(every),
             "events_seen": browsers.events,
             "dashboard_cpu_percent": round(cpu_percent(a, target.sample()), 1),
+            "generator_cpu_percent": round(cpu_percent(me0, proc_sample(os.getpid())), 1),
         }
     finally:
         swarm.output_plan = OutputPlan()
@@ -231,7 +232,7 @@ async def ingest(
     loopers = [swarm.agents[h] for h in ids[:loops]]
     for agent in loopers:
         agent.acks.clear()
-    a = target.sample()
+    me0, a = proc_sample(os.getpid()), target.sample()
     start = time.monotonic()
     await asyncio.gather(*(agent.loop_status() for agent in loopers))
     commands = max(int(p.ingest_s * 10), 10)
@@ -243,6 +244,7 @@ async def ingest(
         agent.stop_loop()
     elapsed = time.monotonic() - start
     cpu = round(cpu_percent(a, target.sample()), 1)
+    me = round(cpu_percent(me0, proc_sample(os.getpid())), 1)
     await asyncio.sleep(0.5)  # let the last round trips land
     acks = [x for agent in loopers for x in agent.acks]
     return {
@@ -253,6 +255,7 @@ async def ingest(
         "dispatch_during_ms": during["latency_ms"],
         "dispatch_errors": during["errors"],
         "dashboard_cpu_percent": cpu,
+        "generator_cpu_percent": me,
     }
 
 

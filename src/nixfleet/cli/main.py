@@ -81,6 +81,9 @@ def serve(
         access_log=False,
         proxy_headers=False,
         ws_max_size=2**20,
+        # Agent messages are small JSON: compressing them saves little and costs each
+        # connection its own zlib state (about 40 KiB of the dashboard's memory per agent).
+        ws_per_message_deflate=False,
         lifespan="on",
     )
     uvicorn.Server(config).run(sockets=[sock])
