@@ -343,9 +343,9 @@ class Fleet:
         except NotFound:
             pass  # removed while connected
 
-    async def record_status(self, host_id: str, status: HostStatus) -> None:
-        """Return once the status is stored (in a group commit with concurrent ones)."""
-        await self._statuses.save(host_id, status.model_dump(), self.clock())
+    async def record_status(self, host_id: str, status: HostStatus, wait: bool = False) -> None:
+        """Queue a heartbeat for the next group write; with wait, return once it is stored."""
+        await self._statuses.save(host_id, status.model_dump(), self.clock(), wait)
 
     async def _announce_statuses(self, group: Reports) -> None:
         for row in await host_store.get_many(self.db, group):
