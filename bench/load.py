@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -125,6 +126,7 @@ async def dispatch(
     latencies: list[float] = []
     responses: list[float] = []
     errors: list[str] = []
+    timeline: list[tuple[float, float]] = []  # (seconds into the run, latency ms)
 
     async def one(host_id: str) -> None:
         t0 = time.monotonic()
@@ -136,6 +138,7 @@ async def dispatch(
                 return
             at = await swarm.wait_command(res.json()["command_id"], 60)
             latencies.append(at - t0)
+            timeline.append((round(t0 - start, 3), round((at - t0) * 1000, 1)))
         except (httpx.HTTPError, TimeoutError) as exc:
             errors.append(f"{host_id}: {exc!r}")
 
@@ -156,6 +159,7 @@ async def dispatch(
         "first_errors": errors[:5],
         "dashboard_cpu_percent": round(cpu_percent(a, target.sample()), 1),
         "generator_cpu_percent": round(cpu_percent(me0, proc_sample(os.getpid())), 1),
+        "timeline": sorted(timeline),
     }
 
 
@@ -278,11 +282,15 @@ async def _with_fleet(root: Path, n: int, p: Profile, body: Any) -> dict[str, An
         base_rss = target.sample().rss_bytes
         out: dict[str, Any] = {"hosts_created_s": round(setup_s, 1)}
         out["connect"] = await connect(target, swarm, host_ids(n))
+        # The generator's own full collections over N connections stalled it for up to 2 s
+        # at N = 10,000, which showed up as dashboard latency: keep them out of the scan.
+        gc.freeze()
         out |= await body(target, swarm, client, base_rss)
         out["agent_failures"] = len(swarm.failures)
         out["first_failures"] = swarm.failures[:5]
         return out
     finally:
+        gc.unfreeze()
         if client is not None:
             await client.aclose()
         await swarm.close()
@@ -319,6 +327,7 @@ async def run_mixed(root: Path, p: Profile) -> dict[str, Any]:
 
 def run(p: Profile) -> dict[str, Any]:
     nofile = raise_nofile()
+    gc.set_threshold(50_000, 50, 1000)  # as `nixfleet serve` does
     t0 = time.monotonic()
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="nixfleet-bench-"))
