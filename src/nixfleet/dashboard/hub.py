@@ -69,9 +69,7 @@ class Hub:
             "timed_out",
             "lost",
         ):
-            self._wanted.add(host_id)
-            if self._pumping is None:
-                self._pumping = asyncio.get_running_loop().create_task(self._pump())
+            self._want(host_id)
         elif event["type"] == "agent_control":
             self.spawn(self._control(host_id, event))
 
@@ -82,6 +80,9 @@ class Hub:
 
     async def pump(self, host_id: str) -> None:
         """Send the host its next deliverable commands (soon, with whatever else is due)."""
+        self._want(host_id)
+
+    def _want(self, host_id: str) -> None:
         self._wanted.add(host_id)
         if self._pumping is None:
             self._pumping = asyncio.get_running_loop().create_task(self._pump())
@@ -90,9 +91,10 @@ class Hub:
         """Claim and send, in rounds, for every host that may have something to receive.
 
         One round is a few queries for all the hosts waiting, not a few per host: a bulk
-        switch to thousands of hosts is claimed in one UPDATE. Rounds run one at a time, so
-        a host never has two claims in flight. A host that got a command is checked again
-        in the next round (a restart may be followed by more).
+        switch to thousands of hosts is claimed in one UPDATE. Rounds run one at a time, and
+        a claimed command counts as active at once, so a host never gets two by accident. A
+        host that got a command is checked again in the next round (a restart may be
+        followed by more).
         """
         try:
             while self._wanted:
@@ -105,7 +107,9 @@ class Hub:
                 except Exception:
                     log.exception("hub: claiming commands for %d hosts failed", len(hosts))
                     continue
-                await asyncio.gather(*(self._deliver(cmd) for cmd in claimed))
+                for cmd in claimed:
+                    # Not awaited here: one agent slow to read must not hold up the others.
+                    self.spawn(self._deliver(cmd))
                 self._wanted.update(cmd["host_id"] for cmd in claimed)
         finally:
             self._pumping = None
