@@ -10,14 +10,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from nixfleet.config import Settings
 from nixfleet.core import commands as rules
 from nixfleet.core.commands import ACTIVE_STATES, CommandKind, CommandState
 from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
-from nixfleet.core.errors import Conflict, NotFound
+from nixfleet.core.errors import Conflict, NixFleetError, NotFound
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     Finished,
@@ -28,6 +28,7 @@ from nixfleet.core.protocol import (
     TransportReport,
     Warning,
 )
+from nixfleet.dashboard.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.identity import AgentIdentity
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
@@ -58,6 +59,9 @@ class Fleet:
         self.identity = AgentIdentity(settings, db, bus, clock)
         # Called with each command that reached its final state here (metrics); must not block.
         self.finished_hooks: list[Callable[[dict[str, Any]], None]] = []
+        self._statuses = StatusWriter(
+            lambda group: host_store.save_statuses(db, group), self._announce_statuses
+        )
 
     # --- hosts ----------------------------------------------------------------------
     async def add_host(self, raw_id: str, meta: dict[str, str]) -> dict[str, Any]:
@@ -170,6 +174,73 @@ class Fleet:
             )
         return await self._publish_command(row["id"])
 
+    async def dispatch_many(
+        self, actor: str, raw_ids: Collection[str], raw_kind: object
+    ) -> list[dict[str, Any]]:
+        """Return one result per host: its queued command, or the error that host got.
+
+        1. stop and restart depend on each host's live state: they go through `dispatch`.
+        2. Other kinds: every valid, known host gets its own queued command, all inserted
+           in one transaction (superseding each host's older queued switch), then announced.
+           A bad or unknown host fails alone.
+        """
+        kind_error: NixFleetError | None = None
+        try:
+            kind = rules.parse_kind(raw_kind)
+        except NixFleetError as exc:
+            kind_error = exc
+        results: dict[str, dict[str, Any]] = {}
+        wanted: list[str] = []
+        for raw in dict.fromkeys(raw_ids):
+            try:
+                if kind_error is not None:
+                    raise kind_error
+                host_id = canonical_host_id(raw)
+                if kind in (CommandKind.STOP, CommandKind.RESTART):
+                    results[raw] = _queued(await self.dispatch(actor, host_id, kind))
+                else:
+                    wanted.append(host_id)
+            except NixFleetError as exc:
+                results[raw] = {"host_id": raw[:63], "error": exc.code, "detail": str(exc)}
+        queued = await self._enqueue_many(actor, wanted, kind) if wanted else {}
+        for raw in dict.fromkeys(raw_ids):
+            if raw in results:
+                continue
+            host_id = canonical_host_id(raw)
+            results[raw] = queued.get(host_id) or {
+                "host_id": raw[:63],
+                "error": "not_found",
+                "detail": f"store: no host {host_id!r}",
+            }
+        return list(results.values())
+
+    async def _enqueue_many(
+        self, actor: str, host_ids: list[str], kind: CommandKind
+    ) -> dict[str, dict[str, Any]]:
+        """Return {host id: result} for the known hosts among host_ids, each now queued."""
+        known = {h["id"] for h in await host_store.get_many(self.db, host_ids)}
+        now = self.clock()
+        rows: list[dict[str, Any]] = [
+            {
+                "id": uuid.uuid4().hex,
+                "host_id": host_id,
+                "kind": kind.value,
+                "state": CommandState.QUEUED.value,
+                "actor": actor,
+                "created_at": now,
+                "expires_at": now + self.settings.command_expiry_s,
+            }
+            for host_id in dict.fromkeys(host_ids)
+            if host_id in known
+        ]
+        superseded = await command_store.enqueue_many(
+            self.db, rows, supersede=rules.supersedes_queued(kind)
+        )
+        changed = await command_store.get_many(self.db, [*superseded, *(r["id"] for r in rows)])
+        for cmd in changed:
+            await self.bus.publish({"type": "command", "command": cmd})
+        return {r["host_id"]: _queued(r) for r in rows}
+
     async def cancel_queued(self, command_id: str) -> dict[str, Any]:
         """Cancel a command that has not been delivered yet, or raise Conflict."""
         cmd = await command_store.get(self.db, command_id)
@@ -190,34 +261,32 @@ class Fleet:
         await host_store.get(self.db, host_id)
         return await command_store.for_host(self.db, host_id, limit=limit)
 
-    async def claim_next(self, host_id: str) -> dict[str, Any] | None:
-        """Return the next command to send to host_id, already marked dispatched, or None.
+    async def claim_many(self, host_ids: Collection[str]) -> list[dict[str, Any]]:
+        """Return the commands to send now, at most one per host, already marked dispatched.
 
-        Restart jumps the line (it does not run as a process); work waits until the host
-        has nothing active. The claim is a guarded UPDATE, so two replicas cannot both win.
+        1. Read these hosts' queued, unexpired commands and which hosts have one active.
+        2. Per host: a command that runs no process (restart) jumps the line; other work
+           goes only to a host with nothing active, oldest first.
+        3. Claim the picks with one guarded UPDATE (`… AND state = 'queued'`), so a command
+           another replica claimed first is left out; announce what was claimed.
         """
+        ids = list(host_ids)
         now = self.clock()
-        queued = await command_store.deliverable(self.db, host_id, now)
+        queued = await command_store.deliverable_many(self.db, ids, now)
         if not queued:
-            return None
-        urgent = [c for c in queued if not rules.KIND_RULES[CommandKind(c["kind"])].runs_process]
-        if urgent:
-            pick = urgent[0]
-        elif await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=1):
-            return None
-        else:
-            pick = queued[0]
-        if not await command_store.move(
-            self.db,
-            pick["id"],
-            host_id,
-            [CommandState.QUEUED],
-            CommandState.DISPATCHED,
-            dispatched_at=now,
-        ):
-            return None
-        await self._publish_command(pick["id"])
-        return pick
+            return []
+        busy = await command_store.busy_hosts(self.db, ids)
+        picks: dict[str, dict[str, Any]] = {}
+        for cmd in queued:  # oldest first
+            chosen = picks.get(cmd["host_id"])
+            if _urgent(cmd) and (chosen is None or not _urgent(chosen)):
+                picks[cmd["host_id"]] = cmd  # the line is jumped even on a busy host
+            elif chosen is None and cmd["host_id"] not in busy:
+                picks[cmd["host_id"]] = cmd
+        claimed = await command_store.claim(self.db, [c["id"] for c in picks.values()], now)
+        for cmd in claimed:
+            await self.bus.publish({"type": "command", "command": cmd})
+        return claimed
 
     async def unclaim(self, host_id: str, command_id: str) -> None:
         """Put a dispatched command that never left this process back in the queue."""
@@ -289,9 +358,13 @@ class Fleet:
         except NotFound:
             pass  # removed while connected
 
-    async def record_status(self, host_id: str, status: HostStatus) -> None:
-        await host_store.save_status(self.db, host_id, status.model_dump(), self.clock())
-        await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+    async def record_status(self, host_id: str, status: HostStatus, wait: bool = False) -> None:
+        """Queue a heartbeat for the next group write; with wait, return once it is stored."""
+        await self._statuses.save(host_id, status.model_dump(), self.clock(), wait)
+
+    async def _announce_statuses(self, group: Reports) -> None:
+        for row in await host_store.get_many(self.db, group):
+            await self.bus.publish({"type": "host", "host": self.host_view(row)})
 
     async def record_started(self, host_id: str, msg: Started) -> None:
         if await command_store.move(
@@ -435,3 +508,12 @@ def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:
             "kinds": {f.kind: f.count for f in report.tls_failures},
         }
     return out
+
+
+def _urgent(cmd: dict[str, Any]) -> bool:
+    """Return True for a command that runs no process (restart): it jumps the line."""
+    return not rules.KIND_RULES[CommandKind(cmd["kind"])].runs_process
+
+
+def _queued(cmd: dict[str, Any]) -> dict[str, Any]:
+    return {"host_id": cmd["host_id"], "command_id": cmd["id"], "state": cmd["state"]}

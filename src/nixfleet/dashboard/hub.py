@@ -1,7 +1,8 @@
 """The hub: the agent connections held by this dashboard process.
 
 It listens to the event bus, so a command queued by any replica reaches the replica that
-holds the host's connection. Sends to one agent are serialized by a per-host lock.
+holds the host's connection. Sends to one agent are serialized by a per-host lock; claims
+are made in rounds by one task, for all hosts with something new at once.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class Hub:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self.links: dict[str, AgentLink] = {}
-        self._pump_locks: dict[str, asyncio.Lock] = {}
+        self._wanted: set[str] = set()
+        self._pumping: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe = fleet.bus.subscribe(self._on_event)
 
@@ -70,7 +72,7 @@ class Hub:
             "timed_out",
             "lost",
         ):
-            self.spawn(self.pump(host_id))
+            self._want(host_id)
         elif event["type"] == "agent_control":
             self.spawn(self._control(host_id, event))
 
@@ -80,22 +82,54 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def pump(self, host_id: str) -> None:
-        """Send the host its next deliverable commands, one claim at a time."""
-        lock = self._pump_locks.setdefault(host_id, asyncio.Lock())
-        async with lock:
-            while (link := self.links.get(host_id)) is not None:
-                cmd = await self.fleet.claim_next(host_id)
-                if cmd is None:
-                    return
-                msg = Command(command_id=cmd["id"], kind=cmd["kind"], expires_at=cmd["expires_at"])
+        """Send the host its next deliverable commands (soon, with whatever else is due)."""
+        self._want(host_id)
+
+    def _want(self, host_id: str) -> None:
+        self._wanted.add(host_id)
+        if self._pumping is None:
+            self._pumping = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        """Claim and send, in rounds, for every host that may have something to receive.
+
+        One round is a few queries for all the hosts waiting, not a few per host: a bulk
+        switch to thousands of hosts is claimed in one UPDATE. Rounds run one at a time, and
+        a claimed command counts as active at once, so a host never gets two by accident. A
+        host that got a command is checked again in the next round (a restart may be
+        followed by more).
+        """
+        try:
+            while self._wanted:
+                hosts = [h for h in self._wanted if h in self.links]
+                self._wanted.clear()
+                if not hosts:
+                    continue
                 try:
-                    await link.send(msg.model_dump_json())
+                    claimed = await self.fleet.claim_many(hosts)
                 except Exception:
-                    # The link died between claim and send: give the command back, or it
-                    # would sit in `dispatched` with no disconnect to start its window.
-                    log.info("hub: could not deliver %s to %s; queued again", cmd["id"], host_id)
-                    await self.fleet.unclaim(host_id, cmd["id"])
-                    return
+                    log.exception("hub: claiming commands for %d hosts failed", len(hosts))
+                    continue
+                for cmd in claimed:
+                    # Not awaited here: one agent slow to read must not hold up the others.
+                    self.spawn(self._deliver(cmd))
+                self._wanted.update(cmd["host_id"] for cmd in claimed)
+        finally:
+            self._pumping = None
+
+    async def _deliver(self, cmd: dict[str, Any]) -> None:
+        host_id = cmd["host_id"]
+        link = self.links.get(host_id)
+        msg = Command(command_id=cmd["id"], kind=cmd["kind"], expires_at=cmd["expires_at"])
+        try:
+            if link is None:
+                raise ConnectionError("no link")
+            await link.send(msg.model_dump_json())
+        except Exception:
+            # The link died between claim and send: give the command back, or it would
+            # sit in `dispatched` with no disconnect to start its reconnect window.
+            log.info("hub: could not deliver %s to %s; queued again", cmd["id"], host_id)
+            await self.fleet.unclaim(host_id, cmd["id"])
 
     async def recheck_credentials(self) -> None:
         """Drop every connection whose credential was rotated out, revoked or removed,

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
@@ -101,21 +101,6 @@ async def for_host(
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
-async def deliverable(db: Database, host_id: str, now: float) -> list[dict[str, Any]]:
-    """Return a host's queued, unexpired commands, oldest first."""
-    query = (
-        select(commands)
-        .where(
-            commands.c.host_id == host_id,
-            commands.c.state == CommandState.QUEUED,
-            or_(commands.c.expires_at.is_(None), commands.c.expires_at > now),
-        )
-        .order_by(commands.c.created_at)
-    )
-    async with db.engine.connect() as conn:
-        return [dict(r._mapping) for r in await conn.execute(query)]
-
-
 async def recent(db: Database, limit: int) -> list[dict[str, Any]]:
     """Return the fleet's newest commands (for the dashboard's first paint)."""
     query = select(commands).order_by(commands.c.created_at.desc()).limit(limit)
@@ -173,3 +158,109 @@ async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
             )
             .values(disconnected_at=now)
         )
+
+
+# SQLite allows 32,766 bound parameters per statement; stay far below it.
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+async def enqueue_many(db: Database, rows: Sequence[dict[str, Any]], supersede: bool) -> list[str]:
+    """Insert queued commands for many hosts in one transaction; return superseded ids.
+
+    The same two steps as `enqueue`, for every host at once: a bulk switch to thousands of
+    hosts is one commit, not thousands.
+    """
+    cancelled: list[str] = []
+    if not rows:
+        return cancelled
+    async with db.engine.begin() as conn:
+        if supersede:
+            for part in _chunks([r["host_id"] for r in rows]):
+                res = await conn.execute(
+                    update(commands)
+                    .where(
+                        commands.c.host_id.in_(part),
+                        commands.c.state == CommandState.QUEUED,
+                        commands.c.kind.in_([k.value for k in SUPERSEDING]),
+                    )
+                    .values(
+                        state=CommandState.CANCELLED,
+                        finished_at=rows[0]["created_at"],
+                        detail="superseded by a newer bulk command",
+                    )
+                    .returning(commands.c.id)
+                )
+                cancelled += [r[0] for r in res]
+        await conn.execute(insert(commands), list(rows))
+    return cancelled
+
+
+async def get_many(db: Database, command_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Return the command rows named (missing ones are left out)."""
+    out: list[dict[str, Any]] = []
+    async with db.engine.connect() as conn:
+        for part in _chunks(command_ids):
+            res = await conn.execute(select(commands).where(commands.c.id.in_(part)))
+            out += [dict(r._mapping) for r in res]
+    return out
+
+
+async def deliverable_many(
+    db: Database, host_ids: Sequence[str], now: float
+) -> list[dict[str, Any]]:
+    """Return the queued, unexpired commands of these hosts, oldest first."""
+    out: list[dict[str, Any]] = []
+    async with db.engine.connect() as conn:
+        for part in _chunks(host_ids):
+            query = (
+                select(commands)
+                .where(
+                    commands.c.host_id.in_(part),
+                    commands.c.state == CommandState.QUEUED,
+                    or_(commands.c.expires_at.is_(None), commands.c.expires_at > now),
+                )
+                .order_by(commands.c.created_at)
+            )
+            out += [dict(r._mapping) for r in await conn.execute(query)]
+    out.sort(key=lambda c: c["created_at"])
+    return out
+
+
+async def busy_hosts(db: Database, host_ids: Sequence[str]) -> set[str]:
+    """Return which of these hosts have an active (dispatched or running) command."""
+    busy: set[str] = set()
+    async with db.engine.connect() as conn:
+        for part in _chunks(host_ids):
+            res = await conn.execute(
+                select(commands.c.host_id)
+                .distinct()
+                .where(
+                    commands.c.host_id.in_(part),
+                    commands.c.state.in_([s.value for s in ACTIVE_STATES]),
+                )
+            )
+            busy |= {r[0] for r in res}
+    return busy
+
+
+async def claim(db: Database, command_ids: Sequence[str], now: float) -> list[dict[str, Any]]:
+    """Mark queued commands dispatched; return the rows this call moved.
+
+    The UPDATE is guarded by `state = 'queued'`, so a command another replica claimed first
+    is not returned here.
+    """
+    claimed: list[dict[str, Any]] = []
+    async with db.engine.begin() as conn:
+        for part in _chunks(command_ids):
+            res = await conn.execute(
+                update(commands)
+                .where(commands.c.id.in_(part), commands.c.state == CommandState.QUEUED)
+                .values(state=CommandState.DISPATCHED, dispatched_at=now)
+                .returning(*commands.c)
+            )
+            claimed += [dict(r._mapping) for r in res]
+    return claimed

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nixfleet.core.errors import Conflict, NotFound
@@ -129,14 +130,6 @@ async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
         )
 
 
-async def save_status(db: Database, host_id: str, status: dict[str, Any], now: float) -> None:
-    """Store a heartbeat's status."""
-    async with db.engine.begin() as conn:
-        await conn.execute(
-            update(hosts).where(hosts.c.id == host_id).values(status=status, last_seen=now)
-        )
-
-
 async def save_last_test(db: Database, host_id: str, summary: dict[str, Any]) -> None:
     """Store the summary of a host's latest test run."""
     async with db.engine.begin() as conn:
@@ -147,3 +140,33 @@ async def mark_all_offline(db: Database) -> None:
     """Mark every host offline: called at start-up, when no agent can be connected yet."""
     async with db.engine.begin() as conn:
         await conn.execute(update(hosts).where(hosts.c.online.is_(True)).values(online=False))
+
+
+async def save_statuses(db: Database, reports: dict[str, tuple[dict[str, Any], float]]) -> None:
+    """Store many heartbeats ({host id: (status, time)}) in one transaction.
+
+    One commit for a group of heartbeats instead of one each: with thousands of agents the
+    commit, not the UPDATE, is what a status costs.
+    """
+    if not reports:
+        return
+    stmt = (
+        update(hosts)
+        .where(hosts.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status", type_=hosts.c.status.type),
+            last_seen=bindparam("b_seen"),
+        )
+    )
+    params = [{"b_id": h, "b_status": st, "b_seen": at} for h, (st, at) in reports.items()]
+    async with db.engine.begin() as conn:
+        await conn.execute(stmt, params)
+
+
+async def get_many(db: Database, host_ids: Collection[str]) -> list[dict[str, Any]]:
+    """Return the public rows of the hosts named (missing ones are left out)."""
+    if not host_ids:
+        return []
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(select(*_PUBLIC).where(hosts.c.id.in_(list(host_ids))))
+    return [dict(r._mapping) for r in rows]

@@ -178,7 +178,8 @@ async def _serve(ctx: Context, link: AgentLink) -> None:
             await link.ws.close(CLOSE_BAD_MESSAGE, "malformed message")
             return
         if isinstance(msg, Status):
-            await fleet.record_status(host_id, msg.status)
+            # Only an acknowledged status waits for its write; plain heartbeats share one.
+            await fleet.record_status(host_id, msg.status, wait=msg.ref is not None)
             if msg.ref is not None:
                 await link.send(StatusAck(ref=msg.ref).model_dump_json())
         elif isinstance(msg, Output):

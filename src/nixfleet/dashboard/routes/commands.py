@@ -53,7 +53,7 @@ async def queue_bulk(
     body: BulkRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
     """Give each host its own command: one bad or offline host never fails the rest."""
-    results = await _dispatch_each(ctx, session.username, body)
+    results = await ctx.fleet.dispatch_many(session.username, body.host_ids, body.command)
     refused = sum(1 for r in results if "error" in r)
     ctx.audit.record(
         session.username,
@@ -67,19 +67,6 @@ async def queue_bulk(
         },
     )
     return {"results": results}
-
-
-async def _dispatch_each(ctx: Ctx, actor: str, body: BulkRequest) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
-    for host_id in dict.fromkeys(body.host_ids):
-        try:
-            cmd = await ctx.fleet.dispatch(actor, host_id, body.command)
-            results.append(
-                {"host_id": cmd["host_id"], "command_id": cmd["id"], "state": cmd["state"]}
-            )
-        except NixFleetError as exc:
-            results.append({"host_id": host_id[:63], "error": exc.code, "detail": str(exc)})
-    return results
 
 
 @router.get("/hosts/{host_id}/commands")

@@ -1,0 +1,5 @@
+"""`python -m bench`: the quick load profile; `python -m bench --full` for the large sizes."""
+
+from bench.load import main
+
+main()
