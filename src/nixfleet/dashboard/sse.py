@@ -90,6 +90,10 @@ class Broadcaster:
         self.recent: deque[tuple[int, Event]] = deque(maxlen=limits.replay_size)
         self.slow_total = 0
         self.dropped = 0  # events not delivered to some browser (read by /metrics)
+        # seq → frame text: an event is JSON-encoded once, not once per browser (with 100
+        # browsers and 1,000 agents heartbeating that was most of the dashboard's CPU).
+        self._frames: dict[int, str] = {}
+        self._frames_max = max(limits.queue_size, limits.replay_size, 1)
         self._unsubscribe = bus.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -156,7 +160,7 @@ class Broadcaster:
             yield "retry: 2000\n\n"
             if missed is not None:
                 for seq, event in missed:
-                    yield _frame(seq, event["type"], event)
+                    yield self._encoded(seq, event)
             else:
                 kind = "snapshot" if last_event_id is None else "resync"
                 yield _frame(at, kind, await snapshot())
@@ -172,13 +176,22 @@ class Broadcaster:
                     yield "event: session_ended\ndata: {}\n\n"
                     return
                 seq, event = item
-                yield _frame(seq, event["type"], event)
+                yield self._encoded(seq, event)
                 if sub.needs_resync and sub.queue.empty():
                     at = self.seq
                     sub.needs_resync = False
                     yield _frame(at, "resync", await snapshot())
         finally:
             self.subscribers.discard(sub)
+
+    def _encoded(self, seq: int, event: Event) -> str:
+        """Return the frame of a broadcast event, encoding it only the first time."""
+        frame = self._frames.get(seq)
+        if frame is None:
+            frame = self._frames[seq] = _frame(seq, event["type"], event)
+            if len(self._frames) > self._frames_max:
+                del self._frames[next(iter(self._frames))]  # the oldest (insertion order)
+        return frame
 
     async def _next(self, sub: Subscriber) -> tuple[int, Event] | None:
         """Return the next queued event, or None after keepalive_s without one."""
