@@ -445,3 +445,49 @@ def test_when_the_overlap_ends_the_agent_on_the_old_token_is_cut_off(make_fleet)
     wait_for(lambda: _closed_with(rf, "atlas", 4410), 30, "the agent closed with 4410")
     rf.host("atlas").token_file.write_text(new)
     api.wait_online(["atlas"], timeout=BACKOFF_CAP_WAIT)
+
+
+def _handshake_with(base: str, host_id: str, token: str, extra: dict[str, str]) -> int:
+    async def attempt() -> int:
+        headers = {"Authorization": f"Bearer {token}", "X-NixFleet-Host": host_id, **extra}
+        try:
+            ws = await websockets.connect(_ws_url(base), additional_headers=headers)
+        except InvalidStatus as exc:
+            return exc.response.status_code
+        await ws.close()
+        return 101
+
+    return asyncio.run(attempt())
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_a_forwarded_client_certificate_counts_only_from_a_trusted_proxy(make_fleet, trusted):
+    """Behind a TLS-terminating proxy the verified certificate arrives in a header; from a
+    peer that is not a trusted proxy the same header is a forgery and is ignored."""
+    from urllib.parse import quote
+
+    from nixfleet.security.clientcert import fingerprint_of_pem
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    right = ca.issue_cert("atlas").cert_chain_pems[0].bytes().decode()
+    other = ca.issue_cert("borealis").cert_chain_pems[0].bytes().decode()
+    env = {"NIXFLEET_CLIENT_CERT_HEADER": "X-SSL-Client-Cert"}
+    if trusted:
+        env["NIXFLEET_TRUSTED_PROXIES"] = "127.0.0.1"
+    rf = make_fleet(hosts=1, agents=False, env=env)
+    api = rf.api()
+    res = api.http.put(
+        "/api/hosts/atlas/client-cert",
+        json={"sha256": fingerprint_of_pem(right)},
+        headers={"X-CSRF-Token": api.csrf},
+    )
+    assert res.status_code == 200, res.text
+    token = rf.host("atlas").token_file.read_text().strip()
+    nginx_form = {"X-SSL-Client-Cert": quote(right)}  # $ssl_client_escaped_cert
+    assert _handshake_with(rf.base, "atlas", token, nginx_form) == (101 if trusted else 403)
+    assert _handshake_with(rf.base, "atlas", token, {"X-SSL-Client-Cert": quote(other)}) == 403
+    assert _handshake_with(rf.base, "atlas", token, {}) == 403
+    if trusted:  # Traefik's form: base64 DER without PEM armour
+        der_b64 = "".join(right.strip().splitlines()[1:-1])
+        assert _handshake_with(rf.base, "atlas", token, {"X-SSL-Client-Cert": der_b64}) == 101

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
+    # Behind a TLS-terminating proxy that verified the agent's client certificate: the
+    # header it forwards it in (e.g. X-SSL-Client-Cert); believed from trusted proxies only.
+    client_cert_header: str = Field("", pattern=r"^[A-Za-z0-9-]*$", max_length=64)
 
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     sse_queue_size: int = Field(1000, ge=10)

@@ -17,7 +17,8 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from nixfleet.security.clientcert import fingerprint_of_pem
+from nixfleet.dashboard.deps import request_origin
+from nixfleet.security.clientcert import fingerprint_of_forwarded, fingerprint_of_pem
 
 
 def _with_tls(app: ASGIApp, tls: dict[str, Any]) -> ASGIApp:
@@ -44,8 +45,19 @@ class TlsPeerWebSocketProtocol(WebSocketsSansIOProtocol):
         self.app = _with_tls(self.app, tls)
 
 
-def client_cert_sha256(conn: HTTPConnection) -> str | None:
-    """Return the SHA-256 fingerprint of the connection's verified client certificate."""
+def client_cert_sha256(conn: HTTPConnection, header: str = "") -> str | None:
+    """Return the SHA-256 fingerprint of the connection's verified client certificate.
+
+    1. Served over TLS by uvicorn: the certificate the TLS layer verified.
+    2. Behind a TLS-terminating proxy: the certificate in `header` (NIXFLEET_CLIENT_CERT_HEADER),
+       believed only when the direct peer is a trusted proxy — from anyone else the header is
+       ignored, or a client could name any certificate it likes.
+    """
     tls = (conn.scope.get("extensions") or {}).get("tls") or {}
     chain = tls.get("client_cert_chain") or []
-    return fingerprint_of_pem(chain[0]) if chain else None
+    if chain:
+        return fingerprint_of_pem(chain[0])
+    forwarded = conn.headers.get(header) if header else None
+    if forwarded and request_origin(conn.scope).via_proxy:
+        return fingerprint_of_forwarded(forwarded)
+    return None

@@ -53,7 +53,7 @@ async def agent_socket(websocket: WebSocket) -> None:
     auth = await ctx.fleet.identity.authenticate(
         claimed,
         _bearer(websocket.headers.get("authorization")),
-        client_cert_sha256(websocket),
+        client_cert_sha256(websocket, ctx.settings.client_cert_header),
         address,
     )
     if auth.host_id is None:
