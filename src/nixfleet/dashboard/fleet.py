@@ -125,6 +125,20 @@ class Fleet:
         }
 
     # --- commands -------------------------------------------------------------------
+    def _new_command(
+        self, actor: str, host_id: str, kind: CommandKind, now: float
+    ) -> dict[str, Any]:
+        """Return the row of a new queued command (it expires after NIXFLEET_COMMAND_EXPIRY_S)."""
+        return {
+            "id": uuid.uuid4().hex,
+            "host_id": host_id,
+            "kind": kind.value,
+            "state": CommandState.QUEUED.value,
+            "actor": actor,
+            "created_at": now,
+            "expires_at": now + self.settings.command_expiry_s,
+        }
+
     async def dispatch(self, actor: str, raw_id: str, raw_kind: object) -> dict[str, Any]:
         """Return the stored command for kind on host, queued or acted on at once.
 
@@ -142,15 +156,7 @@ class Fleet:
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
-        row: dict[str, Any] = {
-            "id": uuid.uuid4().hex,
-            "host_id": host_id,
-            "kind": kind.value,
-            "state": CommandState.QUEUED.value,
-            "actor": actor,
-            "created_at": now,
-            "expires_at": now + self.settings.command_expiry_s,
-        }
+        row = self._new_command(actor, host_id, kind, now)
         if kind == CommandKind.STOP:
             # A stop is never queued: it is recorded as done and acts on the active command.
             row |= {
@@ -220,16 +226,8 @@ class Fleet:
         """Return {host id: result} for the known hosts among host_ids, each now queued."""
         known = {h["id"] for h in await host_store.get_many(self.db, host_ids)}
         now = self.clock()
-        rows: list[dict[str, Any]] = [
-            {
-                "id": uuid.uuid4().hex,
-                "host_id": host_id,
-                "kind": kind.value,
-                "state": CommandState.QUEUED.value,
-                "actor": actor,
-                "created_at": now,
-                "expires_at": now + self.settings.command_expiry_s,
-            }
+        rows = [
+            self._new_command(actor, host_id, kind, now)
             for host_id in dict.fromkeys(host_ids)
             if host_id in known
         ]

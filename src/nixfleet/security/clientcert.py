@@ -46,4 +46,3 @@ def fingerprint_of_forwarded(value: str) -> str | None:
     except (ValueError, binascii.Error):
         return None
     return hashlib.sha256(der).hexdigest() if der.startswith(b"\x30") else None
-
