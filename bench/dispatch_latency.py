@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -41,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from bench.stats import machine, percentile
 from nixfleet.demo.configrepo import WORK_NAME, commit_change
 from nixfleet.demo.run import DemoFleet, prepare, start_agent, start_dashboard
 
@@ -245,13 +245,6 @@ async def measure(
 
 
 # --- statistics -------------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float:
-    """Return the q-th percentile (0-100), linear between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 SEGMENTS = [
@@ -288,22 +281,6 @@ def markdown(summary: dict[str, dict[str, float]]) -> str:
         s = summary[key]
         rows.append(f"| {label} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} |")
     return "\n".join(rows)
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 # --- main -------------------------------------------------------------------------------

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -42,7 +40,7 @@ from typing import Any
 import httpx
 
 from bench.browsers import Browsers
-from bench.stats import summary
+from bench.stats import machine, summary
 from bench.swarm import OutputPlan, Swarm
 from bench.target import Target, cpu_percent, host_ids, login, proc_sample, raise_nofile
 
@@ -401,22 +399,6 @@ def markdown(r: dict[str, Any]) -> str:
                 f"| {d['p50']} / {d['p99']} | {g['dashboard_cpu_percent']} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "mem_total_mib": os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20,
-    }
 
 
 def _commit() -> str:
