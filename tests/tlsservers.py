@@ -140,3 +140,24 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     finally:
         writer.close()
+
+
+def pinned_agent_args(proxy: TLSProxy, ca_file, pin: str) -> list[str]:
+    """Return the agent flags for dialling through proxy with a CA file and one pin, retrying
+    on a fast loopback schedule (one probe a second once the breaker opens)."""
+    return [
+        "--url",
+        f"https://127.0.0.1:{proxy.port}",
+        "--ca-file",
+        str(ca_file),
+        "--pin",
+        pin,
+        "--backoff-floor",
+        "0.05",
+        "--backoff-cap",
+        "0.3",
+        "--probe-interval",
+        "1",
+        "--log-level",
+        "info",
+    ]

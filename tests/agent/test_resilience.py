@@ -10,7 +10,7 @@ import pytest
 import websockets
 
 from conftest import wait_for
-from tlsservers import Recorder, TLSProxy, pin_of, server_context
+from tlsservers import Recorder, TLSProxy, pin_of, pinned_agent_args, server_context
 
 FAST = ["--backoff-floor", "0.05", "--backoff-cap", "0.3", "--log-level", "info"]
 
@@ -78,20 +78,7 @@ def test_tls_failures_are_reported_on_the_next_good_connection_and_shown(make_fl
     rf.start_dashboard(log_level="info")  # security events are logged at info
     proxy = TLSProxy(server_context(wrong_key), rf.port)
     try:
-        rf.start_agent(
-            "atlas",
-            args=[
-                *FAST,
-                "--url",
-                f"https://127.0.0.1:{proxy.port}",
-                "--ca-file",
-                str(ca_file),
-                "--pin",
-                pin_of(good),
-                "--probe-interval",
-                "1",
-            ],
-        )
+        rf.start_agent("atlas", args=pinned_agent_args(proxy, ca_file, pin_of(good)))
         log = rf.host("atlas").root / "agent.log"
         wait_for(lambda: "pin_mismatch (3 so far)" in log.read_text(), 30, "three failures")
         proxy.set_context(server_context(good))

@@ -27,7 +27,7 @@ from playwright.sync_api import (
 )
 
 from conftest import RunningFleet, wait_for
-from tlsservers import TLSProxy, pin_of, server_context
+from tlsservers import TLSProxy, pin_of, pinned_agent_args, server_context
 
 CHROMIUM = "/usr/bin/chromium"
 # No internet here: these stop Chromium phoning home (and waiting for it).
@@ -362,25 +362,7 @@ def test_a_hosts_last_tls_failure_is_shown_in_its_row(fleet, tab, ca):
     rf = fleet(hosts=1, agents=False)
     proxy = TLSProxy(server_context(wrong_key), rf.port)
     try:
-        rf.start_agent(
-            "atlas",
-            args=[
-                "--url",
-                f"https://127.0.0.1:{proxy.port}",
-                "--ca-file",
-                str(ca_file),
-                "--pin",
-                pin_of(good),
-                "--backoff-floor",
-                "0.05",
-                "--backoff-cap",
-                "0.3",
-                "--probe-interval",
-                "1",
-                "--log-level",
-                "info",
-            ],
-        )
+        rf.start_agent("atlas", args=pinned_agent_args(proxy, ca_file, pin_of(good)))
         log = rf.host("atlas").root / "agent.log"
         wait_for(lambda: "pin_mismatch (2 so far)" in log.read_text(), 30, "two failures")
         page = log_in(tab, rf)
