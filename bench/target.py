@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from nixfleet.config import load_settings
-from nixfleet.dashboard.fleet import Fleet
+from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.security.passwords import hash_password
 from nixfleet.security.tokens import new_secret
 from nixfleet.storage.bus import LocalBus

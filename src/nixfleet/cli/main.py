@@ -77,7 +77,7 @@ def serve(
 
     from nixfleet.cli.logs import configure
     from nixfleet.dashboard.app import create_app
-    from nixfleet.dashboard.tlspeer import TlsPeerWebSocketProtocol
+    from nixfleet.dashboard.pipeline.tlspeer import TlsPeerWebSocketProtocol
     from nixfleet.storage.migrate import upgrade
 
     settings = _settings(
@@ -587,7 +587,7 @@ def audit_verify(
 @alert_app.command("test")
 def alert_test() -> None:
     """Send a test message to every NIXFLEET_ALERT_URLS channel; exit 1 if one fails."""
-    from nixfleet.dashboard.notifier import Message, Notifier
+    from nixfleet.dashboard.monitoring.notifier import Message, Notifier
 
     settings = _settings()
     if not settings.alert_url_list:
@@ -627,7 +627,7 @@ def _with_fleet(action: Any, audit: tuple[str, str] | None = None) -> Any:
     """Run action on a Fleet; record it in the audit log as the Unix user (`cli:<name>`)."""
     import time
 
-    from nixfleet.dashboard.fleet import Fleet
+    from nixfleet.dashboard.fleet.service import Fleet
     from nixfleet.storage import audit as audit_store
     from nixfleet.storage.bus import LocalBus
     from nixfleet.storage.db import Database

@@ -13,18 +13,19 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
-from nixfleet.dashboard import errors
-from nixfleet.dashboard.accesslog import AccessLog
-from nixfleet.dashboard.alerting import Alerts, load_rules
-from nixfleet.dashboard.audit_log import AuditLog
 from nixfleet.dashboard.context import Context
-from nixfleet.dashboard.event_store import EventStore
-from nixfleet.dashboard.fleet import Fleet
-from nixfleet.dashboard.hub import Hub
-from nixfleet.dashboard.metrics import Metrics
-from nixfleet.dashboard.middleware import BodyLimit, CatchAll, SecurityHeaders
-from nixfleet.dashboard.notifier import Notifier
-from nixfleet.dashboard.ratelimit import RateLimit
+from nixfleet.dashboard.fleet.hub import Hub
+from nixfleet.dashboard.fleet.service import Fleet
+from nixfleet.dashboard.monitoring.alerts import Alerts, load_rules
+from nixfleet.dashboard.monitoring.audit_log import AuditLog
+from nixfleet.dashboard.monitoring.event_store import EventStore
+from nixfleet.dashboard.monitoring.metrics import Metrics
+from nixfleet.dashboard.monitoring.notifier import Notifier
+from nixfleet.dashboard.monitoring.security_log import SecurityLog
+from nixfleet.dashboard.pipeline import errors
+from nixfleet.dashboard.pipeline.accesslog import AccessLog
+from nixfleet.dashboard.pipeline.middleware import BodyLimit, CatchAll, SecurityHeaders
+from nixfleet.dashboard.pipeline.ratelimit import RateLimit
 from nixfleet.dashboard.routes import (
     agent_ws,
     audit,
@@ -38,7 +39,6 @@ from nixfleet.dashboard.routes import (
     pages,
     security,
 )
-from nixfleet.dashboard.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
-from nixfleet.dashboard.alerting import Alerts
-from nixfleet.dashboard.audit_log import AuditLog
-from nixfleet.dashboard.event_store import EventStore
-from nixfleet.dashboard.fleet import Fleet
-from nixfleet.dashboard.hub import Hub
-from nixfleet.dashboard.metrics import Metrics
-from nixfleet.dashboard.security_log import SecurityLog
+from nixfleet.dashboard.fleet.hub import Hub
+from nixfleet.dashboard.fleet.service import Fleet
+from nixfleet.dashboard.monitoring.alerts import Alerts
+from nixfleet.dashboard.monitoring.audit_log import AuditLog
+from nixfleet.dashboard.monitoring.event_store import EventStore
+from nixfleet.dashboard.monitoring.metrics import Metrics
+from nixfleet.dashboard.monitoring.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nixfleet.config import load_settings
-from nixfleet.dashboard.fleet import Fleet
+from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.demo.configrepo import create_config_repo
 from nixfleet.security.passwords import hash_password
 from nixfleet.security.tokens import new_secret

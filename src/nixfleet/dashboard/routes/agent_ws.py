@@ -31,9 +31,9 @@ from nixfleet.core.protocol import (
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import client_address
-from nixfleet.dashboard.hub import AgentLink
-from nixfleet.dashboard.identity import AgentAuth
-from nixfleet.dashboard.tlspeer import client_cert_sha256
+from nixfleet.dashboard.fleet.hub import AgentLink
+from nixfleet.dashboard.fleet.identity import AgentAuth
+from nixfleet.dashboard.pipeline.tlspeer import client_cert_sha256
 
 router = APIRouter()
 log = logging.getLogger("nixfleet.agent_ws")

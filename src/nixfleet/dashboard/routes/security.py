@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from nixfleet.dashboard import security_panel
 from nixfleet.dashboard.deps import Ctx, CurrentSession, Session, optional_session
+from nixfleet.dashboard.monitoring import panel as security_panel
 
 router = APIRouter()
 

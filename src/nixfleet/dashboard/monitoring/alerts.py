@@ -20,7 +20,7 @@ from typing import Any
 from nixfleet.core.alerts import DEFAULT_RULES, AlertRule, RuleEngine, Transition, parse_rules
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.secevents import SecurityEvent
-from nixfleet.dashboard.notifier import Message, Notifier
+from nixfleet.dashboard.monitoring.notifier import Message, Notifier
 from nixfleet.storage.bus import EventBus
 
 log = logging.getLogger("nixfleet.alerts")

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
-from nixfleet.dashboard.hub import Hub
+from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.sse import Broadcaster
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from nixfleet.core.protocol import CLOSE_HOST_REMOVED, Cancel, Command
-from nixfleet.dashboard.fleet import Fleet
+from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.storage.bus import Event
 
 log = logging.getLogger("nixfleet.hub")

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
-from nixfleet.dashboard.background import Worker
+from nixfleet.dashboard.monitoring.background import Worker
 from nixfleet.storage import audit as store
 from nixfleet.storage.db import Database
 

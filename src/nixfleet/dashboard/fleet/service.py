@@ -28,8 +28,8 @@ from nixfleet.core.protocol import (
     TransportReport,
     Warning,
 )
-from nixfleet.dashboard.heartbeats import Reports, StatusWriter
-from nixfleet.dashboard.identity import AgentIdentity
+from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
+from nixfleet.dashboard.fleet.identity import AgentIdentity
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from nixfleet.core.secevents import SecurityEvent
-from nixfleet.dashboard.background import Worker
+from nixfleet.dashboard.monitoring.background import Worker
 from nixfleet.storage import security_events as store
 from nixfleet.storage.bus import EventBus
 from nixfleet.storage.db import Database
