@@ -8,7 +8,9 @@
   clientKeyFile ? cfg.clientKeyFile,
 }:
 let
-  opt = flag: value: lib.optionals (value != null) [ flag (toString value) ];
+  # { raw = "%d/…"; } is a systemd specifier the NixOS module means literally (kept as is).
+  str = value: if value ? raw then value else toString value;
+  opt = flag: value: lib.optionals (value != null) [ flag (str value) ];
 in
 [
   "${cfg.package}/bin/nixfleet"

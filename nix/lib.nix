@@ -41,6 +41,9 @@ rec {
   # double them so every argument reaches the program as written.
   escapeSystemdArg =
     arg:
+    if arg ? raw then
+      arg.raw
+    else
     let
       s = toString arg;
     in

@@ -57,8 +57,8 @@ in
           import ../agent-args.nix {
             inherit lib cfg;
             extra = [ "--os" "nixos" "--systemd-run" "yes" ];
-            enrollCodeFile = if cfg.enrollCodeFile == null then null else "%d/enroll-code";
-            clientKeyFile = if cfg.clientKeyFile == null then null else "%d/client-key";
+            enrollCodeFile = if cfg.enrollCodeFile == null then null else { raw = "%d/enroll-code"; };
+            clientKeyFile = if cfg.clientKeyFile == null then null else { raw = "%d/client-key"; };
           }
         );
         # Read by systemd as root and handed over under %d: the agent never needs to reach
