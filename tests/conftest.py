@@ -33,7 +33,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "con
 
 
 def run_cli(
-    args: list[str], env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
+    args: list[str],
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Return the finished `nixfleet ARGS`, run with env and no NIXFLEET_* of our own."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")}

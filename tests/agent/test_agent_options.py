@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import run_cli, wait_for
 
 # Enough for the options to load: an https URL that is never dialled in these tests, because
@@ -87,9 +88,7 @@ def test_a_flag_beats_the_environment_which_beats_the_file(tmp_path):
     assert "agent: --pin: pin 'flag-pin'" in _one_line(
         _agent([*REQUIRED, "--pin", "flag-pin"], env, config)
     )
-    assert "agent: NIXFLEET_AGENT_PIN: pin 'env-pin'" in _one_line(
-        _agent(REQUIRED, env, config)
-    )
+    assert "agent: NIXFLEET_AGENT_PIN: pin 'env-pin'" in _one_line(_agent(REQUIRED, env, config))
     assert f"agent: pin in {config}: pin 'file-pin'" in _one_line(_agent(REQUIRED, {}, config))
 
 

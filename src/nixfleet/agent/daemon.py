@@ -81,9 +81,8 @@ class Agent:
         """Get the token (from its file, or by enrolling), make sure our clone exists,
         re-attach to journalled commands."""
         self.token = self._read_token()
-        code = "" if self.token else self.opts.enrollment_code()
-        if code:
-            await self._enroll(code)
+        if not self.token and self.opts.enroll_code:
+            await self._enroll()
         if not self.token:
             raise ConfigError(
                 f"agent: no token in {self.opts.token_file}; pass --enroll-code-file to enroll"
@@ -154,7 +153,7 @@ class Agent:
         os.replace(tmp, path)
         self.token = token
 
-    async def _enroll(self, code: str) -> None:
+    async def _enroll(self) -> None:
         """Exchange the one-time enrollment code for this host's token, and store it.
 
         The dashboard may not be up yet, so unreachable means retry with backoff; a
@@ -162,7 +161,7 @@ class Agent:
         """
         url = self.opts.url.replace("wss://", "https://").replace("ws://", "http://")
         url = url.rstrip("/") + "/api/agent/enroll"
-        body = {"host_id": self.host_id, "code": code}
+        body = {"host_id": self.host_id, "code": self.opts.enroll_code}
         # The one-time code travels under the same CA and minimum TLS version as the token.
         verify: ssl.SSLContext | bool = self.transport.ssl or True
         async with httpx.AsyncClient(verify=verify, timeout=10) as http:

@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -107,7 +107,8 @@ class AgentOptions(BaseSettings):
     theme_color: str = ""
     timeout: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     enroll_code_file: Path | None = None
-    enroll_code: SecretStr = SecretStr("")
+    # The code itself; after loading, the content of enroll_code_file when that is given.
+    enroll_code: str = Field("", repr=False)
     client_cert: Path | None = None
     client_key: Path | None = None
     log_level: str = "info"
@@ -214,7 +215,9 @@ class AgentOptions(BaseSettings):
             table[kind.value] = f"{rule.warn_after_s:g}:{rule.kill_after_s:g}"
         return table
 
-    @field_validator("ca_file", "client_cert", "client_key", "enroll_code_file")
+    # The certificate files are loaded (and named if unreadable) when the TLS context is
+    # built; the code file is read here, so its error can name the source that gave it.
+    @field_validator("enroll_code_file")
     @classmethod
     def _readable(cls, value: Path | None) -> Path | None:
         if value is not None:
@@ -223,6 +226,16 @@ class AgentOptions(BaseSettings):
             except OSError as exc:
                 raise ValueError(f"cannot read {value}: {exc.strerror}") from None
         return value
+
+    @model_validator(mode="after")
+    def _read_enroll_code(self) -> AgentOptions:
+        if self.enroll_code_file is not None:
+            try:
+                self.enroll_code = self.enroll_code_file.read_text()
+            except OSError as exc:
+                raise ValueError(f"cannot read {self.enroll_code_file}: {exc.strerror}") from None
+        self.enroll_code = self.enroll_code.strip()
+        return self
 
     @property
     def rules(self) -> dict[CommandKind, KindRules]:
@@ -256,17 +269,6 @@ class AgentOptions(BaseSettings):
             probe_interval_s=self.probe_interval,
         )
 
-    def enrollment_code(self) -> str:
-        """Return the one-time enrollment code (its file wins over the clear value)."""
-        if self.enroll_code_file is not None:
-            try:
-                return self.enroll_code_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"agent: cannot read {self.enroll_code_file}: {exc.strerror}"
-                ) from None
-        return self.enroll_code.get_secret_value().strip()
-
 
 def load_options(flags: Mapping[str, Any], config: Path | None = None) -> AgentOptions:
     """Return the options from flags, the environment and the config file, or raise ConfigError.
@@ -279,8 +281,9 @@ def load_options(flags: Mapping[str, Any], config: Path | None = None) -> AgentO
         return AgentOptions(**flags)
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else ""
-        name = _source_name(key, flags, file_values, config)
+        if not first["loc"]:  # a check across keys, or the code file vanished since
+            raise ConfigError(f"agent:{_reason(first)}") from None
+        name = _source_name(str(first["loc"][0]), flags, file_values, config)
         raise ConfigError(f"agent: {name}{_reason(first)}") from None
     finally:
         _file_values.reset(token)
