@@ -179,7 +179,8 @@ class Backend:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"NIXFLEET_DATABASE_URL": self.url}
+        # A fleet on SQLite keeps the default (a file in its data dir), as users have it.
+        return {} if self.name == "sqlite" else {"NIXFLEET_DATABASE_URL": self.url}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -207,9 +208,7 @@ def make_fleet(
     Under the `backend` fixture the dashboard uses that fixture's database.
     """
     running: list[RunningFleet] = []
-    engine_env = (
-        request.getfixturevalue("backend").env if "backend" in request.fixturenames else {}
-    )
+    engine_env = request.getfixturevalue("backend").env if "backend" in request.fixturenames else {}
 
     def factory(
         hosts: int = 3,

@@ -70,7 +70,9 @@ def _schema(url: str) -> dict[str, Any]:
                 "columns": columns,
                 "primary key": insp.get_pk_constraint(table)["constrained_columns"],
                 "indexes": indexes,
-                "unique": sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(table)),
+                "unique": sorted(
+                    tuple(u["column_names"]) for u in insp.get_unique_constraints(table)
+                ),
                 "foreign keys": fks,
             }
         return out

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg.types import string as pg_string
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -71,6 +71,21 @@ class Database:
         """Return an INSERT that skips rows whose primary key exists (idempotent replays)."""
         dialect = sqlite if self.is_sqlite else postgresql
         return dialect.insert(table).on_conflict_do_nothing()
+
+    async def write_lock(self, conn: AsyncConnection, name: str) -> None:
+        """Hold a lock named name until conn's transaction ends, across processes.
+
+        For read-then-write steps that must not interleave between replicas (the audit
+        chain's head). PostgreSQL: an advisory transaction lock. SQLite: a no-op write,
+        which takes the database's one write lock now, before the read, and waits
+        (busy_timeout) rather than failing later on a stale snapshot.
+        """
+        if self.is_sqlite:
+            await conn.execute(
+                text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0")
+            )
+        else:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
 
     async def close(self) -> None:
         await self.engine.dispose()
