@@ -71,11 +71,25 @@ in
         UMask = "0077";
         Restart = "always";
         RestartSec = 5;
-        # The agent stays root: nixos-rebuild switch needs it, and the build runs in a
-        # transient unit that does not inherit this sandbox. What the agent process itself
-        # never needs is still taken away.
+        # The agent stays root: nixos-rebuild switch needs it (and systemd-run asks PID 1
+        # as root). Not set, on purpose: ProtectHome (a token file may live under /root),
+        # CapabilityBoundingSet (root reading secrets owned by others needs DAC overrides).
+        # Every command runs in a transient unit (--systemd-run yes): nixos-rebuild, git
+        # pull and host tests are outside this sandbox, so the agent process can be held
+        # to what it does itself: talk to the dashboard and PID 1, clone, read status.
         NoNewPrivileges = true;
         PrivateTmp = true;
+        PrivateDevices = true;
+        # Read-only /usr, /boot and /etc; the state directory and the token file's
+        # directory (the agent writes a rotated token there) stay writable.
+        ProtectSystem = "full";
+        ReadWritePaths = [ "-${dirOf cfg.tokenFile}" ];
+        ProtectKernelTunables = true;
+        ProtectControlGroups = true;
+        ProtectProc = "invisible";
+        RestrictNamespaces = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallFilter = [ "@system-service" ];
         ProtectKernelModules = true;
         ProtectKernelLogs = true;
         ProtectClock = true;

@@ -87,3 +87,31 @@ def real_nixfleet(argv: list[str]) -> list[str]:
     """Return argv with the evaluation's placeholder package replaced by the installed one."""
     assert argv[0] == f"{FAKE_STORE}nixfleet/bin/nixfleet", argv[0]
     return argv[1:]
+
+
+def unit_file(unit: dict[str, Any]) -> str:
+    """Return the unit file NixOS writes for a systemd.services entry (lists: one line each)."""
+
+    def render(value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    lines = ["[Unit]", f"Description={unit['description']}", "[Service]"]
+    for key, value in unit["serviceConfig"].items():
+        lines += [f"{key}={render(v)}" for v in (value if isinstance(value, list) else [value])]
+    lines += [f'Environment="{k}={v}"' for k, v in unit["environment"].items()]
+    return "\n".join([*lines, "[Install]", "WantedBy=multi-user.target", ""])
+
+
+def exposure(unit: dict[str, Any], directory: Path, name: str) -> tuple[float, str]:
+    """Return `systemd-analyze security --offline` 's overall exposure and its level."""
+    path = directory / f"{name}.service"
+    path.write_text(unit_file(unit))
+    res = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", res.stdout)
+    assert match, res.stdout + res.stderr
+    return float(match.group(1)), match.group(2)
