@@ -39,7 +39,8 @@ class EvalError(Exception):
 
 def evaluate(platform: str, config: str = "{ }", **args: str) -> dict[str, Any]:
     """Return the evaluated parts of `platform`'s module with `config` (a Nix expression)."""
-    cmd = ["nix-instantiate", "--eval", "--strict", "--json", str(EVAL)]
+    # Read-write: files the modules write with builtins.toFile (scripts) land in the store.
+    cmd = ["nix-instantiate", "--eval", "--read-write-mode", "--strict", "--json", str(EVAL)]
     cmd += ["--arg", "lib", f"import {LIB}", "--argstr", "platform", platform]
     cmd += ["--arg", "config", config]
     for name, value in args.items():
