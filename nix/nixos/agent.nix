@@ -20,6 +20,15 @@ let
     knownHostsFile = knownHosts;
   };
   clone = import ../agent-clone.nix { inherit lib pkgs cfg gitConfig; };
+  configFile = (pkgs.formats.toml { }).generate "nixfleet-agent.toml" (
+    import ../agent-config.nix {
+      inherit lib cfg;
+      extra = {
+        os = "nixos";
+        systemd_run = "yes";
+      };
+    }
+  );
 in
 {
   options.services.nixfleet-agent = import ../agent-options.nix {
@@ -30,6 +39,7 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    services.nixfleet-agent.configFile = configFile;
     assertions = import ../agent-checks.nix { inherit lib cfg; };
 
     systemd.services.nixfleet-agent = {
@@ -53,13 +63,12 @@ in
       environment.HOME = stateDir;
       serviceConfig = {
         ExecStartPre = lib.optional (gitConfig != [ ]) clone;
+        # The secrets' paths are flags (they beat the file): systemd expands %d only here.
         ExecStart = nflib.escapeSystemdArgs (
-          import ../agent-args.nix {
-            inherit lib cfg;
-            extra = [ "--os" "nixos" "--systemd-run" "yes" ];
-            enrollCodeFile = if cfg.enrollCodeFile == null then null else { raw = "%d/enroll-code"; };
-            clientKeyFile = if cfg.clientKeyFile == null then null else { raw = "%d/client-key"; };
-          }
+          [ "${cfg.package}/bin/nixfleet" "agent" "--config" configFile ]
+          ++ lib.optionals (cfg.enrollCodeFile != null) [ "--enroll-code-file" { raw = "%d/enroll-code"; } ]
+          ++ lib.optionals (cfg.clientKeyFile != null) [ "--client-key" { raw = "%d/client-key"; } ]
+          ++ cfg.extraArgs
         );
         # Read by systemd as root and handed over under %d: the agent never needs to reach
         # the secret's own path. The token file is not one: the agent writes it.
