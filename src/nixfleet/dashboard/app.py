@@ -26,6 +26,7 @@ from nixfleet.dashboard.pipeline import errors
 from nixfleet.dashboard.pipeline.accesslog import AccessLog
 from nixfleet.dashboard.pipeline.middleware import BodyLimit, CatchAll, SecurityHeaders
 from nixfleet.dashboard.pipeline.ratelimit import RateLimit
+from nixfleet.dashboard.responses import FiniteJSONResponse
 from nixfleet.dashboard.routes import (
     agent_ws,
     audit,
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="NixFleet",
         lifespan=lifespan,
+        default_response_class=FiniteJSONResponse,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
