@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import commands, output
 
+# The default of NIXFLEET_OUTPUT_MAX_BYTES (config cannot be imported from storage).
+DEFAULT_MAX_BYTES = 64 * 2**20
 TRUNCATED = "output truncated: this command printed more than {limit} bytes; the rest was dropped"
 
 
@@ -25,7 +27,11 @@ class Appended(NamedTuple):
 
 
 async def append(
-    db: Database, command_id: str, lines: Sequence[dict[str, Any]], now: float, max_bytes: int
+    db: Database,
+    command_id: str,
+    lines: Sequence[dict[str, Any]],
+    now: float,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Appended:
     """Store lines within the command's quota; return what was stored now.
 
