@@ -84,7 +84,7 @@ def test_a_minimal_agent_unit_starts_the_agent_for_this_host(monkeypatch):
     assert opts.token_file == Path("/var/lib/nixfleet-agent/token")
     assert opts.repo_dir == Path("/var/lib/nixfleet-agent/config")
     assert opts.state_dir == Path("/var/lib/nixfleet-agent")
-    assert (opts.os_kind, opts.systemd_run) == ("nixos", "yes")
+    assert (opts.os, opts.systemd_run) == ("nixos", "yes")
     assert opts.meta is None, "metadata the module does not set must not be sent"
     assert opts.enroll_code == ""
     assert unit["restartIfChanged"] is False
