@@ -90,9 +90,9 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@pytest.fixture
-def tab(browser: Browser) -> Iterator[Tab]:
-    context = browser.new_context()
+def open_tab(browser: Browser, **context_options: Any) -> Tab:
+    """Return a new page in its own context that records console errors and CSP violations."""
+    context = browser.new_context(**context_options)
     context.set_default_timeout(TIMEOUT_MS)
     context.set_default_navigation_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -109,10 +109,16 @@ def tab(browser: Browser) -> Iterator[Tab]:
 
     page.on("console", on_console)
     page.on("pageerror", on_page_error)
+    return tab
+
+
+@pytest.fixture
+def tab(browser: Browser) -> Iterator[Tab]:
+    tab = open_tab(browser)
     try:
         yield tab
     finally:
-        context.close()
+        tab.context.close()
 
 
 @pytest.fixture(autouse=True)
@@ -208,7 +214,9 @@ def test_logging_in_and_clicking_switch_shows_the_build_output_live(fleet, tab):
 
     expect(page.locator("#output-meta")).to_have_attribute("data-state", "succeeded")
     expect(page.locator("#dock-view")).to_contain_text("activating the configuration")
-    expect(page.locator("#output-meta")).to_have_text(re.compile(r"^succeeded · exit 0 · [\d.]+ s$"))
+    expect(page.locator("#output-meta")).to_have_text(
+        re.compile(r"^succeeded · exit 0 · [\d.]+ s$")
+    )
 
     # Every stored line is in the viewer, once and in order (full screen, the log is short
     # enough to be drawn whole), and the download gives the same text.
@@ -376,7 +384,9 @@ def test_the_page_recovers_by_itself_after_a_dashboard_restart(fleet, tab):
     expect(col(page, "atlas", "status")).to_have_attribute(
         "title", re.compile(r"1 reconnect in the last hour")
     )
-    expect(col(page, "borealis", "status")).to_have_attribute("title", re.compile("connected since"))
+    expect(col(page, "borealis", "status")).to_have_attribute(
+        "title", re.compile("connected since")
+    )
     assert_not_reloaded(page)
     tab.assert_clean()
 
