@@ -22,6 +22,7 @@ from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     Finished,
     Hello,
+    HostMeta,
     HostStatus,
     Output,
     Started,
@@ -325,8 +326,9 @@ class Fleet:
         )
         await host_store.mark_connected(self.db, host_id, hello.status.model_dump(), now)
         if hello.meta is not None:
-            # The host's own configuration is the source of truth for its metadata.
-            await host_store.set_meta(self.db, host_id, hello.meta.model_dump())
+            # One owner per field: what the host's own configuration sets wins; a field it
+            # leaves empty stays as an operator entered it in the dashboard.
+            await host_store.set_meta(self.db, host_id, _set_fields(hello.meta))
         known = set(hello.known_commands)
         for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
             if cmd["id"] in known:
@@ -503,6 +505,11 @@ class Fleet:
     async def command_with_output(self, command_id: str) -> dict[str, Any]:
         cmd = await command_store.get(self.db, command_id)
         return {**cmd, "output": await output_store.lines(self.db, command_id)}
+
+
+def _set_fields(meta: HostMeta) -> dict[str, str]:
+    """Return the metadata fields the agent set (non-empty); the others are not its to blank."""
+    return {k: v for k, v in meta.model_dump().items() if v}
 
 
 def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:
