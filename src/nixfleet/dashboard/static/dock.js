@@ -114,7 +114,12 @@ window.NF = window.NF || {};
     }
 
     onCommand(c) { if (this.tabs.has(c.id)) this.describe(c.id); }
-    onOutput(e) { const entry = this.tabs.get(e.command_id); if (entry) entry.view.add(e.lines); }
+    onOutput(e) {
+      const entry = this.tabs.get(e.command_id);
+      if (!entry) return;
+      const now = Date.now() / 1000; // a live line's arrival is its time, near enough
+      entry.view.add(e.lines.map((ln) => ({ ...ln, ts: ln.ts ?? now })));
+    }
   }
 
   NF.Dock = Dock;

@@ -257,7 +257,11 @@
       merge(e.command); renderHistory(); renderHost();
       if (e.command.id === page.shown) describe();
     },
-    output: (e) => { if (e.command_id === page.shown && page.view) page.view.add(e.lines); },
+    output: (e) => {
+      if (e.command_id !== page.shown || !page.view) return;
+      const now = Date.now() / 1000;
+      page.view.add(e.lines.map((ln) => ({ ...ln, ts: ln.ts ?? now })));
+    },
   }, $("#conn"));
   let lastSamples = Date.now();
   loadHistory();

@@ -120,7 +120,7 @@ window.NF = window.NF || {};
       const kind = ERROR_RE.test(plain) ? "error" : WARNING_RE.test(plain) ? "warning" : "";
       const i = this.lines.length;
       if (kind === "error") this.errors.push(i); else if (kind === "warning") this.warnings.push(i);
-      this.lines.push({ seq: ln.seq, stream: ln.stream || "stdout", ts: ln.ts || Date.now() / 1000,
+      this.lines.push({ seq: ln.seq, stream: ln.stream || "stdout", ts: ln.ts ?? null,
         segs, plain, lower: plain.toLowerCase(), kind });
     }
 
@@ -201,7 +201,7 @@ window.NF = window.NF || {};
       const cls = ["ln-row", ln.stream, ln.kind].filter(Boolean).join(" ");
       const gutter = el("span", { class: "gutter", "aria-hidden": "true" });
       if (this.opts.numbers) gutter.append(el("span", { class: "g-num", text: String(ln.seq) }));
-      if (this.opts.time) gutter.append(el("span", { class: "g-time", text: NF.clock(ln.ts) }));
+      if (this.opts.time) gutter.append(el("span", { class: "g-time", text: ln.ts ? NF.clock(ln.ts) : "--:--:--" }));
       if (this.opts.stream) gutter.append(el("span", { class: `g-stream ${ln.stream}`, text: STREAM_WORD[ln.stream] || ln.stream }));
       const text = el("span", { class: "txt" }, ...this.pieces(ln, i));
       return el("div", { class: cls, "data-seq": String(ln.seq) }, gutter, text);
@@ -329,19 +329,17 @@ window.NF = window.NF || {};
 
   NF.LogView = LogView;
 
-  // Return every stored line of a command, page by page (the API pages long logs).
+  // Return the command after handing every stored line to onPage, page by page: the
+  // command comes with its first page and `output_next`, the rest from /output.
   NF.loadOutput = async function loadOutput(commandId, onPage, isCurrent = () => true) {
-    let after = 0, cmd = null;
-    for (let page = 0; page < 1000 && isCurrent(); page++) {
-      const url = `/api/commands/${encodeURIComponent(commandId)}?after_seq=${after}&limit=5000`;
-      const data = await NF.api(url);
-      cmd = cmd || data;
-      const lines = data.output || [];
-      if (lines.length) onPage(lines, data);
-      const last = lines.length ? lines[lines.length - 1].seq : after;
-      const next = data.next === undefined ? null : data.next;
-      if (next === null || next === false || last <= after) { cmd = data; break; }
-      after = typeof next === "number" ? next : last;
+    const base = `/api/commands/${encodeURIComponent(commandId)}`;
+    const cmd = await NF.api(base);
+    if (cmd.output && cmd.output.length) onPage(cmd.output);
+    let next = cmd.output_next ?? null;
+    for (let page = 0; next !== null && page < 10000 && isCurrent(); page++) {
+      const data = await NF.api(`${base}/output?after_seq=${next}&limit=5000`);
+      if (data.lines && data.lines.length) onPage(data.lines);
+      next = data.next ?? null;
     }
     return cmd;
   };
