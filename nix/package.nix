@@ -36,6 +36,8 @@ py.buildPythonApplication {
       uvicorn
       sqlalchemy
       aiosqlite
+      # psycopg[binary] is pip's prebuilt wheel; nixpkgs' psycopg is built against its libpq.
+      psycopg
       alembic
       pydantic
       pydantic-settings

@@ -33,6 +33,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "con
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def run_cli(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Return the finished `nixfleet ARGS`, run with env and no NIXFLEET_* of our own."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")}
+    return subprocess.run(
+        [sys.executable, "-m", "nixfleet", *args],
+        env={**clean, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def pids_with_env(name: str, value: str) -> set[int]:
     """Return the pids of processes whose environment has name=value (children inherit it)."""
     found = set()

@@ -29,7 +29,7 @@ def test_the_darwin_daemon_runs_darwin_rebuild_and_logs_both_streams(monkeypatch
     assert result["assertions"] == []
     job = result["launchdDaemons"]["nixfleet-agent"]["serviceConfig"]
     opts = parse_agent(real_nixfleet(job["ProgramArguments"]), monkeypatch)
-    assert (opts.os_kind, opts.macos_tool, opts.host_id) == (
+    assert (opts.os, opts.macos_tool, opts.host_id) == (
         "macos",
         "darwin-rebuild",
         "macbook-pro",

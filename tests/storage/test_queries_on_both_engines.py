@@ -234,3 +234,56 @@ async def test_two_replicas_appending_to_the_audit_log_never_fork_the_chain(db, 
     await asyncio.gather(writer(db, "a"), writer(replica, "b"))
     count, _head, broken = await audit.verify(db)
     assert (count, broken) == (16, None)
+
+
+async def test_output_past_the_quota_becomes_one_marker_and_the_rest_is_dropped(db):
+    await hosts.add(db, "atlas", None, NOW, {})
+    await commands.enqueue(db, _command("c1", "atlas"), supersede=False)
+    lines = [{"seq": s, "stream": "stdout", "text": "x" * 1000} for s in range(1, 11)]
+    stored = await output.append(db, "c1", lines[:5], NOW, max_bytes=7000)
+    assert (len(stored.lines), stored.truncated) == (5, False)
+    stored = await output.append(db, "c1", lines[5:], NOW, max_bytes=7000)
+    assert stored.truncated
+    got = await output.lines(db, "c1")
+    assert [ln["seq"] for ln in got] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert got[-1]["stream"] == "system" and "output truncated" in got[-1]["text"]
+    later = [{"seq": 11, "stream": "stdout", "text": "late"}]
+    assert (await output.append(db, "c1", later, NOW, max_bytes=7000)).lines == []
+    row = await commands.get(db, "c1")
+    assert (row["output_bytes"], row["output_truncated"]) == (7000, True)
+
+
+async def test_old_output_is_pruned_and_the_command_row_kept(db):
+    await hosts.add(db, "atlas", None, NOW, {})
+    for cid, finished in (("old", NOW - 90 * 86400), ("new", NOW - 60)):
+        await commands.enqueue(db, _command(cid, "atlas"), supersede=False)
+        await commands.set_fields(db, cid, "atlas", finished_at=finished)
+        await output.append(db, cid, [{"seq": 1, "stream": "stdout", "text": cid}], NOW)
+    assert await output.prune(db, NOW - 30 * 86400) == 1
+    assert await output.prune(db, NOW - 30 * 86400) == 0
+    assert await output.lines(db, "old") == []
+    assert [ln["text"] for ln in await output.lines(db, "new")] == ["new"]
+    assert (await commands.get(db, "old"))["output_pruned"] is True
+
+
+async def test_start_up_opens_the_reconnect_window_of_active_commands_only(db):
+    await hosts.add(db, "atlas", None, NOW, {})
+    await commands.enqueue(db, _command("run", "atlas"), supersede=False)
+    await commands.enqueue(db, _command("wait", "atlas", kind="test"), supersede=False)
+    await commands.claim(db, ["run"], NOW)
+    assert await commands.open_reconnect_windows(db, NOW + 5) == 1
+    assert (await commands.get(db, "run"))["disconnected_at"] == NOW + 5
+    assert (await commands.get(db, "wait"))["disconnected_at"] is None
+    lost = await commands.lose_abandoned(db, NOW + 6, NOW + 6)
+    assert [r["id"] for r in lost] == ["run"]
+
+
+async def test_a_field_update_guarded_by_state_leaves_a_final_command_alone(db):
+    await hosts.add(db, "atlas", None, NOW, {})
+    await commands.enqueue(db, _command("c1", "atlas"), supersede=False)
+    assert await commands.move(
+        db, "c1", "atlas", [CommandState.QUEUED], CommandState.CANCELLED, detail="kept"
+    )
+    active = [CommandState.DISPATCHED, CommandState.RUNNING]
+    assert not await commands.set_fields(db, "c1", "atlas", active, detail="rewritten")
+    assert (await commands.get(db, "c1"))["detail"] == "kept"

@@ -17,9 +17,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 from websockets.asyncio.client import ClientConnection
@@ -29,11 +26,12 @@ from nixfleet import __version__
 from nixfleet.agent import status
 from nixfleet.agent.executors import Target, make_executor
 from nixfleet.agent.journal import Journal
+from nixfleet.agent.options import AgentOptions
 from nixfleet.agent.ratelimit import TokenBucket
 from nixfleet.agent.runner import Runner
-from nixfleet.agent.transport import Backoff, Transport, TransportOptions
+from nixfleet.agent.transport import Backoff, Transport
 from nixfleet.core.branch import check_branch
-from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
+from nixfleet.core.commands import KIND_RULES, CommandKind
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
@@ -45,7 +43,6 @@ from nixfleet.core.protocol import (
     CredentialSaved,
     Finished,
     Hello,
-    HostMeta,
     HostStatus,
     Output,
     Started,
@@ -60,26 +57,6 @@ log = logging.getLogger("nixfleet.agent")
 __all__ = ["Agent", "AgentOptions", "Backoff", "run_agent"]
 
 
-@dataclass
-class AgentOptions:
-    url: str
-    host_id: str
-    token_file: Path
-    repo_dir: Path
-    state_dir: Path
-    system_dir: Path
-    repo_url: str = ""
-    branch: str = "main"
-    os_kind: str = "nixos"
-    macos_tool: str = "darwin-rebuild"
-    systemd_run: str = "auto"
-    meta: HostMeta | None = None
-    rules: Mapping[CommandKind, KindRules] = field(default_factory=lambda: dict(KIND_RULES))
-    transport: TransportOptions = field(default_factory=TransportOptions)
-    command_rate: tuple[int, float] = (6, 600.0)
-    enroll_code: str = field(default="", repr=False)
-
-
 class Agent:
     def __init__(self, opts: AgentOptions) -> None:
         self.opts = opts
@@ -92,7 +69,7 @@ class Agent:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.restart_requested = False
-        self.executor = make_executor(opts.os_kind, opts.macos_tool, opts.systemd_run)
+        self.executor = make_executor(opts.os, opts.macos_tool, opts.systemd_run)
         target = Target(self.host_id, opts.repo_dir, opts.branch)
         self.runner = Runner(
             Journal(opts.state_dir), self.executor, target, self.wake.set, opts.rules
@@ -268,7 +245,7 @@ class Agent:
         await ws.close()
 
     async def _status(self) -> HostStatus:
-        return await status.collect(self.opts.os_kind, self.opts.repo_dir, self.opts.system_dir)
+        return await status.collect(self.opts.os, self.opts.repo_dir, self.opts.system_dir)
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         while True:
