@@ -369,6 +369,7 @@ $("#add-host-form").addEventListener("submit", async (ev) => {
     const until = new Date(res.enroll_expires_at * 1000).toLocaleTimeString();
     out.replaceChildren(...shownOnce(`Added ${res.host.id}. Its one-time enrollment code, shown only now: `,
       res.enroll_code, ` (until ${until}; start its agent with --enroll-code-file)`));
+    ev.target.dispatchEvent(new CustomEvent("nixfleet:host-added", { bubbles: true, detail: res }));
     ev.target.reset();
   } catch (err) { out.textContent = err.message; }
 });
