@@ -1,4 +1,4 @@
-"""The dashboard page; everything on it is filled in live over /api/events."""
+"""The dashboard's pages; everything on them is filled in live over /api/events."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from nixfleet.core.errors import NixFleetError
+from nixfleet.core.hostid import canonical_host_id
 from nixfleet.dashboard.deps import Ctx, Session, optional_session
+from nixfleet.storage import hosts as host_store
 
 router = APIRouter()
 
@@ -27,6 +30,29 @@ async def index(
             "user": session.username,
             "config_repo": public_repo_url(ctx.settings.config_repo),
         },
+    )
+
+
+@router.get("/hosts/{host_id}")
+async def host_page(
+    host_id: str,
+    request: Request,
+    ctx: Ctx,
+    session: Annotated[Session | None, Depends(optional_session)],
+) -> Response:
+    if session is None:
+        return RedirectResponse("/login", status_code=303)
+    try:
+        host = await host_store.get(ctx.db, canonical_host_id(host_id))
+    except NixFleetError:
+        return ctx.templates.TemplateResponse(
+            request,
+            "no_host.html",
+            {"csrf": session.csrf, "user": session.username, "host_id": host_id[:63]},
+            status_code=404,
+        )
+    return ctx.templates.TemplateResponse(
+        request, "host.html", {"csrf": session.csrf, "user": session.username, "host": host}
     )
 
 
