@@ -22,6 +22,7 @@ SHOTS = Path(os.environ.get("NIXFLEET_SCREENSHOTS", "/tmp/nixfleet-screenshots")
 
 
 def add_host(page, host_id: str) -> str:
+    page.click("#open-add-host")
     form = page.locator("#add-host-form")
     form.locator("input[name=host_id]").fill(host_id)
     form.locator("button[type=submit]").click()
