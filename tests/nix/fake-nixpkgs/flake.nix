@@ -37,7 +37,6 @@
         {
           callPackage = f: args: import f ({ lib = l; python3Packages = py; git = drv "git" { }; } // args);
           runCommand = name: _env: script: drv name { inherit script; };
-          nixfmt-rfc-style = drv "nixfmt" { };
           stdenv.hostPlatform.system = system;
         };
     in
