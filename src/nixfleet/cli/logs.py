@@ -34,6 +34,7 @@ _NAMED = re.compile(
     r"['\"]?\s*(?:[:=]|,\s*b?)\s*['\"]?)([^'\"\s;,)&]+)"
 )
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+_CHATTY = ("websockets", "aiosqlite", "httpx", "httpcore", "apprise", "asyncio")
 
 
 def redact(text: str) -> str:
@@ -67,14 +68,14 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging API
+    def formatMessage(self, record: logging.LogRecord) -> str:
         return escape(redact(super().formatMessage(record)))
 
-    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging API
+    def formatException(self, ei: Any) -> str:
         text = super().formatException(ei)
         return "\n".join(escape(redact(line)) for line in text.splitlines())
 
-    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging API
+    def formatStack(self, stack_info: str) -> str:
         return "\n".join(escape(redact(line)) for line in stack_info.splitlines())
 
 
@@ -155,9 +156,14 @@ def configure(level: str, fmt: str = "text", access_log: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # At DEBUG, websockets logs handshake headers (the agent's bearer token) and frames
-    # (a `credential` message): never below INFO, whatever the level asked for. The
-    # redaction above is the second line of defence for whatever else a library prints.
-    logging.getLogger("websockets").setLevel(max(logging.INFO, root.level))
+    # At DEBUG these libraries print what passes through them: websockets the handshake
+    # headers (the agent's bearer token) and frames (a `credential` message), aiosqlite
+    # and SQLAlchemy every query's parameters (CSRF tokens, token hashes), httpx/httpcore
+    # and Apprise the alert webhook URLs (secrets). Never below INFO, whatever the level
+    # asked for; the redaction above is the second line of defence for everything else.
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    # SQLAlchemy prints every statement and its parameters as soon as INFO is on.
+    logging.getLogger("sqlalchemy").setLevel(max(logging.WARNING, root.level))
     if access_log:
         logging.getLogger("nixfleet.access").setLevel(logging.INFO)

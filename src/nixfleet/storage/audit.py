@@ -103,11 +103,16 @@ async def all_in_order(db: Database, batch: int = 1000) -> AsyncIterator[dict[st
         after = rows[-1]["seq"]
 
 
-async def verify(
-    db: Database, key: bytes | None, watch: Collection[int] = ()
-) -> chain.Verified:
+async def verify(db: Database, key: bytes | None, watch: Collection[int] = ()) -> chain.Verified:
     """Return what verifies of the stored chain (see core.audit.verify)."""
     return chain.verify([row async for row in all_in_order(db)], key, watch)
+
+
+async def seq_of(db: Database, hash_: str) -> int | None:
+    """Return the seq of the entry with this hash, or None."""
+    async with db.engine.connect() as conn:
+        found = (await conn.execute(select(t.c.seq).where(t.c.hash == hash_))).scalar()
+    return int(found) if found is not None else None
 
 
 @dataclass(frozen=True)

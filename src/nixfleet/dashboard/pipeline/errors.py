@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
-from nixfleet.core.errors import NixFleetError
+from nixfleet.core.errors import NixFleetError, Unavailable
+
+log = logging.getLogger("nixfleet.dashboard")
+# A database busy past its timeout, or full: the same request can succeed later.
+DB_RETRY_AFTER_S = 5
 
 
-def error_response(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Return the methods some route of this path accepts (for a 405's Allow header)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
+
+
+def _database_trouble(exc: OperationalError) -> tuple[str, str]:
+    text = str(exc.orig).lower()
+    if "full" in text or "disk" in text or "readonly" in text:
+        return "storage_full", "the database cannot be written (disk full); nothing was changed"
+    return "database_busy", "the database is busy; nothing was changed, try again shortly"
 
 
 def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
@@ -26,20 +55,34 @@ def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(NixFleetError)
     async def _domain(_: Request, exc: NixFleetError) -> JSONResponse:
+        if isinstance(exc, Unavailable):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+            return error_response(exc.status, exc.code, str(exc), headers)
         return error_response(exc.status, exc.code, str(exc))
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        code, detail = _database_trouble(exc)
+        if code == "storage_full":
+            request.app.state.storage_full_at = time.monotonic()  # for /health
+        log.warning("dashboard: %s %s answered 503: %s", request.method, request.url.path, exc.orig)
+        return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(*_describe(exc))
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = {
             401: "unauthorized",
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
         }.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        return error_response(exc.status_code, code, str(exc.detail), headers)
 
     # Unhandled exceptions: middleware.CatchAll (a generic 500 with a request id).
