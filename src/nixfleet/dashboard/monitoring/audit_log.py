@@ -65,18 +65,25 @@ class AuditLog:
         self.lock = asyncio.Lock()
         self.worker: Worker[dict[str, Any]] = Worker("audit", self._write)
 
-    async def record(self, actor: str, action: str, **fields: Any) -> None:
+    async def record(
+        self, actor: str, action: str, *, before_action: bool = False, **fields: Any
+    ) -> None:
         """Store one entry before returning, or raise Unavailable (the entry stays queued).
 
         1. Append it, retrying while the database is busy, for up to write_timeout_s.
         2. Still not stored: hand it to the retrying background writer and raise, so the
-           request answers 503 with Retry-After instead of pretending all is well.
+           request answers 503 with Retry-After instead of pretending all is well. An
+           entry recorded before its action (`before_action`, a login) is queued as
+           refused: the caller will not do the action.
         """
         item = entry(actor, action, **fields)
         try:
             async with asyncio.timeout(self.write_timeout_s):
                 await self._append_retrying(item)
         except TimeoutError:
+            if before_action:
+                item["result"] = "refused"
+                item["detail"] = {**(item["detail"] or {}), "reason": "audit_unavailable"}
             self.worker.put(item)
             log.error(
                 "audit: entry not stored in %.0f s, kept queued: %r", self.write_timeout_s, item

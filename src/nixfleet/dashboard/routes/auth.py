@@ -139,7 +139,7 @@ async def login(
         wrong = WRONG_WITH_CODE if ctx.settings.totp_secret.get_secret_value() else WRONG
         return _login_page(request, ctx, wrong, 401)
     # Recorded before the session exists: a login the audit log cannot hold is refused.
-    await ctx.audit.record(username, "login", address=address, result="ok")
+    await ctx.audit.record(username, "login", address=address, result="ok", before_action=True)
     throttle.succeeded(f"ip:{address}")
     if throttle.retry_after(account) == 0:  # not while a guessing run holds it
         throttle.succeeded(account)
