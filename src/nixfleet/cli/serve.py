@@ -31,13 +31,9 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Run the dashboard."""
-    import ssl
-
-    import uvicorn
-
     from nixfleet.cli.logs import configure
+    from nixfleet.dashboard import server
     from nixfleet.dashboard.app import create_app
-    from nixfleet.dashboard.pipeline.tlspeer import TlsPeerWebSocketProtocol
     from nixfleet.storage.migrate import upgrade
 
     settings = dashboard_settings(
@@ -64,26 +60,4 @@ def serve(
         port_file.write_text(str(bound))
     scheme = "https" if settings.tls_cert else "http"
     typer.echo(f"nixfleet: dashboard on {scheme}://{settings.host}:{bound}/", err=True)
-    config = uvicorn.Config(
-        asgi,
-        log_level=log_level,
-        # Our AccessLog middleware replaces uvicorn's (real client address, request id,
-        # user); uvicorn's own records go through the handler configured above.
-        access_log=False,
-        log_config=None,
-        # Forwarded headers are resolved by nixfleet.security.clientip, per request.
-        proxy_headers=False,
-        ws_max_size=2**20,
-        ws=TlsPeerWebSocketProtocol,
-        # Agent messages are small JSON: compressing them saves little and costs each
-        # connection its own zlib state (about 40 KiB of the dashboard's memory per agent).
-        ws_per_message_deflate=False,
-        lifespan="on",
-        ssl_certfile=settings.tls_cert,
-        ssl_keyfile=settings.tls_key,
-        ssl_ca_certs=settings.client_ca,
-        # Optional at the TLS level: browsers have no client certificate; hosts bound to
-        # one are refused without it by the agent handshake. A presented one must verify.
-        ssl_cert_reqs=ssl.CERT_OPTIONAL if settings.client_ca else ssl.CERT_NONE,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    server.run(asgi, settings, log_level, sock)

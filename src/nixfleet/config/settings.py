@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     sse_queue_size: int = Field(1000, ge=10)
     sse_replay_size: int = Field(1000, ge=0)
+    sse_queue_bytes: int = Field(8 << 20, ge=64 * 1024)
+    sse_replay_bytes: int = Field(16 << 20, ge=0)
     sse_keepalive_s: float = Field(15, gt=0)
     sse_max_per_session: int = Field(8, ge=1)
     sse_max_per_address: int = Field(32, ge=1)
@@ -169,7 +171,7 @@ class Settings(BaseSettings):
     # The HTTP server (docs/reliability.md): a client must finish its request headers
     # within this; connections per address and in all before the oldest unfinished go.
     header_timeout_s: float = Field(10, gt=0, le=300)
-    keep_alive_s: float = Field(5, gt=0, le=300)
+    keep_alive_s: int = Field(5, ge=1, le=300)
     max_connections: int = Field(0, ge=0)  # 0: from the open-file limit
     max_connections_per_address: int = Field(256, ge=1)
 

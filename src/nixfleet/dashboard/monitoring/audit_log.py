@@ -67,7 +67,7 @@ class AuditLog:
 
     async def record(
         self, actor: str, action: str, *, before_action: bool = False, **fields: Any
-    ) -> None:
+    ) -> None:  # fields: host, address, result, detail (see entry())
         """Store one entry before returning, or raise Unavailable (the entry stays queued).
 
         1. Append it, retrying while the database is busy, for up to write_timeout_s.

@@ -42,11 +42,14 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
-def _database_trouble(exc: OperationalError) -> tuple[str, str]:
+def _database_trouble(exc: OperationalError) -> tuple[str, str] | None:
+    """Return (code, detail) when the database is busy or full, None for anything else."""
     text = str(exc.orig).lower()
-    if "full" in text or "disk" in text or "readonly" in text:
+    if "full" in text or "no space" in text:
         return "storage_full", "the database cannot be written (disk full); nothing was changed"
-    return "database_busy", "the database is busy; nothing was changed, try again shortly"
+    if "locked" in text or "busy" in text or "lock timeout" in text:
+        return "database_busy", "the database is busy; nothing was changed, try again shortly"
+    return None
 
 
 def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
@@ -68,7 +71,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _database(request: Request, exc: OperationalError) -> JSONResponse:
-        code, detail = _database_trouble(exc)
+        trouble = _database_trouble(exc)
+        if trouble is None:
+            raise exc  # a bug, not the weather: CatchAll's generic 500
+        code, detail = trouble
         if code == "storage_full":
             request.app.state.storage_full_at = time.monotonic()  # for /health
         log.warning("dashboard: %s %s answered 503: %s", request.method, request.url.path, exc.orig)

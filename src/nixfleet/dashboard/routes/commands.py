@@ -41,7 +41,7 @@ class BulkRequest(BaseModel):
 async def queue_command(
     host_id: str, body: CommandRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
-    fields = {"host": host_id[:63], "address": client_address(request)}
+    fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
     try:
         cmd = await ctx.fleet.dispatch(session.username, host_id, body.command)
     except NixFleetError as exc:
