@@ -17,9 +17,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 from websockets.asyncio.client import ClientConnection
@@ -29,11 +26,12 @@ from nixfleet import __version__
 from nixfleet.agent import status
 from nixfleet.agent.executors import Target, make_executor
 from nixfleet.agent.journal import Journal
+from nixfleet.agent.options import AgentOptions
 from nixfleet.agent.ratelimit import TokenBucket
 from nixfleet.agent.runner import Runner
-from nixfleet.agent.transport import Backoff, Transport, TransportOptions
+from nixfleet.agent.transport import Backoff, Transport
 from nixfleet.core.branch import check_branch
-from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
+from nixfleet.core.commands import KIND_RULES, CommandKind
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
@@ -45,7 +43,6 @@ from nixfleet.core.protocol import (
     CredentialSaved,
     Finished,
     Hello,
-    HostMeta,
     HostStatus,
     Output,
     Started,
@@ -57,27 +54,11 @@ from nixfleet.core.protocol import (
 
 log = logging.getLogger("nixfleet.agent")
 
+# systemd and launchd stop the agent with SIGTERM and expect it gone within seconds: a
+# connected session gets this long to send its close frame, anything else is cancelled.
+STOP_GRACE_S = 0.5
+
 __all__ = ["Agent", "AgentOptions", "Backoff", "run_agent"]
-
-
-@dataclass
-class AgentOptions:
-    url: str
-    host_id: str
-    token_file: Path
-    repo_dir: Path
-    state_dir: Path
-    system_dir: Path
-    repo_url: str = ""
-    branch: str = "main"
-    os_kind: str = "nixos"
-    macos_tool: str = "darwin-rebuild"
-    systemd_run: str = "auto"
-    meta: HostMeta | None = None
-    rules: Mapping[CommandKind, KindRules] = field(default_factory=lambda: dict(KIND_RULES))
-    transport: TransportOptions = field(default_factory=TransportOptions)
-    command_rate: tuple[int, float] = (6, 600.0)
-    enroll_code: str = field(default="", repr=False)
 
 
 class Agent:
@@ -92,7 +73,7 @@ class Agent:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.restart_requested = False
-        self.executor = make_executor(opts.os_kind, opts.macos_tool, opts.systemd_run)
+        self.executor = make_executor(opts.os, opts.macos_tool, opts.systemd_run)
         target = Target(self.host_id, opts.repo_dir, opts.branch)
         self.runner = Runner(
             Journal(opts.state_dir), self.executor, target, self.wake.set, opts.rules
@@ -113,20 +94,7 @@ class Agent:
         if self.opts.token_file.stat().st_mode & 0o077:
             log.warning("agent: %s is readable by other users; chmod 600 it", self.opts.token_file)
         if not (self.opts.repo_dir / ".git").exists() and self.opts.repo_url:
-            await asyncio.to_thread(
-                subprocess.run,
-                [
-                    "git",
-                    "clone",
-                    "--branch",
-                    self.opts.branch,
-                    "--",
-                    self.opts.repo_url,
-                    str(self.opts.repo_dir),
-                ],
-                check=True,
-                capture_output=True,
-            )
+            await self._clone()
         self.runner.reattach()
         if not self.transport.secure:
             log.warning(
@@ -134,6 +102,29 @@ class Agent:
                 "text to %s; use it only on loopback",
                 self.ws_url,
             )
+
+    async def _clone(self) -> None:
+        """Clone the config repo into repo_dir (a child process, so a stop can kill it)."""
+        proc = await asyncio.create_subprocess_exec(
+            *("git", "clone", "--branch", self.opts.branch, "--"),
+            *(self.opts.repo_url, str(self.opts.repo_dir)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+        if proc.returncode != 0:
+            last = (err.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            raise ConfigError(f"agent: cannot clone {self.opts.repo_url}: {last[:200]}")
+
+    async def serve(self) -> None:
+        """Start up, then run until stopped."""
+        await self.startup()
+        await self.run()
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until asked to stop."""
@@ -268,7 +259,7 @@ class Agent:
         await ws.close()
 
     async def _status(self) -> HostStatus:
-        return await status.collect(self.opts.os_kind, self.opts.repo_dir, self.opts.system_dir)
+        return await status.collect(self.opts.os, self.opts.repo_dir, self.opts.system_dir)
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         while True:
@@ -379,15 +370,34 @@ def _install_signals(agent: Agent) -> None:
 
 async def _main(opts: AgentOptions) -> bool:
     agent = Agent(opts)
-    await agent.startup()
     _install_signals(agent)
     try:
-        await agent.run()
+        work = asyncio.create_task(agent.serve())
+        stop = asyncio.create_task(agent.stopping.wait())
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        await _finish(work)
     finally:
         await agent.shutdown()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().remove_signal_handler(sig)
     return agent.restart_requested
+
+
+async def _finish(work: asyncio.Task[None]) -> None:
+    """Return when work has ended, within about STOP_GRACE_S of a stop; re-raise its error.
+
+    A connected session closes itself on a stop (`_wait_stop`). Everything else — a dial to
+    a dashboard that does not answer, the wait for `welcome`, an enrollment, a clone — is
+    cancelled, and cancelled again while it is still awaiting something on its way out
+    (such as a close handshake with a peer that never answers).
+    """
+    done, _ = await asyncio.wait({work}, timeout=STOP_GRACE_S)
+    while not done:
+        work.cancel()
+        done, _ = await asyncio.wait({work}, timeout=0.1)
+    if not work.cancelled():
+        work.result()
 
 
 def run_agent(opts: AgentOptions) -> None:

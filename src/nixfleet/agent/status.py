@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from nixfleet import __version__
-from nixfleet.core.protocol import HostStatus
+from nixfleet.core.protocol import HostStatus, salvage
 
 _SYSTEM_VERSION = re.compile(r"-(\d{2}\.\d{2}[^-/]*)$")
 
@@ -92,13 +92,17 @@ def _os_version(os_kind: str) -> str:
 
 
 async def collect(os_kind: str, repo_dir: Path, system_dir: Path) -> HostStatus:
-    """Return a fresh HostStatus; cheap enough to call on every heartbeat."""
+    """Return a fresh HostStatus; cheap enough to call on every heartbeat.
+
+    A value out of the protocol's bounds (an odd flake.lock, a huge os-release field) is
+    left out rather than failing every heartbeat.
+    """
     current = _link_or_text(system_dir / "current-system")
     booted = _link_or_text(system_dir / "booted-system")
     lock_hash, lock_modified = _lock_info(repo_dir)
     mem_total, mem_avail = _memory()
     match = _SYSTEM_VERSION.search(current)
-    return HostStatus(
+    report = dict(
         hostname=socket.gethostname(),
         os_kind="macos" if os_kind == "macos" else "nixos",
         os_version=_os_version(os_kind),
@@ -115,3 +119,4 @@ async def collect(os_kind: str, repo_dir: Path, system_dir: Path) -> HostStatus:
         mem_total=mem_total,
         mem_available=mem_avail,
     )
+    return salvage(HostStatus, report)

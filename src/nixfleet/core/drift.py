@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
+
+from nixfleet.core.protocol import TIMESTAMP_MAX
 
 
 class Drift(StrEnum):
@@ -23,8 +26,14 @@ def reboot_needed(current_system: str, booted_system: str) -> bool:
     return bool(current_system and booted_system and current_system != booted_system)
 
 
-def lock_age_days(lock_modified: int | None, now: float) -> float | None:
-    """Return the age of the flake.lock nixpkgs input in days, or None if unknown."""
-    if lock_modified is None:
+def lock_age_days(lock_modified: object, now: float) -> float | None:
+    """Return the age of the flake.lock nixpkgs input in days, or None if unknown.
+
+    The value comes from a host: anything but a plausible Unix time (an integer of 400
+    digits, a float, NaN) is unknown, never an overflow for every reader of the host list.
+    """
+    if isinstance(lock_modified, bool) or not isinstance(lock_modified, int | float):
         return None
-    return max(0.0, (now - lock_modified) / 86400)
+    if not (0 <= lock_modified <= TIMESTAMP_MAX) or not math.isfinite(now):
+        return None
+    return max(0.0, (now - float(lock_modified)) / 86400)

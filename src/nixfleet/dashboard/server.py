@@ -32,6 +32,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nixfleet.config import Settings
+from nixfleet.core.protocol import MAX_MESSAGE_BYTES
 from nixfleet.dashboard.pipeline.tlspeer import TlsPeerWebSocketProtocol
 
 log = logging.getLogger("nixfleet.server")
@@ -203,7 +204,8 @@ def uvicorn_config(
         proxy_headers=False,
         http=guarded_protocol(guard),
         timeout_keep_alive=settings.keep_alive_s,
-        ws_max_size=2**20,
+        # The limit agents batch under (core.protocol); a larger frame gets close 1009.
+        ws_max_size=MAX_MESSAGE_BYTES,
         ws=TlsPeerWebSocketProtocol,
         # Agent messages are small JSON: compressing them saves little and costs each
         # connection its own zlib state (about 40 KiB of the dashboard's memory per agent).

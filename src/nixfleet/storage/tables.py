@@ -62,8 +62,13 @@ commands = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Column("warned", Boolean, nullable=False, server_default="0"),
     Column("tests", JSON, nullable=True),
+    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0006).
+    Column("output_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("output_truncated", Boolean, nullable=False, server_default="0"),
+    Column("output_pruned", Boolean, nullable=False, server_default="0"),
     Index("ix_commands_host_created", "host_id", "created_at"),
     Index("ix_commands_state", "state"),
+    Index("ix_commands_finished", "finished_at"),
 )
 
 output = Table(
@@ -153,7 +158,7 @@ audit_log = Table(
     Column("detail", JSON, nullable=True),
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("hash", String(64), nullable=False),
-    # HMAC of hash under the audit key (outside the database); NULL before migration 0006.
+    # HMAC of hash under the audit key (outside the database); NULL before migration 0007.
     Column("mac", String(64), nullable=True),
     Index("ix_audit_log_at", "at"),
 )

@@ -12,9 +12,9 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from nixfleet.core.errors import NixFleetError, Unavailable
+from nixfleet.core.errors import NixFleetError, Unavailable, for_people
 
-log = logging.getLogger("nixfleet.dashboard")
+log = logging.getLogger("nixfleet.errors")
 # A database busy past its timeout, or full: the same request can succeed later.
 DB_RETRY_AFTER_S = 5
 
@@ -64,10 +64,9 @@ def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(NixFleetError)
     async def _domain(_: Request, exc: NixFleetError) -> JSONResponse:
-        if isinstance(exc, Unavailable):
-            headers = {"Retry-After": str(exc.retry_after_s)}
-            return error_response(exc.status, exc.code, str(exc), headers)
-        return error_response(exc.status, exc.code, str(exc))
+        log.info("refused (%s): %r", exc.code, str(exc))
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+        return error_response(exc.status, exc.code, for_people(str(exc)), headers)
 
     @app.exception_handler(OperationalError)
     async def _database(request: Request, exc: OperationalError) -> JSONResponse:
@@ -95,6 +94,6 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
-        return error_response(exc.status_code, code, str(exc.detail), headers)
+        return error_response(exc.status_code, code, for_people(str(exc.detail)), headers)
 
     # Unhandled exceptions: middleware.CatchAll (a generic 500 with a request id).
