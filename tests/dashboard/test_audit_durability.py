@@ -21,7 +21,7 @@ def impatient(make_fleet):
     """A fleet whose database gives up on a lock after 1 s (instead of 10 s)."""
     return make_fleet(
         hosts=1,
-        agents=False,
+        build_seconds=4,
         env={"NIXFLEET_DB_BUSY_TIMEOUT_S": "1", "NIXFLEET_AUDIT_WRITE_TIMEOUT_S": "1.5"},
     )
 
@@ -48,7 +48,10 @@ def test_a_locked_database_answers_503_and_loses_no_audit_entry_or_event(impatie
     db_path = fleet.fleet.root / "dashboard" / "nixfleet.db"
     api = fleet.api()
     before = len(api.get("/api/audit").json()["entries"])
-    _hold_write_lock(db_path, LOCK_S)
+    connected_at = api.host("atlas")["connected_at"]
+    build = api.command("atlas", "switch")
+    api.wait_state(build, {"running"}, 30)
+    _hold_write_lock(db_path, LOCK_S)  # while the build's output streams in
     started = time.monotonic()
     add = api.post("/api/hosts", {"host_id": "web-07"})
     assert add.status_code == 503, add.text
@@ -81,6 +84,12 @@ def test_a_locked_database_answers_503_and_loses_no_audit_entry_or_event(impatie
     assert summary["failures_24h"] >= 4  # the stored security events are all there too
     text = (fleet.fleet.root / "dashboard.log").read_text()
     assert "unhandled error" not in text
+    # The agent kept its socket through the lock, and the build lost no line.
+    done = api.wait_state(build, {"succeeded", "failed"}, 60)
+    assert done["state"] == "succeeded"
+    assert api.host("atlas")["connected_at"] == connected_at
+    seqs = [line["seq"] for line in done["output"]]
+    assert seqs == list(range(1, len(seqs) + 1)) and seqs
 
 
 def test_a_bulk_command_with_an_invalid_id_is_refused_whole(make_fleet):
