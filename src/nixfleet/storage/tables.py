@@ -165,7 +165,7 @@ audit_log = Table(
 
 # A rollout: one kind for many hosts in waves (core.rollouts). `wave` is the index of the
 # wave whose commands exist (-1 before the first); moving it is the guard that makes a
-# wave start exactly once, even across replicas and restarts (migration 0007).
+# wave start exactly once, even across replicas and restarts (migration 0008).
 rollouts = Table(
     "rollouts",
     metadata,

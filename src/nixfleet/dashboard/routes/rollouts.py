@@ -39,11 +39,11 @@ async def create_rollout(
     try:
         ro = await ctx.rollouts.create(session.username, body.host_ids, body.command, body.policy)
     except NixFleetError as exc:
-        _audit(ctx, request, session, "rollout_start", exc.code, {"command": body.command[:40]})
+        _audit_refusal(ctx, request, session, "rollout_start", exc, {"command": body.command[:40]})
         raise
     refused = [r["host_id"] for r in ro["refused"]][:100]
     detail = {"rollout_id": ro["id"], "command": ro["kind"], "refused": refused}
-    _audit(ctx, request, session, "rollout_start", "accepted", detail)
+    await _audit(ctx, request, session, "rollout_start", detail)
     return FiniteJSONResponse(ro, status_code=201)
 
 
@@ -72,23 +72,34 @@ async def act_on_rollout(
     try:
         ro = await act(rollout_id[:64])
     except NixFleetError as exc:
-        _audit(ctx, request, session, f"rollout_{action}", exc.code, detail)
+        _audit_refusal(ctx, request, session, f"rollout_{action}", exc, detail)
         raise
-    _audit(ctx, request, session, f"rollout_{action}", "accepted", detail)
+    await _audit(ctx, request, session, f"rollout_{action}", detail)
     return ro
 
 
-def _audit(
+async def _audit(
+    ctx: Context, request: Request, session: Session, action: str, detail: dict[str, Any]
+) -> None:
+    """Store the entry of an accepted action before the answer (503 if it cannot be)."""
+    await ctx.audit.record(
+        session.username, action, address=client_address(request), result="accepted",
+        detail=detail,
+    )  # fmt: skip
+
+
+def _audit_refusal(
     ctx: Context,
     request: Request,
     session: Session,
     action: str,
-    result: str,
+    exc: NixFleetError,
     detail: dict[str, Any],
 ) -> None:
-    ctx.audit.record(
-        session.username, action, address=client_address(request), result=result, detail=detail
-    )
+    ctx.audit.record_later(
+        session.username, action, address=client_address(request), result=exc.code,
+        detail={**detail, "error": str(exc)[:200]},
+    )  # fmt: skip
 
 
 @router.get("/rollouts")
