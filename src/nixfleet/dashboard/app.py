@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
 from nixfleet.dashboard.context import Context
+from nixfleet.dashboard.fleet.codec import FleetCodec
 from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.monitoring.alerts import Alerts, load_rules
@@ -46,6 +47,8 @@ from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
+from nixfleet.storage.pgbus import PgBus
+from nixfleet.storage.replicas import new_replica_id
 
 log = logging.getLogger("nixfleet.dashboard")
 _HERE = Path(__file__).parent
@@ -94,7 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.db_url)
-        bus = LocalBus()
+        replica = settings.replica_id or new_replica_id()
+        bus: LocalBus | PgBus = LocalBus() if db.is_sqlite else PgBus(db, replica)
         fleet = Fleet(settings, db, bus)
         hub = Hub(fleet)
         broadcaster = Broadcaster(bus, settings)
@@ -123,6 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
+        if isinstance(bus, PgBus):
+            await bus.start(FleetCodec(fleet))
         await fleet.startup()
         await fleet.refresh_target(force=True)
         sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events))
@@ -136,6 +142,8 @@ def create_app(settings: Settings) -> FastAPI:
             await notifier.shutdown()
             await ctx.events.worker.shutdown()
             await ctx.audit.worker.shutdown()
+            if isinstance(bus, PgBus):
+                await bus.close()
             await db.close()
 
     app = FastAPI(

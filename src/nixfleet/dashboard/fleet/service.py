@@ -385,8 +385,12 @@ class Fleet:
         await self._statuses.save(host_id, status.model_dump(), self.clock(), wait)
 
     async def _announce_statuses(self, group: Reports) -> None:
-        for row in await host_store.get_many(self.db, group):
-            await self.bus.publish({"type": "host", "host": self.host_view(row)})
+        # Together, not one after the other: a bus that journals events (replicas) writes
+        # the whole group in one transaction.
+        rows = await host_store.get_many(self.db, group)
+        await asyncio.gather(
+            *(self.bus.publish({"type": "host", "host": self.host_view(r)}) for r in rows)
+        )
 
     async def record_started(self, host_id: str, msg: Started) -> None:
         if await command_store.move(
@@ -512,9 +516,10 @@ class Fleet:
         head = out.decode().split()[0] if proc.returncode == 0 and out.strip() else None
         if head != self.target:
             self.target = head
-            await self.bus.publish({"type": "target", "commit": head})
+            # Every replica reads the target itself, so these stay in this process.
+            await self.bus.publish({"type": "target", "commit": head, "scope": "local"})
             for host in await self.hosts():
-                await self.bus.publish({"type": "host", "host": host})
+                await self.bus.publish({"type": "host", "host": host, "scope": "local"})
         return self.target
 
     async def snapshot(self) -> dict[str, Any]:
