@@ -22,6 +22,9 @@ import trustme
 import pgserver
 from nixfleet.demo.run import DemoFleet, DemoHost, prepare, start_agent, start_dashboard
 
+# Fixtures of the multi-replica tests (two dashboards on one PostgreSQL, nginx in front).
+pytest_plugins = ["replicas.replicaset"]
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
     """Return predicate()'s first truthy value, polling until timeout (then fail the test)."""

@@ -16,6 +16,7 @@ from nixfleet.config import Settings
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.codec import FleetCodec
 from nixfleet.dashboard.fleet.hub import Hub
+from nixfleet.dashboard.fleet.presence import Presence
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.monitoring.alerts import Alerts, load_rules
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
@@ -99,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         db = Database(settings.db_url)
         replica = settings.replica_id or new_replica_id()
         bus: LocalBus | PgBus = LocalBus() if db.is_sqlite else PgBus(db, replica)
-        fleet = Fleet(settings, db, bus)
+        fleet = Fleet(settings, db, bus, replica=replica)
         hub = Hub(fleet)
         broadcaster = Broadcaster(bus, settings)
         notifier = Notifier(
@@ -127,9 +128,13 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
+        presence = None
         if isinstance(bus, PgBus):
             await bus.start(FleetCodec(fleet))
-        await fleet.startup()
+            presence = Presence(fleet, hub, settings.replica_lease_s)
+            await presence.startup()
+        else:
+            await fleet.startup()  # the only process: no agent can be connected yet
         await fleet.refresh_target(force=True)
         sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events))
         try:
@@ -142,6 +147,8 @@ def create_app(settings: Settings) -> FastAPI:
             await notifier.shutdown()
             await ctx.events.worker.shutdown()
             await ctx.audit.worker.shutdown()
+            if presence is not None:
+                await presence.shutdown()
             if isinstance(bus, PgBus):
                 await bus.close()
             await db.close()

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from nixfleet.config import Settings
@@ -20,6 +20,7 @@ from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
 from nixfleet.core.errors import Conflict, NixFleetError, NotFound
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
+    CLOSE_REPLACED,
     Finished,
     Hello,
     HostMeta,
@@ -35,7 +36,7 @@ from nixfleet.dashboard.fleet.identity import AgentIdentity
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
-from nixfleet.storage.bus import EventBus
+from nixfleet.storage.bus import Event, EventBus
 from nixfleet.storage.db import Database
 
 log = logging.getLogger("nixfleet.fleet")
@@ -54,11 +55,14 @@ class Fleet:
         db: Database,
         bus: EventBus,
         clock: Callable[[], float] = time.time,
+        replica: str = "",
     ) -> None:
         self.settings = settings
         self.db = db
         self.bus = bus
         self.clock = clock
+        # This process's id among the replicas sharing the database ("" when alone).
+        self.replica = replica
         self.target: str | None = None
         self._target_checked = 0.0
         self.identity = AgentIdentity(settings, db, bus, clock)
@@ -258,8 +262,7 @@ class Fleet:
             self.db, rows, supersede=rules.supersedes_queued(kind)
         )
         changed = await command_store.get_many(self.db, [*superseded, *(r["id"] for r in rows)])
-        for cmd in changed:
-            await self.bus.publish({"type": "command", "command": cmd})
+        await self._publish_all({"type": "command", "command": cmd} for cmd in changed)
         return {r["host_id"]: _queued(r) for r in rows}
 
     async def cancel_queued(self, command_id: str) -> dict[str, Any]:
@@ -304,9 +307,10 @@ class Fleet:
                 picks[cmd["host_id"]] = cmd  # the line is jumped even on a busy host
             elif chosen is None and cmd["host_id"] not in busy:
                 picks[cmd["host_id"]] = cmd
-        claimed = await command_store.claim(self.db, [c["id"] for c in picks.values()], now)
-        for cmd in claimed:
-            await self.bus.publish({"type": "command", "command": cmd})
+        claimed = await command_store.claim(
+            self.db, [c["id"] for c in picks.values()], now, holder=self.replica or None
+        )
+        await self._publish_all({"type": "command", "command": cmd} for cmd in claimed)
         return claimed
 
     async def unclaim(self, host_id: str, command_id: str) -> None:
@@ -320,6 +324,11 @@ class Fleet:
             dispatched_at=None,
         ):
             await self._publish_command(command_id)
+
+    async def _publish_all(self, events: Iterable[Event]) -> None:
+        # Together, not one after the other: a bus that journals events for other replicas
+        # writes them in one transaction instead of one each.
+        await asyncio.gather(*(self.bus.publish(e) for e in events))
 
     async def _publish_command(self, command_id: str) -> dict[str, Any]:
         cmd = await command_store.get(self.db, command_id)
@@ -338,7 +347,21 @@ class Fleet:
         await host_store.record_link(
             self.db, host_id, now, _link_report(hello.transport, now), RECONNECT_WINDOW_S
         )
-        await host_store.mark_connected(self.db, host_id, hello.status.model_dump(), now)
+        await host_store.mark_connected(
+            self.db, host_id, hello.status.model_dump(), now, self.replica or None
+        )
+        if not self.db.is_sqlite:
+            # Another replica may still hold a stale link to this agent: it lets go.
+            await self.bus.publish(
+                {
+                    "type": "agent_control",
+                    "host_id": host_id,
+                    "action": "drop",
+                    "code": CLOSE_REPLACED,
+                    "reason": "a newer connection for this host arrived",
+                    "keep": self.replica,
+                }
+            )
         if hello.meta is not None:
             # One owner per field: what the host's own configuration sets wins; a field it
             # leaves empty stays as an operator entered it in the dashboard.
@@ -373,7 +396,8 @@ class Fleet:
 
     async def agent_disconnected(self, host_id: str) -> None:
         now = self.clock()
-        await host_store.mark_disconnected(self.db, host_id, now)
+        if not await host_store.mark_disconnected(self.db, host_id, now, self.replica or None):
+            return  # the agent is connected to another replica now
         await command_store.mark_disconnected(self.db, host_id, now)
         try:
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
@@ -385,12 +409,8 @@ class Fleet:
         await self._statuses.save(host_id, status.model_dump(), self.clock(), wait)
 
     async def _announce_statuses(self, group: Reports) -> None:
-        # Together, not one after the other: a bus that journals events (replicas) writes
-        # the whole group in one transaction.
         rows = await host_store.get_many(self.db, group)
-        await asyncio.gather(
-            *(self.bus.publish({"type": "host", "host": self.host_view(r)}) for r in rows)
-        )
+        await self._publish_all({"type": "host", "host": self.host_view(r)} for r in rows)
 
     async def record_started(self, host_id: str, msg: Started) -> None:
         if await command_store.move(
@@ -492,8 +512,8 @@ class Fleet:
         changed += await command_store.lose_abandoned(
             self.db, now - self.settings.reconnect_window_s, now
         )
-        for row in changed:
-            await self._publish_command(row["id"])
+        rows = await command_store.get_many(self.db, [r["id"] for r in changed])
+        await self._publish_all({"type": "command", "command": cmd} for cmd in rows)
         await self.refresh_target()
 
     async def refresh_target(self, force: bool = False) -> str | None:
