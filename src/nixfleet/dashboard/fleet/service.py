@@ -17,7 +17,7 @@ from nixfleet.config import Settings
 from nixfleet.core import commands as rules
 from nixfleet.core.commands import ACTIVE_STATES, CommandKind, CommandState
 from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
-from nixfleet.core.errors import Conflict, NixFleetError, NotFound
+from nixfleet.core.errors import Conflict, NixFleetError, NotFound, for_people
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     CLOSE_REPLACED,
@@ -33,6 +33,7 @@ from nixfleet.core.protocol import (
 )
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.fleet.identity import AgentIdentity
+from nixfleet.dashboard.fleet.samples import Samples
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
@@ -68,6 +69,8 @@ class Fleet:
         self.identity = AgentIdentity(settings, db, bus, clock)
         # Called with each command that reached its final state here (metrics); must not block.
         self.finished_hooks: list[Callable[[dict[str, Any]], None]] = []
+        self.samples = Samples()
+        self._known_ids: set[str] | None = None  # host rows seen by the last sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
         )
@@ -99,6 +102,7 @@ class Fleet:
     async def remove_host(self, raw_id: str) -> None:
         host_id = canonical_host_id(raw_id)
         await host_store.remove(self.db, host_id)
+        self.samples.forget(host_id)
         await self.bus.publish({"type": "host_removed", "host_id": host_id})
         await self.bus.publish({"type": "agent_control", "host_id": host_id, "action": "drop"})
 
@@ -234,7 +238,11 @@ class Fleet:
                 else:
                     wanted.append(host_id)
             except NixFleetError as exc:
-                results[raw] = {"host_id": raw[:63], "error": exc.code, "detail": str(exc)}
+                results[raw] = {
+                    "host_id": raw[:63],
+                    "error": exc.code,
+                    "detail": for_people(str(exc)),
+                }
         queued = await self._enqueue_many(actor, wanted, kind) if wanted else {}
         for raw in dict.fromkeys(raw_ids):
             if raw in results:
@@ -243,7 +251,7 @@ class Fleet:
             results[raw] = queued.get(host_id) or {
                 "host_id": raw[:63],
                 "error": "not_found",
-                "detail": f"store: no host {host_id!r}",
+                "detail": f"There is no host {host_id!r}: check the name.",
             }
         return list(results.values())
 
@@ -409,6 +417,8 @@ class Fleet:
         await self._statuses.save(host_id, status.model_dump(), self.clock(), wait)
 
     async def _announce_statuses(self, group: Reports) -> None:
+        for host_id, (status, at) in group.items():
+            self.samples.record(host_id, status, at)
         rows = await host_store.get_many(self.db, group)
         await self._publish_all({"type": "host", "host": self.host_view(r)} for r in rows)
 
@@ -515,6 +525,20 @@ class Fleet:
         rows = await command_store.get_many(self.db, [r["id"] for r in changed])
         await self._publish_all({"type": "command", "command": cmd} for cmd in rows)
         await self.refresh_target()
+        await self._notice_host_rows()
+
+    async def _notice_host_rows(self) -> None:
+        """Announce hosts added or removed by another process (the CLI writes the DB)."""
+        ids = await host_store.ids(self.db)
+        known, self._known_ids = self._known_ids, ids
+        if known is None:
+            return
+        # Every replica notices by itself: these stay in this process.
+        for row in await host_store.get_many(self.db, sorted(ids - known)):
+            await self.bus.publish({"type": "host", "host": self.host_view(row), "scope": "local"})
+        for host_id in sorted(known - ids):
+            self.samples.forget(host_id)
+            await self.bus.publish({"type": "host_removed", "host_id": host_id, "scope": "local"})
 
     async def refresh_target(self, force: bool = False) -> str | None:
         """Return the fleet's target commit: the head of the configured branch (cached)."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from nixfleet.core.errors import NixFleetError
+from nixfleet.core.errors import NixFleetError, for_people
+
+log = logging.getLogger("nixfleet.errors")
 
 
 def error_response(status: int, code: str, detail: str) -> JSONResponse:
@@ -26,7 +30,8 @@ def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(NixFleetError)
     async def _domain(_: Request, exc: NixFleetError) -> JSONResponse:
-        return error_response(exc.status, exc.code, str(exc))
+        log.info("refused (%s): %r", exc.code, str(exc))
+        return error_response(exc.status, exc.code, for_people(str(exc)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -40,6 +45,6 @@ def install(app: FastAPI) -> None:
             404: "not_found",
             405: "method_not_allowed",
         }.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        return error_response(exc.status_code, code, for_people(str(exc.detail)))
 
     # Unhandled exceptions: middleware.CatchAll (a generic 500 with a request id).

@@ -3,6 +3,7 @@ rotate or revoke the token, issue a new enrollment code, bind a client certifica
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -57,6 +58,13 @@ def _note(
 @router.get("")
 async def list_hosts(ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
     return {"hosts": await ctx.fleet.hosts(), "target": ctx.fleet.target}
+
+
+@router.get("/{host_id}/samples")
+async def host_samples(host_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
+    """Return the host's load and memory of the last day (5-minute averages)."""
+    host = await ctx.fleet.host(host_id)
+    return {"host_id": host["id"], "samples": ctx.fleet.samples.points(host["id"], time.time())}
 
 
 @router.post("", status_code=201)
