@@ -22,6 +22,7 @@ from nixfleet.demo.run import start_agent, start_dashboard
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 LEASE_S = 3.0
+METRICS_TOKEN = "replica-metrics-token-0123456789abcdef"
 
 
 @dataclass
@@ -34,6 +35,12 @@ class Replica:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        res = httpx.get(f"{self.base}/metrics", headers=auth, timeout=10)
+        assert res.status_code == 200, res.text
+        return res.text
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -126,6 +133,7 @@ def pair(make_fleet, pg_cluster) -> Iterator[Callable[..., Pair]]:
             "NIXFLEET_REPLICA_LEASE_S": str(LEASE_S),
             "NIXFLEET_SSE_KEEPALIVE_S": "1",
             "NIXFLEET_HEARTBEAT_S": "2",
+            "NIXFLEET_METRICS_TOKEN": METRICS_TOKEN,
         }
         rf = make_fleet(hosts=hosts, build_seconds=build_seconds, agents=False, env=env)
         assert rf.server is not None

@@ -70,3 +70,34 @@ def test_a_replica_killed_mid_build_hands_its_agents_to_the_other(pair, balancer
     wait_for(lambda: browser_on_a.output(build) == stored, 10, "every line on a's browser")
     assert _generation(p, "atlas") == before + 1  # switched once, not twice
     assert on_a.host("atlas")["online"]
+
+
+def _samples(text: str, name: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith(name + "{")]
+
+
+def test_each_replica_labels_its_metrics_and_one_reports_the_whole_fleet(pair):
+    p = pair(hosts=2)
+    p.start_agent("atlas", p.a.port)
+    p.start_agent("borealis", p.b.port)
+    on_a = p.login("a")
+    on_a.wait_online(["atlas", "borealis"])
+    ids = {on_a.host("atlas")["replica"], on_a.host("borealis")["replica"]}
+    assert len(ids) == 2
+    labels = set()
+    for text in (p.a.metrics(), p.b.metrics()):
+        connected = _samples(text, "nixfleet_agents_connected")
+        assert len(connected) == 1 and connected[0].endswith(" 1.0")  # its own agent
+        labels.add(connected[0].split('replica="')[1].split('"')[0])
+    assert labels == ids
+
+    def fleet_reports() -> list[str]:
+        texts = (p.a.metrics(), p.b.metrics())
+        lines = [ln for text in texts for ln in _samples(text, "nixfleet_fleet_hosts")]
+        both_online = any('online="true"' in ln and ln.endswith(" 2.0") for ln in lines)
+        return lines if both_online else []
+
+    # One replica, the oldest, counts the fleet; the other does not (no double counting).
+    reports = wait_for(fleet_reports, 10, "the fleet-wide count of two hosts online")
+    assert len(reports) == 2, reports  # online="true" and online="false", from one replica
+    assert len({ln.split('replica="')[1].split('"')[0] for ln in reports}) == 1

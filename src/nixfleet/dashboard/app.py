@@ -107,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         notifier = Notifier(
             settings.alert_url_list, settings.alert_allow_private, settings.alert_retries
         )
+        presence: Presence | None = None
         ctx = Context(
             settings,
             db,
@@ -122,14 +123,18 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.login_base_delay_s,
                 settings.login_max_delay_s,
             ),
-            metrics=Metrics(hub, broadcaster),
+            metrics=Metrics(
+                hub,
+                broadcaster,
+                "" if db.is_sqlite else replica,
+                lambda: presence.census if presence else None,
+            ),
             events=EventStore(db, bus, settings.security_event_retention_days),
             audit=AuditLog(db),
             alerts=Alerts(rules, notifier, bus),
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
-        presence = None
         if isinstance(bus, PgBus):
             await bus.start(FleetCodec(fleet))
             presence = Presence(fleet, hub, settings.replica_lease_s)

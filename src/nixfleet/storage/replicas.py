@@ -11,14 +11,22 @@ import re
 import secrets
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, false, insert, or_, select, update
+from sqlalchemy import and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from nixfleet.core.commands import ACTIVE_STATES
+from nixfleet.core.commands import ACTIVE_STATES, CommandState
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import commands, hosts, replicas
+
+
+@dataclass(frozen=True)
+class Census:
+    hosts: dict[bool, int]  # online → how many
+    commands: dict[str, int]  # queued / dispatched / running → how many
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _CHUNK = 500  # ids per IN (…): SQLite's bound-parameter limit
@@ -135,3 +143,21 @@ async def reclaim(db: Database, me: str, host_ids: Sequence[str], now: float) ->
                 .values(disconnected_at=None)
             )
     return taken
+
+
+async def census(db: Database) -> Census:
+    """Return the whole fleet's host and open-command counts."""
+    open_states = [CommandState.QUEUED.value, *(s.value for s in ACTIVE_STATES)]
+    async with db.engine.connect() as conn:
+        host_rows = await conn.execute(
+            select(hosts.c.online, func.count()).group_by(hosts.c.online)
+        )
+        command_rows = await conn.execute(
+            select(commands.c.state, func.count())
+            .where(commands.c.state.in_(open_states))
+            .group_by(commands.c.state)
+        )
+        counts = Census({True: 0, False: 0}, dict.fromkeys(open_states, 0))
+        counts.hosts.update({bool(online): n for online, n in host_rows})
+        counts.commands.update({state: n for state, n in command_rows})
+    return counts

@@ -32,6 +32,8 @@ class Presence:
         self.hub = hub
         self.lease_s = lease_s
         self._task: asyncio.Task[None] | None = None
+        # The fleet-wide counts, while this replica is the oldest live one (it reports them).
+        self.census: store.Census | None = None
 
     @property
     def replica(self) -> str:
@@ -59,6 +61,7 @@ class Presence:
             try:
                 await self.renew()
                 await self.release_dead()
+                await self._count_if_oldest()
             except Exception:
                 log.exception("presence: lease renewal failed")
 
@@ -71,6 +74,12 @@ class Presence:
         log.warning("presence: %s was taken for dead; taking its agents back", self.replica)
         await store.register(db, self.replica, now, self.lease_s)
         await self._announce(await store.reclaim(db, self.replica, list(self.hub.links), now))
+
+    async def _count_if_oldest(self) -> None:
+        db = self.fleet.db
+        live = await store.live(db, self.fleet.clock())
+        oldest = bool(live) and live[0]["id"] == self.replica
+        self.census = await store.census(db) if oldest else None
 
     async def release_dead(self) -> None:
         released = await store.release_dead(self.fleet.db, self.replica, self.fleet.clock())

@@ -460,19 +460,36 @@ class Fleet:
             self.clock(),
             self.settings.output_max_bytes,
         )
-        if lines:
+        announce = lines or await self._replayed(msg)
+        if announce:
             await self.bus.publish(
-                {"type": "output", "command_id": msg.command_id, "host_id": host_id, "lines": lines}
+                {
+                    "type": "output",
+                    "command_id": msg.command_id,
+                    "host_id": host_id,
+                    "lines": announce,
+                }
             )
-            if truncated:
-                log.warning(
-                    "fleet: output of %s on %s reached %d bytes; the rest is dropped",
-                    msg.command_id,
-                    host_id,
-                    self.settings.output_max_bytes,
-                )
-                await self._publish_command(msg.command_id)
+        if lines and truncated:
+            log.warning(
+                "fleet: output of %s on %s reached %d bytes; the rest is dropped",
+                msg.command_id,
+                host_id,
+                self.settings.output_max_bytes,
+            )
+            await self._publish_command(msg.command_id)
         return acked
+
+    async def _replayed(self, msg: Output) -> list[dict[str, Any]]:
+        """Return the stored lines of a batch that was stored before, to announce again.
+
+        With replicas, the one that stored them may have died before announcing them; the
+        agent replays them here, and the browsers that never saw them would keep a gap.
+        """
+        if self.db.is_sqlite or not msg.lines:
+            return []
+        first = min(ln.seq for ln in msg.lines)
+        return await output_store.lines(self.db, msg.command_id, first - 1, len(msg.lines))
 
     async def record_warning(self, host_id: str, msg: Warning) -> None:
         """Note the agent's warning (still running after …) on an active command only."""
