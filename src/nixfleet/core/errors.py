@@ -8,8 +8,7 @@
     ├── NotFound                  the thing asked for does not exist (→ 404)
     ├── Conflict                  legal input, wrong state (→ 409)
     ├── AuthError                 who you are could not be established (→ 401)
-    ├── Forbidden                 known, but not allowed: CSRF, origin (→ 403)
-    └── ProtocolError             an agent or dashboard spoke out of turn
+    └── Forbidden                 known, but not allowed: CSRF, origin (→ 403)
 
 Messages start with the component ("store: …", "agent: …") so a log line says where.
 Each error has a stable machine `code` used in API bodies `{"error": code, "detail": …}`.
@@ -58,7 +57,3 @@ class AuthError(NixFleetError):
 class Forbidden(NixFleetError):
     code = "forbidden"
     status = 403
-
-
-class ProtocolError(NixFleetError):
-    code = "protocol"
