@@ -1,17 +1,50 @@
-"""Map every error to `{"error": code, "detail": text}` with a 4xx status; never a traceback."""
+"""Map every error to `{"error": code, "detail": text}` with a 4xx status; never a traceback.
+
+Routes raise and the handlers below answer; pure-ASGI middleware, which answers before any
+route, sends the same shape with `send_error`.
+"""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Send
 
 from nixfleet.core.errors import NixFleetError
 
 
 def error_response(status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    fields: dict[str, str] | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    kind: str = "http",
+) -> None:
+    """Send `{"error": code, "detail": detail, **fields}` as a whole response from middleware.
+
+    kind is "http", or "websocket.http" to refuse a WebSocket upgrade with an HTTP answer.
+    """
+    body = json.dumps({"error": code, "detail": detail, **(fields or {})}).encode()
+    start = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *headers,
+    ]
+    await send({"type": f"{kind}.response.start", "status": status, "headers": start})
+    await send({"type": f"{kind}.response.body", "body": body})
 
 
 def _describe(exc: RequestValidationError) -> tuple[int, str, str]:

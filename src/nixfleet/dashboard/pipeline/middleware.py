@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nixfleet.dashboard.deps import is_https
+from nixfleet.dashboard.pipeline.errors import send_error
 
 log = logging.getLogger("nixfleet.dashboard")
-
-
-async def _reject(
-    send: Send, status: int, code: str, detail: str, extra: dict[str, str] | None = None
-) -> None:
-    body = json.dumps({"error": code, "detail": detail, **(extra or {})}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class CatchAll:
@@ -74,7 +56,7 @@ class CatchAll:
             if started:
                 raise  # the status line is gone; the server can only drop the connection
             detail = f"internal error; the dashboard log has the details under {request_id}"
-            await _reject(tagged, 500, "internal", detail, {"request_id": request_id})
+            await send_error(tagged, 500, "internal", detail, fields={"request_id": request_id})
 
 
 class BodyLimit:
@@ -90,7 +72,7 @@ class BodyLimit:
         detail = f"request body is larger than the limit of {self.max_bytes} bytes"
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _reject(send, 413, "too_large", detail)
+                await send_error(send, 413, "too_large", detail)
                 return
         seen = 0
         rejected = False
@@ -105,7 +87,7 @@ class BodyLimit:
             if seen > self.max_bytes and not rejected:
                 rejected = True
                 if not started:
-                    await _reject(send, 413, "too_large", detail)
+                    await send_error(send, 413, "too_large", detail)
                 return {"type": "http.disconnect"}
             return message
 
