@@ -108,6 +108,7 @@ window.NF = window.NF || {};
       }
       setText(this.meta, bits.join(" · "));
       this.meta.dataset.state = c.state;
+      this.tabs.get(commandId).view.describe(`${c.kind} on ${c.host_id} · ${NF.stateLabel(c)}`, NF.ACTIVE.has(c.state));
     }
 
     onCommand(c) { if (this.tabs.has(c.id)) this.describe(c.id); }

@@ -29,7 +29,7 @@ window.NF = window.NF || {};
       this.ansiState = NF.ansi.fresh();
       this.errors = []; this.warnings = [];
       this.opts = Object.fromEntries(TOGGLES.map(([k, , on]) => [k, on]));
-      this.follow = true; this.unseen = 0;
+      this.follow = true; this.unseen = 0; this.live = true; this.marked = -1;
       this.query = ""; this.hits = []; this.hit = -1;
       this.offsets = null; this.cols = 0;
       this.lastAutoTop = 0;
@@ -74,8 +74,9 @@ window.NF = window.NF || {};
       this.resume = el("button", { type: "button", class: "log-resume", "data-log": "resume", hidden: true, text: "Resume following" });
       this.resume.addEventListener("click", () => this.setFollow(true));
       this.probe = el("span", { class: "log-probe", "aria-hidden": "true", text: "0".repeat(100) });
+      this.titleLabel = el("span", { class: "log-title" });
       const tools = el("div", { class: "log-tools", role: "toolbar", "aria-label": "Log tools" },
-        this.firstError, this.counts,
+        this.titleLabel, this.firstError, this.counts,
         el("span", { class: "log-search" }, this.search, this.hitsLabel, prev, next),
         el("span", { class: "log-toggles" }, ...toggles), this.downloadLink, this.fullButton);
       this.root = el("div", { class: "logview opt-numbers" }, tools, this.scroller, this.resume, this.probe);
@@ -266,7 +267,15 @@ window.NF = window.NF || {};
 
     sayResume() {
       this.resume.hidden = this.follow;
-      NF.setText(this.resume, this.unseen ? `Resume following (${this.unseen} new lines)` : "Resume following");
+      const text = !this.live ? "Jump to the end"
+        : this.unseen ? `Resume following (${this.unseen} new lines)` : "Resume following";
+      NF.setText(this.resume, text);
+    }
+
+    // What the command is (shown in full screen) and whether more lines can still come.
+    describe(title, live) {
+      NF.setText(this.titleLabel, title);
+      if (this.live !== live) { this.live = live; this.sayResume(); }
     }
 
     // --- search and jumps ---------------------------------------------------------
