@@ -38,7 +38,13 @@ let
     # json2toml; here the JSON is kept and the tests convert it (tests/nix/moduleeval.py).
     formats.toml = _: {
       type = types.attrsOf types.anything;
-      generate = name: value: builtins.toFile "${name}.json" (builtins.toJSON value);
+      # A derivation-like value that also keeps what it was made of, so checks.nix can read
+      # it without reading a file (which pure evaluation, as in `nix flake check`, forbids).
+      generate = name: value: {
+        type = "derivation";
+        inherit name value;
+        outPath = builtins.toFile "${name}.json" (builtins.toJSON value);
+      };
     };
     writeShellScript = name: text: builtins.toFile name "#!/bin/sh\n${text}";
     stdenv.hostPlatform = {
@@ -162,7 +168,7 @@ in
   # The agent's generated configuration (JSON here, TOML from nixpkgs' formats.toml).
   agentConfig =
     if cfg ? services.nixfleet-agent && cfg.services.nixfleet-agent.enable then
-      builtins.fromJSON (builtins.readFile cfg.services.nixfleet-agent.configFile)
+      cfg.services.nixfleet-agent.configFile.value
     else
       null;
   agentPackage = if cfg ? services.nixfleet-agent then cfg.services.nixfleet-agent.package.outPath else null;

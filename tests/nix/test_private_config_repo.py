@@ -187,3 +187,79 @@ def test_without_the_credential_the_repo_cannot_be_cloned(tmp_path, private_repo
     )  # fmt: skip
     assert res.returncode != 0
     assert not (tmp_path / "x" / ".git").exists()
+
+
+# --- over SSH: no SSH server here, so `ssh` on PATH is a stand-in that checks the key it is
+# given and runs git's remote command locally (as sshd would after authenticating).
+FAKE_SSH = """#!{python}
+import subprocess, sys
+args = sys.argv[1:]
+key = args[args.index("-i") + 1]
+with open(key) as f:
+    if f.read().strip() != {key!r}:
+        sys.exit("ssh: Permission denied (publickey)")
+with open({log!r}, "a") as log:
+    log.write(" ".join(args) + "\\n")
+sys.exit(subprocess.run(["sh", "-c", args[-1]]).returncode)
+"""
+DEPLOY_KEY = "-----BEGIN OPENSSH PRIVATE KEY----- deploy key -----END OPENSSH PRIVATE KEY-----"
+
+
+@pytest.fixture
+def ssh_path(tmp_path):
+    """Return (PATH with the stand-in ssh first, its log file)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "ssh.log"
+    ssh = bin_dir / "ssh"
+    ssh.write_text(FAKE_SSH.format(python=sys.executable, key=DEPLOY_KEY, log=str(log)))
+    ssh.chmod(0o755)
+    (tmp_path / "deploy-key").write_text(DEPLOY_KEY + "\n")
+    return f"{bin_dir}:{os.environ['PATH']}", log
+
+
+def test_the_dashboards_ssh_key_credential_reaches_git(tmp_path, private_repo, ssh_path):
+    _, bare, _ = private_repo
+    path, log = ssh_path
+    config = f"""{{ services.nixfleet = {{ enable = true;
+      adminPasswordHashFile = "/run/a"; agentTokenHashSecretFile = "/run/b";
+      sessionSecretsFile = "/run/c"; configRepo = "ssh://git@git.invalid{bare}";
+      configRepoCredential.sshKeyFile = "{tmp_path}/deploy-key";
+      configRepoCredential.knownHosts = "git.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE";
+    }}; }}"""
+    unit = evaluate("nixos-dashboard", config)["systemd"]["nixfleet"]
+    unit["serviceConfig"]["LoadCredential"] = [
+        c for c in unit["serviceConfig"]["LoadCredential"] if c.startswith("config-repo")
+    ]
+    env = environment(unit["environment"], load_credentials(unit, tmp_path / "creds"))
+    git_env = {k: v for k, v in env.items() if k.startswith("GIT_")} | {"PATH": path}
+    head = git("ls-remote", f"ssh://git@git.invalid{bare}", "refs/heads/main", env=git_env)
+    assert head.split()[0] == git("rev-parse", "main", cwd=bare)
+    used = log.read_text()
+    assert f"-i {tmp_path}/creds/config-repo-ssh-key" in used
+    assert "StrictHostKeyChecking=yes" in used and "UserKnownHostsFile=/nix/store/" in used
+    # Without the credential's configuration, git's ssh gets no key and nothing is listed.
+    res = subprocess.run(
+        ["git", "ls-remote", f"ssh://git@git.invalid{bare}"], capture_output=True, text=True,
+        env={**CLEAN_ENV, "PATH": path, "HOME": str(tmp_path)}, timeout=30,
+    )  # fmt: skip
+    assert res.returncode != 0
+
+
+def test_the_agents_clone_uses_its_ssh_key_for_later_pulls(tmp_path, private_repo, ssh_path):
+    _, bare, work = private_repo
+    path, log = ssh_path
+    url = f"ssh://git@git.invalid{bare}"
+    config = f"""{{ services.nixfleet-agent = {{ enable = true; url = "https://fleet";
+      repoUrl = "{url}"; repoCredential.sshKeyFile = "{tmp_path}/deploy-key"; }}; }}"""
+    unit = evaluate("nixos-agent", config)["systemd"]["nixfleet-agent"]
+    [script] = unit["serviceConfig"]["ExecStartPre"]
+    state = tmp_path / "state"
+    text = Path(script).read_text().replace("/var/lib/nixfleet-agent", str(state))
+    subprocess.run(["sh", "-c", text], check=True, env={**CLEAN_ENV, "PATH": path}, timeout=30)
+    commit(work, "three")
+    git("push", "-q", str(bare), "main", cwd=work)
+    clone = state / "config"
+    git("fetch", "-q", "origin", "main", cwd=clone, env={"PATH": path})
+    assert git("rev-parse", "origin/main", cwd=clone) == git("rev-parse", "main", cwd=work)
+    assert log.read_text().count(f"-i {tmp_path}/deploy-key") == 2  # the clone and the fetch

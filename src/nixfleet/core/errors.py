@@ -9,6 +9,7 @@
     ├── Conflict                  legal input, wrong state (→ 409)
     ├── AuthError                 who you are could not be established (→ 401)
     ├── Forbidden                 known, but not allowed: CSRF, origin (→ 403)
+    ├── Unavailable               the database is busy or full: try again (→ 503)
     └── ProtocolError             an agent or dashboard spoke out of turn
 
 Messages start with the component ("store: …", "agent: …") so a log line says where;
@@ -74,6 +75,17 @@ class AuthError(NixFleetError):
 class Forbidden(NixFleetError):
     code = "forbidden"
     status = 403
+
+
+class Unavailable(NixFleetError):
+    """Nothing was done; the same request can succeed later (sent with Retry-After)."""
+
+    code = "unavailable"
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ProtocolError(NixFleetError):

@@ -24,7 +24,12 @@ from nixfleet.dashboard.monitoring.notifier import Notifier
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
 from nixfleet.dashboard.pipeline import errors
 from nixfleet.dashboard.pipeline.accesslog import AccessLog
-from nixfleet.dashboard.pipeline.middleware import BodyLimit, CatchAll, SecurityHeaders
+from nixfleet.dashboard.pipeline.middleware import (
+    AllowedHosts,
+    BodyLimit,
+    CatchAll,
+    SecurityHeaders,
+)
 from nixfleet.dashboard.pipeline.ratelimit import RateLimit
 from nixfleet.dashboard.responses import FiniteJSONResponse
 from nixfleet.dashboard.routes import (
@@ -94,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.db_url)
+        db = Database(settings.db_url, settings.db_busy_timeout_s)
         bus = LocalBus()
         fleet = Fleet(settings, db, bus)
         hub = Hub(fleet)
@@ -119,7 +124,12 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             metrics=Metrics(hub, broadcaster),
             events=EventStore(db, bus, settings.security_event_retention_days),
-            audit=AuditLog(db),
+            audit=AuditLog(
+                db,
+                settings.audit_key,
+                settings.audit_anchor_path,
+                settings.audit_write_timeout_s,
+            ),
             alerts=Alerts(rules, notifier, bus),
         )
         app.state.ctx = ctx
@@ -167,12 +177,13 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.state.trusted_proxies = settings.trusted_networks
-    # The last added runs first: AccessLog → SecurityHeaders → CatchAll → RateLimit →
-    # BodyLimit → the app. The access log sees every answer, including a 429 or a 500, and
-    # every answer carries the security headers.
+    # The last added runs first: AccessLog → SecurityHeaders → AllowedHosts → CatchAll →
+    # RateLimit → BodyLimit → the app. The access log sees every answer, including a 421,
+    # a 429 or a 500, and every answer carries the security headers.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(CatchAll)
+    app.add_middleware(AllowedHosts, names=settings.allowed_host_names)
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     app.add_middleware(AccessLog, enabled=settings.access_log)
     return app

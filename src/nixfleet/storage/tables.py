@@ -158,5 +158,7 @@ audit_log = Table(
     Column("detail", JSON, nullable=True),
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("hash", String(64), nullable=False),
+    # HMAC of hash under the audit key (outside the database); NULL before migration 0007.
+    Column("mac", String(64), nullable=True),
     Index("ix_audit_log_at", "at"),
 )

@@ -238,6 +238,7 @@
       out.replaceChildren(`Added ${res.host.id}. Its one-time enrollment code, shown only now: `,
         el("span", { class: "token", text: res.enroll_code }),
         ` (until ${until}; start its agent with --enroll-code-file)`);
+      ev.target.dispatchEvent(new CustomEvent("nixfleet:host-added", { bubbles: true, detail: res }));
       ev.target.reset();
     } catch (err) { out.textContent = err.message; }
   });
