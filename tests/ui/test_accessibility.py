@@ -49,7 +49,7 @@ def test_axe_finds_no_serious_violation_on_any_page_in_either_theme(fleet, theme
     cid = api.command("dune", "switch")  # dune's build fails: a failed row and an error log
     api.wait_state(cid, FINISHED, timeout=30)
     page = log_in(themed, rf)
-    expect(col(page, "dune", "deploy").locator(".badge")).to_have_text("failed")
+    expect(col(page, "dune", "deploy").locator(".badge[data-state]")).to_have_text("failed")
     col(page, "dune", "activity").locator(f'[data-open-log="{cid}"]').click()
     expect(page.locator("#output-meta")).to_have_attribute("data-state", "failed")
     page.click('#dock-view [data-log-toggle="stream"]')

@@ -32,7 +32,7 @@ def test_screenshots_of_the_fleet_table_the_log_viewer_and_the_host_page(fleet, 
     desk = ui.open_tab(browser, viewport={"width": 1400, "height": 900}, color_scheme="light")
     try:
         page = log_in(desk, rf)
-        expect(col(page, "dune", "deploy").locator(".badge")).to_have_text("failed")
+        expect(col(page, "dune", "deploy").locator(".badge[data-state]")).to_have_text("failed")
         col(page, "dune", "activity").locator(f'[data-open-log="{failed}"]').click()
         expect(page.locator("#output-meta")).to_have_attribute("data-state", "failed")
         page.click('button[data-action="pull-switch"][data-host="atlas"]')

@@ -159,6 +159,7 @@ window.NF = window.NF || {};
       c.seen = el("span", { class: "sub seen" });
       c.deploy = el("span", { class: "badge" });
       c.commit = el("code", { class: "commit" });
+      c.plan = el("span", { class: "badge info", "data-plan": id, hidden: true });
       c.gen = el("span");
       c.lock = el("span", { class: "badge", "data-check": "lock" });
       c.tests = el("span", { class: "badge", "data-check": "tests" });
@@ -182,7 +183,7 @@ window.NF = window.NF || {};
         el("td", { class: "c-sel" }, c.box),
         el("th", { scope: "row", class: "c-host" }, c.dot, el("span", { class: "name-line" }, c.name, c.identity), c.sub),
         el("td", { "data-col": "status" }, c.online, c.word, c.seen),
-        el("td", { "data-col": "deploy" }, c.deploy, c.commit),
+        el("td", { "data-col": "deploy" }, c.deploy, c.commit, c.plan),
         el("td", { "data-col": "generation" }, c.gen),
         el("td", { "data-col": "checks" }, c.lock, c.tests, c.reboot, c.link),
         el("td", { "data-col": "cpu" }, c.load, c.sparkSvg),
@@ -219,6 +220,13 @@ window.NF = window.NF || {};
       const dep = h.deploy || {};
       setText(c.commit, NF.short(dep.checked_out_commit || dep.deployed_commit || st.commit));
       setAttr(tr.children[3], "title", this.deployTip(h, ds));
+      const plan = h.plan;
+      c.plan.hidden = !plan;
+      if (plan) {
+        setText(c.plan, plan.expired ? "plan expired" : plan.changed === false ? "no change" : "plan");
+        c.plan.className = `badge ${plan.expired ? "neutral" : "info"}`;
+        setAttr(c.plan, "title", `Preview of ${NF.short(plan.target_commit)}: ${plan.summary || "no summary"}${plan.reboot ? " · needs a reboot" : ""}`);
+      }
       setText(c.gen, dep.generation ?? st.generation ?? "—");
 
       this.patchChecks(c, h, now);
