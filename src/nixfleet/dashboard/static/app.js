@@ -253,6 +253,16 @@ async function show(commandId) {
   state.commands.set(cmd.id, Object.assign(known || {}, cmd, fresher, { output: undefined }));
   for (const line of cmd.output) state.lines.set(line.seq, line);
   renderOutputMeta(); renderOutput();
+  // Long output comes in pages: follow the cursor to the end of what is stored.
+  for (let next = cmd.output_next; next != null && state.shown === commandId;) {
+    const page = await fetch(`/api/commands/${encodeURIComponent(commandId)}/output?after_seq=${next}&limit=5000`,
+      { credentials: "same-origin" });
+    if (!page.ok || state.shown !== commandId) return;
+    const body = await page.json();
+    for (const line of body.lines) state.lines.set(line.seq, line);
+    renderOutput();
+    next = body.next;
+  }
 }
 
 function applySnapshot(snap) {
