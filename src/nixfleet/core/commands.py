@@ -125,4 +125,4 @@ def supersedes_queued(new: CommandKind) -> bool:
 def check_stop_allowed(has_active: bool) -> None:
     """Raise Conflict when a stop has nothing to stop."""
     if not has_active:
-        raise Conflict("commands: nothing is running on this host to stop")
+        raise Conflict("commands: nothing is running on this host, so there is nothing to stop")

@@ -17,7 +17,7 @@ from nixfleet.config import Settings
 from nixfleet.core import commands as rules
 from nixfleet.core.commands import ACTIVE_STATES, CommandKind, CommandState
 from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
-from nixfleet.core.errors import Conflict, NixFleetError, NotFound
+from nixfleet.core.errors import Conflict, NixFleetError, NotFound, for_people
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     Finished,
@@ -32,6 +32,7 @@ from nixfleet.core.protocol import (
 )
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.fleet.identity import AgentIdentity
+from nixfleet.dashboard.fleet.samples import Samples
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
@@ -64,6 +65,8 @@ class Fleet:
         self.identity = AgentIdentity(settings, db, bus, clock)
         # Called with each command that reached its final state here (metrics); must not block.
         self.finished_hooks: list[Callable[[dict[str, Any]], None]] = []
+        self.samples = Samples()
+        self._known_ids: set[str] | None = None  # host rows seen by the last sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
         )
@@ -95,6 +98,7 @@ class Fleet:
     async def remove_host(self, raw_id: str) -> None:
         host_id = canonical_host_id(raw_id)
         await host_store.remove(self.db, host_id)
+        self.samples.forget(host_id)
         await self.bus.publish({"type": "host_removed", "host_id": host_id})
         await self.bus.publish({"type": "agent_control", "host_id": host_id, "action": "drop"})
 
@@ -148,7 +152,7 @@ class Fleet:
         }
 
     # --- commands -------------------------------------------------------------------
-    def _new_command(
+    def new_command(
         self, actor: str, host_id: str, kind: CommandKind, now: float
     ) -> dict[str, Any]:
         """Return the row of a new queued command (it expires after NIXFLEET_COMMAND_EXPIRY_S)."""
@@ -179,7 +183,7 @@ class Fleet:
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
-        row = self._new_command(actor, host_id, kind, now)
+        row = self.new_command(actor, host_id, kind, now)
         if kind == CommandKind.STOP:
             # A stop is never queued: it is recorded as done and acts on the active command.
             row |= {
@@ -230,7 +234,11 @@ class Fleet:
                 else:
                     wanted.append(host_id)
             except NixFleetError as exc:
-                results[raw] = {"host_id": raw[:63], "error": exc.code, "detail": str(exc)}
+                results[raw] = {
+                    "host_id": raw[:63],
+                    "error": exc.code,
+                    "detail": for_people(str(exc)),
+                }
         queued = await self._enqueue_many(actor, wanted, kind) if wanted else {}
         for raw in dict.fromkeys(raw_ids):
             if raw in results:
@@ -239,7 +247,7 @@ class Fleet:
             results[raw] = queued.get(host_id) or {
                 "host_id": raw[:63],
                 "error": "not_found",
-                "detail": f"store: no host {host_id!r}",
+                "detail": f"There is no host {host_id!r}: check the name.",
             }
         return list(results.values())
 
@@ -250,7 +258,7 @@ class Fleet:
         known = {h["id"] for h in await host_store.get_many(self.db, host_ids)}
         now = self.clock()
         rows = [
-            self._new_command(actor, host_id, kind, now)
+            self.new_command(actor, host_id, kind, now)
             for host_id in dict.fromkeys(host_ids)
             if host_id in known
         ]
@@ -385,6 +393,8 @@ class Fleet:
         await self._statuses.save(host_id, status.model_dump(), self.clock(), wait)
 
     async def _announce_statuses(self, group: Reports) -> None:
+        for host_id, (status, at) in group.items():
+            self.samples.record(host_id, status, at)
         for row in await host_store.get_many(self.db, group):
             await self.bus.publish({"type": "host", "host": self.host_view(row)})
 
@@ -491,6 +501,19 @@ class Fleet:
         for row in changed:
             await self._publish_command(row["id"])
         await self.refresh_target()
+        await self._notice_host_rows()
+
+    async def _notice_host_rows(self) -> None:
+        """Announce hosts added or removed by another process (the CLI writes the DB)."""
+        ids = await host_store.ids(self.db)
+        known, self._known_ids = self._known_ids, ids
+        if known is None:
+            return
+        for host_id in sorted(ids - known):
+            await self.publish_host(host_id)
+        for host_id in sorted(known - ids):
+            self.samples.forget(host_id)
+            await self.bus.publish({"type": "host_removed", "host_id": host_id})
 
     async def refresh_target(self, force: bool = False) -> str | None:
         """Return the fleet's target commit: the head of the configured branch (cached)."""

@@ -3,6 +3,7 @@ rotate or revoke the token, issue a new enrollment code, bind a client certifica
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -34,19 +35,40 @@ class CertBinding(BaseModel):
     sha256: str = Field(min_length=64, max_length=120)
 
 
-def _note(
+# The audit action each security event of a host change is recorded as.
+_ACTIONS = {
+    EventKind.HOST_ADDED: "host_add",
+    EventKind.HOST_REMOVED: "host_remove",
+    EventKind.TOKEN_ROTATED: "token_rotate",
+    EventKind.TOKEN_REVOKED: "token_revoke",
+    EventKind.ENROLLED: "enroll_code",
+    EventKind.CERT_BOUND: "cert_bind",
+}
+
+
+async def _note(
     request: Request,
     ctx: Ctx,
     session: Session,
     kind: EventKind,
     host_id: str,
     detail: str = "",
+    audit_detail: dict[str, Any] | None = None,
 ) -> None:
+    """Audit the change (stored before the answer) and report it as a security event."""
+    address = client_address(request)
+    await ctx.audit.record(
+        session.username,
+        _ACTIONS[kind],
+        host=host_id,
+        address=address,
+        detail=audit_detail or ({"detail": detail} if detail else None),
+    )
     ctx.security.emit(
         SecurityEvent(
             kind,
             outcome="ok",
-            address=client_address(request),
+            address=address,
             user=session.username,
             host=host_id,
             detail=detail,
@@ -59,13 +81,20 @@ async def list_hosts(ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
     return {"hosts": await ctx.fleet.hosts(), "target": ctx.fleet.target}
 
 
+@router.get("/{host_id}/samples")
+async def host_samples(host_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
+    """Return the host's load and memory of the last day (5-minute averages)."""
+    host = await ctx.fleet.host(host_id)
+    return {"host_id": host["id"], "samples": ctx.fleet.samples.points(host["id"], time.time())}
+
+
 @router.post("", status_code=201)
 async def add_host(
     body: NewHost, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
     host = await ctx.fleet.add_host(body.host_id, body.model_dump(exclude={"host_id"}))
     code, expires = await ctx.fleet.identity.issue_enroll_code(host["id"])
-    _note(request, ctx, session, EventKind.HOST_ADDED, host["id"])
+    await _note(request, ctx, session, EventKind.HOST_ADDED, host["id"])
     return {"host": host, "enroll_code": code, "enroll_expires_at": expires}
 
 
@@ -74,7 +103,7 @@ async def remove_host(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:
     await ctx.fleet.remove_host(host_id)
-    _note(request, ctx, session, EventKind.HOST_REMOVED, host_id)
+    await _note(request, ctx, session, EventKind.HOST_REMOVED, host_id)
     return JSONResponse({"removed": host_id})
 
 
@@ -88,7 +117,7 @@ async def rotate_agent_token(
 ) -> dict[str, Any]:
     overlap = body.overlap_s if body else None
     token = await ctx.fleet.rotate_token(host_id, overlap)
-    _note(request, ctx, session, EventKind.TOKEN_ROTATED, host_id)
+    await _note(request, ctx, session, EventKind.TOKEN_ROTATED, host_id)
     return {"host_id": host_id, "agent_token": token}
 
 
@@ -97,7 +126,7 @@ async def revoke_agent_token(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
     await ctx.fleet.revoke_token(host_id)
-    _note(request, ctx, session, EventKind.TOKEN_REVOKED, host_id)
+    await _note(request, ctx, session, EventKind.TOKEN_REVOKED, host_id)
     return {"revoked": host_id}
 
 
@@ -106,7 +135,7 @@ async def new_enroll_code(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
     code, expires = await ctx.fleet.identity.issue_enroll_code(host_id)
-    _note(request, ctx, session, EventKind.ENROLLED, host_id, "code_issued")
+    await _note(request, ctx, session, EventKind.ENROLLED, host_id, "code_issued")
     return {"host_id": host_id, "enroll_code": code, "enroll_expires_at": expires}
 
 
@@ -116,7 +145,7 @@ async def bind_client_cert(
 ) -> dict[str, Any]:
     bound = await ctx.fleet.identity.bind_cert(host_id, body.sha256)
     await ctx.fleet.publish_host(host_id)
-    _note(request, ctx, session, EventKind.CERT_BOUND, host_id)
+    await _note(request, ctx, session, EventKind.CERT_BOUND, host_id, "", {"sha256": bound})
     return {"host_id": host_id, "cert_sha256": bound}
 
 
@@ -126,5 +155,5 @@ async def unbind_client_cert(
 ) -> dict[str, Any]:
     await ctx.fleet.identity.bind_cert(host_id, None)
     await ctx.fleet.publish_host(host_id)
-    _note(request, ctx, session, EventKind.CERT_BOUND, host_id, "unbound")
+    await _note(request, ctx, session, EventKind.CERT_BOUND, host_id, "unbound", {"sha256": None})
     return {"host_id": host_id, "cert_sha256": None}
