@@ -278,7 +278,7 @@ def test_logging_out_through_the_button_ends_the_session(fleet, tab):
     tab.assert_clean()
 
 
-def test_bulk_test_on_selected_hosts_queues_one_command_each(fleet, tab):
+def test_bulk_test_on_selected_hosts_is_a_rollout_confirmed_first_and_reported_truly(fleet, tab):
     rf = fleet(hosts=3)
     page = log_in(tab, rf)
     for host in ("atlas", "borealis", "cirrus"):
@@ -292,7 +292,18 @@ def test_bulk_test_on_selected_hosts_queues_one_command_each(fleet, tab):
     expect(page.locator('input[data-select="cirrus"]')).not_to_be_checked()
 
     page.click('button[data-bulk="test"]')
-    expect(page.locator("#bulk-result")).to_have_text("test: 2 queued")
+    dialog = page.locator("#rollout-confirm")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#rollout-plan")).to_contain_text(
+        "Test on 2 hosts in 2 waves: first atlas, then waves of 1."
+    )
+    assert rf.api().get("/api/hosts/atlas/commands").json()["commands"] == []  # nothing yet
+    dialog.locator("#rollout-start").click()
+    expect(dialog).to_be_hidden()
+    # The result line follows the rollout to its end instead of saying "2 queued" forever.
+    expect(page.locator("#bulk-result")).to_contain_text(
+        "test rollout (completed): 2 succeeded", timeout=30_000
+    )
 
     api = rf.api()
 
@@ -519,4 +530,23 @@ def test_a_totp_login_works_in_the_browser_and_a_replayed_code_does_not(fleet, t
                 "Wrong user name, password or code."
             )
     tab.forgive_console_errors(re.compile(r"status of 401 \(Unauthorized\) \(\S+/login\)$"))
+    tab.assert_clean()
+
+
+def test_the_output_of_a_long_build_is_shown_to_its_last_line(fleet, tab):
+    """More lines than one API answer carries: the page follows the output cursor."""
+    rf = fleet(hosts=1)
+    build = rf.fleet.root / "bin" / "nixos-rebuild"
+    build.write_text("#!/usr/bin/env python3\nfor i in range(12_000):\n    print(f'line {i}')\n")
+    build.chmod(0o755)
+    api = rf.api()
+    cid = api.command("atlas", "switch")
+    assert api.wait_state(cid, FINISHED, timeout=60)["state"] == "succeeded"
+    first = api.get(f"/api/commands/{cid}").json()
+    assert first["output_next"] is not None  # the page needs more than one answer
+    page = log_in(tab, rf)
+    col(page, "atlas", "activity").locator(f'[data-open-log="{cid}"]').click()
+    counts = page.locator('#dock-view [data-log="counts"]')
+    expect(counts).to_contain_text("12001 lines")  # "$ nixos-rebuild …" and 12,000 more
+    expect(page.locator("#dock-view .ln-row .txt").last).to_have_text("line 11999")
     tab.assert_clean()
