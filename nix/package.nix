@@ -40,7 +40,8 @@ py.buildPythonApplication {
       uvicorn
       sqlalchemy
       aiosqlite
-      # psycopg[binary] is pip's prebuilt wheel; nixpkgs' psycopg is built against its libpq.
+      # psycopg[binary] is pip's prebuilt wheel; nixpkgs' psycopg is built against its libpq
+      # (pythonRuntimeDepsCheck compares names and versions, not extras).
       psycopg
       alembic
       pydantic

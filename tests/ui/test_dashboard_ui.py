@@ -278,7 +278,7 @@ def test_logging_out_through_the_button_ends_the_session(fleet, tab):
     tab.assert_clean()
 
 
-def test_bulk_test_on_selected_hosts_queues_one_command_each(fleet, tab):
+def test_bulk_test_on_selected_hosts_is_a_rollout_confirmed_first_and_reported_truly(fleet, tab):
     rf = fleet(hosts=3)
     page = log_in(tab, rf)
     for host in ("atlas", "borealis", "cirrus"):
@@ -292,7 +292,18 @@ def test_bulk_test_on_selected_hosts_queues_one_command_each(fleet, tab):
     expect(page.locator('input[data-select="cirrus"]')).not_to_be_checked()
 
     page.click('button[data-bulk="test"]')
-    expect(page.locator("#bulk-result")).to_have_text("test: 2 queued")
+    dialog = page.locator("#rollout-confirm")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#rollout-plan")).to_contain_text(
+        "Test on 2 hosts in 2 waves: first atlas, then waves of 1."
+    )
+    assert rf.api().get("/api/hosts/atlas/commands").json()["commands"] == []  # nothing yet
+    dialog.locator("#rollout-start").click()
+    expect(dialog).to_be_hidden()
+    # The result line follows the rollout to its end instead of saying "2 queued" forever.
+    expect(page.locator("#bulk-result")).to_contain_text(
+        "test rollout (completed): 2 succeeded", timeout=30_000
+    )
 
     api = rf.api()
 

@@ -15,13 +15,14 @@ from fastapi.templating import Jinja2Templates
 from nixfleet.config import Settings
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.hub import Hub
+from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.monitoring.alerts import Alerts, load_rules
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
 from nixfleet.dashboard.monitoring.background import is_transient
 from nixfleet.dashboard.monitoring.event_store import EventStore
 from nixfleet.dashboard.monitoring.metrics import Metrics
-from nixfleet.dashboard.monitoring.notifier import Notifier
+from nixfleet.dashboard.monitoring.notifier import Message, Notifier
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
 from nixfleet.dashboard.pipeline import errors
 from nixfleet.dashboard.pipeline.accesslog import AccessLog
@@ -45,6 +46,7 @@ from nixfleet.dashboard.routes import (
     logs,
     monitoring,
     pages,
+    rollouts,
     security,
 )
 from nixfleet.dashboard.sse import Broadcaster
@@ -135,16 +137,21 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.audit_write_timeout_s,
             ),
             alerts=Alerts(rules, notifier, bus),
+            rollouts=Rollouts(
+                fleet, lambda title, body, kind: notifier.send(Message(title, body, kind))
+            ),
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
         await fleet.startup()
         await fleet.refresh_target(force=True)
         sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events))
+        ctx.rollouts.start()
         try:
             yield
         finally:
             sweeper.cancel()
+            await ctx.rollouts.shutdown()
             ctx.hub.close()
             ctx.broadcaster.close()
             await ctx.alerts.shutdown()
@@ -177,6 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
         monitoring,
         security,
         audit,
+        rollouts,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")

@@ -152,7 +152,7 @@ class Fleet:
         }
 
     # --- commands -------------------------------------------------------------------
-    def _new_command(
+    def new_command(
         self, actor: str, host_id: str, kind: CommandKind, now: float
     ) -> dict[str, Any]:
         """Return the row of a new queued command (it expires after NIXFLEET_COMMAND_EXPIRY_S)."""
@@ -183,7 +183,7 @@ class Fleet:
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
-        row = self._new_command(actor, host_id, kind, now)
+        row = self.new_command(actor, host_id, kind, now)
         if kind == CommandKind.STOP:
             # A stop is never queued: it is recorded as done and acts on the active command.
             row |= {
@@ -258,7 +258,7 @@ class Fleet:
         known = {h["id"] for h in await host_store.get_many(self.db, host_ids)}
         now = self.clock()
         rows = [
-            self._new_command(actor, host_id, kind, now)
+            self.new_command(actor, host_id, kind, now)
             for host_id in dict.fromkeys(host_ids)
             if host_id in known
         ]

@@ -53,6 +53,7 @@
     target: (e) => { fleet.target = e.commit; table.invalidate(); },
     command: (e) => { fleet.command(e.command); table.invalidate(e.command.host_id); dock.onCommand(e.command); },
     output: (e) => { if (fleet.output(e)) table.invalidate(e.host_id); dock.onOutput(e); },
+    rollout: (e) => NF.rolloutEvent(e.rollout),
   }, $("#conn"));
 
   // --- actions ----------------------------------------------------------------------------
@@ -72,15 +73,10 @@
     }
   }
 
-  async function runBulk(kind) {
+  function runBulk(kind) {
     const out = $("#bulk-result");
     if (!fleet.selected.size) { out.textContent = "Select hosts first (the boxes at the start of each row)."; return; }
-    try {
-      const res = await NF.post("/api/commands/bulk", { command: kind, host_ids: [...fleet.selected] });
-      const bad = res.results.filter((r) => r.error);
-      out.textContent = `${kind}: ${res.results.length - bad.length} queued` +
-        (bad.length ? `, ${bad.length} refused (${bad.map((r) => r.host_id).join(", ")})` : "");
-    } catch (err) { out.textContent = err.message; }
+    NF.confirmRollout(kind, [...fleet.selected], out); // rollout-confirm.js
   }
 
   // --- the row menu -------------------------------------------------------------------------

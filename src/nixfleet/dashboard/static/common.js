@@ -98,7 +98,7 @@ window.NF = window.NF || {};
   NF.connect = function connect(handlers, conn) {
     const source = new EventSource("/api/events");
     let lastId = 0;
-    const names = ["snapshot", "resync", "host", "host_removed", "target", "security", "command", "output"];
+    const names = ["snapshot", "resync", "host", "host_removed", "target", "security", "command", "output", "rollout"];
     for (const name of names) {
       source.addEventListener(name, (msg) => {
         const id = Number(msg.lastEventId);
