@@ -143,6 +143,8 @@ def test_a_binary_frame_is_closed_4400_and_counted(fleet):
     assert asyncio.run(_refusal(fleet, b"\x00\xff binary")) == 4400
     wait_for(lambda: _refused_events(fleet, "binary") >= 1, 10, "the event")
     assert _metric(fleet, "binary") == before + 1
+    log = (fleet.fleet.root / "dashboard.log").read_text(errors="replace")
+    assert "refused a message from atlas (binary)" in log
     _others_unaffected(fleet)
 
 
