@@ -19,6 +19,7 @@ from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.monitoring.alerts import Alerts, load_rules
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
+from nixfleet.dashboard.monitoring.background import is_transient
 from nixfleet.dashboard.monitoring.event_store import EventStore
 from nixfleet.dashboard.monitoring.metrics import Metrics
 from nixfleet.dashboard.monitoring.notifier import Message, Notifier
@@ -67,8 +68,11 @@ async def _sweeper(fleet: Fleet, hub: Hub, events: EventStore) -> None:
             await hub.recheck_credentials()
             await events.prune_if_due()
             await fleet.prune_output_if_due()
-        except Exception:
-            log.exception("dashboard: sweep failed")
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("dashboard: sweep failed")
+            else:  # a busy or full database: the next sweep tries again
+                log.warning("dashboard: sweep postponed: %s", getattr(exc, "orig", exc))
         await asyncio.sleep(SWEEP_EVERY_S)
 
 

@@ -66,6 +66,10 @@ class Fleet:
         # Called with each command that reached its final state here (metrics); must not block.
         self.finished_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.samples = Samples()
+        # Which metadata fields each host's own configuration set in its last hello (the
+        # host page says where a value came from). Memory only: every agent says hello again
+        # when a dashboard starts, so the answer is back within a reconnect.
+        self._meta_from_host: dict[str, frozenset[str]] = {}
         self._known_ids: set[str] | None = None  # host rows seen by the last sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
@@ -141,6 +145,7 @@ class Fleet:
                 st.get("current_system", ""), st.get("booted_system", "")
             ),
             "lock_age_days": lock_age_days(st.get("lock_modified"), now),
+            "meta_sources": self._meta_sources(row),
             "connection": {
                 "connected_since": row.get("connected_at") if row.get("online") else None,
                 "reconnects_1h": sum(
@@ -149,6 +154,17 @@ class Fleet:
                 "breaker": link.get("breaker"),
                 "tls_failure": link.get("tls_failure"),
             },
+        }
+
+    def _meta_sources(self, row: dict[str, Any]) -> dict[str, str]:
+        """Return who set each metadata field that has a value: the host or an operator."""
+        from_host = self._meta_from_host.get(row["id"])
+        if from_host is None:
+            return {}  # not known until the agent's hello (after a dashboard restart)
+        return {
+            k: "host configuration" if k in from_host else "dashboard"
+            for k in HOST_META_FIELDS
+            if row.get(k)
         }
 
     # --- commands -------------------------------------------------------------------
@@ -347,10 +363,11 @@ class Fleet:
             self.db, host_id, now, _link_report(hello.transport, now), RECONNECT_WINDOW_S
         )
         await host_store.mark_connected(self.db, host_id, hello.status.model_dump(), now)
-        if hello.meta is not None:
-            # One owner per field: what the host's own configuration sets wins; a field it
-            # leaves empty stays as an operator entered it in the dashboard.
-            await host_store.set_meta(self.db, host_id, _set_fields(hello.meta))
+        # One owner per field: what the host's own configuration sets wins; a field it
+        # leaves empty stays as an operator entered it in the dashboard.
+        fields = _set_fields(hello.meta) if hello.meta is not None else {}
+        await host_store.set_meta(self.db, host_id, fields)
+        self._meta_from_host[host_id] = frozenset(fields)
         known = set(hello.known_commands)
         for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
             if cmd["id"] in known:
