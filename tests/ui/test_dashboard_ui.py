@@ -531,3 +531,22 @@ def test_a_totp_login_works_in_the_browser_and_a_replayed_code_does_not(fleet, t
             )
     tab.forgive_console_errors(re.compile(r"status of 401 \(Unauthorized\) \(\S+/login\)$"))
     tab.assert_clean()
+
+
+def test_the_output_of_a_long_build_is_shown_to_its_last_line(fleet, tab):
+    """More lines than one API answer carries: the page follows the output cursor."""
+    rf = fleet(hosts=1)
+    build = rf.fleet.root / "bin" / "nixos-rebuild"
+    build.write_text("#!/usr/bin/env python3\nfor i in range(12_000):\n    print(f'line {i}')\n")
+    build.chmod(0o755)
+    api = rf.api()
+    cid = api.command("atlas", "switch")
+    assert api.wait_state(cid, FINISHED, timeout=60)["state"] == "succeeded"
+    first = api.get(f"/api/commands/{cid}").json()
+    assert first["output_next"] is not None  # the page needs more than one answer
+    page = log_in(tab, rf)
+    col(page, "atlas", "activity").locator(f'[data-open-log="{cid}"]').click()
+    counts = page.locator('#dock-view [data-log="counts"]')
+    expect(counts).to_contain_text("12001 lines")  # "$ nixos-rebuild …" and 12,000 more
+    expect(page.locator("#dock-view .ln-row .txt").last).to_have_text("line 11999")
+    tab.assert_clean()

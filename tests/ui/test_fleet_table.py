@@ -71,7 +71,7 @@ def test_the_failed_count_filters_to_exactly_the_failed_hosts_and_selection_surv
     failed = page.locator('[data-filter="failed"]')
     expect(failed.locator(".n")).to_have_text("1")
     expect(page.locator('[data-filter="online"]')).to_have_text("4/4 online")
-    expect(col(page, "dune", "deploy").locator(".badge")).to_have_text("failed")
+    expect(col(page, "dune", "deploy").locator(".badge[data-state]")).to_have_text("failed")
 
     page.check('input[data-select="atlas"]')
     page.check('input[data-select="dune"]')

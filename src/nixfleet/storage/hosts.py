@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nixfleet.core.errors import Conflict, NotFound
@@ -63,33 +63,18 @@ async def ids(db: Database) -> set[str]:
         return set((await conn.execute(select(hosts.c.id))).scalars())
 
 
-async def token_hash(db: Database, host_id: str) -> str | None:
-    """Return the stored token hash of a host, or None if the host or its token is absent."""
-    async with db.engine.connect() as conn:
-        return (
-            await conn.execute(select(hosts.c.token_hash).where(hosts.c.id == host_id))
-        ).scalar_one_or_none()
+async def mark_connected(
+    db: Database, host_id: str, status: dict[str, Any], now: float, replica: str | None = None
+) -> None:
+    """Record that a host's agent connected to replica and what it reported.
 
-
-async def set_token_hash(db: Database, host_id: str, new_hash: str) -> None:
-    """Replace a host's token hash or raise NotFound."""
-    async with db.engine.begin() as conn:
-        res = await conn.execute(
-            update(hosts)
-            .where(hosts.c.id == host_id)
-            .values(token_hash=new_hash, identity_state="active")
-        )
-    if res.rowcount == 0:
-        raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
-
-
-async def mark_connected(db: Database, host_id: str, status: dict[str, Any], now: float) -> None:
-    """Record that a host's agent connected and what it reported."""
+    The newest connection wins: the host now belongs to this replica, whichever held it.
+    """
     async with db.engine.begin() as conn:
         await conn.execute(
             update(hosts)
             .where(hosts.c.id == host_id)
-            .values(online=True, connected_at=now, last_seen=now, status=status)
+            .values(online=True, connected_at=now, last_seen=now, status=status, replica=replica)
         )
 
 
@@ -130,12 +115,22 @@ async def set_meta(db: Database, host_id: str, meta: dict[str, str]) -> None:
         await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**meta))
 
 
-async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
-    """Record that a host's agent went away."""
+async def mark_disconnected(
+    db: Database, host_id: str, now: float, replica: str | None = None
+) -> bool:
+    """Record that a host's agent left replica; return False if another replica holds it.
+
+    An agent that moved to another replica is still online: the replica it left must not
+    say otherwise (or start its commands' reconnect window).
+    """
+    held = or_(hosts.c.replica.is_(None), hosts.c.replica == replica)
     async with db.engine.begin() as conn:
-        await conn.execute(
-            update(hosts).where(hosts.c.id == host_id).values(online=False, last_seen=now)
+        res = await conn.execute(
+            update(hosts)
+            .where(hosts.c.id == host_id, held)
+            .values(online=False, last_seen=now, replica=None)
         )
+    return bool(res.rowcount == 1)
 
 
 async def save_last_test(db: Database, host_id: str, summary: dict[str, Any]) -> None:

@@ -171,6 +171,12 @@ window.NF = window.NF || {};
       }
     }
 
+    // What decides where a host is drawn: shown or not, its sort value, its group.
+    placeOf(h) {
+      const group = this.groupBy ? String((GROUPS[this.groupBy] || ((x) => (x.labels || {})[this.groupBy.replace(/^label:/, "")]))(h, this)) : "";
+      return [this.matches(h), this.sortValue(h), group];
+    }
+
     // Return the rows to draw: [{group, count}] headers and host ids, in order.
     view() {
       const shown = [...this.hosts.values()].filter((h) => this.matches(h));
@@ -202,12 +208,15 @@ window.NF = window.NF || {};
     }
   }
 
+  // One collator for every comparison: localeCompare with options builds one per call,
+  // which made sorting 5,000 hosts take most of a second.
+  const COLLATOR = new Intl.Collator(undefined, { numeric: true });
   function compare(a, b) {
     if (Array.isArray(a)) {
       for (let i = 0; i < a.length; i++) { const c = compare(a[i], b[i]); if (c) return c; }
       return 0;
     }
-    if (typeof a === "string") return a.localeCompare(b, undefined, { numeric: true });
+    if (typeof a === "string") return COLLATOR.compare(a, b);
     return a < b ? -1 : a > b ? 1 : 0;
   }
 
