@@ -14,7 +14,9 @@ from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
 from nixfleet.dashboard.context import Context
+from nixfleet.dashboard.fleet.codec import FleetCodec
 from nixfleet.dashboard.fleet.hub import Hub
+from nixfleet.dashboard.fleet.presence import Presence
 from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.monitoring.alerts import Alerts, load_rules
@@ -55,6 +57,8 @@ from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
+from nixfleet.storage.pgbus import PgBus
+from nixfleet.storage.replicas import new_replica_id
 
 log = logging.getLogger("nixfleet.dashboard")
 _HERE = Path(__file__).parent
@@ -106,13 +110,15 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.db_url, settings.db_busy_timeout_s)
-        bus = LocalBus()
-        fleet = Fleet(settings, db, bus)
+        replica = settings.replica_id or new_replica_id()
+        bus: LocalBus | PgBus = LocalBus() if db.is_sqlite else PgBus(db, replica)
+        fleet = Fleet(settings, db, bus, replica=replica)
         hub = Hub(fleet)
         broadcaster = Broadcaster(bus, settings)
         notifier = Notifier(
             settings.alert_url_list, settings.alert_allow_private, settings.alert_retries
         )
+        presence: Presence | None = None
         ctx = Context(
             settings,
             db,
@@ -128,7 +134,12 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.login_base_delay_s,
                 settings.login_max_delay_s,
             ),
-            metrics=Metrics(hub, broadcaster),
+            metrics=Metrics(
+                hub,
+                broadcaster,
+                "" if db.is_sqlite else replica,
+                lambda: presence.census if presence else None,
+            ),
             events=EventStore(db, bus, settings.security_event_retention_days),
             audit=AuditLog(
                 db,
@@ -143,7 +154,12 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
-        await fleet.startup()
+        if isinstance(bus, PgBus):
+            await bus.start(FleetCodec(fleet))
+            presence = Presence(fleet, hub, settings.replica_lease_s)
+            await presence.startup()
+        else:
+            await fleet.startup()  # the only process: no agent can be connected yet
         await fleet.refresh_target(force=True)
         sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events))
         ctx.rollouts.start()
@@ -158,6 +174,10 @@ def create_app(settings: Settings) -> FastAPI:
             await notifier.shutdown()
             await ctx.events.worker.shutdown()
             await ctx.audit.worker.shutdown()
+            if presence is not None:
+                await presence.shutdown()
+            if isinstance(bus, PgBus):
+                await bus.close()
             await db.close()
 
     app = FastAPI(

@@ -86,7 +86,9 @@
   function openMenu(button) {
     const id = button.dataset.menu, active = fleet.active(id), last = fleet.last(id);
     const h = fleet.hosts.get(id) || {};
-    const items = MENU.map(([kind, label]) => {
+    // Preview (a `plan` command) exists where the dashboard reports plans at all.
+    const menuKinds = "plan" in h ? [["plan", "Preview (what a deploy would change)"], ...MENU] : MENU;
+    const items = menuKinds.map(([kind, label]) => {
       const off = (kind === "stop" && !active) || (kind === "restart" && !h.online);
       return el("button", { type: "button", role: "menuitem", tabindex: "-1", "data-action": kind, "data-host": id,
         "aria-disabled": off ? "true" : null, text: label });
