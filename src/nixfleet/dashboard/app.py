@@ -19,12 +19,13 @@ from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.fleet.presence import Presence
 from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
-from nixfleet.dashboard.monitoring.alerts import Alerts, load_rules
+from nixfleet.dashboard.monitoring.alerts import Alerts, load_deploy_rules, load_rules
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
 from nixfleet.dashboard.monitoring.background import is_transient
+from nixfleet.dashboard.monitoring.deploy_alerts import DeployAlerts
 from nixfleet.dashboard.monitoring.event_store import EventStore
 from nixfleet.dashboard.monitoring.metrics import Metrics
-from nixfleet.dashboard.monitoring.notifier import Message, Notifier
+from nixfleet.dashboard.monitoring.notifier import Notifier
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
 from nixfleet.dashboard.pipeline import errors
 from nixfleet.dashboard.pipeline.accesslog import AccessLog
@@ -96,16 +97,19 @@ def _wire_monitoring(ctx: Context) -> None:
     ctx.security.subscribe(ctx.audit.on_security_event)
     ctx.security.subscribe(ctx.alerts)
     ctx.fleet.finished_hooks.append(ctx.metrics.on_command_finished)
+    ctx.fleet.finished_hooks.append(ctx.deploy_alerts.on_command_finished)
     ctx.events.worker.start()
     ctx.audit.worker.start()
     ctx.alerts.notifier.start()
     ctx.alerts.start()
+    ctx.deploy_alerts.start()
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Return the dashboard app; storage opens and the sweeper starts in its lifespan."""
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     rules = load_rules(settings.alert_rules_file)  # a bad rules file fails start-up
+    deploy_rules = load_deploy_rules(settings.alert_rules_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
         notifier = Notifier(
             settings.alert_url_list, settings.alert_allow_private, settings.alert_retries
         )
+        deploy_alerts = DeployAlerts(deploy_rules, notifier, db)
         presence: Presence | None = None
         ctx = Context(
             settings,
@@ -148,9 +153,8 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.audit_write_timeout_s,
             ),
             alerts=Alerts(rules, notifier, bus),
-            rollouts=Rollouts(
-                fleet, lambda title, body, kind: notifier.send(Message(title, body, kind))
-            ),
+            deploy_alerts=deploy_alerts,
+            rollouts=Rollouts(fleet, deploy_alerts.rollout_ended),
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
@@ -171,6 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
             ctx.hub.close()
             ctx.broadcaster.close()
             await ctx.alerts.shutdown()
+            await ctx.deploy_alerts.shutdown()
             await notifier.shutdown()
             await ctx.events.worker.shutdown()
             await ctx.audit.worker.shutdown()

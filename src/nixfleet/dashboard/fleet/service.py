@@ -15,6 +15,7 @@ from typing import Any
 
 from nixfleet.config import Settings
 from nixfleet.core import commands as rules
+from nixfleet.core import guards
 from nixfleet.core.commands import ACTIVE_STATES, CommandKind, CommandState
 from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
 from nixfleet.core.errors import Conflict, NixFleetError, NotFound, for_people
@@ -186,10 +187,13 @@ class Fleet:
             "expires_at": now + self.settings.command_expiry_s,
         }
 
-    async def dispatch(self, actor: str, raw_id: str, raw_kind: object) -> dict[str, Any]:
+    async def dispatch(
+        self, actor: str, raw_id: str, raw_kind: object, force: bool = False
+    ) -> dict[str, Any]:
         """Return the stored command for kind on host, queued or acted on at once.
 
-        1. Validate kind and host (nothing is written for bad input).
+        1. Validate kind and host (nothing is written for bad input); refuse a host no
+           agent can receive it on, and a deploy while one is active (unless `force`).
         2. stop: ask the agent to cancel its active command; restart: send straight away.
         3. Other kinds are queued (superseding an older queued switch) and the hub
            delivers them when the host is free.
@@ -197,9 +201,11 @@ class Fleet:
         kind = rules.parse_kind(raw_kind)
         host = await host_store.get(self.db, canonical_host_id(raw_id))
         host_id = host["id"]
+        guards.check_deliverable(host)
         now = self.clock()
+        active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=5)
+        guards.check_second_deploy(kind.value, active, force)
         if kind == CommandKind.STOP:
-            active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=1)
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
@@ -274,8 +280,11 @@ class Fleet:
     async def _enqueue_many(
         self, actor: str, host_ids: list[str], kind: CommandKind
     ) -> dict[str, dict[str, Any]]:
-        """Return {host id: result} for the known hosts among host_ids, each now queued."""
-        known = {h["id"] for h in await host_store.get_many(self.db, host_ids)}
+        """Return {host id: result} for the known hosts among host_ids, each now queued;
+        a host no agent could receive it on gets its refusal instead."""
+        rows = await host_store.get_many(self.db, host_ids)
+        refused = {h["id"]: r for h in rows if (r := guards.undeliverable(h))}
+        known = {h["id"] for h in rows} - set(refused)
         now = self.clock()
         rows = [
             self.new_command(actor, host_id, kind, now)
@@ -287,7 +296,8 @@ class Fleet:
         )
         changed = await command_store.get_many(self.db, [*superseded, *(r["id"] for r in rows)])
         await self._publish_all({"type": "command", "command": cmd} for cmd in changed)
-        return {r["host_id"]: _queued(r) for r in rows}
+        out = {h: _refusal(h, guards.NotEnrolled.code, r) for h, r in refused.items()}
+        return out | {r["host_id"]: _queued(r) for r in rows}
 
     async def cancel_queued(self, command_id: str) -> dict[str, Any]:
         """Cancel a command that has not been delivered yet, or raise Conflict."""
@@ -677,6 +687,10 @@ def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:
 def _urgent(cmd: dict[str, Any]) -> bool:
     """Return True for a command that runs no process (restart): it jumps the line."""
     return not rules.KIND_RULES[CommandKind(cmd["kind"])].runs_process
+
+
+def _refusal(host_id: str, code: str, reason: str) -> dict[str, Any]:
+    return {"host_id": host_id, "error": code, "detail": for_people(reason)}
 
 
 def _queued(cmd: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,7 @@
 
   async function runAction(hostId, kind) {
     try {
-      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: kind });
+      const res = await NF.command(hostId, kind);
       notice(`${kind} on ${hostId}: ${res.state}`);
       if (kind !== "stop" && kind !== "restart") dock.open(res.command_id);
     } catch (err) {

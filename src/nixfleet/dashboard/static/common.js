@@ -44,10 +44,26 @@ window.NF = window.NF || {};
       body: body === undefined ? undefined : JSON.stringify(body) });
     const data = await res.json().catch(() => ({}));
     if (res.status === 401) { window.location.assign("/login"); throw new Error("Your session ended: log in again."); }
-    if (!res.ok) throw new Error(data.detail || `The dashboard answered ${res.status}; try again.`);
+    if (!res.ok) {
+      const err = new Error(data.detail || `The dashboard answered ${res.status}; try again.`);
+      err.code = data.error;
+      throw err;
+    }
     return data;
   };
   NF.post = (url, body, method = "POST") => NF.api(url, { method, body });
+
+  // One command for one host. A deploy while another runs is refused by the dashboard
+  // (guard rail): ask, and send it again with force only when the operator says so.
+  NF.command = async function command(hostId, kind) {
+    const url = `/api/hosts/${encodeURIComponent(hostId)}/command`;
+    try {
+      return await NF.post(url, { command: kind });
+    } catch (err) {
+      if (err.code !== "already_deploying" || !window.confirm(`${err.message}\n\nQueue another ${kind} after it?`)) throw err;
+      return NF.post(url, { command: kind, force: true });
+    }
+  };
 
   NF.ago = function ago(ts, now = Date.now() / 1000) {
     if (!ts) return "never";

@@ -184,7 +184,7 @@
   async function runAction(kind) {
     const out = $("#action-result");
     try {
-      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: kind });
+      const res = await NF.command(hostId, kind);
       out.textContent = `${kind}: ${res.state}`;
       if (kind !== "stop" && kind !== "restart") show(res.command_id);
     } catch (err) { out.textContent = `${kind}: ${err.message}`; }
