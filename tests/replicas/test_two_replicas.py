@@ -101,3 +101,30 @@ def test_each_replica_labels_its_metrics_and_one_reports_the_whole_fleet(pair):
     reports = wait_for(fleet_reports, 10, "the fleet-wide count of two hosts online")
     assert len(reports) == 2, reports  # online="true" and online="false", from one replica
     assert len({ln.split('replica="')[1].split('"')[0] for ln in reports}) == 1
+
+
+def test_a_bulk_command_queued_on_both_replicas_at_once_runs_once_per_host(pair):
+    p = pair(hosts=4, build_seconds=0.3)
+    for host, name in (("atlas", "a"), ("borealis", "a"), ("cirrus", "b"), ("dune", "b")):
+        p.start_agent(host, p.replica(name).port)
+    on_a = p.login("a")
+    on_b = p.acting_on(on_a, "b")
+    hosts = ["atlas", "borealis", "cirrus", "dune"]
+    on_a.wait_online(hosts)
+    # Both replicas queue tests for every host at the same moment and both hubs claim.
+    ids: list[str] = []
+    for api in (on_a, on_b):
+        res = api.post("/api/commands/bulk", {"command": "test", "host_ids": hosts})
+        assert res.status_code == 202, res.text
+        ids += [r["command_id"] for r in res.json()["results"] if "command_id" in r]
+    assert len(ids) == 8
+    done = [on_a.wait_state(cid, {"succeeded", "failed", "lost", "timed_out"}) for cid in ids]
+    assert {c["state"] for c in done} <= {"succeeded", "failed"}
+    # One at a time per host, whichever replica queued it: the runs never overlap.
+    by_host: dict[str, list[tuple[float, float]]] = {}
+    for cmd in done:
+        by_host.setdefault(cmd["host_id"], []).append((cmd["started_at"], cmd["finished_at"]))
+    assert sorted(by_host) == hosts
+    for runs in by_host.values():
+        (_, end_first), (start_second, _) = sorted(runs)
+        assert end_first <= start_second
