@@ -1,0 +1,145 @@
+"""`nixfleet admin host`: add, remove and re-credential hosts, each with its audit entry."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+
+from nixfleet.cli.common import dashboard_settings, fail
+from nixfleet.core.errors import NixFleetError
+
+if TYPE_CHECKING:
+    from nixfleet.dashboard.fleet.service import Fleet
+
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, help="Manage hosts from the command line.")
+
+
+@app.command("add")
+def host_add(
+    host_id: str,
+    location: str = "",
+    device_type: str = "",
+    token: Annotated[
+        bool, typer.Option("--token", help="Print an agent token instead of an enrollment code.")
+    ] = False,
+) -> None:
+    """Add a host and print its one-time enrollment code (or, with --token, its token)."""
+
+    async def add(f: Fleet) -> str:
+        await f.add_host(host_id, {"location": location, "device_type": device_type})
+        if token:
+            return str(await f.rotate_token(host_id))
+        code, _ = await f.identity.issue_enroll_code(host_id)
+        return str(code)
+
+    secret = with_fleet(add, audit=("host_add", host_id))
+    typer.echo("shown once; " + ("agent token" if token else "enrollment code") + ":", err=True)
+    typer.echo(secret)
+
+
+@app.command("enroll-code")
+def host_enroll_code(host_id: str) -> None:
+    """Print a new one-time enrollment code for a host (older unused codes stop working)."""
+    code, _ = with_fleet(
+        lambda f: f.identity.issue_enroll_code(host_id), audit=("enroll_code", host_id)
+    )
+    typer.echo(code)
+
+
+@app.command("remove")
+def host_remove(host_id: str) -> None:
+    """Remove a host with its command history."""
+    with_fleet(lambda f: f.remove_host(host_id), audit=("host_remove", host_id))
+    typer.echo(f"removed {host_id}")
+
+
+@app.command("rotate-token")
+def host_rotate(
+    host_id: str,
+    overlap: Annotated[
+        int | None,
+        typer.Option(min=0, help="Seconds the old token keeps working (default: setting)."),
+    ] = None,
+) -> None:
+    """Issue a new agent token for a host; the old one stops working (after the overlap)."""
+    typer.echo(
+        with_fleet(lambda f: f.rotate_token(host_id, overlap), audit=("token_rotate", host_id))
+    )
+
+
+@app.command("revoke")
+def host_revoke(host_id: str) -> None:
+    """Revoke a host's agent token: it stops at once; the agent is disconnected."""
+    with_fleet(lambda f: f.revoke_token(host_id), audit=("token_revoke", host_id))
+    typer.echo(f"revoked the agent token of {host_id}")
+
+
+@app.command("bind-cert")
+def host_bind_cert(
+    host_id: str,
+    fingerprint: Annotated[str, typer.Argument(help="SHA-256 of the client certificate.")] = "",
+    cert_file: Annotated[
+        Path | None, typer.Option(help="Read the fingerprint from this PEM certificate.")
+    ] = None,
+    unbind: bool = False,
+) -> None:
+    """Require a client certificate (mTLS) for a host's agent, besides its token."""
+    from nixfleet.security.clientcert import fingerprint_of_pem
+
+    if cert_file is not None:
+        try:
+            fingerprint = fingerprint_of_pem(cert_file.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"admin: --cert-file: {exc}")
+    if not fingerprint and not unbind:
+        fail("admin: give a fingerprint, --cert-file or --unbind")
+    bound = with_fleet(
+        lambda f: f.identity.bind_cert(host_id, None if unbind else fingerprint),
+        audit=("cert_bind", host_id),
+    )
+    typer.echo(f"{host_id}: client certificate {bound or 'not required'}")
+
+
+def with_fleet(action: Callable[[Fleet], Awaitable[T]], audit: tuple[str, str] | None = None) -> T:
+    """Run action on a Fleet; record it in the audit log as the Unix user (`cli:<name>`)."""
+    import time
+
+    from nixfleet.dashboard.fleet.service import Fleet
+    from nixfleet.storage import audit as audit_store
+    from nixfleet.storage.bus import LocalBus
+    from nixfleet.storage.db import Database
+    from nixfleet.storage.migrate import upgrade
+
+    settings = dashboard_settings()
+    upgrade(settings.db_url)
+
+    async def go() -> T:
+        db = Database(settings.db_url)
+        try:
+            result = await action(Fleet(settings, db, LocalBus()))
+            if audit:
+                entry = {
+                    "at": time.time(),
+                    "actor": f"cli:{getpass.getuser()}"[:100],
+                    "action": audit[0],
+                    "host": audit[1][:63],
+                    "address": "local",
+                    "result": "ok",
+                    "detail": None,
+                }
+                await audit_store.append(db, entry)
+            return result
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(go())
+    except NixFleetError as exc:
+        fail(str(exc))
