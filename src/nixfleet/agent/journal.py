@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nixfleet.core.protocol import Finished, OutputLine, TestResult
+from nixfleet.core.protocol import Finished, OutputLine, PlanReport, TestResult
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Entry:
             return True
         return True
 
-    def finish(self, record: dict[str, Any]) -> Finished:
+    def finish(self, record: dict[str, Any], plan: PlanReport | None = None) -> Finished:
         """Return (and remember) the Finished message for the runner's exit record."""
         tests = [
             TestResult(name=s["name"], ok=s["exit_code"] == 0, exit_code=s["exit_code"])
@@ -92,6 +92,7 @@ class Entry:
             last_seq=self.read_seq,
             detail=record.get("detail", ""),
             tests=tests,
+            plan=plan,
         )
         return self.finished
 

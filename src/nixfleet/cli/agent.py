@@ -27,7 +27,20 @@ def agent(
     state_dir: Annotated[Path, typer.Option(help="Journal of commands in flight.")] = Path(
         "/var/lib/nixfleet-agent"
     ),
-    system_dir: Annotated[Path, typer.Option(help="Where current-system lives.")] = Path("/run"),
+    system_dir: Annotated[
+        Path, typer.Option(help="Where current-system and booted-system live.")
+    ] = Path("/run"),
+    system_profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="The profile whose generations are deployed (default "
+            "/nix/var/nix/profiles/system; home-manager: ~/.local/state/nix/profiles/"
+            "home-manager)."
+        ),
+    ] = None,
+    macos_version_file: Annotated[
+        Path, typer.Option(help="Where macOS says its version (ProductVersion).")
+    ] = Path("/System/Library/CoreServices/SystemVersion.plist"),
     os_kind: Annotated[str, typer.Option("--os", help="nixos or macos.")] = "nixos",
     macos_tool: Annotated[str, typer.Option(help="darwin-rebuild or home-manager.")] = (
         "darwin-rebuild"
@@ -132,6 +145,8 @@ def agent(
         repo_dir=repo_dir,
         state_dir=state_dir,
         system_dir=system_dir,
+        system_profile=system_profile,
+        macos_version_file=macos_version_file,
         repo_url=repo_url,
         branch=branch,
         os_kind=os_kind,

@@ -34,6 +34,28 @@ class _Msg(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+_STORE_PATH = 400  # /nix/store/<32>-<name>/<file>: names are at most 211 characters
+_COMMIT = r"^([0-9a-f]{40}|[0-9a-f]{64})?$"
+
+
+class BootFiles(_Msg):
+    """What NixOS compares to decide that a reboot is needed: the boot-relevant files."""
+
+    kernel: str = Field("", max_length=_STORE_PATH)
+    initrd: str = Field("", max_length=_STORE_PATH)
+    kernel_modules: str = Field("", max_length=_STORE_PATH)
+
+
+class DeployOutcome(_Msg):
+    """The agent's own record of its last switch: it survives agent and dashboard restarts."""
+
+    command_id: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    kind: str = Field(max_length=20, pattern=r"^[a-z-]+$")
+    result: Literal["succeeded", "failed", "cancelled", "timed_out"]
+    finished_at: float = Field(ge=0, le=2**40)
+    detail: str = Field("", max_length=500)
+
+
 class HostStatus(_Msg):
     hostname: str = ""
     os_kind: Literal["nixos", "macos", "unknown"] = "unknown"
@@ -50,6 +72,17 @@ class HostStatus(_Msg):
     load1: float = 0
     mem_total: int = 0
     mem_available: int = 0
+    # Reboot: the boot files of both systems (None: not applicable, as on macOS).
+    current_boot: BootFiles | None = None
+    booted_boot: BootFiles | None = None
+    kernel: str = Field("", max_length=64)
+    # The commit the running system was built from, and how that is known: "system" (its
+    # configuration revision) or "agent" (the agent's record of the switch it ran).
+    deployed_commit: str = Field("", pattern=_COMMIT)
+    deployed_from: Literal["system", "agent", ""] = ""
+    # True once this agent has completed a switch: "never deployed" versus "unknown".
+    has_deployed: bool = False
+    last_deploy: DeployOutcome | None = None
 
 
 class HostMeta(_Msg):
@@ -64,6 +97,34 @@ class OutputLine(_Msg):
     seq: int = Field(ge=1)
     stream: Literal["stdout", "stderr", "system"] = "stdout"
     text: str = Field(max_length=65536)
+
+
+_Unit = Annotated[str, Field(max_length=200)]
+
+
+class PackageChange(_Msg):
+    """One line of `nix store diff-closures`: a package added, removed or changed."""
+
+    name: str = Field(max_length=120)
+    before: str = Field("", max_length=120, description="versions before; empty: added")
+    after: str = Field("", max_length=120, description="versions after; empty: removed")
+    size_delta: int = Field(0, ge=-(2**50), le=2**50)
+
+
+class PlanReport(_Msg):
+    """What switching to the built target would change on this host (a `plan` command)."""
+
+    target_commit: str = Field("", pattern=_COMMIT)
+    system: str = Field("", max_length=_STORE_PATH)
+    base_system: str = Field("", max_length=_STORE_PATH, description="what it was compared with")
+    changed: bool
+    changes: list[PackageChange] = Field(default_factory=list, max_length=500)
+    size_delta: int = Field(0, ge=-(2**50), le=2**50)
+    reboot: bool | None = None
+    reboot_reason: str = Field("", max_length=200)
+    restart: list[_Unit] = Field(default_factory=list, max_length=200)
+    start: list[_Unit] = Field(default_factory=list, max_length=200)
+    stop: list[_Unit] = Field(default_factory=list, max_length=200)
 
 
 class TestResult(_Msg):
@@ -138,6 +199,7 @@ class Finished(_Msg):
     last_seq: int
     detail: str = ""
     tests: list[TestResult] = Field(default_factory=list)
+    plan: PlanReport | None = None
 
 
 class CredentialSaved(_Msg):

@@ -41,6 +41,9 @@ hosts = Table(
     Column("token_used_at", Float, nullable=True),
     Column("token_used_from", String(64), nullable=True),
     Column("cert_sha256", String(64), nullable=True),
+    # The last switch's outcome and the latest plan's report (migration 0006).
+    Column("last_deploy", JSON, nullable=True),
+    Column("plan", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
 )
 

@@ -3,9 +3,9 @@ rotate or revoke the token, issue a new enrollment code, bind a client certifica
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,8 +55,11 @@ def _note(
 
 
 @router.get("")
-async def list_hosts(ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
-    return {"hosts": await ctx.fleet.hosts(), "target": ctx.fleet.target}
+async def list_hosts(
+    ctx: Ctx, _: CsrfSession, state: Annotated[list[str] | None, Query(max_length=16)] = None
+) -> dict[str, Any]:
+    """Return the hosts (those in any of the ?state= given), their counts and plan summary."""
+    return await ctx.fleet.fleet_view(state or [])
 
 
 @router.post("", status_code=201)

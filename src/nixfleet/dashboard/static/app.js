@@ -5,8 +5,9 @@
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const state = { hosts: new Map(), commands: new Map(), target: null, selected: new Set(),
                 shown: null, lines: new Map(), rendered: 0, historyHost: null };
-const ACTIONS = [["pull", "Pull"], ["switch", "Switch"], ["pull-switch", "Pull+Switch"],
-                 ["test", "Test"], ["stop", "Stop"], ["restart", "Restart agent"]];
+const ACTIONS = [["plan", "Preview"], ["pull", "Pull"], ["switch", "Switch"],
+                 ["pull-switch", "Pull+Switch"], ["test", "Test"], ["stop", "Stop"],
+                 ["restart", "Restart agent"]];
 const IDENTITY_LABELS = { none: "not enrolled", active: "own token", revoked: "revoked" };
 const ACTIVE = new Set(["queued", "dispatched", "running"]);
 const $ = (sel) => document.querySelector(sel);
@@ -87,8 +88,13 @@ function hostRow(h) {
     { class: `badge identity-${h.identity_state}`, text: IDENTITY_LABELS[h.identity_state] || "" });
   const meta = [h.location, h.device_type].filter(Boolean).join(" · ");
   const online = el("span", { class: `dot ${h.online ? "on" : "off"}` });
-  const commit = st.commit ? st.commit.slice(0, 7) : "—";
-  const drift = el("span", { class: `badge ${h.drift}`, text: h.drift === "unknown" ? "" : h.drift });
+  // What runs, not what is checked out: the deployed commit and its state against the target.
+  const dep = h.deploy || {};
+  const commit = dep.deployed_commit ? dep.deployed_commit.slice(0, 7) : "—";
+  const drift = el("span", { class: `badge ${dep.state}`, text: (dep.state || "").replace("_", " "),
+    title: dep.last && dep.state === "failed" ? `last deploy ${dep.last.result}: ${dep.last.detail || ""}` : "" });
+  const plan = h.plan ? el("div", { class: `muted plan${h.plan.expired ? " expired" : ""}`,
+    "data-plan": h.id, text: `plan: ${h.plan.summary}${h.plan.expired ? " (expired)" : ""}` }) : "";
   const lock = h.lock_age_days == null ? "—" : `${Math.round(h.lock_age_days)} d`;
   const tests = h.last_test ? `${h.last_test.passed}/${h.last_test.total}` : "—";
   const cmd = activeCommand(h.id);
@@ -101,11 +107,16 @@ function hostRow(h) {
   tr.append(el("td", {}, box), el("td", {}, dot, name, identity, el("div", { class: "muted", text: meta })),
     el("td", {}, online, h.online ? "online" : "offline"), el("td", { text: ago(h.last_seen) }),
     el("td", { text: `${st.os_kind || "?"} ${st.os_version || ""}` }),
-    el("td", { text: st.generation ?? "—" }), el("td", {}, el("code", { text: commit }), drift),
+    el("td", { text: st.generation ?? "—" }), el("td", {}, el("code", { text: commit }), drift, plan),
     el("td", { text: lock }), el("td", { text: tests }),
-    el("td", { text: h.reboot_needed ? "yes" : "—" }),
+    el("td", { text: rebootText(h.reboot), title: (h.reboot && h.reboot.reason) || "" }),
     el("td", { class: "health" }, ...healthParts(h)), el("td", {}, cmdCell), actions);
   return tr;
+}
+
+function rebootText(reboot) {
+  if (!reboot || reboot.needed === null) return "n/a";
+  return reboot.needed ? `yes: ${reboot.reason}` : "—";
 }
 
 function rowSignature(h) {
@@ -255,13 +266,31 @@ async function show(commandId) {
   renderOutputMeta(); renderOutput();
 }
 
+// The counts per state and the plans' summary come from the API, which owns the rules;
+// one request at a time, and at most a few a second however many host events arrive.
+let headerPending = false;
+async function refreshFleetHeader() {
+  if (headerPending) return;
+  headerPending = true;
+  await new Promise((r) => setTimeout(r, 300));
+  try {
+    const res = await fetch("/api/hosts", { credentials: "same-origin" });
+    if (!res.ok) return;
+    const data = await res.json();
+    const c = data.counts;
+    $("#fleet-counts").textContent = `${data.hosts.length} hosts · ${c.online} online · ` +
+      `${c.behind} behind · ${c.failed} failed · ${c.running} running · ${c.reboot} need a reboot`;
+    $("#plan-summary").textContent = data.plan_summary ? `Preview: ${data.plan_summary}` : "";
+  } finally { headerPending = false; }
+}
+
 function applySnapshot(snap) {
   state.hosts = new Map(snap.hosts.map((h) => [h.id, h]));
   state.commands = new Map(snap.commands.map((c) => [c.id, c]));
   state.target = snap.target;
   $("#branch").textContent = snap.branch;
   for (const id of [...state.selected]) if (!state.hosts.has(id)) state.selected.delete(id);
-  renderHosts(); renderHistory();
+  renderHosts(); renderHistory(); refreshFleetHeader();
   if (state.shown) show(state.shown);
 }
 
@@ -269,7 +298,7 @@ function connect() {
   const source = new EventSource("/api/events");
   const handlers = {
     snapshot: applySnapshot, resync: applySnapshot,
-    host: (e) => { state.hosts.set(e.host.id, e.host); renderHosts(); },
+    host: (e) => { state.hosts.set(e.host.id, e.host); renderHosts(); refreshFleetHeader(); },
     host_removed: (e) => { state.hosts.delete(e.host_id); state.selected.delete(e.host_id); renderHosts(); },
     target: (e) => { state.target = e.commit; renderHosts(); },
     security: () => {}, // drawn on /security; handled here to keep the sequence unbroken
