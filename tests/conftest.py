@@ -18,6 +18,7 @@ import httpx
 import pytest
 import trustme
 
+import pgserver
 from nixfleet.demo.run import DemoFleet, DemoHost, prepare, start_agent, start_dashboard
 
 
@@ -30,6 +31,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "con
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def run_cli(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Return the finished `nixfleet ARGS`, run with env and no NIXFLEET_* of our own."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")}
+    return subprocess.run(
+        [sys.executable, "-m", "nixfleet", *args],
+        env={**clean, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def pids_with_env(name: str, value: str) -> set[int]:
@@ -154,10 +173,60 @@ class RunningFleet:
                 pass
 
 
+# --- database engines: SQLite, and a throwaway PostgreSQL cluster for the session ----------
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pgserver.Cluster]:
+    """Return a running PostgreSQL cluster (skipped locally when none is installed; CI fails)."""
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        reason = "PostgreSQL is not installed (scripts/bootstrap --test installs postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cluster = pgserver.create(bindir)
+    yield cluster
+    pgserver.destroy(cluster)
+
+
+@dataclass
+class Backend:
+    """The database a test runs on: its engine name and a fresh, empty database's URL."""
+
+    name: str
+    url: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        # A fleet on SQLite keeps the default (a file in its data dir), as users have it.
+        return {} if self.name == "sqlite" else {"NIXFLEET_DATABASE_URL": self.url}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Run the test on SQLite and on PostgreSQL, each on a fresh database.
+
+    A test module opts in by taking `backend` (or by `usefixtures("backend")`); `make_fleet`
+    then points its dashboard at that database.
+    """
+    if request.param == "sqlite":
+        yield Backend("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'backend.db'}")
+        return
+    cluster: pgserver.Cluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database()
+    yield Backend("postgresql", cluster.url(name))
+    cluster.drop_database(name)
+
+
 @pytest.fixture
-def make_fleet(tmp_path: Path) -> Iterator[Callable[..., RunningFleet]]:
-    """Return a factory: make_fleet(hosts=3, build_seconds=1, agents=True, env={...})."""
+def make_fleet(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., RunningFleet]]:
+    """Return a factory: make_fleet(hosts=3, build_seconds=1, agents=True, env={...}).
+
+    Under the `backend` fixture the dashboard uses that fixture's database.
+    """
     running: list[RunningFleet] = []
+    engine_env = request.getfixturevalue("backend").env if "backend" in request.fixturenames else {}
 
     def factory(
         hosts: int = 3,
@@ -166,6 +235,7 @@ def make_fleet(tmp_path: Path) -> Iterator[Callable[..., RunningFleet]]:
         env: dict[str, str] | None = None,
         failing: tuple[str, ...] = ("dune",),
     ) -> RunningFleet:
+        env = {**engine_env, **(env or {})}
         fleet = prepare(tmp_path / f"fleet{len(running)}", hosts, failing=failing, extra_env=env)
         rf = RunningFleet(fleet, uuid.uuid4().hex, build_seconds)
         running.append(rf)

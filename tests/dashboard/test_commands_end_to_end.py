@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from conftest import wait_for
 from nixfleet.demo.configrepo import commit_change
 
@@ -15,6 +17,10 @@ def _texts(cmd: dict) -> list[str]:
 def _assert_complete(cmd: dict) -> None:
     seqs = [line["seq"] for line in cmd["output"]]
     assert seqs == list(range(1, len(seqs) + 1)), "output has a gap, a duplicate or disorder"
+
+
+# Command lifecycle and survival matter for storage: both engines.
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def test_a_switch_on_three_hosts_succeeds_with_every_line_stored_in_order(make_fleet):

@@ -13,6 +13,10 @@ TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 WRONG = "Wrong user name, password or code."
 
 
+# TOTP replay and login throttling depend on stored state: both engines.
+pytestmark = pytest.mark.usefixtures("backend")
+
+
 def _client(rf, source: str = "127.0.0.1") -> httpx.Client:
     """Return a client whose connections come from source (any 127.x address is loopback)."""
     transport = httpx.HTTPTransport(local_address=source)

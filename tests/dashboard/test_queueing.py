@@ -5,6 +5,11 @@ from __future__ import annotations
 import itertools
 import time
 
+import pytest
+
+# Queueing, expiry and supersession are stored state: both engines.
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 def test_a_command_queued_for_an_offline_host_is_delivered_when_it_connects(make_fleet):
     rf = make_fleet(hosts=1, agents=False)

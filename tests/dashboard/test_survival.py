@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 from conftest import wait_for
 
 
 def _seqs(cmd: dict) -> list[int]:
     return [line["seq"] for line in cmd["output"]]
+
+
+# Command lifecycle and survival matter for storage: both engines.
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def test_a_dashboard_killed_mid_switch_ends_with_the_true_result_and_all_output(make_fleet):

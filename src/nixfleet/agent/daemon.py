@@ -19,8 +19,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -32,12 +30,13 @@ from nixfleet.agent import status
 from nixfleet.agent.deployment import DeployRecord
 from nixfleet.agent.executors import Target, make_executor
 from nixfleet.agent.journal import Entry, Journal
+from nixfleet.agent.options import AgentOptions
 from nixfleet.agent.preview import preview
 from nixfleet.agent.ratelimit import TokenBucket
 from nixfleet.agent.runner import Runner
-from nixfleet.agent.transport import Backoff, Transport, TransportOptions
+from nixfleet.agent.transport import Backoff, Transport
 from nixfleet.core.branch import check_branch
-from nixfleet.core.commands import DEPLOYING, KIND_RULES, CommandKind, KindRules
+from nixfleet.core.commands import DEPLOYING, KIND_RULES, CommandKind
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
@@ -50,7 +49,6 @@ from nixfleet.core.protocol import (
     DeployOutcome,
     Finished,
     Hello,
-    HostMeta,
     HostStatus,
     Output,
     PlanReport,
@@ -66,29 +64,6 @@ log = logging.getLogger("nixfleet.agent")
 __all__ = ["Agent", "AgentOptions", "Backoff", "run_agent"]
 
 
-@dataclass
-class AgentOptions:
-    url: str
-    host_id: str
-    token_file: Path
-    repo_dir: Path
-    state_dir: Path
-    system_dir: Path
-    # The system profile (None: /nix/var/nix/profiles/system, or home-manager's own).
-    system_profile: Path | None = None
-    macos_version_file: Path = Path("/System/Library/CoreServices/SystemVersion.plist")
-    repo_url: str = ""
-    branch: str = "main"
-    os_kind: str = "nixos"
-    macos_tool: str = "darwin-rebuild"
-    systemd_run: str = "auto"
-    meta: HostMeta | None = None
-    rules: Mapping[CommandKind, KindRules] = field(default_factory=lambda: dict(KIND_RULES))
-    transport: TransportOptions = field(default_factory=TransportOptions)
-    command_rate: tuple[int, float] = (6, 600.0)
-    enroll_code: str = field(default="", repr=False)
-
-
 class Agent:
     def __init__(self, opts: AgentOptions) -> None:
         self.opts = opts
@@ -101,7 +76,7 @@ class Agent:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.restart_requested = False
-        self.executor = make_executor(opts.os_kind, opts.macos_tool, opts.systemd_run)
+        self.executor = make_executor(opts.os, opts.macos_tool, opts.systemd_run)
         self.target = Target(self.host_id, opts.repo_dir, opts.branch, opts.state_dir / "plans")
         self.runner = Runner(
             Journal(opts.state_dir),
@@ -112,7 +87,7 @@ class Agent:
             self._finished,
         )
         self.paths = status.SystemPaths(
-            opts.os_kind,
+            opts.os,
             self.executor.tool,
             opts.system_dir,
             opts.system_profile or _default_profile(self.executor.tool),
@@ -320,12 +295,14 @@ class Agent:
         activated = bool(current) and (result == "succeeded" or current != before)
         commit = await status.git_head(self.opts.repo_dir) if activated else ""
         finished_at = record.get("finished_at")
-        outcome = DeployOutcome(
-            command_id=entry.command_id,
-            kind=entry.kind,
-            result=result if result in ("succeeded", "cancelled", "timed_out") else "failed",
-            finished_at=finished_at if isinstance(finished_at, float) else time.time(),
-            detail=str(record.get("detail", ""))[:500],
+        outcome = DeployOutcome.model_validate(
+            {
+                "command_id": entry.command_id,
+                "kind": entry.kind,
+                "result": result if result in ("succeeded", "cancelled", "timed_out") else "failed",
+                "finished_at": finished_at if isinstance(finished_at, float) else time.time(),
+                "detail": str(record.get("detail", ""))[:2000],
+            }
         )
         self.record.note(outcome, current if activated else "", commit)
 

@@ -88,9 +88,10 @@ class Entry:
             command_id=self.command_id,
             result=record["result"],
             exit_code=record.get("exit_code"),
-            duration_s=round(record.get("finished_at", time.time()) - self.started_at, 3),
+            # A clock set back during the build must not make the result unsendable.
+            duration_s=max(0.0, round(record.get("finished_at", time.time()) - self.started_at, 3)),
             last_seq=self.read_seq,
-            detail=record.get("detail", ""),
+            detail=str(record.get("detail", ""))[:2000],
             tests=tests,
             plan=plan,
         )

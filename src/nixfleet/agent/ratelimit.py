@@ -22,7 +22,7 @@ def parse_rate(text: str) -> tuple[int, float]:
     """Return (commands, seconds) from "N/SECONDS", or raise ConfigError."""
     match = _RATE.match(text.strip())
     if match is None or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
-        raise ConfigError(f"agent: --command-rate {text!r} must be N/SECONDS, e.g. 6/600")
+        raise ConfigError(f"agent: command rate {text!r} is not N/SECONDS, e.g. 6/600")
     return int(match.group(1)), float(match.group(2))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nixfleet import __version__
 from nixfleet.agent.deployment import DeployRecord
-from nixfleet.core.protocol import BootFiles, HostStatus
+from nixfleet.core.protocol import BootFiles, HostStatus, salvage
 
 _GENERATION = re.compile(r"-(\d+)-link$")
 _KERNEL = re.compile(r"^/nix/store/[0-9a-z]{32}-linux-(\d[^/]*?)/")
@@ -216,7 +216,11 @@ def _kernel_version(boot: BootFiles | None) -> str:
 async def collect(
     paths: SystemPaths, repo_dir: Path, record: DeployRecord, revisions: Revisions
 ) -> HostStatus:
-    """Return a fresh HostStatus; cheap enough to call on every heartbeat."""
+    """Return a fresh HostStatus; cheap enough to call on every heartbeat.
+
+    A value out of the protocol's bounds (an odd flake.lock, a huge os-release field) is
+    left out rather than failing every heartbeat.
+    """
     current, booted = paths.current(), paths.booted()
     revision, label = await revisions.of(current, paths.tool)
     deployed = revision or record.commit_for(current)
@@ -227,7 +231,7 @@ async def collect(
         os_version = _os_release(current).get("VERSION_ID", "") or platform.release()
     lock_hash, lock_modified = _lock_info(repo_dir)
     mem_total, mem_avail = _memory()
-    return HostStatus(
+    report = dict(
         hostname=socket.gethostname(),
         os_kind="macos" if paths.os_kind == "macos" else "nixos",
         os_version=os_version,
@@ -251,3 +255,5 @@ async def collect(
         mem_total=mem_total,
         mem_available=mem_avail,
     )
+    return salvage(HostStatus, report)
+    return salvage(HostStatus, report)

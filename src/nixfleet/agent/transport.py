@@ -31,10 +31,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from nixfleet.core.errors import ConfigError
-from nixfleet.core.protocol import AUTH_CLOSE_CODES, TLSFailureReport, TransportReport
+from nixfleet.core.protocol import (
+    AUTH_CLOSE_CODES,
+    MAX_MESSAGE_BYTES,
+    TLSFailureReport,
+    TransportReport,
+)
 from nixfleet.security.tls import TLSFailure, check_pin, classify, client_context
 
 log = logging.getLogger("nixfleet.agent.transport")
+_YEAR_S = 366 * 86400  # the bound of TransportReport.down_s: a longer outage reports a year
 
 Clock = Callable[[], float]
 Uniform = Callable[[float, float], float]
@@ -244,7 +250,7 @@ class Transport:
             self.url,
             additional_headers=headers,
             open_timeout=self.opts.open_timeout_s,
-            max_size=2**20,
+            max_size=MAX_MESSAGE_BYTES,
             ping_interval=20,
             create_connection=pinned,
             proxy=None,
@@ -257,7 +263,7 @@ class Transport:
         return TransportReport(
             breaker=self.attempt_state.value,
             failed_attempts=self.failed_attempts,
-            down_s=round(down, 1),
+            down_s=round(min(down, _YEAR_S), 1),
             tls_failures=self.tls_failures.report(),
         )
 

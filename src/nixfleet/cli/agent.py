@@ -1,60 +1,79 @@
-"""`nixfleet agent`: run the agent on this host."""
+"""`nixfleet agent`: run the agent on this host.
+
+The flags only declare themselves: `agent.options.load_options` merges the given ones with
+NIXFLEET_AGENT_* variables and the `--config` TOML file, applies the defaults and checks
+every value, so a flag and its variable can never disagree on what is valid.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from nixfleet.cli.common import configure_logging, fail
 from nixfleet.core.errors import NixFleetError
 
-if TYPE_CHECKING:
-    from nixfleet.agent.transport import TransportOptions
-    from nixfleet.core.commands import CommandKind, KindRules
-    from nixfleet.core.protocol import HostMeta
+Text = str | None
+File = Path | None
 
 
 def agent(
-    url: Annotated[str, typer.Option(help="Dashboard URL, e.g. https://fleet.example.org")],
-    host_id: Annotated[str, typer.Option(help="This host's id in the fleet.")],
-    token_file: Annotated[Path, typer.Option(help="File holding this host's agent token.")],
-    repo_dir: Annotated[Path, typer.Option(help="The agent's own clone of the config repo.")],
-    repo_url: Annotated[str, typer.Option(help="Clone from here if repo-dir is empty.")] = "",
-    branch: str = "main",
-    state_dir: Annotated[Path, typer.Option(help="Journal of commands in flight.")] = Path(
-        "/var/lib/nixfleet-agent"
-    ),
+    config: Annotated[
+        File,
+        typer.Option(
+            help="TOML file of options (keys: the long flag names with _ for -); "
+            "flags and NIXFLEET_AGENT_* variables override it."
+        ),
+    ] = None,
+    url: Annotated[Text, typer.Option(help="Dashboard URL, e.g. https://fleet.example.org")] = None,
+    host_id: Annotated[Text, typer.Option(help="This host's id in the fleet.")] = None,
+    token_file: Annotated[File, typer.Option(help="File holding this host's agent token.")] = None,
+    repo_dir: Annotated[
+        File, typer.Option(help="The agent's own clone of the config repo.")
+    ] = None,
+    repo_url: Annotated[Text, typer.Option(help="Clone from here if repo-dir is empty.")] = None,
+    branch: Annotated[
+        Text, typer.Option(help="Branch of the config repo.", show_default="main")
+    ] = None,
+    state_dir: Annotated[
+        File,
+        typer.Option(help="Journal of commands in flight.", show_default="/var/lib/nixfleet-agent"),
+    ] = None,
     system_dir: Annotated[
-        Path, typer.Option(help="Where current-system and booted-system live.")
-    ] = Path("/run"),
+        File,
+        typer.Option(help="Where current-system and booted-system live.", show_default="/run"),
+    ] = None,
     system_profile: Annotated[
-        Path | None,
+        File,
         typer.Option(
             help="The profile whose generations are deployed (default "
-            "/nix/var/nix/profiles/system; home-manager: ~/.local/state/nix/profiles/"
-            "home-manager)."
+            "/nix/var/nix/profiles/system; with home-manager "
+            "~/.local/state/nix/profiles/home-manager)."
         ),
     ] = None,
     macos_version_file: Annotated[
-        Path, typer.Option(help="Where macOS says its version (ProductVersion).")
-    ] = Path("/System/Library/CoreServices/SystemVersion.plist"),
-    os_kind: Annotated[str, typer.Option("--os", help="nixos or macos.")] = "nixos",
-    macos_tool: Annotated[str, typer.Option(help="darwin-rebuild or home-manager.")] = (
-        "darwin-rebuild"
-    ),
-    systemd_run: Annotated[str, typer.Option(help="auto, yes or no.")] = "auto",
+        File,
+        typer.Option(
+            help="Where macOS says its version.",
+            show_default="/System/Library/CoreServices/SystemVersion.plist",
+        ),
+    ] = None,
+    os: Annotated[Text, typer.Option("--os", help="nixos or macos.", show_default="nixos")] = None,
+    macos_tool: Annotated[
+        Text, typer.Option(help="darwin-rebuild or home-manager.", show_default="darwin-rebuild")
+    ] = None,
+    systemd_run: Annotated[Text, typer.Option(help="auto, yes or no.", show_default="auto")] = None,
     allow_insecure: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             help="Allow http:// and ws:// URLs: the token and all commands travel in plain "
             "text. Only for loopback demos; logged as a warning at start."
         ),
-    ] = False,
+    ] = None,
     ca_file: Annotated[
-        Path | None,
+        File,
         typer.Option(
             help="PEM bundle of the CA(s) that may sign the dashboard's certificate. "
             "When given, only these are trusted (the system roots are not used)."
@@ -69,176 +88,79 @@ def agent(
             "`nixfleet admin spki-pin` prints it."
         ),
     ] = None,
-    min_tls: Annotated[str, typer.Option(help="Lowest TLS version accepted: 1.2 or 1.3.")] = "1.2",
+    min_tls: Annotated[
+        Text, typer.Option(help="Lowest TLS version accepted: 1.2 or 1.3.", show_default="1.2")
+    ] = None,
     command_rate: Annotated[
-        str,
+        Text,
         typer.Option(
             help="At most N commands started per SECONDS (token bucket, kept in "
-            "--state-dir); an over-limit command is answered `rejected: rate limited`."
+            "--state-dir); an over-limit command is answered `rejected: rate limited`.",
+            show_default="6/600",
         ),
-    ] = "6/600",
+    ] = None,
     backoff_floor: Annotated[
-        float, typer.Option(min=0.01, help="Shortest wait (s) between connection attempts.")
-    ] = 1.0,
+        float | None,
+        typer.Option(help="Shortest wait (s) between connection attempts.", show_default="1"),
+    ] = None,
     backoff_cap: Annotated[
-        float, typer.Option(min=0.1, help="Longest wait (s) between connection attempts.")
-    ] = 300.0,
+        float | None,
+        typer.Option(help="Longest wait (s) between connection attempts.", show_default="300"),
+    ] = None,
     breaker_threshold: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=1,
             help="Failed dials in a row that open the circuit breaker; while open, one "
             "probe per --probe-interval.",
+            show_default="5",
         ),
-    ] = 5,
+    ] = None,
     probe_interval: Annotated[
-        float,
-        typer.Option(min=0.1, help="Seconds between probes while the breaker is open."),
-    ] = 60.0,
-    location: Annotated[str, typer.Option(help="Shown in the dashboard.")] = "",
-    device_type: Annotated[str, typer.Option(help="e.g. server, laptop.")] = "",
-    theme_color: Annotated[str, typer.Option(help="#rrggbb for the host's row.")] = "",
+        float | None,
+        typer.Option(help="Seconds between probes while the breaker is open.", show_default="60"),
+    ] = None,
+    location: Annotated[Text, typer.Option(help="Shown in the dashboard.")] = None,
+    device_type: Annotated[Text, typer.Option(help="e.g. server, laptop.")] = None,
+    theme_color: Annotated[Text, typer.Option(help="#rrggbb for the host's row.")] = None,
     timeout: Annotated[
         list[str] | None,
         typer.Option(help="KIND=WARN:KILL seconds, e.g. switch=900:3600 (repeatable)."),
     ] = None,
     enroll_code_file: Annotated[
-        Path | None,
+        File,
         typer.Option(help="One-time enrollment code; exchanged for the token on first start."),
     ] = None,
     enroll_code: Annotated[
-        str,
+        Text,
         typer.Option(
             help="The enrollment code itself (visible in ps; prefer --enroll-code-file).",
         ),
-    ] = "",
+    ] = None,
     client_cert: Annotated[
-        Path | None, typer.Option(help="Client certificate (PEM) for dashboards with mTLS.")
+        File, typer.Option(help="Client certificate (PEM) for dashboards with mTLS.")
     ] = None,
     client_key: Annotated[
-        Path | None, typer.Option(help="Its private key (default: in the certificate file).")
+        File, typer.Option(help="Its private key (default: in the certificate file).")
     ] = None,
-    log_level: str = "info",
+    log_level: Annotated[
+        Text, typer.Option(help="debug, info, warning or error.", show_default="info")
+    ] = None,
 ) -> None:
     """Run the agent on this host."""
-    from nixfleet.agent.daemon import AgentOptions, run_agent
+    # Only the flags given (read before anything else is local): an absent one leaves its
+    # key to the environment and the file.
+    given = {k: v for k, v in locals().items() if v is not None and v != [] and k != "config"}
+    from nixfleet.agent.daemon import run_agent
+    from nixfleet.agent.options import load_options
 
-    configure_logging(log_level)
-    transport = _agent_transport(
-        ca_file, pin or [], min_tls, allow_insecure, backoff_floor, backoff_cap
-    )
-    transport = dataclasses.replace(
-        transport,
-        breaker_threshold=breaker_threshold,
-        probe_interval_s=probe_interval,
-        client_cert=client_cert,
-        client_key=client_key,
-    )
-    if os_kind not in ("nixos", "macos"):
-        fail("agent: --os must be nixos or macos")
-    if macos_tool not in ("darwin-rebuild", "home-manager"):
-        fail("agent: --macos-tool must be darwin-rebuild or home-manager")
-    opts = AgentOptions(
-        url=url,
-        host_id=host_id,
-        token_file=token_file,
-        repo_dir=repo_dir,
-        state_dir=state_dir,
-        system_dir=system_dir,
-        system_profile=system_profile,
-        macos_version_file=macos_version_file,
-        repo_url=repo_url,
-        branch=branch,
-        os_kind=os_kind,
-        macos_tool=macos_tool,
-        systemd_run=systemd_run,
-        meta=_agent_meta(location, device_type, theme_color),
-        rules=_agent_rules(timeout or []),
-        transport=transport,
-        command_rate=_agent_rate(command_rate),
-        enroll_code=_enroll_code(enroll_code, enroll_code_file),
-    )
+    try:
+        opts = load_options(given, config)
+    except NixFleetError as exc:
+        fail(str(exc))
+    configure_logging(opts.log_level)
     try:
         run_agent(opts)
     except NixFleetError as exc:
         fail(f"agent: {str(exc).removeprefix('agent: ')}")
     except OSError as exc:
         fail(f"agent: {exc}")
-
-
-def _agent_transport(
-    ca_file: Path | None,
-    pins: list[str],
-    min_tls: str,
-    allow_insecure: bool,
-    floor: float,
-    cap: float,
-    client_cert: Path | None = None,
-    client_key: Path | None = None,
-) -> TransportOptions:
-    from nixfleet.agent.transport import TransportOptions
-    from nixfleet.security.tls import MIN_VERSIONS, parse_pin
-
-    if min_tls not in MIN_VERSIONS:
-        fail(f"agent: --min-tls must be one of {', '.join(MIN_VERSIONS)}")
-    if cap < floor:
-        fail("agent: --backoff-cap must not be below --backoff-floor")
-    try:
-        parsed = frozenset(parse_pin(p) for p in pins)
-    except NixFleetError as exc:
-        fail(str(exc))
-    return TransportOptions(
-        ca_file=ca_file,
-        pins=parsed,
-        min_tls=min_tls,
-        allow_insecure=allow_insecure,
-        backoff_floor_s=floor,
-        backoff_cap_s=cap,
-        client_cert=client_cert,
-        client_key=client_key,
-    )
-
-
-def _agent_rate(text: str) -> tuple[int, float]:
-    from nixfleet.agent.ratelimit import parse_rate
-
-    try:
-        return parse_rate(text)
-    except NixFleetError as exc:
-        fail(str(exc))
-
-
-def _enroll_code(code: str, path: Path | None) -> str:
-    if path is None:
-        return code.strip()
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        fail(f"agent: --enroll-code-file: {exc.strerror}")
-
-
-def _agent_meta(location: str, device_type: str, theme_color: str) -> HostMeta | None:
-    from pydantic import ValidationError
-
-    from nixfleet.core.protocol import HostMeta
-
-    if not (location or device_type or theme_color):
-        return None
-    try:
-        return HostMeta(location=location, device_type=device_type, theme_color=theme_color)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        fail(f"agent: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}")
-
-
-def _agent_rules(specs: list[str]) -> dict[CommandKind, KindRules]:
-    from nixfleet.core.commands import KIND_RULES, parse_timeout
-
-    rules = dict(KIND_RULES)
-    for spec in specs:
-        try:
-            kind, rule = parse_timeout(spec)
-        except NixFleetError as exc:
-            fail(f"agent: --timeout: {exc}")
-        rules[kind] = rule
-    return rules

@@ -11,6 +11,7 @@ import typer
 
 from nixfleet.cli.common import dashboard_settings, fail
 from nixfleet.core.errors import ConfigError
+from nixfleet.core.protocol import MAX_MESSAGE_BYTES
 
 # `serve`: allocations before a young collection, then young/old collections before older.
 GC_THRESHOLDS = (50_000, 50, 1000)
@@ -73,7 +74,8 @@ def serve(
         log_config=None,
         # Forwarded headers are resolved by nixfleet.security.clientip, per request.
         proxy_headers=False,
-        ws_max_size=2**20,
+        # The limit agents batch under (core.protocol); a larger frame gets close 1009.
+        ws_max_size=MAX_MESSAGE_BYTES,
         ws=TlsPeerWebSocketProtocol,
         # Agent messages are small JSON: compressing them saves little and costs each
         # connection its own zlib state (about 40 KiB of the dashboard's memory per agent).

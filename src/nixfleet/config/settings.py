@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     client_cert_header: str = Field("", pattern=r"^[A-Za-z0-9-]*$", max_length=64)
 
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # What one host's commands may store (issue 13): output bytes per command, and for how
+    # long the output of finished commands is kept.
+    output_max_bytes: int = Field(64 * 2**20, ge=4096, le=2**40)
+    output_retention_days: float = Field(30, gt=0)
     sse_queue_size: int = Field(1000, ge=10)
     sse_replay_size: int = Field(1000, ge=0)
     sse_keepalive_s: float = Field(15, gt=0)

@@ -3,10 +3,13 @@ what a plan would change. Pure rules: the dashboard feeds them what agents repor
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
+
+from nixfleet.core.protocol import TIMESTAMP_MAX
 
 
 class Drift(StrEnum):
@@ -101,11 +104,17 @@ def reboot_state(os_kind: str, status: Mapping[str, Any]) -> dict[str, Any]:
     return {"needed": bool(reason), "reason": reason}
 
 
-def lock_age_days(lock_modified: int | None, now: float) -> float | None:
-    """Return the age of the flake.lock nixpkgs input in days, or None if unknown."""
-    if lock_modified is None:
+def lock_age_days(lock_modified: object, now: float) -> float | None:
+    """Return the age of the flake.lock nixpkgs input in days, or None if unknown.
+
+    The value comes from a host: anything but a plausible Unix time (an integer of 400
+    digits, a float, NaN) is unknown, never an overflow for every reader of the host list.
+    """
+    if isinstance(lock_modified, bool) or not isinstance(lock_modified, int | float):
         return None
-    return max(0.0, (now - lock_modified) / 86400)
+    if not (0 <= lock_modified <= TIMESTAMP_MAX) or not math.isfinite(now):
+        return None
+    return max(0.0, (now - float(lock_modified)) / 86400)
 
 
 def _version_text(change: Mapping[str, Any]) -> str:

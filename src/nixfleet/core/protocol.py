@@ -7,12 +7,51 @@ sequence it has stored and the agent drops lines only then, so nothing is lost o
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
+
+# --- what one message may cost -------------------------------------------------------------
+# Both sides enforce it: `nixfleet serve` gives it to uvicorn (a larger frame is closed with
+# 1009 before it is buffered) and the agent's client refuses larger dashboard messages.
+MAX_MESSAGE_BYTES = 2**20
+# The agent packs output into messages of at most this many bytes of JSON (a quarter of the
+# limit: the envelope and a last line always fit) and at most OUTPUT_BATCH_LINES lines.
+OUTPUT_BATCH_BYTES = MAX_MESSAGE_BYTES // 2
+OUTPUT_BATCH_LINES = 500
+# One output line, in characters. JSON needs at most 6 bytes a character (\u001b), so a
+# longest line (≤ 384 KiB) still fits next to a full batch; a longer one is cut (cut_line).
+LINE_MAX_CHARS = 65536
+LINE_CUT_MARK = " … [line cut: longer than {limit} characters]"
+
+# --- bounded types: every field an agent sends is one of these ------------------------------
+# Integers fit a signed 64-bit column (or 32-bit where the column is one), floats are finite
+# (the model config refuses NaN and ±Infinity), strings have a length and no NUL (PostgreSQL
+# cannot store one). A new field picks the type that says what it is.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# Unix seconds between 1970 and 2100: anything else is a broken clock or an attack.
+TIMESTAMP_MAX = 4_102_444_800
+_NO_NUL = r"^[^\x00]*$"
+
+Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
+Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Count64 = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Seq = Annotated[int, Field(ge=0, le=INT32_MAX)]
+UnixTime = Annotated[float, Field(ge=0, le=TIMESTAMP_MAX)]
+UnixSeconds = Annotated[int, Field(ge=0, le=TIMESTAMP_MAX)]
+Duration = Annotated[float, Field(ge=0, le=100 * 366 * 86400)]
+Gauge = Annotated[float, Field(ge=0, le=1e9)]
+CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Word = Annotated[str, StringConstraints(max_length=64, pattern=_NO_NUL)]
+Name = Annotated[str, StringConstraints(max_length=255, pattern=_NO_NUL)]
+StorePath = Annotated[str, StringConstraints(max_length=1024, pattern=_NO_NUL)]
+Detail = Annotated[str, StringConstraints(max_length=2000, pattern=_NO_NUL)]
+LineText = Annotated[str, StringConstraints(max_length=LINE_MAX_CHARS, pattern=_NO_NUL)]
 
 # WebSocket close codes (4000-4999 are for applications).
 CLOSE_BAD_TOKEN = 4401
@@ -31,54 +70,57 @@ AUTH_CLOSE_CODES = frozenset(
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # strict: a string is not a number and a float is not an integer; no NaN or Infinity.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, allow_inf_nan=False)
 
 
-_STORE_PATH = 400  # /nix/store/<32>-<name>/<file>: names are at most 211 characters
-_COMMIT = r"^([0-9a-f]{40}|[0-9a-f]{64})?$"
+# A git commit (SHA-1 or SHA-256), or "" for none.
+CommitId = Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{40}|[0-9a-f]{64})?$")]
+Unit = Annotated[str, StringConstraints(max_length=255, pattern=_NO_NUL)]
+SizeDelta = Annotated[int, Field(ge=-INT64_MAX, le=INT64_MAX)]
 
 
 class BootFiles(_Msg):
     """What NixOS compares to decide that a reboot is needed: the boot-relevant files."""
 
-    kernel: str = Field("", max_length=_STORE_PATH)
-    initrd: str = Field("", max_length=_STORE_PATH)
-    kernel_modules: str = Field("", max_length=_STORE_PATH)
+    kernel: StorePath = ""
+    initrd: StorePath = ""
+    kernel_modules: StorePath = ""
 
 
 class DeployOutcome(_Msg):
     """The agent's own record of its last switch: it survives agent and dashboard restarts."""
 
-    command_id: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    kind: str = Field(max_length=20, pattern=r"^[a-z-]+$")
+    command_id: CommandId
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z-]{1,20}$")]
     result: Literal["succeeded", "failed", "cancelled", "timed_out"]
-    finished_at: float = Field(ge=0, le=2**40)
-    detail: str = Field("", max_length=500)
+    finished_at: UnixTime
+    detail: Detail = ""
 
 
 class HostStatus(_Msg):
-    hostname: str = ""
+    hostname: Name = ""
     os_kind: Literal["nixos", "macos", "unknown"] = "unknown"
-    os_version: str = ""
-    nixpkgs_version: str = ""
-    generation: int | None = None
-    current_system: str = ""
-    booted_system: str = ""
-    agent_version: str = ""
-    commit: str = ""
-    lock_hash: str = ""
-    lock_modified: int | None = Field(None, description="nixpkgs lastModified in flake.lock")
-    uptime_s: float = 0
-    load1: float = 0
-    mem_total: int = 0
-    mem_available: int = 0
+    os_version: Word = ""
+    nixpkgs_version: Word = ""
+    generation: Count32 | None = None
+    current_system: StorePath = ""
+    booted_system: StorePath = ""
+    agent_version: Word = ""
+    commit: Word = ""
+    lock_hash: Word = ""
+    lock_modified: UnixSeconds | None = Field(None, description="nixpkgs lastModified")
+    uptime_s: Duration = 0
+    load1: Gauge = 0
+    mem_total: Count64 = 0
+    mem_available: Count64 = 0
     # Reboot: the boot files of both systems (None: not applicable, as on macOS).
     current_boot: BootFiles | None = None
     booted_boot: BootFiles | None = None
-    kernel: str = Field("", max_length=64)
+    kernel: Word = ""
     # The commit the running system was built from, and how that is known: "system" (its
     # configuration revision) or "agent" (the agent's record of the switch it ran).
-    deployed_commit: str = Field("", pattern=_COMMIT)
+    deployed_commit: CommitId = ""
     deployed_from: Literal["system", "agent", ""] = ""
     # True once this agent has completed a switch: "never deployed" versus "unknown".
     has_deployed: bool = False
@@ -94,43 +136,40 @@ class HostMeta(_Msg):
 
 
 class OutputLine(_Msg):
-    seq: int = Field(ge=1)
+    seq: Seq = Field(ge=1)
     stream: Literal["stdout", "stderr", "system"] = "stdout"
-    text: str = Field(max_length=65536)
-
-
-_Unit = Annotated[str, Field(max_length=200)]
+    text: LineText
 
 
 class PackageChange(_Msg):
     """One line of `nix store diff-closures`: a package added, removed or changed."""
 
-    name: str = Field(max_length=120)
-    before: str = Field("", max_length=120, description="versions before; empty: added")
-    after: str = Field("", max_length=120, description="versions after; empty: removed")
-    size_delta: int = Field(0, ge=-(2**50), le=2**50)
+    name: Annotated[str, StringConstraints(max_length=120, pattern=_NO_NUL)]
+    before: Annotated[str, StringConstraints(max_length=120, pattern=_NO_NUL)] = ""  # "": added
+    after: Annotated[str, StringConstraints(max_length=120, pattern=_NO_NUL)] = ""  # "": removed
+    size_delta: SizeDelta = 0
 
 
 class PlanReport(_Msg):
     """What switching to the built target would change on this host (a `plan` command)."""
 
-    target_commit: str = Field("", pattern=_COMMIT)
-    system: str = Field("", max_length=_STORE_PATH)
-    base_system: str = Field("", max_length=_STORE_PATH, description="what it was compared with")
+    target_commit: CommitId = ""
+    system: StorePath = ""
+    base_system: StorePath = ""  # the running system it was compared with
     changed: bool
     changes: list[PackageChange] = Field(default_factory=list, max_length=500)
-    size_delta: int = Field(0, ge=-(2**50), le=2**50)
+    size_delta: SizeDelta = 0
     reboot: bool | None = None
-    reboot_reason: str = Field("", max_length=200)
-    restart: list[_Unit] = Field(default_factory=list, max_length=200)
-    start: list[_Unit] = Field(default_factory=list, max_length=200)
-    stop: list[_Unit] = Field(default_factory=list, max_length=200)
+    reboot_reason: Detail = ""
+    restart: list[Unit] = Field(default_factory=list, max_length=200)
+    start: list[Unit] = Field(default_factory=list, max_length=200)
+    stop: list[Unit] = Field(default_factory=list, max_length=200)
 
 
 class TestResult(_Msg):
-    name: str
+    name: Name
     ok: bool
-    exit_code: int
+    exit_code: Int32
 
 
 _YEAR_S = 366 * 86400
@@ -153,14 +192,68 @@ class TransportReport(_Msg):
     tls_failures: list[TLSFailureReport] = Field(default_factory=list, max_length=16)
 
 
+_M = TypeVar("_M", bound=_Msg)
+
+
+def salvage(model: type[_M], raw: object) -> _M:
+    """Return raw as a model, each field that fails today's bounds reset to its default.
+
+    For data stored before a bound existed (or collected from a host's odd files): one bad
+    field must not hide the others, nor break every reader of the row. The model's fields
+    must all have defaults.
+    """
+    if not isinstance(raw, dict):
+        return model()
+    try:
+        return model.model_validate(raw)  # the common case: one validation
+    except ValidationError:
+        pass
+    kept: dict[str, Any] = {}
+    for name in model.model_fields:
+        if name not in raw:
+            continue
+        try:
+            model.model_validate({name: raw[name]})
+        except ValidationError:
+            continue
+        kept[name] = raw[name]
+    return model.model_validate(kept)
+
+
+def cut_line(text: str) -> str:
+    """Return text fit to be an output line: NUL replaced, at most LINE_MAX_CHARS, marked if cut."""
+    text = text.replace("\x00", "\ufffd")
+    if len(text) <= LINE_MAX_CHARS:
+        return text
+    mark = LINE_CUT_MARK.format(limit=LINE_MAX_CHARS)
+    return text[: LINE_MAX_CHARS - len(mark)] + mark
+
+
+def batch_lines(lines: Iterable[OutputLine]) -> Iterator[list[OutputLine]]:
+    """Yield the lines in batches of at most OUTPUT_BATCH_LINES lines and about
+    OUTPUT_BATCH_BYTES bytes of JSON (a batch always holds at least one line, and a
+    longest line next to a full batch is still below MAX_MESSAGE_BYTES)."""
+    batch: list[OutputLine] = []
+    size = 0
+    for line in lines:
+        cost = len(line.model_dump_json().encode()) + 1
+        if batch and (size + cost > OUTPUT_BATCH_BYTES or len(batch) >= OUTPUT_BATCH_LINES):
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += cost
+    if batch:
+        yield batch
+
+
 # agent → dashboard
 class Hello(_Msg):
     type: Literal["hello"] = "hello"
-    protocol: int
-    host_id: str
-    agent_version: str
+    protocol: Count32
+    host_id: Annotated[str, StringConstraints(max_length=63)]
+    agent_version: Word
     status: HostStatus
-    known_commands: list[str] = Field(default_factory=list, max_length=64)
+    known_commands: list[CommandId] = Field(default_factory=list, max_length=64)
     meta: HostMeta | None = None
     transport: TransportReport | None = None  # absent from agents before issue 5
 
@@ -168,37 +261,37 @@ class Hello(_Msg):
 class Status(_Msg):
     type: Literal["status"] = "status"
     status: HostStatus
-    ref: int | None = None
+    ref: Annotated[int, Field(ge=-INT64_MAX, le=INT64_MAX)] | None = None
 
 
 class Started(_Msg):
     type: Literal["started"] = "started"
-    command_id: str
-    pid: int | None = None
-    started_at: float
+    command_id: CommandId
+    pid: Count32 | None = None
+    started_at: UnixTime
 
 
 class Output(_Msg):
     type: Literal["output"] = "output"
-    command_id: str
+    command_id: CommandId
     lines: list[OutputLine] = Field(max_length=2000)
 
 
 class Warning(_Msg):
     type: Literal["warning"] = "warning"
-    command_id: str
-    text: str
+    command_id: CommandId
+    text: Detail
 
 
 class Finished(_Msg):
     type: Literal["finished"] = "finished"
-    command_id: str
+    command_id: CommandId
     result: Literal["succeeded", "failed", "cancelled", "timed_out", "rejected"]
-    exit_code: int | None
-    duration_s: float
-    last_seq: int
-    detail: str = ""
-    tests: list[TestResult] = Field(default_factory=list)
+    exit_code: Int32 | None
+    duration_s: Duration
+    last_seq: Seq
+    detail: Detail = ""
+    tests: list[TestResult] = Field(default_factory=list, max_length=1000)
     plan: PlanReport | None = None
 
 

@@ -25,6 +25,8 @@ class EventKind(StrEnum):
     CERT_BOUND = "cert_bound"
     DEPRECATED_CREDENTIAL = "deprecated_credential"
     TLS_FAILURE = "tls_failure"
+    # An authenticated agent sent a frame the protocol refuses (detail: MessageFault).
+    BAD_AGENT_MESSAGE = "bad_agent_message"
 
 
 class AuthFactor(StrEnum):
@@ -40,6 +42,16 @@ class AuthFactor(StrEnum):
     ENROLL_CODE = "enroll_code"
     CLIENT_CERT = "client_cert"
     METRICS_TOKEN = "metrics_token"
+
+
+class MessageFault(StrEnum):
+    """Why an agent's frame was refused (close 4400, or 1009 when uvicorn refused it)."""
+
+    NOT_JSON = "not_json"
+    INVALID = "invalid"
+    BINARY = "binary"
+    TOO_LARGE = "too_large"
+    OUT_OF_ORDER = "out_of_order"
 
 
 @dataclass(frozen=True)

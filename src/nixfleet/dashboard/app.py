@@ -26,6 +26,7 @@ from nixfleet.dashboard.pipeline import errors
 from nixfleet.dashboard.pipeline.accesslog import AccessLog
 from nixfleet.dashboard.pipeline.middleware import BodyLimit, CatchAll, SecurityHeaders
 from nixfleet.dashboard.pipeline.ratelimit import RateLimit
+from nixfleet.dashboard.responses import FiniteJSONResponse
 from nixfleet.dashboard.routes import (
     agent_ws,
     audit,
@@ -43,7 +44,6 @@ from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
-from nixfleet.storage import hosts as host_store
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
 
@@ -58,6 +58,7 @@ async def _sweeper(fleet: Fleet, hub: Hub, events: EventStore) -> None:
             await fleet.sweep()
             await hub.recheck_credentials()
             await events.prune_if_due()
+            await fleet.prune_output_if_due()
         except Exception:
             log.exception("dashboard: sweep failed")
         await asyncio.sleep(SWEEP_EVERY_S)
@@ -122,7 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
-        await host_store.mark_all_offline(db)
+        await fleet.startup()
         await fleet.refresh_target(force=True)
         sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events))
         try:
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="NixFleet",
         lifespan=lifespan,
+        default_response_class=FiniteJSONResponse,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

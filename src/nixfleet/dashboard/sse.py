@@ -16,7 +16,6 @@ events it missed, or a `resync` when they are no longer all there.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nixfleet.config import Settings
+from nixfleet.core import jsontext
 from nixfleet.storage.bus import Event, EventBus
 
 # Events for agents' eyes only never reach a browser.
@@ -203,4 +203,4 @@ class Broadcaster:
 
 
 def _frame(seq: int, kind: str, data: dict[str, Any]) -> str:
-    return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"id: {seq}\nevent: {kind}\ndata: {jsontext.dumps(data)}\n\n"

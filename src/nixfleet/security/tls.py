@@ -79,11 +79,11 @@ def parse_pin(text: str) -> str:
     """Return a pin in canonical form, or raise ConfigError naming the expected shape."""
     match = _PIN.match(text.strip())
     if match is None:
-        raise ConfigError(f"agent: --pin {text!r} is not of the form sha256/<44 base64 chars>")
+        raise ConfigError(f"agent: pin {text!r} is not of the form sha256/<44 base64 chars>")
     try:
         base64.b64decode(match.group(1), validate=True)
     except binascii.Error:
-        raise ConfigError(f"agent: --pin {text!r} is not valid base64") from None
+        raise ConfigError(f"agent: pin {text!r} is not valid base64") from None
     return match.group(0)
 
 

@@ -1,8 +1,9 @@
 """Where the audit log is stored: an append-only, hash-chained table.
 
-Appends in one process are serialized by the caller's lock. Across replicas, the unique
-`prev_hash` makes a second writer that read the same head fail its INSERT; it then reads
-the new head and tries again, so the chain never forks.
+Appends in one process are serialized by the caller's lock; across replicas (and processes
+such as the CLI) by the database's write lock, taken before the head is read. The unique
+`prev_hash` stays the last guard: a second writer that chained after the same head fails
+its INSERT and tries again, so the chain never forks.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ _APPEND_TRIES = 5
 async def append(db: Database, entry: dict[str, Any]) -> dict[str, Any]:
     """Return the stored entry, chained after the current head."""
     for attempt in range(_APPEND_TRIES):
-        async with db.engine.connect() as conn:
-            head = (
-                await conn.execute(select(t.c.seq, t.c.hash).order_by(desc(t.c.seq)).limit(1))
-            ).first()
-        seq, prev = (head[0] + 1, head[1]) if head else (1, chain.GENESIS)
-        row = {**entry, "seq": seq, "prev_hash": prev}
-        row["hash"] = chain.entry_hash(prev, row)
         try:
             async with db.engine.begin() as conn:
+                # Replicas take turns: the head read here is still the head at the INSERT.
+                await db.write_lock(conn, "audit_log")
+                head = (
+                    await conn.execute(select(t.c.seq, t.c.hash).order_by(desc(t.c.seq)).limit(1))
+                ).first()
+                seq, prev = (head[0] + 1, head[1]) if head else (1, chain.GENESIS)
+                row = {**entry, "seq": seq, "prev_hash": prev}
+                row["hash"] = chain.entry_hash(prev, row)
                 await conn.execute(insert(t).values(**row))
             return row
         except IntegrityError:

@@ -3,15 +3,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import RowMapping, and_, insert, or_, select, update
 
 from nixfleet.core.commands import ACTIVE_STATES, SUPERSEDING, CommandState, can_move
 from nixfleet.core.errors import NotFound
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import commands
+
+
+def _clean(row: RowMapping) -> dict[str, Any]:
+    """Return a row as a dict; a non-finite time stored before agent input was bounded
+    reads as unknown, so no reader (JSON without NaN) fails on it."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
 async def enqueue(db: Database, row: dict[str, Any], supersede: bool) -> list[str]:
@@ -70,14 +77,21 @@ async def move(
     return bool(res.rowcount == 1)
 
 
-async def set_fields(db: Database, command_id: str, host_id: str, **values: Any) -> None:
-    """Update non-state fields of one command of host_id."""
+async def set_fields(
+    db: Database,
+    command_id: str,
+    host_id: str,
+    only_in: Collection[CommandState] | None = None,
+    **values: Any,
+) -> bool:
+    """Update non-state fields of one command of host_id (only while in only_in, if given);
+    return whether a row changed."""
+    query = update(commands).where(commands.c.id == command_id, commands.c.host_id == host_id)
+    if only_in is not None:
+        query = query.where(commands.c.state.in_([s.value for s in only_in]))
     async with db.engine.begin() as conn:
-        await conn.execute(
-            update(commands)
-            .where(commands.c.id == command_id, commands.c.host_id == host_id)
-            .values(**values)
-        )
+        res = await conn.execute(query.values(**values))
+    return bool(res.rowcount == 1)
 
 
 async def get(db: Database, command_id: str) -> dict[str, Any]:
@@ -86,7 +100,7 @@ async def get(db: Database, command_id: str) -> dict[str, Any]:
         row = (await conn.execute(select(commands).where(commands.c.id == command_id))).first()
     if row is None:
         raise NotFound(f"store: no command {command_id!r}")
-    return dict(row._mapping)
+    return _clean(row._mapping)
 
 
 async def for_host(
@@ -98,14 +112,14 @@ async def for_host(
         query = query.where(commands.c.state.in_([s.value for s in states]))
     query = query.order_by(commands.c.created_at.desc()).limit(limit)
     async with db.engine.connect() as conn:
-        return [dict(r._mapping) for r in await conn.execute(query)]
+        return [_clean(r._mapping) for r in await conn.execute(query)]
 
 
 async def recent(db: Database, limit: int) -> list[dict[str, Any]]:
     """Return the fleet's newest commands (for the dashboard's first paint)."""
     query = select(commands).order_by(commands.c.created_at.desc()).limit(limit)
     async with db.engine.connect() as conn:
-        return [dict(r._mapping) for r in await conn.execute(query)]
+        return [_clean(r._mapping) for r in await conn.execute(query)]
 
 
 async def expire_queued(db: Database, now: float) -> list[dict[str, Any]]:
@@ -125,7 +139,7 @@ async def expire_queued(db: Database, now: float) -> list[dict[str, Any]]:
             )
             .returning(commands.c.id, commands.c.host_id)
         )
-        return [dict(r._mapping) for r in res]
+        return [_clean(r._mapping) for r in res]
 
 
 async def lose_abandoned(db: Database, cutoff: float, now: float) -> list[dict[str, Any]]:
@@ -144,7 +158,7 @@ async def lose_abandoned(db: Database, cutoff: float, now: float) -> list[dict[s
             )
             .returning(commands.c.id, commands.c.host_id)
         )
-        return [dict(r._mapping) for r in res]
+        return [_clean(r._mapping) for r in res]
 
 
 async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
@@ -158,6 +172,22 @@ async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
             )
             .values(disconnected_at=now)
         )
+
+
+async def open_reconnect_windows(db: Database, now: float) -> int:
+    """Start the reconnect window of every active command; return how many.
+
+    At start-up no agent is connected yet: a command whose host went down together with
+    the dashboard (a power cut) must still end as lost if the host never comes back. The
+    window restarts now for all of them, since nobody could reconnect while we were down.
+    """
+    async with db.engine.begin() as conn:
+        res = await conn.execute(
+            update(commands)
+            .where(commands.c.state.in_([s.value for s in ACTIVE_STATES]))
+            .values(disconnected_at=now)
+        )
+    return int(res.rowcount or 0)
 
 
 # SQLite allows 32,766 bound parameters per statement; stay far below it.
@@ -205,7 +235,7 @@ async def get_many(db: Database, command_ids: Sequence[str]) -> list[dict[str, A
     async with db.engine.connect() as conn:
         for part in _chunks(command_ids):
             res = await conn.execute(select(commands).where(commands.c.id.in_(part)))
-            out += [dict(r._mapping) for r in res]
+            out += [_clean(r._mapping) for r in res]
     return out
 
 
@@ -225,7 +255,7 @@ async def deliverable_many(
                 )
                 .order_by(commands.c.created_at)
             )
-            out += [dict(r._mapping) for r in await conn.execute(query)]
+            out += [_clean(r._mapping) for r in await conn.execute(query)]
     out.sort(key=lambda c: c["created_at"])
     return out
 
@@ -262,5 +292,5 @@ async def claim(db: Database, command_ids: Sequence[str], now: float) -> list[di
                 .values(state=CommandState.DISPATCHED, dispatched_at=now)
                 .returning(*commands.c)
             )
-            claimed += [dict(r._mapping) for r in res]
+            claimed += [_clean(r._mapping) for r in res]
     return claimed

@@ -1,28 +1,91 @@
-"""The database handle: engine creation, SQLite pragmas, dialect-neutral upserts."""
+"""The database handle: engine creation, per-engine connection set-up, dialect-neutral upserts.
+
+Two engines are supported: SQLite (aiosqlite, the default, one dashboard process) and
+PostgreSQL (psycopg 3, async; several replicas on one database).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, event
+from psycopg.types import string as pg_string
+from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+
+
+def engine_url(url: str) -> str:
+    """Return url with the async driver NixFleet uses for its engine.
+
+    `postgresql://…` and `sqlite:///…` are accepted as people write them; any other scheme
+    (or a driver NixFleet does not ship) is refused with a sentence naming the setting.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            "NIXFLEET_DATABASE_URL is not a database URL (sqlite:///… or postgresql://…)"
+        ) from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"NIXFLEET_DATABASE_URL: {parsed.drivername!r} is not supported; "
+            "use sqlite:///… or postgresql://…"
+        )
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
 class Database:
     """Own the engine; every storage function takes one of these and its scope."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=False)
-        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.url = engine_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
+            self.engine: AsyncEngine = create_async_engine(self.url)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            # pre_ping: a replica outlives a PostgreSQL restart; a dead pooled connection
+            # is replaced on checkout instead of failing the request that drew it.
+            self.engine = create_async_engine(
+                self.url, pool_pre_ping=True, pool_size=10, max_overflow=20
+            )
+            event.listen(self.engine.sync_engine, "connect", _postgres_session)
+
+    @property
+    def dialect(self) -> str:
+        """Return "sqlite" or "postgresql"."""
+        return "sqlite" if self.is_sqlite else "postgresql"
 
     def insert_ignore(self, table: Table) -> Any:
         """Return an INSERT that skips rows whose primary key exists (idempotent replays)."""
         dialect = sqlite if self.is_sqlite else postgresql
         return dialect.insert(table).on_conflict_do_nothing()
+
+    async def write_lock(self, conn: AsyncConnection, name: str) -> None:
+        """Hold a lock named name until conn's transaction ends, across processes.
+
+        For read-then-write steps that must not interleave between replicas (the audit
+        chain's head). PostgreSQL: an advisory transaction lock. SQLite: a no-op write,
+        which takes the database's one write lock now, before the read, and waits
+        (busy_timeout) rather than failing later on a stale snapshot.
+        """
+        if self.is_sqlite:
+            await conn.execute(
+                text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0")
+            )
+        else:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -37,3 +100,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+class _NulSafe:
+    """Dump a str with each NUL replaced by U+FFFD.
+
+    PostgreSQL's text types cannot hold NUL (SQLite's can); an agent's output line or
+    detail carrying one must not make its INSERT fail, and be resent forever.
+    """
+
+    def dump(self, obj: str) -> Any:
+        return super().dump(obj.replace("\x00", "\ufffd"))  # type: ignore[misc]
+
+
+# psycopg picks the last dumper registered for a format, and by oid for typed parameters;
+# registering NUL-safe versions of all of them in psycopg's own order keeps both lookups.
+_STR_DUMPERS = [
+    type(f"NulSafe{base.__name__}", (_NulSafe, base), {})
+    for base in (
+        pg_string.StrBinaryDumperName,
+        pg_string.StrBinaryDumperVarchar,
+        pg_string.StrBinaryDumper,
+        pg_string.StrDumperName,
+        pg_string.StrDumperVarchar,
+        pg_string.StrDumper,
+        pg_string.StrDumperUnknown,
+    )
+]
+
+
+def _postgres_session(dbapi_conn: Any, _record: Any) -> None:
+    for dumper in _STR_DUMPERS:
+        dbapi_conn.adapters.register_dumper(str, dumper)

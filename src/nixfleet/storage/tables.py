@@ -41,7 +41,7 @@ hosts = Table(
     Column("token_used_at", Float, nullable=True),
     Column("token_used_from", String(64), nullable=True),
     Column("cert_sha256", String(64), nullable=True),
-    # The last switch's outcome and the latest plan's report (migration 0006).
+    # The last switch's outcome and the latest plan's report (migration 0007).
     Column("last_deploy", JSON, nullable=True),
     Column("plan", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
@@ -65,8 +65,13 @@ commands = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Column("warned", Boolean, nullable=False, server_default="0"),
     Column("tests", JSON, nullable=True),
+    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0007).
+    Column("output_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("output_truncated", Boolean, nullable=False, server_default="0"),
+    Column("output_pruned", Boolean, nullable=False, server_default="0"),
     Index("ix_commands_host_created", "host_id", "created_at"),
     Index("ix_commands_state", "state"),
+    Index("ix_commands_finished", "finished_at"),
 )
 
 output = Table(

@@ -23,7 +23,11 @@ async def claim_step(db: Database, username: str, step: int) -> bool:
         if claimed.rowcount == 1:
             return True
         # No row, or a row at this step or later: only a first use can still insert.
+        # RETURNING, not rowcount: drivers need not count the rows of an INSERT (psycopg's
+        # through SQLAlchemy reports -1), but a skipped row returns nothing on every engine.
         first = await conn.execute(
-            db.insert_ignore(totp_steps).values(username=username, last_step=step)
+            db.insert_ignore(totp_steps)
+            .values(username=username, last_step=step)
+            .returning(totp_steps.c.username)
         )
-        return bool(first.rowcount == 1)
+        return first.first() is not None

@@ -30,11 +30,13 @@ from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     Finished,
     Hello,
+    HostMeta,
     HostStatus,
     Output,
     Started,
     TransportReport,
     Warning,
+    salvage,
 )
 from nixfleet.dashboard.fleet.ancestry import Ancestry
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
@@ -49,6 +51,9 @@ log = logging.getLogger("nixfleet.fleet")
 
 HOST_META_FIELDS = ("location", "device_type", "theme_color")
 RECONNECT_WINDOW_S = 3600  # "reconnects in the last hour" in the host row
+# Lines of output in GET /api/commands/{id}; the rest is paged (output_page).
+OUTPUT_PAGE_LINES = 5000
+PRUNE_OUTPUT_EVERY_S = 3600.0
 
 
 class Fleet:
@@ -74,6 +79,19 @@ class Fleet:
         self.ancestry = Ancestry(
             settings.config_repo, settings.config_branch, settings.data_dir / "config-mirror.git"
         )
+        self._output_pruned_at = 0.0
+
+    async def startup(self) -> None:
+        """Mark every host offline and open the reconnect window of their active commands
+        (no agent can be connected before we listen)."""
+        await host_store.mark_all_offline(self.db)
+        opened = await command_store.open_reconnect_windows(self.db, self.clock())
+        if opened:
+            log.info(
+                "fleet: %d active commands wait up to %g s for their agents",
+                opened,
+                self.settings.reconnect_window_s,
+            )
 
     # --- hosts ----------------------------------------------------------------------
     async def add_host(self, raw_id: str, meta: dict[str, str]) -> dict[str, Any]:
@@ -148,14 +166,19 @@ class Fleet:
         return [self.host_view(r) for r in rows]
 
     def host_view(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Return a host row with what is derived from it: deploy state, reboot, plan, health."""
-        st = row.get("status") or {}
+        """Return a host row with what is derived from it: deploy state, reboot, plan, health.
+
+        The stored status is read through today's bounds, so a row written before them
+        (a 400-digit number, NaN) cannot break the host list or the event stream.
+        """
+        st = salvage(HostStatus, row["status"]).model_dump() if row.get("status") else {}
         link = row.get("connection") or {}
         now = self.clock()
         deploy = self._deploy_view(row, st)
         reboot = reboot_state(st.get("os_kind", ""), st)
         return {
             **row,
+            "status": st or None,
             "deploy": deploy,
             "reboot": reboot,
             "plan": _plan_view(row.get("plan"), self.target, st.get("current_system", "")),
@@ -389,8 +412,9 @@ class Fleet:
         )
         await host_store.mark_connected(self.db, host_id, hello.status.model_dump(), now)
         if hello.meta is not None:
-            # The host's own configuration is the source of truth for its metadata.
-            await host_store.set_meta(self.db, host_id, hello.meta.model_dump())
+            # One owner per field: what the host's own configuration sets wins; a field it
+            # leaves empty stays as an operator entered it in the dashboard.
+            await host_store.set_meta(self.db, host_id, _set_fields(hello.meta))
         known = set(hello.known_commands)
         for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
             if cmd["id"] in known:
@@ -448,27 +472,52 @@ class Fleet:
             await self._publish_command(msg.command_id)
 
     async def record_output(self, host_id: str, msg: Output) -> int:
-        """Store a batch of lines and return the sequence number to acknowledge."""
+        """Store a batch of lines and return the sequence number to acknowledge.
+
+        1. Output of a final command is acknowledged and dropped: a final record is
+           final. `lost` is the exception, since the true result (and its output) of an
+           agent that came back late still replaces it.
+        2. What fits the command's quota is stored (storage.output), then published.
+        """
         cmd = await command_store.get(self.db, msg.command_id)
         if cmd["host_id"] != host_id:
             raise NotFound(f"fleet: command {msg.command_id} is not {host_id}'s")
-        if cmd["state"] == CommandState.DISPATCHED:
+        acked = max((ln.seq for ln in msg.lines), default=0)
+        state = CommandState(cmd["state"])
+        if state not in ACTIVE_STATES and state != CommandState.LOST:
+            return acked
+        if state == CommandState.DISPATCHED:
             # Output proves it started even if the `started` message died with a dashboard.
             await self.record_started(
                 host_id, Started(command_id=msg.command_id, started_at=self.clock())
             )
-        lines = [ln.model_dump() for ln in msg.lines]
-        await output_store.append(self.db, msg.command_id, lines, self.clock())
-        await self.bus.publish(
-            {"type": "output", "command_id": msg.command_id, "host_id": host_id, "lines": lines}
+        lines, truncated = await output_store.append(
+            self.db,
+            msg.command_id,
+            [ln.model_dump() for ln in msg.lines],
+            self.clock(),
+            self.settings.output_max_bytes,
         )
-        return max((ln.seq for ln in msg.lines), default=0)
+        if lines:
+            await self.bus.publish(
+                {"type": "output", "command_id": msg.command_id, "host_id": host_id, "lines": lines}
+            )
+            if truncated:
+                log.warning(
+                    "fleet: output of %s on %s reached %d bytes; the rest is dropped",
+                    msg.command_id,
+                    host_id,
+                    self.settings.output_max_bytes,
+                )
+                await self._publish_command(msg.command_id)
+        return acked
 
     async def record_warning(self, host_id: str, msg: Warning) -> None:
-        await command_store.set_fields(
-            self.db, msg.command_id, host_id, warned=True, detail=msg.text
-        )
-        await self._publish_command(msg.command_id)
+        """Note the agent's warning (still running after …) on an active command only."""
+        if await command_store.set_fields(
+            self.db, msg.command_id, host_id, ACTIVE_STATES, warned=True, detail=msg.text
+        ):
+            await self._publish_command(msg.command_id)
 
     async def record_finished(self, host_id: str, msg: Finished) -> None:
         """Store the final result; a replayed result for a finished command is a no-op."""
@@ -571,8 +620,42 @@ class Fleet:
         }
 
     async def command_with_output(self, command_id: str) -> dict[str, Any]:
+        """Return the command with its first page of output and the cursor to the next."""
         cmd = await command_store.get(self.db, command_id)
-        return {**cmd, "output": await output_store.lines(self.db, command_id)}
+        page = await self.output_page(command_id, 0, OUTPUT_PAGE_LINES)
+        return {**cmd, "output": page["lines"], "output_next": page["next"]}
+
+    async def output_page(self, command_id: str, after_seq: int, limit: int) -> dict[str, Any]:
+        """Return up to limit lines after after_seq, and `next`: the after_seq of the
+        following page, or None when these are the last lines stored so far."""
+        await command_store.get(self.db, command_id)  # NotFound for an unknown command
+        rows = await output_store.lines(self.db, command_id, after_seq, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "command_id": command_id,
+            "lines": rows,
+            "next": rows[-1]["seq"] if more else None,
+        }
+
+    async def prune_output_if_due(self) -> int:
+        """Delete the output of commands finished before the retention, hourly."""
+        now = self.clock()
+        if now - self._output_pruned_at < PRUNE_OUTPUT_EVERY_S:
+            return 0
+        self._output_pruned_at = now
+        cutoff = now - self.settings.output_retention_days * 86400
+        total = 0
+        while pruned := await output_store.prune(self.db, cutoff):
+            total += pruned
+        if total:
+            log.info("fleet: removed the output of %d commands past the retention", total)
+        return total
+
+
+def _set_fields(meta: HostMeta) -> dict[str, str]:
+    """Return the metadata fields the agent set (non-empty); the others are not its to blank."""
+    return {k: v for k, v in meta.model_dump().items() if v}
 
 
 def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:

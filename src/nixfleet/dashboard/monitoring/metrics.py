@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
+from nixfleet.core.secevents import AuthFactor, EventKind, MessageFault, SecurityEvent
 from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.sse import Broadcaster
 
@@ -53,6 +53,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.agent_messages_refused = Counter(
+            "nixfleet_agent_messages_refused",
+            "Agent frames refused (close 4400, or 1009 when too large) by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for fault in MessageFault:
+            self.agent_messages_refused.labels(fault.value)
         self.commands = Counter(
             "nixfleet_commands",
             "Finished commands by kind and result.",
@@ -83,6 +91,8 @@ class Metrics:
             self.rate_limited.labels(event.detail or "unknown").inc()
         elif event.kind == EventKind.TLS_FAILURE:
             self.tls_failures.labels(event.detail or "unknown").inc()
+        elif event.kind == EventKind.BAD_AGENT_MESSAGE:
+            self.agent_messages_refused.labels(event.detail or "unknown").inc()
 
     def on_command_finished(self, cmd: dict[str, Any]) -> None:
         self.commands.labels(cmd["kind"], cmd["state"]).inc()

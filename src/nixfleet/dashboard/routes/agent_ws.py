@@ -16,6 +16,7 @@ from nixfleet.core.protocol import (
     CLOSE_REPLACED,
     MIN_PROTOCOL_VERSION,
     Ack,
+    AgentMessage,
     Credential,
     CredentialSaved,
     Finished,
@@ -28,7 +29,7 @@ from nixfleet.core.protocol import (
     Welcome,
     agent_message,
 )
-from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
+from nixfleet.core.secevents import AuthFactor, EventKind, MessageFault, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import client_address
 from nixfleet.dashboard.fleet.hub import AgentLink
@@ -38,6 +39,8 @@ from nixfleet.dashboard.pipeline.tlspeer import client_cert_sha256
 router = APIRouter()
 log = logging.getLogger("nixfleet.agent_ws")
 HELLO_TIMEOUT_S = 10
+# uvicorn closes a frame above MAX_MESSAGE_BYTES with this code before the app sees it.
+CLOSE_TOO_BIG = 1009
 
 
 def _bearer(value: str | None) -> str:
@@ -79,7 +82,7 @@ async def agent_socket(websocket: WebSocket) -> None:
     websocket.state.host = host_id  # for the access log
     await websocket.accept()
     try:
-        hello = await _hello(websocket, host_id)
+        hello = await _hello(ctx, websocket, host_id)
     except WebSocketDisconnect:
         return
     if hello is None:
@@ -146,14 +149,59 @@ async def _refuse(
     )
 
 
-async def _hello(websocket: WebSocket, host_id: str) -> Hello | None:
+async def _next_message(ctx: Context, ws: WebSocket, host_id: str) -> AgentMessage | None:
+    """Return the agent's next message, or None once a bad frame got close 4400.
+
+    Whatever the frame holds (binary, not JSON, a field out of bounds, too large for
+    uvicorn), the outcome is one log line, one security event naming the host and a clean
+    close, never a traceback.
+    """
+    event = await ws.receive()
+    if event["type"] == "websocket.disconnect":
+        if event.get("code") == CLOSE_TOO_BIG:
+            _report_fault(ctx, ws, host_id, MessageFault.TOO_LARGE, "over the size limit")
+        raise WebSocketDisconnect(event.get("code", 1000), event.get("reason"))
+    text = event.get("text")
+    if text is None:
+        fault, why = MessageFault.BINARY, "a binary frame"
+    else:
+        try:
+            return agent_message.validate_json(text)
+        except ValidationError as exc:
+            fault, why = _fault_of(exc)
+    _report_fault(ctx, ws, host_id, fault, why)
+    await ws.close(CLOSE_BAD_MESSAGE, f"refused: {why}"[:120])
+    return None
+
+
+def _fault_of(exc: ValidationError) -> tuple[MessageFault, str]:
+    """Return the kind of a validation failure and words naming the first bad field."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    if first["type"] == "json_invalid":
+        return MessageFault.NOT_JSON, "not JSON"
+    where = ".".join(str(part) for part in first["loc"])[:80] or "message"
+    return MessageFault.INVALID, f"{where}: {first['type']}"
+
+
+def _report_fault(ctx: Context, ws: WebSocket, host_id: str, fault: MessageFault, why: str) -> None:
+    log.warning("agent_ws: refused a message from %s (%s): %r", host_id, fault.value, why)
+    ctx.security.emit(
+        SecurityEvent(
+            EventKind.BAD_AGENT_MESSAGE, address=client_address(ws), host=host_id, detail=fault
+        )
+    )
+
+
+async def _hello(ctx: Context, websocket: WebSocket, host_id: str) -> Hello | None:
     try:
-        raw = await asyncio.wait_for(websocket.receive_text(), HELLO_TIMEOUT_S)
-        msg = agent_message.validate_json(raw)
-    except (TimeoutError, ValidationError):
+        msg = await asyncio.wait_for(_next_message(ctx, websocket, host_id), HELLO_TIMEOUT_S)
+    except TimeoutError:
         await websocket.close(CLOSE_BAD_MESSAGE, "expected a hello message")
         return None
+    if msg is None:
+        return None
     if not isinstance(msg, Hello) or msg.host_id != host_id:
+        _report_fault(ctx, websocket, host_id, MessageFault.OUT_OF_ORDER, "no hello first")
         await websocket.close(CLOSE_BAD_MESSAGE, "hello must come first and name this host")
         return None
     if msg.protocol < MIN_PROTOCOL_VERSION:
@@ -168,14 +216,8 @@ async def _hello(websocket: WebSocket, host_id: str) -> Hello | None:
 async def _serve(ctx: Context, link: AgentLink) -> None:
     fleet, host_id = ctx.fleet, link.host_id
     while True:
-        raw = await link.ws.receive_text()
-        try:
-            msg = agent_message.validate_json(raw)
-        except ValidationError as exc:
-            log.warning(
-                "agent_ws: %s sent a malformed message (%s)", host_id, exc.errors()[0]["type"]
-            )
-            await link.ws.close(CLOSE_BAD_MESSAGE, "malformed message")
+        msg = await _next_message(ctx, link.ws, host_id)
+        if msg is None:
             return
         if isinstance(msg, Status):
             # Only an acknowledged status waits for its write; plain heartbeats share one.

@@ -78,7 +78,20 @@ async def host_commands(
 
 @router.get("/commands/{command_id}")
 async def get_command(command_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
+    """Return the command and its first output lines; `output_next` pages on (below)."""
     return await ctx.fleet.command_with_output(command_id)
+
+
+@router.get("/commands/{command_id}/output")
+async def get_output(
+    command_id: str,
+    ctx: Ctx,
+    _: CsrfSession,
+    after_seq: int = Query(0, ge=0, le=2**31 - 1),
+    limit: int = Query(1000, ge=1, le=5000),
+) -> dict[str, Any]:
+    """Return output lines after after_seq; `next` is the after_seq of the next page."""
+    return await ctx.fleet.output_page(command_id, after_seq, limit)
 
 
 @router.post("/commands/{command_id}/cancel")

@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from nixfleet.storage.tables import metadata
 
+# Replicas that start together on one PostgreSQL would otherwise both see an old version
+# and both run the same migration; the second waits on this lock and then finds nothing to do.
+_MIGRATION_LOCK = 0x6E6978666C656574  # "nixfleet"
+
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     context.configure(
         connection=connection,
         target_metadata=metadata,

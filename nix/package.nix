@@ -1,0 +1,82 @@
+# The nixfleet package, built from this checkout over nixpkgs' own Python packages.
+# `callPackage ./nix/package.nix { }` works with any nixpkgs that has them (>= 24.05);
+# docs/nix.md lists every dependency, its nixpkgs attribute and the version range needed.
+{
+  lib,
+  python3Packages,
+  git,
+}:
+let
+  project = (lib.importTOML ../pyproject.toml).project;
+  py = python3Packages;
+in
+py.buildPythonApplication {
+  pname = project.name;
+  inherit (project) version;
+  pyproject = true;
+
+  # Only what the wheel is built from: a change to tests or docs does not rebuild it.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../pyproject.toml
+      ../README.md
+      ../src
+    ];
+  };
+
+  build-system = [ py.setuptools ];
+
+  # One attribute per entry of pyproject.toml's `dependencies`, same order; the extras
+  # (uvicorn[standard], sqlalchemy[asyncio]) are nixpkgs' optional-dependencies.
+  # pythonRuntimeDepsCheck fails the build if nixpkgs' version is outside pyproject's range.
+  dependencies =
+    (with py; [
+      fastapi
+      uvicorn
+      sqlalchemy
+      aiosqlite
+      alembic
+      pydantic
+      pydantic-settings
+      typer
+      jinja2
+      argon2-cffi
+      websockets
+      httpx
+      python-multipart
+      cryptography
+      limits
+      itsdangerous
+      pyotp
+      segno
+      prometheus-client
+      apprise
+    ])
+    ++ py.uvicorn.optional-dependencies.standard
+    ++ py.sqlalchemy.optional-dependencies.asyncio;
+
+  # The agent runs git (clone, fetch, rev-parse) and the dashboard `git ls-remote`.
+  makeWrapperArgs = [
+    "--suffix"
+    "PATH"
+    ":"
+    (lib.makeBinPath [ git ])
+  ];
+
+  # The test suite starts real browsers, TLS servers and agent fleets: it runs in CI
+  # (scripts/test), not in the sandbox. The import check still catches a missing module.
+  doCheck = false;
+  pythonImportsCheck = [
+    "nixfleet.cli.main"
+    "nixfleet.dashboard.app"
+    "nixfleet.agent.daemon"
+  ];
+
+  meta = {
+    inherit (project) description;
+    license = lib.licenses.mit;
+    mainProgram = "nixfleet";
+    platforms = lib.platforms.linux ++ lib.platforms.darwin;
+  };
+}
