@@ -35,7 +35,7 @@ def test_a_switch_on_three_hosts_succeeds_with_every_line_stored_in_order(make_f
         texts = _texts(cmd)
         assert texts[0].startswith("$ ")
         assert f"#{host}" in texts[0]
-        assert len(texts) > 10
+        assert len(texts) >= 5  # the command, nix building, the activation
     nixos = _texts(api.get(f"/api/commands/{ids['atlas']}").json())
     assert "activating the configuration..." in nixos
     assert nixos.index("building the system configuration...") < nixos.index(
