@@ -481,3 +481,27 @@ def test_a_totp_login_works_in_the_browser_and_a_replayed_code_does_not(fleet, t
             )
     tab.forgive_console_errors(re.compile(r"status of 401 \(Unauthorized\) \(\S+/login\)$"))
     tab.assert_clean()
+
+
+def test_preview_shows_what_a_deploy_would_change_in_the_row_and_across_the_fleet(fleet, tab):
+    from nixfleet.demo.configrepo import update_nixpkgs
+
+    rf = fleet(hosts=2, build_seconds=0, env={"NIXFLEET_TARGET_CACHE_S": "1"})
+    page = log_in(tab, rf)
+    expect(cell(page, "atlas", 6)).to_contain_text("never deployed")
+    api = rf.api()
+    for host in ("atlas", "borealis"):
+        assert api.wait_state(api.command(host, "pull-switch"), FINISHED)["state"] == "succeeded"
+    expect(cell(page, "atlas", 6)).to_contain_text("current")
+    update_nixpkgs(rf.fleet.root / "config")
+    expect(cell(page, "atlas", 6)).to_contain_text("behind", timeout=TIMEOUT_MS)
+
+    page.click('button[data-action="plan"][data-host="atlas"]')
+    plan = row(page, "atlas").locator("[data-plan]")
+    expect(plan).to_contain_text("linux 6.6.30 → 6.6.31")
+    expect(plan).to_contain_text("reboot needed")
+    expect(page.locator("#plan-summary")).to_contain_text(
+        "1 host: 1 would change, 0 identical; linux 6.6.30 → 6.6.31 on 1"
+    )
+    expect(page.locator("#fleet-counts")).to_contain_text("2 behind")
+    tab.assert_clean()

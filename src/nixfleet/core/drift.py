@@ -156,9 +156,8 @@ def bulk_plan_summary(plans: Iterable[Mapping[str, Any]]) -> str:
         for c in p.get("changes", [])
         if c.get("from") != c.get("to")
     )
-    text = (
-        f"{len(plans)} hosts: {len(changing)} would change, {len(plans) - len(changing)} identical"
-    )
+    hosts = f"{len(plans)} host{'' if len(plans) == 1 else 's'}"
+    text = f"{hosts}: {len(changing)} would change, {len(plans) - len(changing)} identical"
     common = [f"{what} on {n}" for what, n in counts.most_common(3)]
     reboots = sum(1 for p in changing if p.get("reboot"))
     if reboots:
