@@ -260,6 +260,12 @@ in
     description = "Where the agent keeps its journal, rate-limit state and its clone of the config repo (`config/`).";
   };
 
+  configFile = mkOption {
+    type = types.path;
+    readOnly = true;
+    description = "The TOML file the agent is started with (`nixfleet agent --config`), generated from these options; for inspection.";
+  };
+
   extraArgs = mkOption {
     type = types.listOf types.str;
     default = [ ];

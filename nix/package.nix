@@ -16,13 +16,17 @@ py.buildPythonApplication {
   pyproject = true;
 
   # Only what the wheel is built from: a change to tests or docs does not rebuild it.
-  src = lib.fileset.toSource {
-    root = ../.;
-    fileset = lib.fileset.unions [
-      ../pyproject.toml
-      ../README.md
-      ../src
-    ];
+  # (cleanSourceWith rather than lib.fileset, which needs Nix >= 2.14.)
+  src = lib.cleanSourceWith {
+    name = "nixfleet-source";
+    src = ../.;
+    filter =
+      path: type:
+      let
+        rel = lib.removePrefix (toString ../. + "/") (toString path);
+      in
+      lib.elem rel [ "pyproject.toml" "README.md" "src" ]
+      || (lib.hasPrefix "src/" rel && builtins.baseNameOf rel != "__pycache__" && !(lib.hasSuffix ".egg-info" rel));
   };
 
   build-system = [ py.setuptools ];
@@ -36,6 +40,9 @@ py.buildPythonApplication {
       uvicorn
       sqlalchemy
       aiosqlite
+      # psycopg[binary] is pip's prebuilt wheel; nixpkgs' psycopg is built against its libpq
+      # (pythonRuntimeDepsCheck compares names and versions, not extras).
+      psycopg
       alembic
       pydantic
       pydantic-settings

@@ -23,10 +23,18 @@ let
     knownHostsFile = knownHosts;
   };
   clone = import ../agent-clone.nix { inherit lib pkgs cfg gitConfig; };
-  args = import ../agent-args.nix {
-    inherit lib cfg;
-    extra = [ "--os" "macos" "--macos-tool" cfg.tool ];
-  };
+  configFile = (pkgs.formats.toml { }).generate "nixfleet-agent.toml" (
+    import ../agent-config.nix {
+      inherit lib cfg;
+      extra = {
+      os = "macos";
+      macos_tool = cfg.tool;
+      enroll_code_file = cfg.enrollCodeFile;
+      client_key = cfg.clientKeyFile;
+    };
+    }
+  );
+  args = [ "${cfg.package}/bin/nixfleet" "agent" "--config" "${configFile}" ] ++ cfg.extraArgs;
   q = lib.escapeShellArg;
 in
 {
@@ -59,6 +67,7 @@ in
     };
 
   config = lib.mkIf cfg.enable {
+    services.nixfleet-agent.configFile = configFile;
     assertions = import ../agent-checks.nix { inherit lib cfg; } ++ [
       {
         assertion = cfg.tool != "home-manager" || asUser;

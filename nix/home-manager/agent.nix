@@ -25,10 +25,18 @@ let
   clone = import ../agent-clone.nix { inherit lib pkgs cfg gitConfig; };
   # The agent's "macos" executor is the one that runs `home-manager switch`; on Linux it is
   # used for the same reason (the host's own OS is not managed by this agent).
-  args = import ../agent-args.nix {
-    inherit lib cfg;
-    extra = [ "--os" "macos" "--macos-tool" "home-manager" ];
-  };
+  configFile = (pkgs.formats.toml { }).generate "nixfleet-agent.toml" (
+    import ../agent-config.nix {
+      inherit lib cfg;
+      extra = {
+      os = "macos";
+      macos_tool = "home-manager";
+      enroll_code_file = cfg.enrollCodeFile;
+      client_key = cfg.clientKeyFile;
+    };
+    }
+  );
+  args = [ "${cfg.package}/bin/nixfleet" "agent" "--config" "${configFile}" ] ++ cfg.extraArgs;
   path = lib.concatStringsSep ":" [
     "${home}/.nix-profile/bin"
     "/etc/profiles/per-user/${config.home.username}/bin"
@@ -50,7 +58,10 @@ in
 
   config = lib.mkIf cfg.enable (
     lib.mkMerge [
-      { assertions = import ../agent-checks.nix { inherit lib cfg; }; }
+      {
+        services.nixfleet-agent.configFile = configFile;
+        assertions = import ../agent-checks.nix { inherit lib cfg; };
+      }
 
       (lib.mkIf (!isDarwin) {
         systemd.user.services.nixfleet-agent = {

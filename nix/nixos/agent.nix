@@ -20,6 +20,15 @@ let
     knownHostsFile = knownHosts;
   };
   clone = import ../agent-clone.nix { inherit lib pkgs cfg gitConfig; };
+  configFile = (pkgs.formats.toml { }).generate "nixfleet-agent.toml" (
+    import ../agent-config.nix {
+      inherit lib cfg;
+      extra = {
+        os = "nixos";
+        systemd_run = "yes";
+      };
+    }
+  );
 in
 {
   options.services.nixfleet-agent = import ../agent-options.nix {
@@ -30,6 +39,7 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    services.nixfleet-agent.configFile = configFile;
     assertions = import ../agent-checks.nix { inherit lib cfg; };
 
     systemd.services.nixfleet-agent = {
@@ -53,13 +63,12 @@ in
       environment.HOME = stateDir;
       serviceConfig = {
         ExecStartPre = lib.optional (gitConfig != [ ]) clone;
+        # The secrets' paths are flags (they beat the file): systemd expands %d only here.
         ExecStart = nflib.escapeSystemdArgs (
-          import ../agent-args.nix {
-            inherit lib cfg;
-            extra = [ "--os" "nixos" "--systemd-run" "yes" ];
-            enrollCodeFile = if cfg.enrollCodeFile == null then null else { raw = "%d/enroll-code"; };
-            clientKeyFile = if cfg.clientKeyFile == null then null else { raw = "%d/client-key"; };
-          }
+          [ "${cfg.package}/bin/nixfleet" "agent" "--config" configFile ]
+          ++ lib.optionals (cfg.enrollCodeFile != null) [ "--enroll-code-file" { raw = "%d/enroll-code"; } ]
+          ++ lib.optionals (cfg.clientKeyFile != null) [ "--client-key" { raw = "%d/client-key"; } ]
+          ++ cfg.extraArgs
         );
         # Read by systemd as root and handed over under %d: the agent never needs to reach
         # the secret's own path. The token file is not one: the agent writes it.
@@ -71,11 +80,25 @@ in
         UMask = "0077";
         Restart = "always";
         RestartSec = 5;
-        # The agent stays root: nixos-rebuild switch needs it, and the build runs in a
-        # transient unit that does not inherit this sandbox. What the agent process itself
-        # never needs is still taken away.
+        # The agent stays root: nixos-rebuild switch needs it (and systemd-run asks PID 1
+        # as root). Not set, on purpose: ProtectHome (a token file may live under /root),
+        # CapabilityBoundingSet (root reading secrets owned by others needs DAC overrides).
+        # Every command runs in a transient unit (--systemd-run yes): nixos-rebuild, git
+        # pull and host tests are outside this sandbox, so the agent process can be held
+        # to what it does itself: talk to the dashboard and PID 1, clone, read status.
         NoNewPrivileges = true;
         PrivateTmp = true;
+        PrivateDevices = true;
+        # Read-only /usr, /boot and /etc; the state directory and the token file's
+        # directory (the agent writes a rotated token there) stay writable.
+        ProtectSystem = "full";
+        ReadWritePaths = [ "-${dirOf cfg.tokenFile}" ];
+        ProtectKernelTunables = true;
+        ProtectControlGroups = true;
+        ProtectProc = "invisible";
+        RestrictNamespaces = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallFilter = [ "@system-service" ];
         ProtectKernelModules = true;
         ProtectKernelLogs = true;
         ProtectClock = true;

@@ -259,6 +259,7 @@ in
         # CPython has no JIT here and cffi (argon2) is compiled ahead: no W+X pages needed.
         MemoryDenyWriteExecute = true;
         RemoveIPC = true;
+        PrivateMounts = true;
         DevicePolicy = "closed";
         SystemCallArchitectures = "native";
         # @system-service covers Python, uvicorn and git/ssh children; nothing privileged.

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import wait_for
+from nixfleet.core import audit as chain
 
 
 def audit_cli(fleet, db: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -109,7 +110,6 @@ def test_verify_passes_then_names_an_edited_and_a_deleted_entry(audited, tmp_pat
     res = audit_cli(fleet, intact)
     assert res.returncode == 0, res.stderr
     assert f"{len(entries)} entries verified" in res.stdout
-    head = res.stdout.split("head ")[1].strip()
 
     edited = copy_db(fleet, tmp_path / "edited.db")
     with sqlite3.connect(edited) as conn:
@@ -125,10 +125,70 @@ def test_verify_passes_then_names_an_edited_and_a_deleted_entry(audited, tmp_pat
     assert res.returncode == 1
     assert "chain broken at entry 3: entry 3 is missing" in res.stderr
 
+
+def _rehash_from(conn: sqlite3.Connection, first: int) -> None:
+    """Recompute every hash from entry `first` on, as an attacker with the database can."""
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM audit_log ORDER BY seq")]
+    prev = rows[first - 2]["hash"] if first > 1 else chain.GENESIS
+    for row in rows[first - 1 :]:
+        row["detail"] = json.loads(row["detail"]) if row["detail"] else None
+        new = chain.entry_hash(prev, row)
+        conn.execute(
+            "UPDATE audit_log SET prev_hash=?, hash=? WHERE seq=?", (prev, new, row["seq"])
+        )
+        prev = new
+
+
+def test_verify_catches_a_cut_off_end_a_rebuilt_chain_and_a_forged_row(audited, tmp_path):
+    fleet, _, entries = audited
+    last = len(entries)
+
     cut = copy_db(fleet, tmp_path / "cut.db")
     with sqlite3.connect(cut) as conn:
         conn.execute("DELETE FROM audit_log WHERE seq=(SELECT max(seq) FROM audit_log)")
-    assert audit_cli(fleet, cut).returncode == 0  # a cut-off end needs the recorded head:
-    res = audit_cli(fleet, cut, "--head", head)
+    res = audit_cli(fleet, cut)
     assert res.returncode == 1
-    assert "removed" in res.stderr
+    assert f"entry {last} is in the signed anchor but the chain ends at {last - 1}" in res.stderr
+
+    rebuilt = copy_db(fleet, tmp_path / "rebuilt.db")
+    with sqlite3.connect(rebuilt) as conn:
+        conn.execute("UPDATE audit_log SET actor='mallory' WHERE seq=4")
+        _rehash_from(conn, 4)
+    res = audit_cli(fleet, rebuilt)
+    assert res.returncode == 1
+    assert "chain broken at entry 4: its signature does not match" in res.stderr
+
+    for mac in (None, "0" * 64):
+        forged = copy_db(fleet, tmp_path / f"forged-{mac}.db")
+        with sqlite3.connect(forged) as conn:
+            conn.row_factory = sqlite3.Row
+            head = dict(conn.execute("SELECT * FROM audit_log ORDER BY seq DESC").fetchone())
+            row = {**head, "seq": last + 1, "actor": "admin", "action": "host_remove"}
+            row["detail"], row["prev_hash"] = None, head["hash"]
+            row["hash"], row["mac"] = chain.entry_hash(head["hash"], row), mac
+            conn.execute(
+                "INSERT INTO audit_log VALUES (:seq, :at, :actor, :action, :host, :address,"
+                " :result, :detail, :prev_hash, :hash, :mac)",
+                row,
+            )
+        res = audit_cli(fleet, forged)
+        assert res.returncode == 1
+        assert f"chain broken at entry {last + 1}" in res.stderr
+
+
+def test_a_recorded_head_still_verifies_after_new_entries(audited, tmp_path):
+    fleet, api, entries = audited
+    res = audit_cli(fleet, copy_db(fleet, tmp_path / "then.db"))
+    head = res.stdout.split("head ")[1].strip()
+    assert head.startswith(f"{len(entries)}:")
+    assert api.post("/api/hosts", {"host_id": "web-02"}).status_code == 201
+    now = copy_db(fleet, tmp_path / "now.db")
+    for recorded in (head, head.split(":")[1]):  # SEQ:HASH as printed, or the bare hash
+        res = audit_cli(fleet, now, "--head", recorded)
+        assert res.returncode == 0, res.stderr
+        assert f"{len(entries) + 1} entries verified" in res.stdout
+    with sqlite3.connect(now) as conn:
+        conn.execute(f"DELETE FROM audit_log WHERE seq >= {len(entries)}")
+    res = audit_cli(fleet, now, "--head", head)
+    assert res.returncode == 1

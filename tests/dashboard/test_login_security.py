@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import httpx
 import pyotp
 import pytest
+
+from conftest import wait_for
 
 TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 WRONG = "Wrong user name, password or code."
@@ -137,3 +140,37 @@ def test_a_good_login_clears_earlier_failures(strict):
         for _ in range(2):
             assert _login(client, "typo").status_code == 401
         assert _login(client, strict.fleet.password).status_code == 303
+
+
+def test_a_guessing_run_elsewhere_does_not_keep_the_admin_out(strict):
+    """OWASP: throttle the attacker. While guesses from other addresses lock the account
+    for unknown browsers, the admin's browser (device cookie) and address still log in."""
+    with _client(strict, "127.0.0.20") as admin:
+        assert _login(admin, strict.fleet.password).status_code == 303
+        stop = threading.Event()
+        tried: list[int] = []
+
+        def attack() -> None:
+            for i in range(40):
+                if stop.is_set():
+                    return
+                with _client(strict, f"127.0.1.{i % 8 + 1}") as attacker:
+                    tried.append(_login(attacker, f"guess{i}").status_code)
+
+        thread = threading.Thread(target=attack)
+        thread.start()
+        try:
+            wait_for(lambda: tried.count(429) >= 3, 60, "the attack to be throttled")
+            res = _login(admin, strict.fleet.password)
+            assert res.status_code == 303, _error(res)
+            assert admin.get("/api/hosts").status_code == 200
+        finally:
+            stop.set()
+            thread.join(60)
+    assert 401 in tried and 429 in tried  # the guesses were refused, then throttled
+    # The same browser without its device cookie, from the same address: still known.
+    with _client(strict, "127.0.0.20") as same_address:
+        assert _login(same_address, strict.fleet.password).status_code == 303
+    # Anyone new — even with the right password — waits while the account is attacked.
+    with _client(strict, "127.0.0.21") as stranger:
+        assert _login(stranger, strict.fleet.password).status_code == 429

@@ -83,7 +83,7 @@ def test_login_attempts_per_address_are_capped(make_fleet):
         assert client.get("/login").status_code == 200  # the page itself stays reachable
 
 
-def test_agent_handshakes_are_limited_before_the_token_is_checked(make_fleet):
+def test_refused_agent_handshakes_are_limited_per_address(make_fleet):
     rf = make_fleet(hosts=1, agents=False, env={"NIXFLEET_RATE_LIMIT_AGENT_WS": "2/year"})
     url = rf.base.replace("http://", "ws://") + "/api/agent/ws"
     headers = {"Authorization": "Bearer nfa_wrong", "X-NixFleet-Host": "atlas"}
@@ -95,6 +95,24 @@ def test_agent_handshakes_are_limited_before_the_token_is_checked(make_fleet):
     assert [r.status_code for r in statuses] == [401, 401, 429]
     assert int(statuses[2].headers["Retry-After"]) >= 1
     assert json.loads(statuses[2].body)["error"] == "rate_limited"
+
+
+def test_a_good_agent_behind_a_flooded_address_still_connects(make_fleet):
+    rf = make_fleet(hosts=1, agents=False, env={"NIXFLEET_RATE_LIMIT_AGENT_WS": "3/year"})
+    url = rf.base.replace("http://", "ws://") + "/api/agent/ws"
+    headers = {"Authorization": "Bearer nfa_wrong", "X-NixFleet-Host": "atlas"}
+    statuses = []
+    for _ in range(10):  # the flood, from the address the good agent also uses
+        with pytest.raises(InvalidStatus) as err:
+            connect(url, additional_headers=headers, open_timeout=10)
+        statuses.append(err.value.response.status_code)
+    assert statuses.count(429) == 7
+    rf.start_agent("atlas")
+    api = rf.api()
+    api.wait_online(["atlas"])
+    with pytest.raises(InvalidStatus) as err:  # and the flood is still refused
+        connect(url, additional_headers=headers, open_timeout=10)
+    assert err.value.response.status_code == 429
 
 
 def test_open_event_streams_per_session_are_capped(make_fleet):

@@ -171,10 +171,10 @@ def test_a_plan_lists_a_kernel_bump_and_an_identical_target_says_no_change(make_
     assert plan["reboot"] is True
     assert plan["size_delta"] > 0
     assert plan["restart"] == []  # sshd's package did not change
-    assert "linux 6.6.30 → 6.6.31" in plan["summary"]
+    assert "linux (+ initrd-linux) 6.6.30 → 6.6.31" in plan["summary"]
     summary = api.get("/api/hosts").json()["plan_summary"]
     assert summary.startswith("2 hosts: 2 would change, 0 identical; ")
-    assert "linux 6.6.30 → 6.6.31 on 1" in summary
+    assert "linux (+ initrd-linux) 6.6.30 → 6.6.31 on 1" in summary
     assert "reboot on 1" in summary  # borealis is a Mac: no kernel of its own
     # The switch reuses what the plan built: nothing is left to build.
     cmd = _switch(api, "atlas")

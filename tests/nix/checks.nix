@@ -22,6 +22,7 @@ let
   };
   fails = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
   nixosAgent = (eval "nixos-agent" (agent { })).systemd.nixfleet-agent;
+  nixosAgentConfig = (eval "nixos-agent" (agent { })).agentConfig;
   dash = eval "nixos-dashboard" (dashboard { openFirewall = true; });
   hm = eval "home-manager-agent" (agent { hostId = "alice"; });
   hmDarwin = evalDarwin "home-manager-agent" (agent { hostId = "alice"; });
@@ -30,15 +31,15 @@ in
 {
   agent-minimal-has-no-assertion = (eval "nixos-agent" (agent { })).assertions == [ ];
   agent-not-restarted-by-switch = nixosAgent.restartIfChanged == false;
-  agent-runs-builds-via-systemd-run = lib.hasInfix "--systemd-run yes" nixosAgent.serviceConfig.ExecStart;
-  agent-sends-no-unset-metadata = !(lib.hasInfix "--location" nixosAgent.serviceConfig.ExecStart);
+  agent-runs-builds-via-systemd-run = nixosAgentConfig.systemd_run == "yes";
+  agent-sends-no-unset-metadata = !(nixosAgentConfig ? location);
   agent-host-id-canonical =
-    lib.hasInfix "--host-id web01" (import ./eval.nix {
+    (import ./eval.nix {
       inherit lib;
       platform = "nixos-agent";
       config = agent { };
       hostName = "Web01";
-    }).systemd.nixfleet-agent.serviceConfig.ExecStart;
+    }).agentConfig.host_id == "web01";
   agent-bad-color-refused = fails (eval "nixos-agent" (agent { themeColor = "red"; })).systemd;
   agent-store-secret-refused = fails (eval "nixos-agent" (agent { tokenFile = ./eval.nix; })).systemd;
   agent-plain-http-asserted = (eval "nixos-agent" (agent { url = "http://x"; })).assertions != [ ];

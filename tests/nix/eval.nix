@@ -34,6 +34,18 @@ let
     # nix/nixos-module.nix builds the package with callPackage: the build itself is not evaluated.
     callPackage = _file: _args: fakePackage "nixfleet";
     writeText = name: text: builtins.toFile name text;
+    # nixpkgs' formats.toml writes the value as JSON and converts it with remarshal's
+    # json2toml; here the JSON is kept and the tests convert it (tests/nix/moduleeval.py).
+    formats.toml = _: {
+      type = types.attrsOf types.anything;
+      # A derivation-like value that also keeps what it was made of, so checks.nix can read
+      # it without reading a file (which pure evaluation, as in `nix flake check`, forbids).
+      generate = name: value: {
+        type = "derivation";
+        inherit name value;
+        outPath = builtins.toFile "${name}.json" (builtins.toJSON value);
+      };
+    };
     writeShellScript = name: text: builtins.toFile name "#!/bin/sh\n${text}";
     stdenv.hostPlatform = {
       system = if darwin then "aarch64-darwin" else "x86_64-linux";
@@ -153,6 +165,12 @@ in
   launchdDaemons = pick [ "launchd" "daemons" ];
   launchdAgents = pick [ "launchd" "agents" ];
   activation = pick [ "system" "activationScripts" ];
+  # The agent's generated configuration (JSON here, TOML from nixpkgs' formats.toml).
+  agentConfig =
+    if cfg ? services.nixfleet-agent && cfg.services.nixfleet-agent.enable then
+      cfg.services.nixfleet-agent.configFile.value
+    else
+      null;
   agentPackage = if cfg ? services.nixfleet-agent then cfg.services.nixfleet-agent.package.outPath else null;
   # The option set, for the description check (every option documented).
   options = lib.optionAttrSetToDocList evaluated.options;

@@ -6,7 +6,6 @@ let
   pkgsFor = system: {
     callPackage = _: _: fake "nixfleet";
     runCommand = name: _: _: fake name;
-    nixfmt-rfc-style = fake "nixfmt";
     stdenv.hostPlatform.system = system;
   };
   nixpkgs = { inherit lib; legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ] pkgsFor; };

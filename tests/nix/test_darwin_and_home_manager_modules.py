@@ -4,6 +4,7 @@ launchd jobs and systemd user service fed to the real `nixfleet agent` parser.""
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,24 @@ def test_every_option_has_a_description(platform):
 def test_the_compatibility_entry_point_gives_both_nixos_modules():
     options = {o["name"] for o in evaluate("nixos-compat")["options"]}
     assert {"services.nixfleet.enable", "services.nixfleet-agent.enable"} <= options
+
+
+def test_darwin_with_a_private_repo_clones_first_then_execs_the_same_agent(tmp_path, monkeypatch):
+    config = f'{{ {AGENT} repoCredential.tokenFile = "/run/agenix/repo-token"; }}; }}'
+    job = evaluate("darwin-agent", config)["launchdDaemons"]["nixfleet-agent"]["serviceConfig"]
+    sh, flag, script, *agent = job["ProgramArguments"]
+    assert (sh, flag) == ("/bin/sh", "-c")
+    # Run the wrapper for real, with a stand-in clone step and agent that record their turn.
+    clone, program = tmp_path / "clone", tmp_path / "agent"
+    clone.write_text(f"#!/bin/sh\necho clone >> {tmp_path}/order\n")
+    program.write_text(f'#!/bin/sh\necho "agent $*" >> {tmp_path}/order\n')
+    for f in (clone, program):
+        f.chmod(0o755)
+    store_clone = script.split(" && ")[0]
+    assert "credential.helper" in Path(store_clone).read_text()
+    wrapper = script.replace(store_clone, str(clone))
+    subprocess.run([sh, flag, wrapper, str(program), *agent[1:]], check=True, timeout=10)
+    order = (tmp_path / "order").read_text().splitlines()
+    assert order[0] == "clone" and order[1] == "agent " + " ".join(agent[1:])
+    opts = parse_agent(real_nixfleet(agent, tmp_path), monkeypatch)
+    assert opts.repo_url == "https://git.example.org/c.git"

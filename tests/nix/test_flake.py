@@ -17,6 +17,7 @@ def test_the_flake_has_every_output_a_flake_user_imports():
         [
             "nix-instantiate",
             "--eval",
+            "--read-write-mode",
             "--strict",
             "--json",
             str(ROOT / "tests/nix/flake-outputs.nix"),
@@ -46,7 +47,7 @@ def test_the_flake_has_every_output_a_flake_user_imports():
 
 def test_every_module_check_of_the_flake_holds():
     res = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "-E",
+        ["nix-instantiate", "--eval", "--read-write-mode", "--strict", "--json", "-E",
          f"import {ROOT}/tests/nix/checks.nix {{ lib = import {LIB}; }}"],
         capture_output=True,
         text=True,

@@ -129,8 +129,11 @@ def test_every_agent_option_reaches_the_agent(tmp_path, monkeypatch):
     assert opts.rules[CommandKind.TEST].kill_after_s == 50
     assert opts.system_dir == Path("/run/other")
     assert logging.getLogger().level == logging.DEBUG
-    # The secrets are systemd credentials: their own paths never appear on the command line.
-    assert str(tmp_path / "enroll") not in cfg["ExecStart"]
+    # The secrets are systemd credentials: neither they nor their own paths are in the
+    # command line or the configuration file (which is in the world-readable store).
+    config_file = cfg["ExecStart"].split("--config ")[1].split(" ")[0]
+    for text in (cfg["ExecStart"], Path(config_file).read_text()):
+        assert str(tmp_path / "enroll") not in text and "enroll-secret" not in text
     assert sorted(cfg["LoadCredential"]) == [
         f"client-key:{tmp_path}/key",
         f"enroll-code:{tmp_path}/enroll",

@@ -229,11 +229,11 @@ async def test_two_replicas_appending_to_the_audit_log_never_fork_the_chain(db, 
                 "result": "ok",
                 "detail": {"n": i, "ratio": 0.1},
             }
-            await audit.append(database, entry)
+            await audit.append(database, entry, b"audit key for the test")
 
     await asyncio.gather(writer(db, "a"), writer(replica, "b"))
-    count, _head, broken = await audit.verify(db)
-    assert (count, broken) == (16, None)
+    result = await audit.verify(db, b"audit key for the test")
+    assert (result.count, result.broken, result.unsigned) == (16, None, 0)
 
 
 async def test_output_past_the_quota_becomes_one_marker_and_the_rest_is_dropped(db):

@@ -90,9 +90,9 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@pytest.fixture
-def tab(browser: Browser) -> Iterator[Tab]:
-    context = browser.new_context()
+def open_tab(browser: Browser, **context_options: Any) -> Tab:
+    """Return a new page in its own context that records console errors and CSP violations."""
+    context = browser.new_context(**context_options)
     context.set_default_timeout(TIMEOUT_MS)
     context.set_default_navigation_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -109,10 +109,16 @@ def tab(browser: Browser) -> Iterator[Tab]:
 
     page.on("console", on_console)
     page.on("pageerror", on_page_error)
+    return tab
+
+
+@pytest.fixture
+def tab(browser: Browser) -> Iterator[Tab]:
+    tab = open_tab(browser)
     try:
         yield tab
     finally:
-        context.close()
+        tab.context.close()
 
 
 @pytest.fixture(autouse=True)
@@ -151,10 +157,25 @@ def row(page: Page, host_id: str) -> Locator:
     return page.locator(f'#hosts tr[data-host="{host_id}"]')
 
 
-def cell(page: Page, host_id: str, index: int) -> Locator:
-    """Return a cell of the host's row (0 select, 2 status, 5 generation, 8 tests,
-    10 connection health...)."""
-    return row(page, host_id).locator("td").nth(index)
+def col(page: Page, host_id: str, name: str) -> Locator:
+    """Return a cell of the host's row by column: status, deploy, generation, checks, cpu,
+    ram, activity."""
+    return row(page, host_id).locator(f'[data-col="{name}"]')
+
+
+def status(page: Page, host_id: str) -> Locator:
+    """Return the word "online" or "offline" in the host's row."""
+    return col(page, host_id, "status").locator(".word")
+
+
+def menu_action(page: Page, host_id: str, kind: str) -> None:
+    """Run a command from the host's row menu."""
+    page.click(f'button[data-menu="{host_id}"]')
+    page.click(f'#row-menu [data-action="{kind}"]')
+
+
+def visible_log_text(page: Page) -> str:
+    return "\n".join(page.locator("#dock-view .ln-row .txt").all_text_contents())
 
 
 def mark_page(page: Page) -> None:
@@ -173,16 +194,16 @@ def output_text(lines: list[dict[str, Any]]) -> str:
 def test_logging_in_and_clicking_switch_shows_the_build_output_live(fleet, tab):
     rf = fleet(hosts=2, build_seconds=4)
     page = log_in(tab, rf)
-    expect(cell(page, "atlas", 2)).to_have_text("online")
-    expect(cell(page, "atlas", 5)).to_have_text("1")
+    expect(status(page, "atlas")).to_have_text("online")
+    expect(col(page, "atlas", "generation")).to_have_text("1")
 
-    page.click('button[data-action="switch"][data-host="atlas"]')
+    menu_action(page, "atlas", "switch")
 
     # Read the command state in the very same JS turn as the first build line shows up:
     # the output must be there while the command is still running, not only at the end.
     state_when_output_appeared = page.wait_for_function(
         """() => {
-            const out = document.querySelector("#output").textContent;
+            const out = document.querySelector("#dock-view").textContent;
             if (!out.includes("building the system configuration")) return false;
             return document.querySelector("#output-meta").dataset.state || "(none)";
         }""",
@@ -192,21 +213,32 @@ def test_logging_in_and_clicking_switch_shows_the_build_output_live(fleet, tab):
     expect(page.locator("#output-title")).to_have_text("switch on atlas")
 
     expect(page.locator("#output-meta")).to_have_attribute("data-state", "succeeded")
-    expect(page.locator("#output")).to_contain_text("activating the configuration")
-    expect(page.locator("#output-meta")).to_have_text("succeeded · exit 0")
+    expect(page.locator("#dock-view")).to_contain_text("activating the configuration")
+    expect(page.locator("#output-meta")).to_have_text(
+        re.compile(r"^succeeded · exit 0 · [\d.]+ s$")
+    )
 
-    # Every stored line is on the page, once and in order.
+    # Every stored line is in the viewer, once and in order (full screen, the log is short
+    # enough to be drawn whole), and the download gives the same text.
+    page.click('#dock-view [data-log="fullscreen"]')
+    expect(page.locator("#dock-view .logview")).to_have_class(re.compile(r"\bfull\b"))
     api = rf.api()
     cid = api.get("/api/hosts/atlas/commands").json()["commands"][0]["id"]
     stored = api.get(f"/api/commands/{cid}").json()
     assert stored["state"] == "succeeded"
-    expected = output_text(stored["output"])
+    expected = "\n".join(line["text"] for line in stored["output"])
     page.wait_for_function(
-        "(text) => document.querySelector('#output').textContent === text", arg=expected
+        """(text) => [...document.querySelectorAll('#dock-view .ln-row .txt')]
+            .map((n) => n.textContent).join('\\n') === text""",
+        arg=expected,
     )
-    expect(page.locator("#history tr")).to_have_count(1)
-    expect(page.locator(f'#history tr[data-show="{cid}"]')).to_contain_text("succeeded")
-    expect(cell(page, "atlas", 5)).to_have_text("2")  # the new generation, reported live
+    download = tab.context.request.get(f"{rf.base}/api/commands/{cid}/log.txt")
+    assert download.text() == output_text(stored["output"])
+    page.keyboard.press("Escape")  # leaves full screen
+    expect(page.locator("#dock-view .logview")).not_to_have_class(re.compile(r"\bfull\b"))
+    chip = col(page, "atlas", "activity").locator(f'[data-open-log="{cid}"]')
+    expect(chip).to_have_text("switch succeeded")
+    expect(col(page, "atlas", "generation")).to_have_text("2")  # the new generation, live
     tab.assert_clean()
 
 
@@ -246,11 +278,11 @@ def test_logging_out_through_the_button_ends_the_session(fleet, tab):
     tab.assert_clean()
 
 
-def test_bulk_test_on_selected_hosts_queues_one_command_each(fleet, tab):
+def test_bulk_test_on_selected_hosts_is_a_rollout_confirmed_first_and_reported_truly(fleet, tab):
     rf = fleet(hosts=3)
     page = log_in(tab, rf)
     for host in ("atlas", "borealis", "cirrus"):
-        expect(cell(page, host, 2)).to_have_text("online")
+        expect(status(page, host)).to_have_text("online")
 
     page.check('input[data-select="atlas"]')
     page.check('input[data-select="borealis"]')
@@ -260,7 +292,18 @@ def test_bulk_test_on_selected_hosts_queues_one_command_each(fleet, tab):
     expect(page.locator('input[data-select="cirrus"]')).not_to_be_checked()
 
     page.click('button[data-bulk="test"]')
-    expect(page.locator("#bulk-result")).to_have_text("test: 2 queued")
+    dialog = page.locator("#rollout-confirm")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#rollout-plan")).to_contain_text(
+        "Test on 2 hosts in 2 waves: first atlas, then waves of 1."
+    )
+    assert rf.api().get("/api/hosts/atlas/commands").json()["commands"] == []  # nothing yet
+    dialog.locator("#rollout-start").click()
+    expect(dialog).to_be_hidden()
+    # The result line follows the rollout to its end instead of saying "2 queued" forever.
+    expect(page.locator("#bulk-result")).to_contain_text(
+        "test rollout (completed): 2 succeeded", timeout=30_000
+    )
 
     api = rf.api()
 
@@ -271,10 +314,11 @@ def test_bulk_test_on_selected_hosts_queues_one_command_each(fleet, tab):
     for host in ("atlas", "borealis"):
         cmds = wait_for(lambda h=host: finished_tests(h), 25, f"{host}'s test to finish")
         assert [(c["kind"], c["state"]) for c in cmds] == [("test", "succeeded")], cmds
-        # The result reaches the page live: the Tests column shows passed/total.
-        expect(cell(page, host, 8)).to_have_text(re.compile(r"^\d+/\d+$"))
+        # The result reaches the page live: the tests badge shows passed/total.
+        tests = col(page, host, "checks").locator('[data-check="tests"]')
+        expect(tests).to_have_text(re.compile(r"^tests \d+/\d+$"))
     assert api.get("/api/hosts/cirrus/commands").json()["commands"] == []
-    expect(cell(page, "cirrus", 8)).to_have_text("—")
+    expect(col(page, "cirrus", "checks").locator('[data-check="tests"]')).to_be_hidden()
     tab.assert_clean()
 
 
@@ -285,6 +329,7 @@ def test_adding_a_host_shows_its_enrollment_code_once_and_the_row_appears_live(f
     expect(row(page, "web-01")).to_have_count(0)
     mark_page(page)
 
+    page.click("#open-add-host")
     form = page.locator("#add-host-form")
     form.locator("input[name=host_id]").fill("web-01")
     form.locator("input[name=location]").fill("rack C")
@@ -300,10 +345,10 @@ def test_adding_a_host_shows_its_enrollment_code_once_and_the_row_appears_live(f
 
     new_row = row(page, "web-01")
     expect(new_row).to_be_visible()
-    expect(cell(page, "web-01", 2)).to_have_text("offline")
+    expect(status(page, "web-01")).to_have_text("offline")
     expect(new_row).to_contain_text("rack C · server")
     expect(new_row).to_contain_text("not enrolled")
-    expect(page.locator("#hosts tbody tr")).to_have_count(2)
+    expect(page.locator("#hosts tbody tr.host")).to_have_count(2)
     assert_not_reloaded(page)
 
     # Shown once: neither a reload nor the API gives the token back.
@@ -320,10 +365,8 @@ def test_adding_a_host_shows_its_enrollment_code_once_and_the_row_appears_live(f
 def test_the_page_recovers_by_itself_after_a_dashboard_restart(fleet, tab):
     rf = fleet(hosts=2)
     page = log_in(tab, rf)
-    expect(cell(page, "atlas", 2)).to_have_text("online")
-    page.click('#hosts a[data-history="atlas"]')  # the history panel follows atlas
-    expect(page.locator("#history-host")).to_have_text("atlas")
-    expect(page.locator("#history tr")).to_have_count(0)
+    expect(status(page, "atlas")).to_have_text("online")
+    expect(col(page, "atlas", "activity")).to_have_text("—")
     mark_page(page)
 
     errors_before_outage = len(tab.console_errors)
@@ -344,14 +387,17 @@ def test_the_page_recovers_by_itself_after_a_dashboard_restart(fleet, tab):
     assert api.wait_state(cid, FINISHED, timeout=25)["state"] == "succeeded"
 
     # Only the reconnected event stream can have told the page about this command.
-    entry = page.locator(f'#history tr[data-show="{cid}"]')
-    expect(entry).to_contain_text("switch")
-    expect(entry).to_contain_text("succeeded")
-    expect(cell(page, "atlas", 5)).to_have_text("2")  # the generation it switched to
-    expect(cell(page, "atlas", 2)).to_have_text("online")
-    # The connection health cell counts the drop the restart caused.
-    expect(cell(page, "atlas", 10)).to_contain_text("1 reconnect in the last hour")
-    expect(cell(page, "borealis", 10)).to_contain_text("since ")
+    entry = col(page, "atlas", "activity").locator(f'[data-open-log="{cid}"]')
+    expect(entry).to_have_text("switch succeeded")
+    expect(col(page, "atlas", "generation")).to_have_text("2")  # the generation it switched to
+    expect(status(page, "atlas")).to_have_text("online")
+    # The status tooltip counts the drop the restart caused.
+    expect(col(page, "atlas", "status")).to_have_attribute(
+        "title", re.compile(r"1 reconnect in the last hour")
+    )
+    expect(col(page, "borealis", "status")).to_have_attribute(
+        "title", re.compile("connected since")
+    )
     assert_not_reloaded(page)
     tab.assert_clean()
 
@@ -366,14 +412,15 @@ def test_a_hosts_last_tls_failure_is_shown_in_its_row(fleet, tab, ca):
         log = rf.host("atlas").root / "agent.log"
         wait_for(lambda: "pin_mismatch (2 so far)" in log.read_text(), 30, "two failures")
         page = log_in(tab, rf)
-        expect(cell(page, "atlas", 2)).to_have_text("offline")
+        expect(status(page, "atlas")).to_have_text("offline")
         proxy.set_context(server_context(good))  # the dashboard's real key is back
-        expect(cell(page, "atlas", 2)).to_have_text("online")
-        expect(cell(page, "atlas", 10)).to_contain_text(
-            re.compile(r"last TLS failure: pin mismatch, \d+ times, \d+ (s|min) ago")
+        expect(status(page, "atlas")).to_have_text("online")
+        badge = col(page, "atlas", "checks").locator('[data-check="link"]')
+        expect(badge).to_have_text("TLS")
+        expect(badge).to_have_attribute(
+            "title", re.compile(r"Last TLS failure: pin mismatch, \d+ times, \d+ (s|min) ago")
         )
-        tls_line = page.locator('#hosts td.health [data-health="tls"]')
-        expect(tls_line).to_have_count(1)
+        expect(page.locator('#hosts [data-check="link"]:visible')).to_have_count(1)
         tab.assert_clean()
     finally:
         proxy.close()
@@ -382,8 +429,10 @@ def test_a_hosts_last_tls_failure_is_shown_in_its_row(fleet, tab, ca):
 def test_rotating_and_revoking_a_token_in_the_ui_cuts_the_agent_off(fleet, tab):
     rf = fleet(hosts=2)
     page = log_in(tab, rf)
-    expect(cell(page, "atlas", 2)).to_have_text("online")
-    page.click('#hosts a[data-history="atlas"]')
+    expect(status(page, "atlas")).to_have_text("online")
+    page.click('#hosts a[data-host-link="atlas"]')
+    page.wait_for_url(f"{rf.base}/hosts/atlas")
+    expect(page.locator("#host-status")).to_have_text("online")
     card = page.locator("#identity")
     expect(card).to_be_visible()
     expect(card.locator('[data-fact="Credential"]')).to_have_text("own token")
@@ -393,15 +442,15 @@ def test_rotating_and_revoking_a_token_in_the_ui_cuts_the_agent_off(fleet, tab):
     token_el = card.locator("#identity-result .token")
     expect(token_el).to_have_text(re.compile(r"^nfa_\S{20,}$"))
     new_token = token_el.text_content()
-    expect(cell(page, "atlas", 2)).to_have_text("offline")  # the old token was cut off
-    expect(cell(page, "borealis", 2)).to_have_text("online")
+    # The old token was cut off.
+    expect(page.locator("#host-status")).to_contain_text("offline")
+    assert rf.api().host("borealis")["online"]
     assert new_token and new_token not in rf.api().get("/api/hosts").text
 
     page.once("dialog", lambda dialog: dialog.accept())
     card.locator('button[data-identity="revoke"]').click()
     expect(card.locator("#identity-result")).to_contain_text("Revoked")
     expect(card.locator('[data-fact="Credential"]')).to_have_text("revoked")
-    expect(row(page, "atlas")).to_contain_text("revoked")
 
     card.locator('button[data-identity="enroll-code"]').click()
     expect(card.locator("#identity-result .token")).to_have_text(re.compile(r"^nfe_\S{20,}$"))
@@ -412,6 +461,7 @@ def test_an_invalid_host_id_shows_the_message_the_api_gives(fleet, tab):
     page = log_in(tab, rf)
     expected = rf.api().post("/api/hosts", {"host_id": "Web_01"}).json()["detail"]
     errors_before = len(tab.console_errors)
+    page.click("#open-add-host")
     form = page.locator("#add-host-form")
     form.locator("input[name=host_id]").fill("Web_01")
     with page.expect_response(f"{rf.base}/api/hosts") as answer:
@@ -483,25 +533,36 @@ def test_a_totp_login_works_in_the_browser_and_a_replayed_code_does_not(fleet, t
     tab.assert_clean()
 
 
-def test_preview_shows_what_a_deploy_would_change_in_the_row_and_across_the_fleet(fleet, tab):
+def test_preview_shows_what_a_deploy_would_change_on_the_host_page_and_across_a_selection(
+    fleet, tab
+):
     from nixfleet.demo.configrepo import update_nixpkgs
 
     rf = fleet(hosts=2, build_seconds=0, env={"NIXFLEET_TARGET_CACHE_S": "1"})
     page = log_in(tab, rf)
-    expect(cell(page, "atlas", 6)).to_contain_text("never deployed")
+    deploy = col(page, "atlas", "deploy").locator("[data-state]")
+    expect(deploy).to_have_attribute("data-state", "never_deployed")
     api = rf.api()
     for host in ("atlas", "borealis"):
         assert api.wait_state(api.command(host, "pull-switch"), FINISHED)["state"] == "succeeded"
-    expect(cell(page, "atlas", 6)).to_contain_text("current")
+    expect(deploy).to_have_attribute("data-state", "current")
     update_nixpkgs(rf.fleet.root / "config")
-    expect(cell(page, "atlas", 6)).to_contain_text("behind", timeout=TIMEOUT_MS)
+    expect(deploy).to_have_attribute("data-state", "behind")
 
-    page.click('button[data-action="plan"][data-host="atlas"]')
-    plan = row(page, "atlas").locator("[data-plan]")
-    expect(plan).to_contain_text("linux 6.6.30 → 6.6.31")
-    expect(plan).to_contain_text("reboot needed")
-    expect(page.locator("#plan-summary")).to_contain_text(
-        "1 host: 1 would change, 0 identical; linux 6.6.30 → 6.6.31 on 1"
+    page.check('input[data-select="atlas"]')
+    page.check('input[data-select="borealis"]')
+    page.click('button[data-bulk="plan"]')
+    expect(page.locator("#rollout-confirm")).to_be_hidden()  # a preview changes nothing
+    expect(page.locator("#bulk-result")).to_have_text(
+        "Preview: 2 hosts: 2 would change, 0 identical; "
+        "linux (+ initrd-linux) 6.6.30 → 6.6.31 on 1, reboot on 1",
+        timeout=30_000,
     )
-    expect(page.locator("#fleet-counts")).to_contain_text("2 behind")
+
+    page.goto(f"{rf.base}/hosts/atlas")
+    expect(page.locator("#plan-summary")).to_contain_text("linux (+ initrd-linux) 6.6.30 → 6.6.31")
+    expect(page.locator("#plan-summary")).to_contain_text("needs a reboot")
+    expect(page.locator("#plan-changes tbody tr")).to_have_count(2)
+    page.click('button[data-action="plan"]')  # the same target again: nothing new to build
+    expect(page.locator("#action-result")).to_contain_text("plan:")
     tab.assert_clean()

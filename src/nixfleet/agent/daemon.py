@@ -61,6 +61,10 @@ from nixfleet.core.protocol import (
 
 log = logging.getLogger("nixfleet.agent")
 
+# systemd and launchd stop the agent with SIGTERM and expect it gone within seconds: a
+# connected session gets this long to send its close frame, anything else is cancelled.
+STOP_GRACE_S = 0.5
+
 __all__ = ["Agent", "AgentOptions", "Backoff", "run_agent"]
 
 
@@ -111,20 +115,7 @@ class Agent:
         if self.opts.token_file.stat().st_mode & 0o077:
             log.warning("agent: %s is readable by other users; chmod 600 it", self.opts.token_file)
         if not (self.opts.repo_dir / ".git").exists() and self.opts.repo_url:
-            await asyncio.to_thread(
-                subprocess.run,
-                [
-                    "git",
-                    "clone",
-                    "--branch",
-                    self.opts.branch,
-                    "--",
-                    self.opts.repo_url,
-                    str(self.opts.repo_dir),
-                ],
-                check=True,
-                capture_output=True,
-            )
+            await self._clone()
         self.runner.reattach()
         if not self.transport.secure:
             log.warning(
@@ -132,6 +123,29 @@ class Agent:
                 "text to %s; use it only on loopback",
                 self.ws_url,
             )
+
+    async def _clone(self) -> None:
+        """Clone the config repo into repo_dir (a child process, so a stop can kill it)."""
+        proc = await asyncio.create_subprocess_exec(
+            *("git", "clone", "--branch", self.opts.branch, "--"),
+            *(self.opts.repo_url, str(self.opts.repo_dir)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+        if proc.returncode != 0:
+            last = (err.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            raise ConfigError(f"agent: cannot clone {self.opts.repo_url}: {last[:200]}")
+
+    async def serve(self) -> None:
+        """Start up, then run until stopped."""
+        await self.startup()
+        await self.run()
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until asked to stop."""
@@ -441,15 +455,34 @@ def _install_signals(agent: Agent) -> None:
 
 async def _main(opts: AgentOptions) -> bool:
     agent = Agent(opts)
-    await agent.startup()
     _install_signals(agent)
     try:
-        await agent.run()
+        work = asyncio.create_task(agent.serve())
+        stop = asyncio.create_task(agent.stopping.wait())
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        await _finish(work)
     finally:
         await agent.shutdown()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().remove_signal_handler(sig)
     return agent.restart_requested
+
+
+async def _finish(work: asyncio.Task[None]) -> None:
+    """Return when work has ended, within about STOP_GRACE_S of a stop; re-raise its error.
+
+    A connected session closes itself on a stop (`_wait_stop`). Everything else — a dial to
+    a dashboard that does not answer, the wait for `welcome`, an enrollment, a clone — is
+    cancelled, and cancelled again while it is still awaiting something on its way out
+    (such as a close handshake with a peer that never answers).
+    """
+    done, _ = await asyncio.wait({work}, timeout=STOP_GRACE_S)
+    while not done:
+        work.cancel()
+        done, _ = await asyncio.wait({work}, timeout=0.1)
+    if not work.cancelled():
+        work.result()
 
 
 def run_agent(opts: AgentOptions) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -97,8 +98,11 @@ def check() -> None:
     try:
         settings = load_settings()
     except ConfigError:
-        # Outside demo mode weak secrets stop loading; demo=True loads so they can be listed.
-        settings = dashboard_settings(demo=True).model_copy(update={"demo": False})
+        # Outside demo mode weak secrets stop loading; demo=True loads so they can be listed
+        # (on loopback, which demo mode insists on; the real address is put back after).
+        host = os.environ.get("NIXFLEET_HOST", "127.0.0.1")
+        relaxed = dashboard_settings(demo=True, host="127.0.0.1")
+        settings = relaxed.model_copy(update={"demo": False, "host": host})
     lines = posture(settings)
     for status, line in lines:
         typer.echo(f"{status.upper():5} {line}")

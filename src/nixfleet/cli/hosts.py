@@ -109,10 +109,8 @@ def host_bind_cert(
 
 def with_fleet(action: Callable[[Fleet], Awaitable[T]], audit: tuple[str, str] | None = None) -> T:
     """Run action on a Fleet; record it in the audit log as the Unix user (`cli:<name>`)."""
-    import time
-
     from nixfleet.dashboard.fleet.service import Fleet
-    from nixfleet.storage import audit as audit_store
+    from nixfleet.dashboard.monitoring.audit_log import AuditLog
     from nixfleet.storage.bus import LocalBus
     from nixfleet.storage.db import Database
     from nixfleet.storage.migrate import upgrade
@@ -125,16 +123,15 @@ def with_fleet(action: Callable[[Fleet], Awaitable[T]], audit: tuple[str, str] |
         try:
             result = await action(Fleet(settings, db, LocalBus()))
             if audit:
-                entry = {
-                    "at": time.time(),
-                    "actor": f"cli:{getpass.getuser()}"[:100],
-                    "action": audit[0],
-                    "host": audit[1][:63],
-                    "address": "local",
-                    "result": "ok",
-                    "detail": None,
-                }
-                await audit_store.append(db, entry)
+                log = AuditLog(
+                    db,
+                    settings.audit_key,
+                    settings.audit_anchor_path,
+                    settings.audit_write_timeout_s,
+                )
+                await log.record(
+                    f"cli:{getpass.getuser()}", audit[0], host=audit[1], address="local"
+                )
             return result
         finally:
             await db.close()

@@ -11,7 +11,6 @@ import typer
 
 from nixfleet.cli.common import dashboard_settings, fail
 from nixfleet.core.errors import ConfigError
-from nixfleet.core.protocol import MAX_MESSAGE_BYTES
 
 # `serve`: allocations before a young collection, then young/old collections before older.
 GC_THRESHOLDS = (50_000, 50, 1000)
@@ -32,13 +31,9 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Run the dashboard."""
-    import ssl
-
-    import uvicorn
-
     from nixfleet.cli.logs import configure
+    from nixfleet.dashboard import server
     from nixfleet.dashboard.app import create_app
-    from nixfleet.dashboard.pipeline.tlspeer import TlsPeerWebSocketProtocol
     from nixfleet.storage.migrate import upgrade
 
     settings = dashboard_settings(
@@ -65,27 +60,4 @@ def serve(
         port_file.write_text(str(bound))
     scheme = "https" if settings.tls_cert else "http"
     typer.echo(f"nixfleet: dashboard on {scheme}://{settings.host}:{bound}/", err=True)
-    config = uvicorn.Config(
-        asgi,
-        log_level=log_level,
-        # Our AccessLog middleware replaces uvicorn's (real client address, request id,
-        # user); uvicorn's own records go through the handler configured above.
-        access_log=False,
-        log_config=None,
-        # Forwarded headers are resolved by nixfleet.security.clientip, per request.
-        proxy_headers=False,
-        # The limit agents batch under (core.protocol); a larger frame gets close 1009.
-        ws_max_size=MAX_MESSAGE_BYTES,
-        ws=TlsPeerWebSocketProtocol,
-        # Agent messages are small JSON: compressing them saves little and costs each
-        # connection its own zlib state (about 40 KiB of the dashboard's memory per agent).
-        ws_per_message_deflate=False,
-        lifespan="on",
-        ssl_certfile=settings.tls_cert,
-        ssl_keyfile=settings.tls_key,
-        ssl_ca_certs=settings.client_ca,
-        # Optional at the TLS level: browsers have no client certificate; hosts bound to
-        # one are refused without it by the agent handshake. A presented one must verify.
-        ssl_cert_reqs=ssl.CERT_OPTIONAL if settings.client_ca else ssl.CERT_NONE,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    server.run(asgi, settings, log_level, sock)

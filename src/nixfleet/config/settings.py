@@ -6,6 +6,8 @@ the TOML file named by NIXFLEET_CONFIG_FILE, defaults.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 import os
@@ -72,11 +74,22 @@ def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network
     return tuple(networks)
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     data_dir: Path = Path("nixfleet-data")
     database_url: str = ""
+    # SQLite: how long a write waits for another writer's lock before the answer is 503.
+    db_busy_timeout_s: float = Field(10, gt=0, le=300)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     demo: bool = False
@@ -123,6 +136,8 @@ class Settings(BaseSettings):
     output_retention_days: float = Field(30, gt=0)
     sse_queue_size: int = Field(1000, ge=10)
     sse_replay_size: int = Field(1000, ge=0)
+    sse_queue_bytes: int = Field(8 << 20, ge=64 * 1024)
+    sse_replay_bytes: int = Field(16 << 20, ge=0)
     sse_keepalive_s: float = Field(15, gt=0)
     sse_max_per_session: int = Field(8, ge=1)
     sse_max_per_address: int = Field(32, ge=1)
@@ -148,6 +163,22 @@ class Settings(BaseSettings):
     alert_allow_private: bool = False
     alert_retries: int = Field(3, ge=0, le=10)
 
+    # Audit log (docs/monitoring.md "What the audit log proves"): the key its entries
+    # and anchor are signed with (default: derived from AGENT_TOKEN_HASH_SECRET), where
+    # the anchor is kept, and how long an action waits for its entry to be stored.
+    audit_secret: SecretStr = SecretStr("")
+    audit_anchor_file: Path | None = None
+    audit_write_timeout_s: float = Field(30, gt=0, le=600)
+
+    # Host names browsers may use (DNS rebinding); IP literals and localhost always pass.
+    allowed_hosts: str = ""
+    # The HTTP server (docs/reliability.md): a client must finish its request headers
+    # within this; connections per address and in all before the oldest unfinished go.
+    header_timeout_s: float = Field(10, gt=0, le=300)
+    keep_alive_s: int = Field(5, ge=1, le=300)
+    max_connections: int = Field(0, ge=0)  # 0: from the open-file limit
+    max_connections_per_address: int = Field(256, ge=1)
+
     @field_validator("metrics_allow")
     @classmethod
     def _valid_networks(cls, value: str) -> str:
@@ -157,6 +188,25 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{part!r} is not an address or CIDR") from None
         return value
+
+    @property
+    def audit_key(self) -> bytes | None:
+        """Return the audit signing key (never stored in the database), or None."""
+        own = self.audit_secret.get_secret_value()
+        if own:
+            return own.encode()
+        base = self.agent_token_hash_secret.get_secret_value()
+        if not base:
+            return None
+        return hmac.new(base.encode(), b"nixfleet audit log key", hashlib.sha256).digest()
+
+    @property
+    def audit_anchor_path(self) -> Path:
+        return self.audit_anchor_file or self.data_dir.resolve() / "audit-anchor.json"
+
+    @property
+    def allowed_host_names(self) -> frozenset[str]:
+        return frozenset(h.lower() for h in _split(self.allowed_hosts))
 
     @property
     def metrics_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -245,6 +295,11 @@ class Settings(BaseSettings):
             raise ValueError("NIXFLEET_TLS_CERT and NIXFLEET_TLS_KEY go together")
         if self.client_ca is not None and self.tls_cert is None:
             raise ValueError("NIXFLEET_CLIENT_CA needs the dashboard to serve TLS (TLS_CERT)")
+        if self.demo and not _is_loopback(self.host):
+            raise ValueError(
+                f"NIXFLEET_DEMO relaxes the required secrets: it listens on loopback only, "
+                f"not on {self.host!r}"
+            )
         return self
 
     @field_validator("session_secrets", mode="before")

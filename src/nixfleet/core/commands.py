@@ -39,6 +39,8 @@ FINAL_STATES = frozenset(
     }
 )
 ACTIVE_STATES = frozenset({CommandState.DISPATCHED, CommandState.RUNNING})
+# A command is born queued; a stop, which is never queued, is born succeeded.
+INITIAL_STATES = frozenset({CommandState.QUEUED, CommandState.SUCCEEDED})
 
 _ALLOWED: dict[CommandState, frozenset[CommandState]] = {
     CommandState.QUEUED: frozenset(
@@ -132,4 +134,4 @@ def supersedes_queued(new: CommandKind) -> bool:
 def check_stop_allowed(has_active: bool) -> None:
     """Raise Conflict when a stop has nothing to stop."""
     if not has_active:
-        raise Conflict("commands: nothing is running on this host to stop")
+        raise Conflict("commands: nothing is running on this host, so there is nothing to stop")

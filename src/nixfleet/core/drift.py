@@ -117,19 +117,32 @@ def lock_age_days(lock_modified: object, now: float) -> float | None:
     return max(0.0, (now - float(lock_modified)) / 86400)
 
 
-def _version_text(change: Mapping[str, Any]) -> str:
-    before, after = change.get("from") or "∅", change.get("to") or "∅"
-    return f"{change['name']} {before} → {after}"
+def _version_changes(plan: Mapping[str, Any]) -> list[str]:
+    """Return a plan's version changes in words, one per distinct version move.
+
+    Packages that move between the same versions together (a kernel and its initrd) are
+    one change, named after the shortest name: "linux (+ initrd-linux) 6.6.30 → 6.6.31".
+    """
+    moves: dict[tuple[str, str], list[str]] = {}
+    for c in plan.get("changes", []):
+        if c.get("from") != c.get("to"):
+            moves.setdefault((c.get("from") or "∅", c.get("to") or "∅"), []).append(c["name"])
+    words = []
+    for (before, after), names in moves.items():
+        first, *rest = sorted(names, key=lambda n: (len(n), n))
+        also = f" (+ {', '.join(rest)})" if rest else ""
+        words.append(f"{first}{also} {before} → {after}")
+    return words
 
 
 def plan_summary(plan: Mapping[str, Any]) -> str:
     """Return one line saying what a plan would change, as the dashboard shows it."""
     if not plan.get("changed"):
         return "no change"
-    versions = [c for c in plan.get("changes", []) if c.get("from") != c.get("to")]
+    versions = _version_changes(plan)
     parts = []
     if versions:
-        shown = ", ".join(_version_text(c) for c in versions[:3])
+        shown = ", ".join(versions[:3])
         more = f" and {len(versions) - 3} more" if len(versions) > 3 else ""
         parts.append(shown + more)
     if plan.get("restart"):
@@ -150,15 +163,11 @@ def bulk_plan_summary(plans: Iterable[Mapping[str, Any]]) -> str:
     """Return "12 hosts: 9 would change, 3 identical; linux 6.6.30 → 6.6.31 on 4"."""
     plans = list(plans)
     changing = [p for p in plans if p.get("changed")]
-    counts = Counter(
-        _version_text(c)
-        for p in changing
-        for c in p.get("changes", [])
-        if c.get("from") != c.get("to")
-    )
+    counts = Counter(words for p in changing for words in _version_changes(p))
     hosts = f"{len(plans)} host{'' if len(plans) == 1 else 's'}"
     text = f"{hosts}: {len(changing)} would change, {len(plans) - len(changing)} identical"
-    common = [f"{what} on {n}" for what, n in counts.most_common(3)]
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    common = [f"{what} on {n}" for what, n in ranked[:3]]
     reboots = sum(1 for p in changing if p.get("reboot"))
     if reboots:
         common.append(f"reboot on {reboots}")

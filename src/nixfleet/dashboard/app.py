@@ -15,16 +15,22 @@ from fastapi.templating import Jinja2Templates
 from nixfleet.config import Settings
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.hub import Hub
+from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.monitoring.alerts import Alerts, load_rules
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
 from nixfleet.dashboard.monitoring.event_store import EventStore
 from nixfleet.dashboard.monitoring.metrics import Metrics
-from nixfleet.dashboard.monitoring.notifier import Notifier
+from nixfleet.dashboard.monitoring.notifier import Message, Notifier
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
 from nixfleet.dashboard.pipeline import errors
 from nixfleet.dashboard.pipeline.accesslog import AccessLog
-from nixfleet.dashboard.pipeline.middleware import BodyLimit, CatchAll, SecurityHeaders
+from nixfleet.dashboard.pipeline.middleware import (
+    AllowedHosts,
+    BodyLimit,
+    CatchAll,
+    SecurityHeaders,
+)
 from nixfleet.dashboard.pipeline.ratelimit import RateLimit
 from nixfleet.dashboard.responses import FiniteJSONResponse
 from nixfleet.dashboard.routes import (
@@ -36,8 +42,10 @@ from nixfleet.dashboard.routes import (
     events,
     health,
     hosts,
+    logs,
     monitoring,
     pages,
+    rollouts,
     security,
 )
 from nixfleet.dashboard.sse import Broadcaster
@@ -93,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.db_url)
+        db = Database(settings.db_url, settings.db_busy_timeout_s)
         bus = LocalBus()
         fleet = Fleet(settings, db, bus)
         hub = Hub(fleet)
@@ -118,18 +126,28 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             metrics=Metrics(hub, broadcaster),
             events=EventStore(db, bus, settings.security_event_retention_days),
-            audit=AuditLog(db),
+            audit=AuditLog(
+                db,
+                settings.audit_key,
+                settings.audit_anchor_path,
+                settings.audit_write_timeout_s,
+            ),
             alerts=Alerts(rules, notifier, bus),
+            rollouts=Rollouts(
+                fleet, lambda title, body, kind: notifier.send(Message(title, body, kind))
+            ),
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
         await fleet.startup()
         await fleet.refresh_target(force=True)
         sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events))
+        ctx.rollouts.start()
         try:
             yield
         finally:
             sweeper.cancel()
+            await ctx.rollouts.shutdown()
             ctx.hub.close()
             ctx.broadcaster.close()
             await ctx.alerts.shutdown()
@@ -155,22 +173,25 @@ def create_app(settings: Settings) -> FastAPI:
         pages,
         hosts,
         commands,
+        logs,
         events,
         agent_ws,
         enroll,
         monitoring,
         security,
         audit,
+        rollouts,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.state.trusted_proxies = settings.trusted_networks
-    # The last added runs first: AccessLog → SecurityHeaders → CatchAll → RateLimit →
-    # BodyLimit → the app. The access log sees every answer, including a 429 or a 500, and
-    # every answer carries the security headers.
+    # The last added runs first: AccessLog → SecurityHeaders → AllowedHosts → CatchAll →
+    # RateLimit → BodyLimit → the app. The access log sees every answer, including a 421,
+    # a 429 or a 500, and every answer carries the security headers.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(CatchAll)
+    app.add_middleware(AllowedHosts, names=settings.allowed_host_names)
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)
     app.add_middleware(AccessLog, enabled=settings.access_log)
     return app

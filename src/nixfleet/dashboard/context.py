@@ -8,6 +8,7 @@ from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
 from nixfleet.dashboard.fleet.hub import Hub
+from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.monitoring.alerts import Alerts
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
@@ -37,3 +38,4 @@ class Context:
     events: EventStore
     audit: AuditLog
     alerts: Alerts
+    rollouts: Rollouts

@@ -1,11 +1,16 @@
 """Server-Sent Events for browsers: a snapshot on connect, then ordered deltas.
 
-Each browser has a bounded queue. The broadcaster never awaits a browser: it takes a copy
-of the subscriber set (the only shared state it touches; in one event loop no lock is
-needed, and none is ever held while a browser is written to) and offers each event with
-put_nowait. A full queue drops the event and marks the browser slow; once it has drained
-its queue it gets a `resync` (a fresh snapshot). So one stalled tab neither blocks the
-others nor grows memory without bound.
+Each browser has a queue bounded in events and in bytes (NIXFLEET_SSE_QUEUE_BYTES: a few
+large output events must not cost what a thousand would). The broadcaster never awaits a
+browser: it takes a copy of the subscriber set (the only shared state it touches; in one
+event loop no lock is needed, and none is ever held while a browser is written to) and
+offers each event with put_nowait. A full queue drops the event and marks the browser
+slow; once it has drained its queue it gets a `resync` (a fresh snapshot). So one stalled
+tab neither blocks the others nor grows memory without bound.
+
+When a session ends (logout, log out everywhere, expiry) its streams end: a reading one
+gets `session_ended`; a stalled one, blocked writing to a browser that does not read, is
+cut at the connection (`abort`, from the server's protocol) after END_GRACE_S.
 
 Event ids are contiguous. They start at the process's start time in milliseconds, so ids
 from an earlier dashboard process are older than anything this one holds. The last
@@ -28,6 +33,8 @@ from nixfleet.storage.bus import Event, EventBus
 
 # Events for agents' eyes only never reach a browser.
 _PRIVATE = frozenset({"agent_control", "session_ended"})
+# How long an ended stream may take to notice before its connection is cut.
+END_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class StreamLimits:
     keepalive_s: float = 15.0
     per_session: int = 8
     per_address: int = 32
+    queue_bytes: int = 8 << 20
+    replay_bytes: int = 16 << 20
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamLimits:
@@ -46,37 +55,65 @@ class StreamLimits:
             settings.sse_keepalive_s,
             settings.sse_max_per_session,
             settings.sse_max_per_address,
+            settings.sse_queue_bytes,
+            settings.sse_replay_bytes,
         )
 
 
 class Subscriber:
-    def __init__(self, size: int, session: str, address: str = "") -> None:
-        self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue(maxsize=size)
+    def __init__(
+        self,
+        size: int,
+        session: str,
+        address: str = "",
+        max_bytes: int = 8 << 20,
+        abort: Callable[[], None] | None = None,
+    ) -> None:
+        self.queue: asyncio.Queue[tuple[int, Event, int]] = asyncio.Queue(maxsize=size)
         self.needs_resync = False  # "slow": it missed an event and must start over
         self.session = session
         self.address = address
         self.ended = False
+        self.closed = False
         self.dropped = 0
+        self.queued_bytes = 0
+        self.max_bytes = max_bytes
+        self._abort = abort
 
     def end(self) -> None:
-        """Stop this stream; the marker wakes a reader blocked on an empty queue."""
+        """Stop this stream; the marker wakes a reader blocked on an empty queue.
+
+        A reader blocked on a browser that does not read never sees it: its connection
+        is aborted after END_GRACE_S.
+        """
         self.ended = True
         try:
-            self.queue.put_nowait((0, {"type": "session_ended"}))
+            self.queue.put_nowait((0, {"type": "session_ended"}, 0))
         except asyncio.QueueFull:
             pass  # a full queue wakes the reader anyway, and it checks `ended` first
+        if self._abort is not None:
+            asyncio.get_running_loop().call_later(END_GRACE_S, self._abort_if_open)
 
-    def offer(self, seq: int, event: Event) -> bool:
+    def _abort_if_open(self) -> None:
+        if not self.closed and self._abort is not None:
+            self._abort()
+
+    def offer(self, seq: int, event: Event, size: int = 0) -> bool:
         """Queue the event; return False if it was dropped (the browser will resync)."""
         if self.needs_resync:
             self.dropped += 1
             return False
+        if self.queued_bytes + size > self.max_bytes:
+            self.needs_resync = True
+            self.dropped += 1
+            return False
         try:
-            self.queue.put_nowait((seq, event))
+            self.queue.put_nowait((seq, event, size))
         except asyncio.QueueFull:
             self.needs_resync = True
             self.dropped += 1
             return False
+        self.queued_bytes += size
         return True
 
 
@@ -87,13 +124,15 @@ class Broadcaster:
         self.limits = limits
         self.subscribers: set[Subscriber] = set()
         self.seq = int(time.time() * 1000)
-        self.recent: deque[tuple[int, Event]] = deque(maxlen=limits.replay_size)
+        self.recent: deque[tuple[int, Event, int]] = deque(maxlen=limits.replay_size)
+        self.recent_bytes = 0
         self.slow_total = 0
         self.dropped = 0  # events not delivered to some browser (read by /metrics)
         # seq → frame text: an event is JSON-encoded once, not once per browser (with 100
         # browsers and 1,000 agents heartbeating that was most of the dashboard's CPU).
         self._frames: dict[int, str] = {}
         self._frames_max = max(limits.queue_size, limits.replay_size, 1)
+        self._frames_bytes = 0
         self._unsubscribe = bus.subscribe(self._on_event)
 
     def close(self) -> None:
@@ -108,12 +147,22 @@ class Broadcaster:
         if event["type"] in _PRIVATE:
             return
         self.seq += 1
-        self.recent.append((self.seq, event))
+        size = len(self._encoded(self.seq, event))
+        self._remember(self.seq, event, size)
         for sub in tuple(self.subscribers):
             was_slow = sub.needs_resync
-            if not sub.offer(self.seq, event):
+            if not sub.offer(self.seq, event, size):
                 self.dropped += 1
             self.slow_total += sub.needs_resync and not was_slow
+
+    def _remember(self, seq: int, event: Event, size: int) -> None:
+        """Keep the event for Last-Event-ID replay, within the ring's count and bytes."""
+        if len(self.recent) == self.recent.maxlen and self.recent:
+            self.recent_bytes -= self.recent[0][2]
+        self.recent.append((seq, event, size))
+        self.recent_bytes += size
+        while self.recent_bytes > self.limits.replay_bytes and self.recent:
+            self.recent_bytes -= self.recent.popleft()[2]
 
     def refusal(self, session: str, address: str) -> str | None:
         """Return why one more stream for this session and address is refused, or None."""
@@ -130,7 +179,7 @@ class Broadcaster:
         oldest = self.recent[0][0] if self.recent else self.seq + 1
         if not oldest - 1 <= last_id <= self.seq:
             return None
-        return [(seq, event) for seq, event in self.recent if seq > last_id]
+        return [(seq, event) for seq, event, _ in self.recent if seq > last_id]
 
     async def stream(
         self,
@@ -139,6 +188,7 @@ class Broadcaster:
         still_valid: Callable[[], Awaitable[bool]],
         address: str = "",
         last_event_id: int | None = None,
+        abort: Callable[[], None] | None = None,
     ) -> AsyncIterator[str]:
         """Yield SSE frames for one browser until it goes away or its session ends.
 
@@ -153,7 +203,7 @@ class Broadcaster:
             yield "event: too_many_streams\ndata: {}\n\n"
             return
         missed = None if last_event_id is None else self.missed(last_event_id)
-        sub = Subscriber(self.limits.queue_size, session, address)
+        sub = Subscriber(self.limits.queue_size, session, address, self.limits.queue_bytes, abort)
         self.subscribers.add(sub)
         at = self.seq
         try:
@@ -175,13 +225,15 @@ class Broadcaster:
                 if sub.ended or item is None:
                     yield "event: session_ended\ndata: {}\n\n"
                     return
-                seq, event = item
+                seq, event, size = item
+                sub.queued_bytes -= size
                 yield self._encoded(seq, event)
                 if sub.needs_resync and sub.queue.empty():
                     at = self.seq
                     sub.needs_resync = False
                     yield _frame(at, "resync", await snapshot())
         finally:
+            sub.closed = True
             self.subscribers.discard(sub)
 
     def _encoded(self, seq: int, event: Event) -> str:
@@ -189,11 +241,17 @@ class Broadcaster:
         frame = self._frames.get(seq)
         if frame is None:
             frame = self._frames[seq] = _frame(seq, event["type"], event)
-            if len(self._frames) > self._frames_max:
-                del self._frames[next(iter(self._frames))]  # the oldest (insertion order)
+            self._frames_bytes += len(frame)
+            while self._frames and (
+                len(self._frames) > self._frames_max or self._frames_bytes > self.limits.queue_bytes
+            ):
+                oldest = next(iter(self._frames))  # insertion order
+                if oldest == seq:
+                    break
+                self._frames_bytes -= len(self._frames.pop(oldest))
         return frame
 
-    async def _next(self, sub: Subscriber) -> tuple[int, Event] | None:
+    async def _next(self, sub: Subscriber) -> tuple[int, Event, int] | None:
         """Return the next queued event, or None after keepalive_s without one."""
         try:
             async with asyncio.timeout(self.limits.keepalive_s):

@@ -1,14 +1,23 @@
 """Login throttling: after a few free failures each further one doubles the wait.
 
 Pure logic over an injectable clock. Keys are opaque strings ("ip:…", "user:…"); the
-caller checks every key a login attempt touches and records failures on all of them.
+caller checks the keys a login attempt touches and records failures on all of them.
+
+Throttle the attacker, not the account holder (OWASP, "Authentication Cheat Sheet",
+account lockout): an account under attack from anywhere is throttled for unknown
+browsers and addresses, but a browser or address this account already logged in from
+(`known`) is checked against its own address only, so a guessing run elsewhere cannot
+keep the admin out.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+_KNOWN_PER_ACCOUNT = 32
 
 
 @dataclass
@@ -31,6 +40,7 @@ class LoginThrottle:
         self.free, self.base, self.cap = free_failures, base_delay_s, max_delay_s
         self.clock, self.max_keys = clock, max_keys
         self._records: dict[str, _Record] = {}
+        self._known: dict[str, OrderedDict[str, None]] = {}
 
     def delay_after(self, failures: int) -> float:
         """Return how long a key must wait after this many consecutive failures."""
@@ -60,6 +70,20 @@ class LoginThrottle:
     def succeeded(self, key: str) -> None:
         """Forget key's failures (a correct login starts afresh)."""
         self._records.pop(key, None)
+
+    def remember(self, account: str, address: str) -> None:
+        """Note that account logged in from address (the newest few per account)."""
+        known = self._known.setdefault(account, OrderedDict())
+        known[address] = None
+        known.move_to_end(address)
+        while len(known) > _KNOWN_PER_ACCOUNT:
+            known.popitem(last=False)
+        if len(self._known) > self.max_keys:
+            del self._known[next(iter(self._known))]
+
+    def known(self, account: str, address: str) -> bool:
+        """Return whether account logged in from address before (in this process)."""
+        return address in self._known.get(account, ())
 
     def _forget_stale(self, now: float) -> None:
         """Drop records whose wait has run out for a full max delay, when the store is full.

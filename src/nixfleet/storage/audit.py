@@ -1,4 +1,5 @@
-"""Where the audit log is stored: an append-only, hash-chained table.
+"""Where the audit log is stored: an append-only, hash-chained, signed table, and the
+anchor file that records its head outside the database.
 
 Appends in one process are serialized by the caller's lock; across replicas (and processes
 such as the CLI) by the database's write lock, taken before the head is read. The unique
@@ -8,7 +9,12 @@ its INSERT and tries again, so the chain never forks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hmac
+import json
+import os
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import desc, insert, select
@@ -21,8 +27,23 @@ from nixfleet.storage.tables import audit_log as t
 _APPEND_TRIES = 5
 
 
-async def append(db: Database, entry: dict[str, Any]) -> dict[str, Any]:
-    """Return the stored entry, chained after the current head."""
+def clean(value: Any) -> Any:
+    """Return value with strings the database could not encode (lone surrogates) repaired.
+
+    An entry that cannot be stored would be an action without its entry.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+async def append(db: Database, entry: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    """Return the stored entry, chained after the current head and signed with key."""
+    entry = clean(entry)
     for attempt in range(_APPEND_TRIES):
         try:
             async with db.engine.begin() as conn:
@@ -34,6 +55,7 @@ async def append(db: Database, entry: dict[str, Any]) -> dict[str, Any]:
                 seq, prev = (head[0] + 1, head[1]) if head else (1, chain.GENESIS)
                 row = {**entry, "seq": seq, "prev_hash": prev}
                 row["hash"] = chain.entry_hash(prev, row)
+                row["mac"] = chain.entry_mac(key, row["hash"]) if key else None
                 await conn.execute(insert(t).values(**row))
             return row
         except IntegrityError:
@@ -83,6 +105,42 @@ async def all_in_order(db: Database, batch: int = 1000) -> AsyncIterator[dict[st
         after = rows[-1]["seq"]
 
 
-async def verify(db: Database) -> tuple[int, str, chain.Break | None]:
-    """Return (entries verified, head hash, first break or None) for the stored chain."""
-    return chain.verify([row async for row in all_in_order(db)])
+async def verify(db: Database, key: bytes | None, watch: Collection[int] = ()) -> chain.Verified:
+    """Return what verifies of the stored chain (see core.audit.verify)."""
+    return chain.verify([row async for row in all_in_order(db)], key, watch)
+
+
+async def seq_of(db: Database, hash_: str) -> int | None:
+    """Return the seq of the entry with this hash, or None."""
+    async with db.engine.connect() as conn:
+        found = (await conn.execute(select(t.c.seq).where(t.c.hash == hash_))).scalar()
+    return int(found) if found is not None else None
+
+
+@dataclass(frozen=True)
+class Anchor:
+    seq: int
+    hash: str
+
+
+def write_anchor(path: Path, key: bytes, seq: int, hash_: str) -> None:
+    """Record the head in path, signed, replacing the file atomically."""
+    body = {"seq": seq, "hash": hash_, "mac": chain.anchor_mac(key, seq, hash_)}
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(body) + "\n")
+    os.replace(tmp, path)
+
+
+def read_anchor(path: Path, key: bytes) -> Anchor | str | None:
+    """Return the anchor in path, None when there is none, or why it cannot be believed."""
+    try:
+        body = json.loads(path.read_text())
+        seq, hash_, mac = int(body["seq"]), str(body["hash"]), str(body["mac"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"the anchor file {path} is unreadable ({type(exc).__name__})"
+    if not hmac.compare_digest(mac, chain.anchor_mac(key, seq, hash_)):
+        return f"the anchor file {path} is not signed with the audit key"
+    return Anchor(seq, hash_)

@@ -6,6 +6,9 @@ PostgreSQL (psycopg 3, async; several replicas on one database).
 
 from __future__ import annotations
 
+import functools
+import os
+from pathlib import Path
 from typing import Any
 
 from psycopg.types import string as pg_string
@@ -48,12 +51,13 @@ def engine_url(url: str) -> str:
 class Database:
     """Own the engine; every storage function takes one of these and its scope."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout_s: float = 10.0) -> None:
         self.url = engine_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             self.engine: AsyncEngine = create_async_engine(self.url)
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            pragmas = functools.partial(_sqlite_pragmas, busy_ms=int(busy_timeout_s * 1000))
+            event.listen(self.engine.sync_engine, "connect", pragmas)
         else:
             # pre_ping: a replica outlives a PostgreSQL restart; a dead pooled connection
             # is replaced on checkout instead of failing the request that drew it.
@@ -66,6 +70,17 @@ class Database:
     def dialect(self) -> str:
         """Return "sqlite" or "postgresql"."""
         return "sqlite" if self.is_sqlite else "postgresql"
+
+    def free_bytes(self) -> int | None:
+        """Return the space left where the SQLite file lives (None for other databases)."""
+        path = self.engine.url.database if self.is_sqlite else None
+        if not path or path == ":memory:":
+            return None
+        try:
+            st = os.statvfs(Path(path).parent)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
 
     def insert_ignore(self, table: Table) -> Any:
         """Return an INSERT that skips rows whose primary key exists (idempotent replays)."""
@@ -91,13 +106,13 @@ class Database:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, busy_ms: int = 10_000) -> None:
     # WAL lets browsers read while agents write; busy_timeout turns "database is locked"
     # into a short wait; foreign keys are off by default in SQLite.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={busy_ms}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 

@@ -28,7 +28,9 @@ async def add(
                 )
             )
     except IntegrityError:
-        raise Conflict(f"store: host {host_id!r} already exists") from None
+        raise Conflict(
+            f"store: host {host_id!r} already exists; choose another name or remove that host first"
+        ) from None
 
 
 async def remove(db: Database, host_id: str) -> None:
@@ -36,7 +38,7 @@ async def remove(db: Database, host_id: str) -> None:
     async with db.engine.begin() as conn:
         res = await conn.execute(delete(hosts).where(hosts.c.id == host_id))
     if res.rowcount == 0:
-        raise NotFound(f"store: no host {host_id!r}")
+        raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
 
 
 async def get(db: Database, host_id: str) -> dict[str, Any]:
@@ -44,7 +46,7 @@ async def get(db: Database, host_id: str) -> dict[str, Any]:
     async with db.engine.connect() as conn:
         row = (await conn.execute(select(*_PUBLIC).where(hosts.c.id == host_id))).first()
     if row is None:
-        raise NotFound(f"store: no host {host_id!r}")
+        raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
     return dict(row._mapping)
 
 
@@ -55,24 +57,10 @@ async def list_all(db: Database) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-async def token_hash(db: Database, host_id: str) -> str | None:
-    """Return the stored token hash of a host, or None if the host or its token is absent."""
+async def ids(db: Database) -> set[str]:
+    """Return the id of every host (cheap: one column)."""
     async with db.engine.connect() as conn:
-        return (
-            await conn.execute(select(hosts.c.token_hash).where(hosts.c.id == host_id))
-        ).scalar_one_or_none()
-
-
-async def set_token_hash(db: Database, host_id: str, new_hash: str) -> None:
-    """Replace a host's token hash or raise NotFound."""
-    async with db.engine.begin() as conn:
-        res = await conn.execute(
-            update(hosts)
-            .where(hosts.c.id == host_id)
-            .values(token_hash=new_hash, identity_state="active")
-        )
-    if res.rowcount == 0:
-        raise NotFound(f"store: no host {host_id!r}")
+        return set((await conn.execute(select(hosts.c.id))).scalars())
 
 
 async def mark_connected(db: Database, host_id: str, status: dict[str, Any], now: float) -> None:

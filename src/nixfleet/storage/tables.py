@@ -41,7 +41,7 @@ hosts = Table(
     Column("token_used_at", Float, nullable=True),
     Column("token_used_from", String(64), nullable=True),
     Column("cert_sha256", String(64), nullable=True),
-    # The last switch's outcome and the latest plan's report (migration 0007).
+    # The last switch's outcome and the latest plan's report (migration 0009).
     Column("last_deploy", JSON, nullable=True),
     Column("plan", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
@@ -65,7 +65,7 @@ commands = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Column("warned", Boolean, nullable=False, server_default="0"),
     Column("tests", JSON, nullable=True),
-    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0007).
+    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0009).
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
@@ -161,5 +161,46 @@ audit_log = Table(
     Column("detail", JSON, nullable=True),
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("hash", String(64), nullable=False),
+    # HMAC of hash under the audit key (outside the database); NULL before migration 0007.
+    Column("mac", String(64), nullable=True),
     Index("ix_audit_log_at", "at"),
+)
+
+# A rollout: one kind for many hosts in waves (core.rollouts). `wave` is the index of the
+# wave whose commands exist (-1 before the first); moving it is the guard that makes a
+# wave start exactly once, even across replicas and restarts (migration 0008).
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("actor", String(100), nullable=False),
+    Column("source", String(80), nullable=False, server_default=""),
+    Column("kind", String(20), nullable=False),
+    Column("target", String(64), nullable=True),
+    Column("policy", JSON, nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("wave", Integer, nullable=False),
+    Column("waves", Integer, nullable=False),
+    Column("next_wave_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("reason", String(200), nullable=False, server_default=""),
+    Column("report", Text, nullable=False, server_default=""),
+    Index("ix_rollouts_state", "state"),
+    Index("ix_rollouts_created", "created_at"),
+)
+
+# No foreign key to hosts or commands: a removed host's outcome stays in the rollout's record.
+rollout_hosts = Table(
+    "rollout_hosts",
+    metadata,
+    Column(
+        "rollout_id", String(32), ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("host_id", String(63), primary_key=True),
+    Column("wave", Integer, nullable=False),
+    Column("command_id", String(32), nullable=True),
+    Index("ix_rollout_hosts_wave", "rollout_id", "wave"),
+    Index("ix_rollout_hosts_command", "command_id"),
 )

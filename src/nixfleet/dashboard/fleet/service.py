@@ -25,7 +25,13 @@ from nixfleet.core.drift import (
     plan_summary,
     reboot_state,
 )
-from nixfleet.core.errors import Conflict, NixFleetError, NotFound, ValidationError
+from nixfleet.core.errors import (
+    Conflict,
+    NixFleetError,
+    NotFound,
+    ValidationError,
+    for_people,
+)
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     Finished,
@@ -41,6 +47,7 @@ from nixfleet.core.protocol import (
 from nixfleet.dashboard.fleet.ancestry import Ancestry
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.fleet.identity import AgentIdentity
+from nixfleet.dashboard.fleet.samples import Samples
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
@@ -73,6 +80,8 @@ class Fleet:
         self.identity = AgentIdentity(settings, db, bus, clock)
         # Called with each command that reached its final state here (metrics); must not block.
         self.finished_hooks: list[Callable[[dict[str, Any]], None]] = []
+        self.samples = Samples()
+        self._known_ids: set[str] | None = None  # host rows seen by the last sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
         )
@@ -107,6 +116,7 @@ class Fleet:
     async def remove_host(self, raw_id: str) -> None:
         host_id = canonical_host_id(raw_id)
         await host_store.remove(self.db, host_id)
+        self.samples.forget(host_id)
         await self.bus.publish({"type": "host_removed", "host_id": host_id})
         await self.bus.publish({"type": "agent_control", "host_id": host_id, "action": "drop"})
 
@@ -132,11 +142,12 @@ class Fleet:
     async def hosts(self) -> list[dict[str, Any]]:
         return await self.views(await host_store.list_all(self.db))
 
-    async def fleet_view(self, states: list[str]) -> dict[str, Any]:
+    async def fleet_view(self, states: list[str], only: Collection[str] = ()) -> dict[str, Any]:
         """Return the hosts in any of states (all when none), counts per state, plan summary.
 
         A state is a deploy state (current, behind, diverged, never_deployed, unknown,
-        failed) or one of online, offline, running, reboot.
+        failed) or one of online, offline, running, reboot. With only, the list and the
+        plan summary are those hosts' (a bulk preview's selection); counts stay the fleet's.
         """
         bad = sorted(set(states) - HOST_FILTERS)
         if bad:
@@ -149,6 +160,9 @@ class Fleet:
         counts = {k: sum(k in t for t in tags.values()) for k in _COUNTED}
         if states:
             hosts = [h for h in hosts if tags[h["id"]] & set(states)]
+        if only:
+            wanted = set(only)
+            hosts = [h for h in hosts if h["id"] in wanted]
         plans = [h["plan"] for h in hosts if h["plan"] and not h["plan"]["expired"]]
         return {
             "hosts": hosts,
@@ -220,7 +234,7 @@ class Fleet:
         }
 
     # --- commands -------------------------------------------------------------------
-    def _new_command(
+    def new_command(
         self, actor: str, host_id: str, kind: CommandKind, now: float
     ) -> dict[str, Any]:
         """Return the row of a new queued command (it expires after NIXFLEET_COMMAND_EXPIRY_S)."""
@@ -251,7 +265,7 @@ class Fleet:
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
-        row = self._new_command(actor, host_id, kind, now)
+        row = self.new_command(actor, host_id, kind, now)
         if kind == CommandKind.STOP:
             # A stop is never queued: it is recorded as done and acts on the active command.
             row |= {
@@ -302,7 +316,11 @@ class Fleet:
                 else:
                     wanted.append(host_id)
             except NixFleetError as exc:
-                results[raw] = {"host_id": raw[:63], "error": exc.code, "detail": str(exc)}
+                results[raw] = {
+                    "host_id": raw[:63],
+                    "error": exc.code,
+                    "detail": for_people(str(exc)),
+                }
         queued = await self._enqueue_many(actor, wanted, kind) if wanted else {}
         for raw in dict.fromkeys(raw_ids):
             if raw in results:
@@ -311,7 +329,7 @@ class Fleet:
             results[raw] = queued.get(host_id) or {
                 "host_id": raw[:63],
                 "error": "not_found",
-                "detail": f"store: no host {host_id!r}",
+                "detail": f"There is no host {host_id!r}: check the name.",
             }
         return list(results.values())
 
@@ -322,7 +340,7 @@ class Fleet:
         known = {h["id"] for h in await host_store.get_many(self.db, host_ids)}
         now = self.clock()
         rows = [
-            self._new_command(actor, host_id, kind, now)
+            self.new_command(actor, host_id, kind, now)
             for host_id in dict.fromkeys(host_ids)
             if host_id in known
         ]
@@ -457,6 +475,8 @@ class Fleet:
         await self._statuses.save(host_id, status.model_dump(), self.clock(), wait)
 
     async def _announce_statuses(self, group: Reports) -> None:
+        for host_id, (status, at) in group.items():
+            self.samples.record(host_id, status, at)
         for host in await self.views(await host_store.get_many(self.db, group)):
             await self.bus.publish({"type": "host", "host": host})
 
@@ -584,6 +604,19 @@ class Fleet:
         for row in changed:
             await self._publish_command(row["id"])
         await self.refresh_target()
+        await self._notice_host_rows()
+
+    async def _notice_host_rows(self) -> None:
+        """Announce hosts added or removed by another process (the CLI writes the DB)."""
+        ids = await host_store.ids(self.db)
+        known, self._known_ids = self._known_ids, ids
+        if known is None:
+            return
+        for host_id in sorted(ids - known):
+            await self.publish_host(host_id)
+        for host_id in sorted(known - ids):
+            self.samples.forget(host_id)
+            await self.bus.publish({"type": "host_removed", "host_id": host_id})
 
     async def refresh_target(self, force: bool = False) -> str | None:
         """Return the fleet's target commit: the head of the configured branch (cached)."""

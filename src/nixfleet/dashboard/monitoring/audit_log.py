@@ -1,83 +1,153 @@
 """The audit log: who did what, when, from where, and how it ended.
 
-Routes call record(); user actions that are also security events (login, logout, host and
-token changes) are recorded from the SecurityLog, so a new producer is audited for free.
-Entries are appended by one background task under a lock, in the order they happened.
+An action's entry is stored before the dashboard answers (`record`): if it cannot be
+stored within NIXFLEET_AUDIT_WRITE_TIMEOUT_S the answer is 503, and the entry stays
+queued and is retried until it is stored (`docs/reliability.md`). A login is recorded
+before its session exists, so a login the log cannot hold is refused. Outcomes that change
+nothing (a refused login, a refused command) are queued (`record_later`) and retried.
+
+Failed logins come from the SecurityLog, so a new kind of refusal is audited for free.
+Every entry is signed and the newest one's seq and hash are written to the anchor file
+and the log: see core.audit for what that proves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
+from nixfleet.core.errors import Unavailable
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
-from nixfleet.dashboard.monitoring.background import Worker
+from nixfleet.dashboard.monitoring.background import Worker, is_transient
 from nixfleet.storage import audit as store
 from nixfleet.storage.db import Database
 
-# Security events that are a user's action, and the audit action they are recorded as.
-_ACTIONS = {
-    EventKind.LOGIN: "login",
-    EventKind.LOGOUT: "logout",
-    EventKind.HOST_ADDED: "host_add",
-    EventKind.HOST_REMOVED: "host_remove",
-    EventKind.TOKEN_ROTATED: "token_rotate",
-    EventKind.TOKEN_REVOKED: "token_revoke",
-    EventKind.ENROLLED: "host_enroll",
-}
+log = logging.getLogger("nixfleet.audit")
 _LOGIN_FACTORS = {AuthFactor.PASSWORD.value, AuthFactor.TOTP.value}
+_RETRY_S = 0.25
+
+
+def entry(
+    actor: str,
+    action: str,
+    *,
+    host: str = "",
+    address: str = "",
+    result: str = "ok",
+    detail: dict[str, Any] | None = None,
+    at: float | None = None,
+) -> dict[str, Any]:
+    """Return an audit entry with every field cut to its column's size."""
+    return {
+        "at": time.time() if at is None else at,
+        "actor": (actor or "-")[:100],
+        "action": action[:40],
+        "host": host[:63],
+        "address": address[:64],
+        "result": result[:40],
+        "detail": detail,
+    }
 
 
 class AuditLog:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(
+        self,
+        db: Database,
+        key: bytes | None = None,
+        anchor: Path | None = None,
+        write_timeout_s: float = 30.0,
+    ) -> None:
+        self.db, self.key, self.anchor = db, key, anchor
+        self.write_timeout_s = write_timeout_s
         self.lock = asyncio.Lock()
         self.worker: Worker[dict[str, Any]] = Worker("audit", self._write)
 
-    def record(
-        self,
-        actor: str,
-        action: str,
-        *,
-        host: str = "",
-        address: str = "",
-        result: str = "ok",
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Queue one entry; the request does not wait for the write."""
-        self.worker.put(
-            {
-                "at": time.time(),
-                "actor": actor[:100],
-                "action": action[:40],
-                "host": host[:63],
-                "address": address[:64],
-                "result": result[:40],
-                "detail": detail,
-            }
-        )
+    async def record(
+        self, actor: str, action: str, *, before_action: bool = False, **fields: Any
+    ) -> None:  # fields: host, address, result, detail (see entry())
+        """Store one entry before returning, or raise Unavailable (the entry stays queued).
+
+        1. Append it, retrying while the database is busy, for up to write_timeout_s.
+        2. Still not stored: hand it to the retrying background writer and raise, so the
+           request answers 503 with Retry-After instead of pretending all is well. An
+           entry recorded before its action (`before_action`, a login) is queued as
+           refused: the caller will not do the action.
+        """
+        item = entry(actor, action, **fields)
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                await self._append_retrying(item)
+        except TimeoutError:
+            if before_action:
+                item["result"] = "refused"
+                item["detail"] = {**(item["detail"] or {}), "reason": "audit_unavailable"}
+            self.worker.put(item)
+            log.error(
+                "audit: entry not stored in %.0f s, kept queued: %r", self.write_timeout_s, item
+            )
+            raise Unavailable(
+                "the audit log cannot be written right now (database busy or full); "
+                "the entry is kept and retried: try again shortly",
+                retry_after_s=10,
+            ) from None
+
+    def record_later(self, actor: str, action: str, **fields: Any) -> None:
+        """Queue one entry for the background writer (retried until stored)."""
+        self.worker.put(entry(actor, action, **fields))
 
     def on_security_event(self, event: SecurityEvent) -> None:
+        """Audit refused logins and shared-token migrations (no request waits for these).
+
+        Actions a user takes are recorded by their route, before it answers.
+        """
         if event.kind == EventKind.AUTH_FAILURE and event.detail in _LOGIN_FACTORS:
             action = "login"
-        elif event.kind in _ACTIONS:
-            action = _ACTIONS[event.kind]
+        elif event.kind == EventKind.ENROLLED and event.detail == AuthFactor.SHARED_TOKEN:
+            action = "host_enroll"
         else:
             return
         self.worker.put(
-            {
-                "at": event.at,
-                "actor": (event.user or "-")[:100],
-                "action": action,
-                "host": event.host[:63],
-                "address": event.address[:64],
-                "result": event.outcome[:40],
-                "detail": {"factor": event.detail} if event.detail else None,
-            }
+            entry(
+                event.user,
+                action,
+                host=event.host,
+                address=event.address,
+                result=event.outcome,
+                detail={"factor": event.detail} if event.detail else None,
+                at=event.at,
+            )
         )
+
+    async def _append_retrying(self, item: dict[str, Any]) -> None:
+        delay = _RETRY_S
+        while True:
+            try:
+                await self._write([item])
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _write(self, entries: list[dict[str, Any]]) -> None:
         async with self.lock:
-            for entry in entries:
-                await store.append(self.db, entry)
+            stored = None
+            for item in entries:
+                stored = await store.append(self.db, item, self.key)
+            if stored is not None:
+                self._anchor(stored["seq"], stored["hash"])
+
+    def _anchor(self, seq: int, hash_: str) -> None:
+        # The log line is the copy an attacker with the database (and even the data
+        # directory) cannot take back once it has been shipped off the machine.
+        log.info("audit: head %d:%s", seq, hash_)
+        if self.key is None or self.anchor is None:
+            return
+        try:
+            store.write_anchor(self.anchor, self.key, seq, hash_)
+        except OSError as exc:
+            log.error("audit: cannot write the anchor file %s: %s", self.anchor, exc.strerror)

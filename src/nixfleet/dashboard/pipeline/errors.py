@@ -1,17 +1,87 @@
-"""Map every error to `{"error": code, "detail": text}` with a 4xx status; never a traceback."""
+"""Map every error to `{"error": code, "detail": text}` with a 4xx status; never a traceback.
+
+Routes raise and the handlers below answer; pure-ASGI middleware, which answers before any
+route, sends the same shape with `send_error`.
+"""
 
 from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Send
 
-from nixfleet.core.errors import NixFleetError
+from nixfleet.core.errors import NixFleetError, Unavailable, for_people
+
+log = logging.getLogger("nixfleet.errors")
+# A database busy past its timeout, or full: the same request can succeed later.
+DB_RETRY_AFTER_S = 5
 
 
-def error_response(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Return the methods some route of this path accepts (for a 405's Allow header).
+
+    Asked of the router method by method: routes of one path may sit in several routers.
+    """
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
+    return ", ".join(allowed)
+
+
+def _database_trouble(exc: OperationalError) -> tuple[str, str] | None:
+    """Return (code, detail) when the database is busy or full, None for anything else."""
+    text = str(exc.orig).lower()
+    if "full" in text or "no space" in text:
+        return "storage_full", "the database cannot be written (disk full); nothing was changed"
+    if "locked" in text or "busy" in text or "lock timeout" in text:
+        return "database_busy", "the database is busy; nothing was changed, try again shortly"
+    return None
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    fields: dict[str, str] | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    kind: str = "http",
+) -> None:
+    """Send `{"error": code, "detail": detail, **fields}` as a whole response from middleware.
+
+    kind is "http", or "websocket.http" to refuse a WebSocket upgrade with an HTTP answer.
+    """
+    body = json.dumps({"error": code, "detail": detail, **(fields or {})}).encode()
+    start = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *headers,
+    ]
+    await send({"type": f"{kind}.response.start", "status": status, "headers": start})
+    await send({"type": f"{kind}.response.body", "body": body})
 
 
 def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
@@ -26,20 +96,36 @@ def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(NixFleetError)
     async def _domain(_: Request, exc: NixFleetError) -> JSONResponse:
-        return error_response(exc.status, exc.code, str(exc))
+        log.info("refused (%s): %r", exc.code, str(exc))
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+        return error_response(exc.status, exc.code, for_people(str(exc)), headers)
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        trouble = _database_trouble(exc)
+        if trouble is None:
+            raise exc  # a bug, not the weather: CatchAll's generic 500
+        code, detail = trouble
+        if code == "storage_full":
+            request.app.state.storage_full_at = time.monotonic()  # for /health
+        log.warning("dashboard: %s %s answered 503: %s", request.method, request.url.path, exc.orig)
+        return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(*_describe(exc))
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = {
             401: "unauthorized",
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
         }.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        return error_response(exc.status_code, code, for_people(str(exc.detail)), headers)
 
     # Unhandled exceptions: middleware.CatchAll (a generic 500 with a request id).

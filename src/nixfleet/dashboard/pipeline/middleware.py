@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import logging
 import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nixfleet.dashboard.deps import is_https
+from nixfleet.dashboard.pipeline.errors import send_error
 
 log = logging.getLogger("nixfleet.dashboard")
-
-
-async def _reject(
-    send: Send, status: int, code: str, detail: str, extra: dict[str, str] | None = None
-) -> None:
-    body = json.dumps({"error": code, "detail": detail, **(extra or {})}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class CatchAll:
@@ -74,7 +57,7 @@ class CatchAll:
             if started:
                 raise  # the status line is gone; the server can only drop the connection
             detail = f"internal error; the dashboard log has the details under {request_id}"
-            await _reject(tagged, 500, "internal", detail, {"request_id": request_id})
+            await send_error(tagged, 500, "internal", detail, fields={"request_id": request_id})
 
 
 class BodyLimit:
@@ -90,7 +73,7 @@ class BodyLimit:
         detail = f"request body is larger than the limit of {self.max_bytes} bytes"
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _reject(send, 413, "too_large", detail)
+                await send_error(send, 413, "too_large", detail)
                 return
         seen = 0
         rejected = False
@@ -105,7 +88,7 @@ class BodyLimit:
             if seen > self.max_bytes and not rejected:
                 rejected = True
                 if not started:
-                    await _reject(send, 413, "too_large", detail)
+                    await send_error(send, 413, "too_large", detail)
                 return {"type": "http.disconnect"}
             return message
 
@@ -130,41 +113,103 @@ class SecurityHeaders:
     """Give each response a fresh CSP nonce (templates read scope['state']['csp_nonce']).
 
     HSTS goes out only when `hsts` is on and the browser really used HTTPS (directly or per
-    a trusted proxy): browsers ignore it over plain HTTP anyway.
+    a trusted proxy): browsers ignore it over plain HTTP anyway. A refused WebSocket
+    handshake is an HTTP answer too and gets the same headers.
+
+    Every answer without its own Cache-Control gets `no-store`: pages carry the CSRF
+    token and API answers carry enrollment codes, agent tokens and fleet state, none of
+    which a browser or proxy cache should keep. Static files keep their caching.
     """
 
     def __init__(self, app: ASGIApp, hsts: bool) -> None:
         self.app, self.hsts = app, hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         nonce = secrets.token_urlsafe(18)
         scope.setdefault("state", {})["csp_nonce"] = nonce
-        csp = (
-            f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
-            "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-            "frame-ancestors 'none'; form-action 'self'"
-        )
-        extra = [
-            (b"content-security-policy", csp.encode()),
-            (b"x-content-type-options", b"nosniff"),
-            # same-origin, not no-referrer: with no-referrer Chromium sends `Origin: null` on
-            # our own form posts, which the origin check must (and does) refuse.
-            (b"referrer-policy", b"same-origin"),
-            (b"x-frame-options", b"DENY"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-            (b"cross-origin-resource-policy", b"same-origin"),
-            (b"permissions-policy", _PERMISSIONS),
-        ]
+        extra = _hardening(nonce)
         if self.hsts and is_https(scope):
             extra.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+        cacheable = scope["path"].startswith("/static/")
 
         async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *extra]
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                headers = [*message.get("headers", []), *extra]
+                if not cacheable and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def _hardening(nonce: str) -> list[tuple[bytes, bytes]]:
+    csp = (
+        f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
+        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    )
+    return [
+        (b"content-security-policy", csp.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        # same-origin, not no-referrer: with no-referrer Chromium sends `Origin: null` on
+        # our own form posts, which the origin check must (and does) refuse.
+        (b"referrer-policy", b"same-origin"),
+        (b"x-frame-options", b"DENY"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cross-origin-resource-policy", b"same-origin"),
+        (b"permissions-policy", _PERMISSIONS),
+    ]
+
+
+class AllowedHosts:
+    """Refuse a request whose Host header names a host this dashboard does not serve.
+
+    DNS rebinding: a page on evil.example re-points its name at 127.0.0.1 and talks to a
+    loopback dashboard as "evil.example". Allowed: IP literals (rebinding needs a name),
+    localhost, the names in NIXFLEET_ALLOWED_HOSTS (`*` allows any). Agents pass the same
+    check. Answered 421 (Misdirected Request) before anything else runs.
+    """
+
+    def __init__(self, app: ASGIApp, names: frozenset[str]) -> None:
+        self.app, self.names = app, names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or "*" in self.names:
+            await self.app(scope, receive, send)
+            return
+        host = ""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+                break
+        if host_allowed(host, self.names):
+            await self.app(scope, receive, send)
+            return
+        detail = "this dashboard does not answer to that host name (NIXFLEET_ALLOWED_HOSTS)"
+        if scope["type"] == "http":
+            await send_error(send, 421, "misdirected", detail)
+            return
+        await receive()  # websocket.connect
+        await send_error(send, 421, "misdirected", detail, kind="websocket.http")
+
+
+def host_allowed(host: str, names: frozenset[str]) -> bool:
+    """Return whether a Host header value (name or address, optional port) is allowed."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    name = name.rstrip(".")
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return name in ("localhost", *names) or name.endswith(".localhost")

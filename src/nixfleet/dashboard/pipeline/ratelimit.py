@@ -5,24 +5,30 @@ that route for the client address (proxy-aware, see deps.request_origin) and ans
 itself, before authentication and before any database work. An agent's WebSocket
 handshake is refused with an HTTP 429 instead of being upgraded.
 
+The agent handshake counts failures only, and never stands between a valid token and its
+host: a flood of bad handshakes from an address (a NAT shared with good hosts) makes that
+address's *refusals* 429 with Retry-After, while a handshake whose token verifies is
+accepted whatever the count. Checking a token is one HMAC and one indexed lookup; the
+connection guard (dashboard/server.py) bounds how many a single address can have open.
+
 Counts live in a `limits` storage (NIXFLEET_RATE_LIMIT_STORAGE): memory:// keeps them per
 process; several replicas share one limit through e.g. redis://.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
 import limits
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nixfleet.config import Settings
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.deps import request_origin
+from nixfleet.dashboard.pipeline.errors import send_error
 
 
 def route_name(scope: Scope) -> str | None:
@@ -65,6 +71,9 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         address = request_origin(scope).address
+        if name == "agent_ws":
+            await self.app(scope, receive, self._count_refusals(scope, send, address))
+            return
         retry_after = await self._hit(name, address)
         if retry_after is None:
             await self.app(scope, receive, send)
@@ -73,6 +82,30 @@ class RateLimit:
             SecurityEvent(EventKind.RATE_LIMITED, address=address, detail=name)
         )
         await _deny(scope, receive, send, name, retry_after)
+
+    def _count_refusals(self, scope: Scope, send: Send, address: str) -> Send:
+        """Return a send that counts a refused handshake and, over the limit, says 429."""
+        swallow = False
+
+        async def counting(message: Message) -> None:
+            nonlocal swallow
+            if message["type"] == "websocket.http.response.start" and message["status"] in (
+                401,
+                403,
+            ):
+                retry_after = await self._hit("agent_ws", address)
+                if retry_after is not None:
+                    swallow = True
+                    scope["app"].state.ctx.security.emit(
+                        SecurityEvent(EventKind.RATE_LIMITED, address=address, detail="agent_ws")
+                    )
+                    await _deny_upgrade(send, "agent_ws", retry_after)
+                    return
+            if swallow and message["type"] == "websocket.http.response.body":
+                return
+            await send(message)
+
+        return counting
 
     async def _hit(self, name: str, address: str) -> int | None:
         """Return None if the request may pass, else the seconds until it may retry."""
@@ -83,25 +116,23 @@ class RateLimit:
         return None
 
 
+async def _deny_upgrade(send: Send, name: str, retry_after: int) -> None:
+    detail, headers = _denial(name, retry_after)
+    await send_error(send, 429, "rate_limited", detail, headers=headers, kind="websocket.http")
+
+
+def _denial(name: str, retry_after: int) -> tuple[str, list[tuple[bytes, bytes]]]:
+    detail = f"too many requests to {name} from this address; retry in {retry_after} s"
+    return detail, [(b"retry-after", str(retry_after).encode())]
+
+
 async def _deny(scope: Scope, receive: Receive, send: Send, name: str, retry_after: int) -> None:
-    body = json.dumps(
-        {
-            "error": "rate_limited",
-            "detail": f"too many requests to {name} from this address; retry in {retry_after} s",
-        }
-    ).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after).encode()),
-    ]
+    detail, headers = _denial(name, retry_after)
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 429, "rate_limited", detail, headers=headers)
         return
     await receive()  # websocket.connect
     if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": 429, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
+        await _deny_upgrade(send, name, retry_after)
     else:  # the server cannot send an HTTP answer to an upgrade: refuse it (403)
         await send({"type": "websocket.close", "code": 1008})

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from nixfleet.core.errors import NotFound
 from nixfleet.core.protocol import (
@@ -39,6 +43,10 @@ from nixfleet.dashboard.pipeline.tlspeer import client_cert_sha256
 router = APIRouter()
 log = logging.getLogger("nixfleet.agent_ws")
 HELLO_TIMEOUT_S = 10
+# How long a message waits for a busy or full database before the agent is asked to retry.
+DB_RETRY_WINDOW_S = 60.0
+# RFC 6455 "Try Again Later".
+CLOSE_TRY_AGAIN = 1013
 # uvicorn closes a frame above MAX_MESSAGE_BYTES with this code before the app sees it.
 CLOSE_TOO_BIG = 1009
 
@@ -214,37 +222,66 @@ async def _hello(ctx: Context, websocket: WebSocket, host_id: str) -> Hello | No
 
 
 async def _serve(ctx: Context, link: AgentLink) -> None:
-    fleet, host_id = ctx.fleet, link.host_id
     while True:
-        msg = await _next_message(ctx, link.ws, host_id)
+        msg = await _next_message(ctx, link.ws, link.host_id)
         if msg is None:
             return
-        if isinstance(msg, Status):
-            # Only an acknowledged status waits for its write; plain heartbeats share one.
-            await fleet.record_status(host_id, msg.status, wait=msg.ref is not None)
-            if msg.ref is not None:
-                await link.send(StatusAck(ref=msg.ref).model_dump_json())
-        elif isinstance(msg, Output):
-            try:
-                seq = await fleet.record_output(host_id, msg)
-            except NotFound:
-                # Not ours (or deleted with its host): let the agent drop it for good.
-                await link.send(
-                    Ack(command_id=msg.command_id, seq=2**31, final=True).model_dump_json()
-                )
-                continue
-            await link.send(Ack(command_id=msg.command_id, seq=seq).model_dump_json())
-        elif isinstance(msg, Finished):
-            await fleet.record_finished(host_id, msg)
-            await link.send(
-                Ack(command_id=msg.command_id, seq=msg.last_seq, final=True).model_dump_json()
+        if not await _stored_in_time(link, functools.partial(_handle, ctx, link, msg)):
+            await link.ws.close(CLOSE_TRY_AGAIN, "the dashboard's database is unavailable")
+            return
+
+
+async def _stored_in_time(link: AgentLink, handle: Callable[[], Awaitable[None]]) -> bool:
+    """Return True once handle() ran; retry it while the database is busy or full.
+
+    The socket stays open meanwhile and the agent's next messages wait in TCP, so nothing
+    is acknowledged out of order. Past DB_RETRY_WINDOW_S: False (close 1013, the agent
+    reconnects and replays what was not acknowledged).
+    """
+    delay, deadline = 0.5, time.monotonic() + DB_RETRY_WINDOW_S
+    while True:
+        try:
+            await handle()
+            return True
+        except OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                return False
+            log.warning(
+                "agent_ws: %s: the database refused a message (%s); retry in %.1f s",
+                link.host_id,
+                exc.orig,
+                delay,
             )
-        elif isinstance(msg, Started):
-            await fleet.record_started(host_id, msg)
-        elif isinstance(msg, Warning):
-            await fleet.record_warning(host_id, msg)
-        elif isinstance(msg, CredentialSaved):
-            await _commit_migration(ctx, link)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def _handle(ctx: Context, link: AgentLink, msg: object) -> None:
+    fleet, host_id = ctx.fleet, link.host_id
+    if isinstance(msg, Status):
+        # Only an acknowledged status waits for its write; plain heartbeats share one.
+        await fleet.record_status(host_id, msg.status, wait=msg.ref is not None)
+        if msg.ref is not None:
+            await link.send(StatusAck(ref=msg.ref).model_dump_json())
+    elif isinstance(msg, Output):
+        try:
+            seq = await fleet.record_output(host_id, msg)
+        except NotFound:
+            # Not ours (or deleted with its host): let the agent drop it for good.
+            await link.send(Ack(command_id=msg.command_id, seq=2**31, final=True).model_dump_json())
+            return
+        await link.send(Ack(command_id=msg.command_id, seq=seq).model_dump_json())
+    elif isinstance(msg, Finished):
+        await fleet.record_finished(host_id, msg)
+        await link.send(
+            Ack(command_id=msg.command_id, seq=msg.last_seq, final=True).model_dump_json()
+        )
+    elif isinstance(msg, Started):
+        await fleet.record_started(host_id, msg)
+    elif isinstance(msg, Warning):
+        await fleet.record_warning(host_id, msg)
+    elif isinstance(msg, CredentialSaved):
+        await _commit_migration(ctx, link)
 
 
 async def _quiet_close(link: AgentLink, code: int, reason: str) -> None:

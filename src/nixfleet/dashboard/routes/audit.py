@@ -19,7 +19,7 @@ from nixfleet.storage import audit as store
 router = APIRouter()
 ACTIONS = (
     "login", "logout", "command", "bulk_command", "command_cancel", "host_add", "host_remove",
-    "host_enroll", "token_rotate", "token_revoke", "setting_change",
+    "host_enroll", "enroll_code", "token_rotate", "token_revoke", "cert_bind",
 )  # fmt: skip
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import hmac
 import math
+import secrets
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from nixfleet.core.errors import Forbidden
+from nixfleet.core.errors import Forbidden, Unavailable
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import (
@@ -28,6 +31,40 @@ from nixfleet.storage import totp as totp_store
 router = APIRouter()
 WRONG = "Wrong user name or password."
 WRONG_WITH_CODE = "Wrong user name, password or code."
+DEVICE_COOKIE = "nixfleet_device"
+DEVICE_MAX_AGE_S = 365 * 86400
+# Keys the unknown-user labels of processes without an audit key (a demo without secrets).
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def _is_admin(ctx: Context, username: str) -> bool:
+    return hmac.compare_digest(username.encode(), ctx.settings.admin_user.encode())
+
+
+def user_label(ctx: Context, username: str) -> str:
+    """Return how a login's user name may be logged, stored and shown.
+
+    The admin's name as is; any other name as a keyed hash and its length, because people
+    type their password into the user-name field, and the log, the security events, the
+    audit log and every open browser would otherwise show it. The same wrong name always
+    gets the same label, so a guessing run is still visible as one.
+    """
+    if _is_admin(ctx, username):
+        return username
+    key = ctx.settings.audit_key or _PROCESS_KEY
+    digest = hashlib.blake2s(username.encode(), key=key[:32], digest_size=4).hexdigest()
+    return f"unknown:{digest}:{len(username)}"
+
+
+def _device_cookie(ctx: Context) -> str:
+    return f"__Host-{DEVICE_COOKIE}" if ctx.settings.secure_cookies else DEVICE_COOKIE
+
+
+def _known_device(request: Request, ctx: Context, username: str) -> bool:
+    """Return whether this browser logged in as username before (a signed device cookie)."""
+    raw = request.cookies.get(_device_cookie(ctx))
+    value = ctx.signer.unsign(raw) if raw else None
+    return bool(value) and str(value).startswith(f"device:{username}:")
 
 
 def _login_page(request: Request, ctx: Context, error: str = "", status: int = 200) -> Response:
@@ -50,8 +87,7 @@ async def _failed_factor(ctx: Context, username: str, password: str, code: str) 
        the last one this account used, so a code works only once.
     """
     settings = ctx.settings
-    known = hmac.compare_digest(username.encode(), settings.admin_user.encode())
-    stored = settings.admin_password_hash.get_secret_value() if known else None
+    stored = settings.admin_password_hash.get_secret_value() if _is_admin(ctx, username) else None
     # argon2 takes ~0.1 s of CPU: off the event loop, or every login stalls every agent.
     if not await asyncio.to_thread(passwords.verify_password, stored, password):
         return AuthFactor.PASSWORD
@@ -73,38 +109,66 @@ async def login(
     code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     address = client_address(request)
+    label = user_label(ctx, username)
     if not from_this_origin(request):
         # Login CSRF: another site's form must not log the browser into some account.
         ctx.security.emit(
-            SecurityEvent(EventKind.CSRF_FAILURE, address=address, user=username, detail="login")
+            SecurityEvent(EventKind.CSRF_FAILURE, address=address, user=label, detail="login")
         )
         raise Forbidden("csrf: login form posted from another origin")
-    keys = (f"ip:{address}", f"user:{username.lower()}")
     throttle = ctx.login_throttle
-    wait = max(throttle.retry_after(key) for key in keys)
+    account = f"user:{username.lower()}"
+    known = _is_admin(ctx, username) and (
+        _known_device(request, ctx, username) or throttle.known(account, address)
+    )
+    # A browser or address the account logged in from is held to its own address's count.
+    checked = (f"ip:{address}",) if known else (f"ip:{address}", account)
+    wait = max(throttle.retry_after(key) for key in checked)
     if wait > 0:
         ctx.security.emit(
-            SecurityEvent(EventKind.RATE_LIMITED, address=address, user=username, detail="login")
+            SecurityEvent(EventKind.RATE_LIMITED, address=address, user=label, detail="login")
         )
-        seconds = math.ceil(wait)
-        response = _login_page(
-            request, ctx, f"Too many failed attempts. Try again in {seconds} s.", 429
-        )
-        response.headers["Retry-After"] = str(seconds)
-        return response
-    for key in keys:  # counted before checking, so parallel guesses cannot skip the wait
+        return _too_many(request, ctx, wait)
+    for key in (f"ip:{address}", account):  # counted first: parallel guesses cannot skip
         throttle.failed(key)
     factor = await _failed_factor(ctx, username, password, code)
     if factor is not None:
         ctx.security.emit(
-            SecurityEvent(EventKind.AUTH_FAILURE, address=address, user=username, detail=factor)
+            SecurityEvent(EventKind.AUTH_FAILURE, address=address, user=label, detail=factor)
         )
         wrong = WRONG_WITH_CODE if ctx.settings.totp_secret.get_secret_value() else WRONG
         return _login_page(request, ctx, wrong, 401)
-    for key in keys:
-        throttle.succeeded(key)
-    ctx.security.emit(SecurityEvent(EventKind.LOGIN, outcome="ok", address=address, user=username))
-    return await _start_session(ctx, username, address)
+    # Recorded before the session exists: a login the audit log cannot hold is refused.
+    await ctx.audit.record(username, "login", address=address, result="ok", before_action=True)
+    throttle.succeeded(f"ip:{address}")
+    if throttle.retry_after(account) == 0:  # not while a guessing run holds it
+        throttle.succeeded(account)
+    throttle.remember(account, address)
+    ctx.security.emit(SecurityEvent(EventKind.LOGIN, outcome="ok", address=address, user=label))
+    response = await _start_session(ctx, username, address)
+    _set_device_cookie(response, ctx, username)
+    return response
+
+
+def _too_many(request: Request, ctx: Context, wait: float) -> Response:
+    seconds = math.ceil(wait)
+    response = _login_page(
+        request, ctx, f"Too many failed attempts. Try again in {seconds} s.", 429
+    )
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def _set_device_cookie(response: Response, ctx: Context, username: str) -> None:
+    response.set_cookie(
+        _device_cookie(ctx),
+        ctx.signer.sign(f"device:{username}:{secrets.token_urlsafe(9)}"),
+        httponly=True,
+        samesite="strict",
+        secure=ctx.settings.secure_cookies,
+        path="/",
+        max_age=DEVICE_MAX_AGE_S,
+    )
 
 
 async def _start_session(ctx: Context, username: str, address: str) -> Response:
@@ -143,8 +207,21 @@ def _to_login(ctx: Context) -> Response:
     return response
 
 
+async def _audit_logout(request: Request, ctx: Context, user: str, everywhere: bool) -> None:
+    # Ending sessions only takes access away: it is never refused for want of an entry
+    # (an entry that could not be stored in time stays queued and is retried).
+    with contextlib.suppress(Unavailable):
+        await ctx.audit.record(
+            user,
+            "logout",
+            address=client_address(request),
+            detail={"everywhere": True} if everywhere else None,
+        )
+
+
 @router.post("/logout")
 async def logout(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
+    await _audit_logout(request, ctx, session.username, everywhere=False)
     ctx.security.emit(
         SecurityEvent(
             EventKind.LOGOUT,
@@ -161,6 +238,7 @@ async def logout(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
 @router.post("/logout-everywhere")
 async def logout_everywhere(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
     """End every session of this user, on every browser; their open streams close."""
+    await _audit_logout(request, ctx, session.username, everywhere=True)
     ctx.security.emit(
         SecurityEvent(
             EventKind.LOGOUT,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from nixfleet.core.errors import NixFleetError
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
@@ -14,37 +14,46 @@ from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 router = APIRouter(prefix="/api")
 
 
+def _encodable(value: str) -> str:
+    """Refuse text with lone surrogates (JSON "\\udcff"): it cannot be stored or answered."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains a lone surrogate (not valid Unicode text)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
 class CommandRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    command: str = Field(max_length=40)
+    command: Text = Field(max_length=40)
 
 
 class BulkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    command: str = Field(max_length=40)
-    host_ids: list[str] = Field(min_length=1, max_length=10000)
+    command: Text = Field(max_length=40)
+    host_ids: list[Annotated[Text, Field(max_length=255)]] = Field(min_length=1, max_length=10000)
 
 
 @router.post("/hosts/{host_id}/command", status_code=202)
 async def queue_command(
     host_id: str, body: CommandRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
-    def audit(result: str, detail: dict[str, Any]) -> None:
-        ctx.audit.record(
-            session.username,
-            "command",
-            host=host_id[:63],
-            address=client_address(request),
-            result=result,
-            detail={"command": body.command, **detail},
-        )
-
+    fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
     try:
         cmd = await ctx.fleet.dispatch(session.username, host_id, body.command)
     except NixFleetError as exc:
-        audit(exc.code, {"error": str(exc)[:200]})
+        ctx.audit.record_later(
+            session.username, "command", result=exc.code,
+            detail={"command": body.command, "error": str(exc)[:200]}, **fields,
+        )  # fmt: skip
         raise
-    audit("accepted", {"command_id": cmd["id"]})
+    await ctx.audit.record(
+        session.username, "command", result="accepted",
+        detail={"command": body.command, "command_id": cmd["id"]}, **fields,
+    )  # fmt: skip
     return {"command_id": cmd["id"], "state": cmd["state"]}
 
 
@@ -55,7 +64,7 @@ async def queue_bulk(
     """Give each host its own command: one bad or offline host never fails the rest."""
     results = await ctx.fleet.dispatch_many(session.username, body.host_ids, body.command)
     refused = sum(1 for r in results if "error" in r)
-    ctx.audit.record(
+    await ctx.audit.record(
         session.username,
         "bulk_command",
         address=client_address(request),
@@ -101,12 +110,12 @@ async def cancel_command(
     try:
         cmd = await ctx.fleet.cancel_queued(command_id)
     except NixFleetError as exc:
-        ctx.audit.record(
+        ctx.audit.record_later(
             session.username, "command_cancel", address=client_address(request),
             result=exc.code, detail={"command_id": command_id[:64]},
         )  # fmt: skip
         raise
-    ctx.audit.record(
+    await ctx.audit.record(
         session.username, "command_cancel", host=cmd["host_id"],
         address=client_address(request), detail={"command_id": cmd["id"]},
     )  # fmt: skip

@@ -40,6 +40,9 @@ async def enroll(body: Enrollment, request: Request, ctx: Ctx) -> dict[str, Any]
         )
         log.warning("enroll: refused a code for %r from %s: %s", host, address, outcome)
         raise AuthError("enroll: the enrollment code is wrong, already used or expired")
+    await ctx.audit.record(
+        "agent", "host_enroll", host=host, address=address, detail={"factor": "enroll_code"}
+    )
     ctx.security.emit(
         SecurityEvent(
             EventKind.ENROLLED, outcome="ok", address=address, host=host, detail="enroll_code"

@@ -40,6 +40,9 @@ async def events(
             headers={"Retry-After": str(RETRY_STREAM_S)},
         )
 
+    # Present under `nixfleet serve` (dashboard/server.py): cuts a stalled stream's connection.
+    abort = (request.scope.get("extensions") or {}).get("nixfleet.abort")
+
     async def still_valid() -> bool:
         return await live_session(ctx, session.id_hash) is not None
 
@@ -50,6 +53,7 @@ async def events(
             still_valid,
             address=address,
             last_event_id=_last_event_id(request),
+            abort=abort,
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

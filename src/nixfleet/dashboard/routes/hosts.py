@@ -3,6 +3,7 @@ rotate or revoke the token, issue a new enrollment code, bind a client certifica
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -34,19 +35,40 @@ class CertBinding(BaseModel):
     sha256: str = Field(min_length=64, max_length=120)
 
 
-def _note(
+# The audit action each security event of a host change is recorded as.
+_ACTIONS = {
+    EventKind.HOST_ADDED: "host_add",
+    EventKind.HOST_REMOVED: "host_remove",
+    EventKind.TOKEN_ROTATED: "token_rotate",
+    EventKind.TOKEN_REVOKED: "token_revoke",
+    EventKind.ENROLLED: "enroll_code",
+    EventKind.CERT_BOUND: "cert_bind",
+}
+
+
+async def _note(
     request: Request,
     ctx: Ctx,
     session: Session,
     kind: EventKind,
     host_id: str,
     detail: str = "",
+    audit_detail: dict[str, Any] | None = None,
 ) -> None:
+    """Audit the change (stored before the answer) and report it as a security event."""
+    address = client_address(request)
+    await ctx.audit.record(
+        session.username,
+        _ACTIONS[kind],
+        host=host_id,
+        address=address,
+        detail=audit_detail or ({"detail": detail} if detail else None),
+    )
     ctx.security.emit(
         SecurityEvent(
             kind,
             outcome="ok",
-            address=client_address(request),
+            address=address,
             user=session.username,
             host=host_id,
             detail=detail,
@@ -56,10 +78,21 @@ def _note(
 
 @router.get("")
 async def list_hosts(
-    ctx: Ctx, _: CsrfSession, state: Annotated[list[str] | None, Query(max_length=16)] = None
+    ctx: Ctx,
+    _: CsrfSession,
+    state: Annotated[list[str] | None, Query(max_length=16)] = None,
+    host_id: Annotated[list[str] | None, Query(max_length=1000)] = None,
 ) -> dict[str, Any]:
-    """Return the hosts (those in any of the ?state= given), their counts and plan summary."""
-    return await ctx.fleet.fleet_view(state or [])
+    """Return the hosts (in any of the ?state= given, among the ?host_id= given), their
+    counts per state and the summary of their current plans."""
+    return await ctx.fleet.fleet_view(state or [], host_id or [])
+
+
+@router.get("/{host_id}/samples")
+async def host_samples(host_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
+    """Return the host's load and memory of the last day (5-minute averages)."""
+    host = await ctx.fleet.host(host_id)
+    return {"host_id": host["id"], "samples": ctx.fleet.samples.points(host["id"], time.time())}
 
 
 @router.post("", status_code=201)
@@ -68,7 +101,7 @@ async def add_host(
 ) -> dict[str, Any]:
     host = await ctx.fleet.add_host(body.host_id, body.model_dump(exclude={"host_id"}))
     code, expires = await ctx.fleet.identity.issue_enroll_code(host["id"])
-    _note(request, ctx, session, EventKind.HOST_ADDED, host["id"])
+    await _note(request, ctx, session, EventKind.HOST_ADDED, host["id"])
     return {"host": host, "enroll_code": code, "enroll_expires_at": expires}
 
 
@@ -77,7 +110,7 @@ async def remove_host(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:
     await ctx.fleet.remove_host(host_id)
-    _note(request, ctx, session, EventKind.HOST_REMOVED, host_id)
+    await _note(request, ctx, session, EventKind.HOST_REMOVED, host_id)
     return JSONResponse({"removed": host_id})
 
 
@@ -91,7 +124,7 @@ async def rotate_agent_token(
 ) -> dict[str, Any]:
     overlap = body.overlap_s if body else None
     token = await ctx.fleet.rotate_token(host_id, overlap)
-    _note(request, ctx, session, EventKind.TOKEN_ROTATED, host_id)
+    await _note(request, ctx, session, EventKind.TOKEN_ROTATED, host_id)
     return {"host_id": host_id, "agent_token": token}
 
 
@@ -100,7 +133,7 @@ async def revoke_agent_token(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
     await ctx.fleet.revoke_token(host_id)
-    _note(request, ctx, session, EventKind.TOKEN_REVOKED, host_id)
+    await _note(request, ctx, session, EventKind.TOKEN_REVOKED, host_id)
     return {"revoked": host_id}
 
 
@@ -109,7 +142,7 @@ async def new_enroll_code(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
     code, expires = await ctx.fleet.identity.issue_enroll_code(host_id)
-    _note(request, ctx, session, EventKind.ENROLLED, host_id, "code_issued")
+    await _note(request, ctx, session, EventKind.ENROLLED, host_id, "code_issued")
     return {"host_id": host_id, "enroll_code": code, "enroll_expires_at": expires}
 
 
@@ -119,7 +152,7 @@ async def bind_client_cert(
 ) -> dict[str, Any]:
     bound = await ctx.fleet.identity.bind_cert(host_id, body.sha256)
     await ctx.fleet.publish_host(host_id)
-    _note(request, ctx, session, EventKind.CERT_BOUND, host_id)
+    await _note(request, ctx, session, EventKind.CERT_BOUND, host_id, "", {"sha256": bound})
     return {"host_id": host_id, "cert_sha256": bound}
 
 
@@ -129,5 +162,5 @@ async def unbind_client_cert(
 ) -> dict[str, Any]:
     await ctx.fleet.identity.bind_cert(host_id, None)
     await ctx.fleet.publish_host(host_id)
-    _note(request, ctx, session, EventKind.CERT_BOUND, host_id, "unbound")
+    await _note(request, ctx, session, EventKind.CERT_BOUND, host_id, "unbound", {"sha256": None})
     return {"host_id": host_id, "cert_sha256": None}

@@ -1,406 +1,279 @@
-// NixFleet dashboard: draws the fleet from the /api/events stream.
-// Data is always inserted with textContent, never as HTML, and there are no inline handlers.
+// The fleet page: wires the live stream to the model (fleet.js), the table (table.js) and
+// the log dock (dock.js); header counts as filters, search, sort, group, selection, the
+// row menu, bulk actions, keyboard navigation and the add-host dialog.
 "use strict";
 
-const csrf = document.querySelector('meta[name="csrf-token"]').content;
-const state = { hosts: new Map(), commands: new Map(), target: null, selected: new Set(),
-                shown: null, lines: new Map(), rendered: 0, historyHost: null };
-const ACTIONS = [["plan", "Preview"], ["pull", "Pull"], ["switch", "Switch"],
-                 ["pull-switch", "Pull+Switch"], ["test", "Test"], ["stop", "Stop"],
-                 ["restart", "Restart agent"]];
-const IDENTITY_LABELS = { none: "not enrolled", active: "own token", revoked: "revoked" };
-const ACTIVE = new Set(["queued", "dispatched", "running"]);
-const $ = (sel) => document.querySelector(sel);
+(function (NF) {
+  const { $, el, setText } = NF;
+  const fleet = new NF.Fleet();
+  const table = new NF.Table(fleet, { wrap: $("#table-wrap"), body: $("#hosts tbody"), onRender: rendered });
+  const dock = new NF.Dock(fleet, $("#dock"));
+  const MENU = [["plan", "Preview"], ["pull", "Pull"], ["switch", "Switch"], ["pull-switch", "Pull + switch"], ["test", "Test"],
+    ["stop", "Stop the running command"], ["restart", "Restart agent"]];
+  let lastSummary = "";
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v; else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
-
-async function post(url, body, method = "POST") {
-  const res = await fetch(url, { method, credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-    body: JSON.stringify(body) });
-  const data = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(data.detail || `HTTP ${res.status}`);
-  return data;
-}
-
-function ago(ts) {
-  if (!ts) return "never";
-  const s = Math.max(0, Date.now() / 1000 - ts);
-  if (s < 60) return `${Math.round(s)} s ago`;
-  if (s < 3600) return `${Math.round(s / 60)} min ago`;
-  return `${Math.round(s / 3600)} h ago`;
-}
-
-const HEALTH_CELL = 10; // index of the "Connection" cell in a host row
-
-function label(word) { return String(word || "").replaceAll("_", " "); }
-
-function healthParts(h) {
-  // Connection health: how long up, how often it dropped, how it came back, TLS trouble.
-  const c = h.connection || {};
-  const parts = [];
-  if (c.connected_since) {
-    parts.push(el("div", { "data-health": "since",
-      text: `since ${new Date(c.connected_since * 1000).toLocaleTimeString()}` }));
-  }
-  const n = c.reconnects_1h || 0;
-  parts.push(el("div", { "data-health": "reconnects", class: n > 3 ? "warn" : "muted",
-    text: `${n} reconnect${n === 1 ? "" : "s"} in the last hour` }));
-  const b = c.breaker;
-  if (b && b.failed_attempts > 0) {
-    const how = b.state === "half_open" ? "by a breaker probe" : `breaker ${label(b.state)}`;
-    parts.push(el("div", { "data-health": "breaker", class: "muted",
-      text: `back after ${b.failed_attempts} failed dials (${Math.round(b.down_s)} s), ${how}` }));
-  }
-  const t = c.tls_failure;
-  if (t) {
-    parts.push(el("div", { "data-health": "tls", class: "bad",
-      text: `last TLS failure: ${label(t.kind)}, ${t.count} time${t.count === 1 ? "" : "s"}, ${ago(t.at)}` }));
-  }
-  return parts;
-}
-
-function activeCommand(hostId) {
-  let best = null;
-  for (const c of state.commands.values()) {
-    if (c.host_id === hostId && ACTIVE.has(c.state) && (!best || c.created_at > best.created_at)) best = c;
-  }
-  return best;
-}
-
-function hostRow(h) {
-  const st = h.status || {};
-  const tr = el("tr", { "data-host": h.id });
-  const box = el("input", { type: "checkbox", "data-select": h.id, "aria-label": `Select ${h.id}` });
-  box.checked = state.selected.has(h.id);
-  const dot = el("span", { class: "dot" });
-  if (h.theme_color) dot.style.background = h.theme_color;
-  const name = el("a", { href: "#", "data-history": h.id, text: h.id });
-  const identity = h.identity_state === "active" ? "" : el("span",
-    { class: `badge identity-${h.identity_state}`, text: IDENTITY_LABELS[h.identity_state] || "" });
-  const meta = [h.location, h.device_type].filter(Boolean).join(" · ");
-  const online = el("span", { class: `dot ${h.online ? "on" : "off"}` });
-  // What runs, not what is checked out: the deployed commit and its state against the target.
-  const dep = h.deploy || {};
-  const commit = dep.deployed_commit ? dep.deployed_commit.slice(0, 7) : "—";
-  const drift = el("span", { class: `badge ${dep.state}`, text: (dep.state || "").replace("_", " "),
-    title: dep.last && dep.state === "failed" ? `last deploy ${dep.last.result}: ${dep.last.detail || ""}` : "" });
-  const plan = h.plan ? el("div", { class: `muted plan${h.plan.expired ? " expired" : ""}`,
-    "data-plan": h.id, text: `plan: ${h.plan.summary}${h.plan.expired ? " (expired)" : ""}` }) : "";
-  const lock = h.lock_age_days == null ? "—" : `${Math.round(h.lock_age_days)} d`;
-  const tests = h.last_test ? `${h.last_test.passed}/${h.last_test.total}` : "—";
-  const cmd = activeCommand(h.id);
-  const cmdCell = cmd ? el("a", { href: "#", "data-show": cmd.id },
-    el("span", { class: `badge ${cmd.state}`, text: `${cmd.kind} ${stateLabel(cmd)}` })) : "—";
-  const actions = el("td", { class: "actions" });
-  for (const [kind, label] of ACTIONS) {
-    actions.append(el("button", { "data-action": kind, "data-host": h.id, text: label }));
-  }
-  tr.append(el("td", {}, box), el("td", {}, dot, name, identity, el("div", { class: "muted", text: meta })),
-    el("td", {}, online, h.online ? "online" : "offline"), el("td", { text: ago(h.last_seen) }),
-    el("td", { text: `${st.os_kind || "?"} ${st.os_version || ""}` }),
-    el("td", { text: st.generation ?? "—" }), el("td", {}, el("code", { text: commit }), drift, plan),
-    el("td", { text: lock }), el("td", { text: tests }),
-    el("td", { text: rebootText(h.reboot), title: (h.reboot && h.reboot.reason) || "" }),
-    el("td", { class: "health" }, ...healthParts(h)), el("td", {}, cmdCell), actions);
-  return tr;
-}
-
-function rebootText(reboot) {
-  if (!reboot || reboot.needed === null) return "n/a";
-  return reboot.needed ? `yes: ${reboot.reason}` : "—";
-}
-
-function rowSignature(h) {
-  // Everything the row shows except "last seen", which is patched in place: rebuilding a
-  // row on every heartbeat would swallow clicks on its buttons.
-  const { last_seen, status, ...rest } = h;
-  const { uptime_s, load1, mem_available, ...st } = status || {};
-  const cmd = activeCommand(h.id);
-  return JSON.stringify([rest, st, cmd && [cmd.id, stateLabel(cmd)], state.selected.has(h.id)]);
-}
-
-function renderHosts() {
-  const body = $("#hosts tbody");
-  const ids = [...state.hosts.keys()].sort();
-  const existing = new Map([...body.children].map((tr) => [tr.dataset.host, tr]));
-  let prev = null;
-  for (const id of ids) {
-    const h = state.hosts.get(id);
-    const sig = rowSignature(h);
-    let tr = existing.get(id);
-    if (!tr || tr.dataset.sig !== sig) {
-      const fresh = hostRow(h);
-      fresh.dataset.sig = sig;
-      if (tr) tr.replaceWith(fresh); else body.insertBefore(fresh, prev ? prev.nextSibling : body.firstChild);
-      tr = fresh;
-    } else {
-      tr.children[3].textContent = ago(h.last_seen);
-      tr.children[HEALTH_CELL].replaceChildren(...healthParts(h)); // "… min ago" moves on
+  // --- after each render: header counts, empty state, selection ------------------------
+  function rendered() {
+    const n = fleet.counts();
+    for (const [key] of NF.COUNTS) {
+      const b = $(`[data-filter="${key}"]`);
+      setText($(".n", b), String(n[key]));
+      b.setAttribute("aria-pressed", String(fleet.filter === key));
     }
-    existing.delete(id);
-    prev = tr;
+    setText($("#count-total"), String(n.total));
+    const shown = table.items.filter((it) => typeof it === "string").length;
+    $("#empty").hidden = n.total > 0;
+    $("#no-match").hidden = n.total === 0 || shown > 0;
+    setText($("#shown"), shown === n.total ? `${n.total} hosts` : `${shown} of ${n.total} hosts shown`);
+    const hidden = [...fleet.selected].filter((id) => !table.index.has(id)).length;
+    setText($("#sel-count"), String(fleet.selected.size));
+    setText($("#sel-hidden"), hidden ? ` (${hidden} not shown)` : "");
+    $("#bulk").classList.toggle("has-selection", fleet.selected.size > 0);
+    const all = $("#select-all");
+    const shownIds = table.items.filter((it) => typeof it === "string");
+    all.checked = shownIds.length > 0 && shownIds.every((id) => fleet.selected.has(id));
+    all.indeterminate = !all.checked && shownIds.some((id) => fleet.selected.has(id));
+    setText($("#target"), NF.short(fleet.target) === "—" ? "unknown" : NF.short(fleet.target));
+    setText($("#branch"), fleet.branch || "…");
+    // One sentence for screen readers, said only when it changes (never per heartbeat).
+    const summary = `${n.online} of ${n.total} online, ${n.failed} failed, ${n.behind} behind, ${n.running} running, ${n.reboot} need a reboot`;
+    if (summary !== lastSummary) { lastSummary = summary; setText($("#summary"), summary); }
+    refreshPreview();
   }
-  for (const tr of existing.values()) tr.remove();
-  $("#empty").hidden = state.hosts.size > 0;
-  $("#target").textContent = state.target ? state.target.slice(0, 7) : "unknown";
-  $("#sel-count").textContent = String(state.selected.size);
-  renderIdentity();
-}
 
-function stateLabel(c) {
-  // A running command whose agent dropped is waiting for it, not failed (yet).
-  if (ACTIVE.has(c.state) && c.disconnected_at) return `${c.state}, awaiting reconnect`;
-  if (c.state === "running" && c.warned) return "running, over its expected time";
-  return c.state;
-}
+  // --- the stream -----------------------------------------------------------------------
+  NF.connect({
+    snapshot: (snap) => {
+      const ids = new Set(snap.hosts.map((h) => h.id));
+      for (const id of [...table.rows.keys()]) if (!ids.has(id)) table.forget(id);
+      fleet.snapshot(snap); table.invalidate();
+      for (const id of dock.tabs.keys()) dock.describe(id);
+    },
+    host: (e) => { fleet.host(e.host); table.invalidate(e.host.id); },
+    host_removed: (e) => { fleet.removeHost(e.host_id); table.forget(e.host_id); table.invalidate(); },
+    target: (e) => { fleet.target = e.commit; table.invalidate(); },
+    command: (e) => { fleet.command(e.command); table.invalidate(e.command.host_id); dock.onCommand(e.command); },
+    output: (e) => { if (fleet.output(e)) table.invalidate(e.host_id); dock.onOutput(e); },
+    rollout: (e) => NF.rolloutEvent(e.rollout),
+  }, $("#conn"));
 
-function expiryNote(c) {
-  if (c.state !== "queued" || !c.expires_at) return "";
-  const min = Math.max(0, Math.round((c.expires_at - Date.now() / 1000) / 60));
-  return `expires in ${min} min`;
-}
+  // --- actions ----------------------------------------------------------------------------
+  function notice(text, bad = false) {
+    const n = $("#notice");
+    setText(n, text);
+    n.classList.toggle("bad", bad);
+  }
 
-function renderHistory() {
-  const host = state.historyHost;
-  $("#history-host").textContent = host || "";
-  const rows = [...state.commands.values()].filter((c) => c.host_id === host)
-    .sort((a, b) => b.created_at - a.created_at).slice(0, 30)
-    .map((c) => el("tr", { "data-show": c.id },
-      el("td", { text: new Date(c.created_at * 1000).toLocaleTimeString() }),
-      el("td", { text: c.kind }),
-      el("td", {}, el("span", { class: `badge ${c.state}`, text: stateLabel(c) })),
-      el("td", { text: c.exit_code ?? expiryNote(c) }),
-      el("td", {}, c.state === "queued"
-        ? el("button", { "data-cancel": c.id, text: "Cancel" }) : "")));
-  $("#history tbody").replaceChildren(...rows);
-  renderIdentity();
-}
-
-function renderIdentity() {
-  const h = state.hosts.get(state.historyHost);
-  $("#identity").hidden = !h;
-  if (!h) return;
-  $("#identity-host").textContent = h.id;
-  const used = h.token_used_at ? `${ago(h.token_used_at)} from ${h.token_used_from || "?"}` : "never";
-  const facts = [["Credential", IDENTITY_LABELS[h.identity_state] || h.identity_state],
-    ["Last used", used],
-    ["Client certificate", h.cert_sha256 ? `SHA-256 ${h.cert_sha256.slice(0, 16)}…` : "not required"]];
-  $("#identity-facts").replaceChildren(...facts.flatMap(([k, v]) =>
-    [el("dt", { text: k }), el("dd", { text: v, "data-fact": k })]));
-}
-
-function shownOnce(prefix, secret, suffix = "") {
-  return [prefix, el("span", { class: "token", text: secret }), suffix];
-}
-
-async function identityAction(kind) {
-  const host = state.historyHost;
-  const out = $("#identity-result");
-  const url = `/api/hosts/${encodeURIComponent(host)}`;
-  try {
-    if (kind === "revoke") {
-      if (!window.confirm(`Revoke the agent token of ${host}? Its agent is cut off at once.`)) return;
-      await post(`${url}/agent-token`, undefined, "DELETE");
-      out.replaceChildren(`Revoked: ${host}'s agent was disconnected. Issue an enrollment code to let it back in.`);
-    } else if (kind === "rotate") {
-      const res = await post(`${url}/agent-token`);
-      out.replaceChildren(...shownOnce(`New agent token for ${host}, shown only now: `, res.agent_token,
-        " (the old one stopped working; put this one in the agent's token file)"));
-    } else {
-      const res = await post(`${url}/enroll-code`);
-      const until = new Date(res.enroll_expires_at * 1000).toLocaleTimeString();
-      out.replaceChildren(...shownOnce(`Enrollment code for ${host}, shown only now: `, res.enroll_code,
-        ` (works once, until ${until}; start the agent with --enroll-code-file)`));
+  async function runAction(hostId, kind) {
+    try {
+      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: kind });
+      notice(`${kind} on ${hostId}: ${res.state}`);
+      if (kind !== "stop" && kind !== "restart") dock.open(res.command_id);
+    } catch (err) {
+      notice(`${kind} on ${hostId}: ${err.message}`, true);
     }
-  } catch (err) { out.textContent = err.message; }
-}
-
-function renderOutputMeta() {
-  const c = state.commands.get(state.shown);
-  if (!c) return;
-  $("#output-title").textContent = `${c.kind} on ${c.host_id}`;
-  const exit = c.exit_code == null ? "" : ` · exit ${c.exit_code}`;
-  const detail = c.detail ? ` · ${c.detail}` : "";
-  const expiry = expiryNote(c) ? ` · ${expiryNote(c)}` : "";
-  $("#output-meta").textContent = `${stateLabel(c)}${exit}${detail}${expiry}`;
-  $("#output-meta").dataset.state = c.state;
-}
-
-function renderOutput() {
-  const pre = $("#output");
-  const seqs = [...state.lines.keys()].sort((a, b) => a - b);
-  if (seqs.length && seqs[seqs.length - 1] !== seqs.length) return; // wait for the gap to fill
-  if (state.rendered > seqs.length) { pre.replaceChildren(); state.rendered = 0; }
-  for (const seq of seqs.slice(state.rendered)) {
-    const line = state.lines.get(seq);
-    pre.append(el("span", { class: line.stream, text: line.text + "\n" }));
   }
-  state.rendered = seqs.length;
-  pre.scrollTop = pre.scrollHeight;
-}
 
-const LIVE_STATES = ["queued", "dispatched", "running"]; // every other state is final
-function stateRank(s) { const i = LIVE_STATES.indexOf(s); return i < 0 ? LIVE_STATES.length : i; }
+  function runBulk(kind) {
+    const out = $("#bulk-result");
+    if (!fleet.selected.size) { out.textContent = "Select hosts first (the boxes at the start of each row)."; return; }
+    if (kind === "plan") { previewBulk(out); return; }
+    NF.confirmRollout(kind, [...fleet.selected], out); // rollout-confirm.js
+  }
 
-async function show(commandId) {
-  state.shown = commandId; state.lines = new Map(); state.rendered = 0;
-  $("#output").replaceChildren();
-  renderOutputMeta();
-  const res = await fetch(`/api/commands/${encodeURIComponent(commandId)}`, { credentials: "same-origin" });
-  if (!res.ok || state.shown !== commandId) return;
-  const cmd = await res.json();
-  const known = state.commands.get(cmd.id);
-  // The event stream may already have told us a later state than this (older) read.
-  const fresher = known && stateRank(known.state) > stateRank(cmd.state) ? { ...known } : {};
-  state.commands.set(cmd.id, Object.assign(known || {}, cmd, fresher, { output: undefined }));
-  for (const line of cmd.output) state.lines.set(line.seq, line);
-  renderOutputMeta(); renderOutput();
-}
+  // A preview changes nothing, so it needs no rollout: every selected host builds at once,
+  // and the line under the bulk bar says what a deploy would change across them.
+  let preview = null;
+  async function previewBulk(out) {
+    const ids = [...fleet.selected];
+    try {
+      const res = await NF.post("/api/commands/bulk", { command: "plan", host_ids: ids });
+      const byHost = new Map(res.results.filter((r) => r.command_id).map((r) => [r.host_id, r.command_id]));
+      preview = { ids, out, byHost };
+      setText(out, `Preview: building on ${byHost.size} hosts…`);
+    } catch (err) { setText(out, `Preview: ${err.message}`); }
+  }
 
-// The counts per state and the plans' summary come from the API, which owns the rules;
-// one request at a time, and at most a few a second however many host events arrive.
-let headerPending = false;
-async function refreshFleetHeader() {
-  if (headerPending) return;
-  headerPending = true;
-  await new Promise((r) => setTimeout(r, 300));
-  try {
-    const res = await fetch("/api/hosts", { credentials: "same-origin" });
-    if (!res.ok) return;
-    const data = await res.json();
-    const c = data.counts;
-    $("#fleet-counts").textContent = `${data.hosts.length} hosts · ${c.online} online · ` +
-      `${c.behind} behind · ${c.failed} failed · ${c.running} running · ${c.reboot} need a reboot`;
-    $("#plan-summary").textContent = data.plan_summary ? `Preview: ${data.plan_summary}` : "";
-  } finally { headerPending = false; }
-}
-
-function applySnapshot(snap) {
-  state.hosts = new Map(snap.hosts.map((h) => [h.id, h]));
-  state.commands = new Map(snap.commands.map((c) => [c.id, c]));
-  state.target = snap.target;
-  $("#branch").textContent = snap.branch;
-  for (const id of [...state.selected]) if (!state.hosts.has(id)) state.selected.delete(id);
-  renderHosts(); renderHistory(); refreshFleetHeader();
-  if (state.shown) show(state.shown);
-}
-
-function connect() {
-  const source = new EventSource("/api/events");
-  const handlers = {
-    snapshot: applySnapshot, resync: applySnapshot,
-    host: (e) => { state.hosts.set(e.host.id, e.host); renderHosts(); refreshFleetHeader(); },
-    host_removed: (e) => { state.hosts.delete(e.host_id); state.selected.delete(e.host_id); renderHosts(); },
-    target: (e) => { state.target = e.commit; renderHosts(); },
-    security: () => {}, // drawn on /security; handled here to keep the sequence unbroken
-    command: (e) => {
-      state.commands.set(e.command.id, e.command);
-      renderHosts();
-      if (e.command.host_id === state.historyHost) renderHistory();
-      if (e.command.id === state.shown) renderOutputMeta();
-    },
-    output: (e) => {
-      if (e.command_id !== state.shown) return;
-      for (const line of e.lines) state.lines.set(line.seq, line);
-      renderOutput();
-    },
-  };
-  let lastId = 0;
-  for (const [name, fn] of Object.entries(handlers)) {
-    source.addEventListener(name, (msg) => {
-      const id = Number(msg.lastEventId);
-      if (name === "snapshot" || name === "resync") lastId = id;
-      else if (id <= lastId) return; // older than the snapshot we hold
-      else if (id !== lastId + 1) { source.close(); connect(); return; } // a gap: start over
-      else lastId = id;
-      fn(JSON.parse(msg.data));
+  // Asked once, when every selected host has reported its plan (or its plan ended without one).
+  function previewDone() {
+    return [...preview.byHost].every(([host, cid]) => {
+      const c = fleet.commands.get(cid), h = fleet.hosts.get(host);
+      if (!c || NF.ACTIVE.has(c.state)) return false;
+      return !["succeeded", "failed"].includes(c.state) || (h && h.plan && h.plan.command_id === cid);
     });
   }
-  source.onopen = () => { $("#conn").textContent = "live"; $("#conn").className = "conn live"; };
-  source.addEventListener("session_ended", () => { source.close(); window.location.assign("/login"); });
-  source.onerror = () => {
-    $("#conn").className = "conn down";
-    if (source.readyState === EventSource.CLOSED) {
-      // The browser gives up on a 401: the session is gone, so is the page's purpose.
-      $("#conn").textContent = "session ended — log in again";
-      window.location.assign("/login");
-    } else {
-      $("#conn").textContent = "reconnecting…";
+
+  async function refreshPreview() {
+    if (!preview || !previewDone()) return;
+    const { ids, out } = preview;
+    preview = null;
+    try {
+      const query = ids.map((id) => `host_id=${encodeURIComponent(id)}`).join("&");
+      const data = await NF.api(`/api/hosts?${query}`);
+      setText(out, `Preview: ${data.plan_summary || "no plan was made"}`);
+    } catch (err) { setText(out, `Preview: ${err.message}`); }
+  }
+
+  // --- the row menu -------------------------------------------------------------------------
+  const menu = $("#row-menu");
+  let menuButton = null;
+
+  function openMenu(button) {
+    const id = button.dataset.menu, active = fleet.active(id), last = fleet.last(id);
+    const h = fleet.hosts.get(id) || {};
+    const items = MENU.map(([kind, label]) => {
+      const off = (kind === "stop" && !active) || (kind === "restart" && !h.online);
+      return el("button", { type: "button", role: "menuitem", tabindex: "-1", "data-action": kind, "data-host": id,
+        "aria-disabled": off ? "true" : null, text: label });
+    });
+    const log = active || last;
+    if (log) items.push(el("button", { type: "button", role: "menuitem", tabindex: "-1", "data-open-log": log.id, text: "Show the last output" }));
+    items.push(el("a", { role: "menuitem", tabindex: "-1", href: `/hosts/${encodeURIComponent(id)}`, text: "Open the host page" }));
+    menu.replaceChildren(...items);
+    menu.setAttribute("aria-label", `Actions for ${id}`);
+    menu.hidden = false;
+    const r = button.getBoundingClientRect();
+    const top = Math.min(r.bottom + 2, window.innerHeight - menu.offsetHeight - 4);
+    menu.style.top = `${Math.max(4, top)}px`;
+    menu.style.left = `${Math.max(4, r.right - menu.offsetWidth)}px`;
+    button.setAttribute("aria-expanded", "true");
+    menuButton = button;
+    items[0].focus();
+  }
+
+  function closeMenu(refocus = true) {
+    if (menu.hidden) return;
+    menu.hidden = true;
+    if (menuButton) {
+      menuButton.setAttribute("aria-expanded", "false");
+      if (refocus && menuButton.isConnected) menuButton.focus();
     }
-  };
-}
-
-async function runAction(hostId, kind) {
-  try {
-    const res = await post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: kind });
-    state.historyHost = hostId;
-    if (kind !== "stop") show(res.command_id);
-    renderHistory();
-  } catch (err) {
-    $("#output-meta").textContent = `${kind} on ${hostId}: ${err.message}`;
+    menuButton = null;
   }
-}
 
-document.addEventListener("click", (ev) => {
-  const t = ev.target.closest("[data-action],[data-bulk],[data-history],[data-show],[data-cancel],[data-identity]");
-  if (!t) return;
-  if (t.dataset.identity) identityAction(t.dataset.identity);
-  else if (t.dataset.cancel) {
-    ev.stopPropagation();
-    post(`/api/commands/${encodeURIComponent(t.dataset.cancel)}/cancel`)
-      .catch((err) => { $("#output-meta").textContent = err.message; });
-  } else if (t.dataset.action) runAction(t.dataset.host, t.dataset.action);
-  else if (t.dataset.bulk) runBulk(t.dataset.bulk);
-  else if (t.dataset.history) {
+  menu.addEventListener("keydown", (ev) => {
+    const items = [...menu.querySelectorAll("[role=menuitem]")];
+    const i = items.indexOf(document.activeElement);
+    if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+      ev.preventDefault();
+      items[(i + (ev.key === "ArrowDown" ? 1 : -1) + items.length) % items.length].focus();
+    } else if (ev.key === "Escape") { ev.preventDefault(); closeMenu(); }
+    else if (ev.key === "Tab") closeMenu(false);
+  });
+
+  // --- clicks -------------------------------------------------------------------------------
+  document.addEventListener("click", (ev) => {
+    const t = ev.target.closest("[data-action],[data-bulk],[data-menu],[data-open-log],[data-filter],[data-sort],#open-add-host,#close-add-host");
+    if (!menu.hidden && !(t && menu.contains(t)) && !(t && t === menuButton)) closeMenu(false);
+    if (!t) return;
+    if (t.dataset.menu) { if (menuButton === t) closeMenu(); else { closeMenu(false); openMenu(t); } return; }
+    if (t.getAttribute("aria-disabled") === "true") return;
+    if (menu.contains(t)) closeMenu(false);
+    if (t.dataset.action) runAction(t.dataset.host, t.dataset.action);
+    else if (t.dataset.bulk) runBulk(t.dataset.bulk);
+    else if (t.dataset.openLog) dock.open(t.dataset.openLog);
+    else if (t.dataset.filter) { fleet.filter = fleet.filter === t.dataset.filter ? null : t.dataset.filter; table.invalidate(); }
+    else if (t.dataset.sort) sortBy(t.dataset.sort);
+    else if (t.id === "open-add-host") $("#add-host").showModal();
+    else if (t.id === "close-add-host") $("#add-host").close();
+  });
+
+  function sortBy(key, dir) {
+    fleet.sortDir = dir || (fleet.sortKey === key ? -fleet.sortDir : 1);
+    fleet.sortKey = key;
+    for (const th of document.querySelectorAll("#hosts thead th[data-key]")) {
+      const on = th.dataset.key === key;
+      if (on) th.setAttribute("aria-sort", fleet.sortDir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    }
+    $("#sort").value = key;
+    table.invalidate();
+  }
+
+  document.addEventListener("change", (ev) => {
+    const t = ev.target;
+    if (t.id === "select-all") {
+      const shown = table.items.filter((it) => typeof it === "string");
+      for (const id of shown) if (t.checked) fleet.selected.add(id); else fleet.selected.delete(id);
+      for (const id of shown) table.invalidate(id);
+      table.invalidate();
+    } else if (t.dataset && t.dataset.select) {
+      if (t.checked) fleet.selected.add(t.dataset.select); else fleet.selected.delete(t.dataset.select);
+      table.invalidate(t.dataset.select);
+    } else if (t.id === "group-by") { fleet.groupBy = t.value; table.invalidate(); }
+    else if (t.id === "sort") sortBy(t.value, 1);
+  });
+
+  $("#clear-selection").addEventListener("click", () => {
+    const ids = [...fleet.selected];
+    fleet.selected.clear();
+    for (const id of ids) table.invalidate(id);
+  });
+
+  const search = $("#search");
+  search.addEventListener("input", () => { fleet.query = search.value.trim().toLowerCase(); table.invalidate(); });
+  search.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") { search.value = ""; fleet.query = ""; table.invalidate(); }
+    if (ev.key === "ArrowDown" || ev.key === "Enter") {
+      ev.preventDefault();
+      const first = table.neighbour(null, 1);
+      if (first) table.focusRow(first);
+    }
+  });
+  $("#group-by").addEventListener("focus", () => {
+    // Label keys are only known once hosts are in: offer them when the list opens.
+    const select = $("#group-by");
+    for (const key of fleet.labelKeys()) {
+      if (!select.querySelector(`option[value="label:${CSS.escape(key)}"]`)) select.append(el("option", { value: `label:${key}`, text: `label ${key}` }));
+    }
+  });
+
+  // --- keyboard -------------------------------------------------------------------------------
+  const typing = (t) => t.closest("input, select, textarea, dialog, [role=menu]");
+  document.addEventListener("keydown", (ev) => {
+    if (ev.defaultPrevented || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const t = ev.target;
+    if (ev.key === "/" && !typing(t)) { ev.preventDefault(); search.focus(); search.select(); return; }
+    const tr = t.closest && t.closest("#hosts tr.host");
+    if (!tr || typing(t)) return;
+    const id = tr.dataset.host;
+    if (ev.key === "ArrowDown" || ev.key === "j") { ev.preventDefault(); table.focusRow(table.neighbour(id, 1)); }
+    else if (ev.key === "ArrowUp" || ev.key === "k") { ev.preventDefault(); table.focusRow(table.neighbour(id, -1)); }
+    else if (ev.key === "Home") { ev.preventDefault(); table.focusRow(table.neighbour(null, 1)); }
+    else if (ev.key === "End") { ev.preventDefault(); table.focusRow(table.neighbour(null, -1)); }
+    else if (ev.key === "Enter" && t === tr) { ev.preventDefault(); window.location.assign(`/hosts/${encodeURIComponent(id)}`); }
+    else if (ev.key === "x" && t === tr) {
+      ev.preventDefault();
+      if (fleet.selected.has(id)) fleet.selected.delete(id); else fleet.selected.add(id);
+      table.invalidate(id);
+    }
+  });
+  document.addEventListener("focusin", (ev) => {
+    const tr = ev.target.closest && ev.target.closest("#hosts tr.host");
+    if (tr && table.focusId !== tr.dataset.host) {
+      const old = table.rows.get(table.focusId);
+      if (old) old.setAttribute("tabindex", "-1");
+      table.focusId = tr.dataset.host;
+      tr.setAttribute("tabindex", "0");
+    }
+  });
+
+  // --- add a host ---------------------------------------------------------------------------
+  $("#add-host-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    if (state.historyHost !== t.dataset.history) $("#identity-result").textContent = "";
-    state.historyHost = t.dataset.history; renderHistory();
-  }
-  else if (t.dataset.show) { ev.preventDefault(); show(t.dataset.show); }
-});
+    const form = new FormData(ev.target);
+    const out = $("#add-host-result");
+    try {
+      const res = await NF.post("/api/hosts", Object.fromEntries(form.entries()));
+      const until = new Date(res.enroll_expires_at * 1000).toLocaleTimeString();
+      out.replaceChildren(`Added ${res.host.id}. Its one-time enrollment code, shown only now: `,
+        el("span", { class: "token", text: res.enroll_code }),
+        ` (until ${until}; start its agent with --enroll-code-file)`);
+      ev.target.dispatchEvent(new CustomEvent("nixfleet:host-added", { bubbles: true, detail: res }));
+      ev.target.reset();
+    } catch (err) { out.textContent = err.message; }
+  });
 
-document.addEventListener("change", (ev) => {
-  const t = ev.target;
-  if (t.id === "select-all") {
-    state.selected = t.checked ? new Set(state.hosts.keys()) : new Set();
-    renderHosts();
-  } else if (t.dataset && t.dataset.select) {
-    if (t.checked) state.selected.add(t.dataset.select); else state.selected.delete(t.dataset.select);
-    renderHosts();
-  }
-});
-
-async function runBulk(kind) {
-  if (!state.selected.size) { $("#bulk-result").textContent = "select hosts first"; return; }
-  try {
-    const res = await post("/api/commands/bulk", { command: kind, host_ids: [...state.selected] });
-    const bad = res.results.filter((r) => r.error);
-    $("#bulk-result").textContent = `${kind}: ${res.results.length - bad.length} queued` +
-      (bad.length ? `, ${bad.length} refused (${bad.map((r) => r.host_id).join(", ")})` : "");
-  } catch (err) { $("#bulk-result").textContent = err.message; }
-}
-
-$("#add-host-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  const form = new FormData(ev.target);
-  const out = $("#add-host-result");
-  try {
-    const res = await post("/api/hosts", Object.fromEntries(form.entries()));
-    const until = new Date(res.enroll_expires_at * 1000).toLocaleTimeString();
-    out.replaceChildren(...shownOnce(`Added ${res.host.id}. Its one-time enrollment code, shown only now: `,
-      res.enroll_code, ` (until ${until}; start its agent with --enroll-code-file)`));
-    ev.target.reset();
-  } catch (err) { out.textContent = err.message; }
-});
-
-setInterval(renderHosts, 15000); // keeps "last seen" ages honest between events
-connect();
+  setInterval(() => { for (const id of table.rows.keys()) table.invalidate(id); }, 15000); // ages move on
+  sortBy("attention", 1);
+})(window.NF);

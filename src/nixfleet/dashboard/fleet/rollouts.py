@@ -1,0 +1,363 @@
+"""The rollout engine: starts waves, judges them, stops, pauses, aborts and reports.
+
+Decisions come from core.rollouts, state lives in the database (storage.rollouts), and
+every change is published as a `rollout` event after it is stored. The engine wakes when a
+command of an open rollout changes state or a pause between waves ends; nothing it knows
+lives only in memory, so a restarted dashboard carries on where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable, Collection
+from typing import Any
+
+from nixfleet.core import rollouts as rules
+from nixfleet.core.commands import CommandKind
+from nixfleet.core.errors import Conflict, NixFleetError, for_people
+from nixfleet.core.hostid import canonical_host_id
+from nixfleet.core.rollouts import Outcome, RolloutPolicy, RolloutState, WaveVerdict
+from nixfleet.dashboard.fleet.service import Fleet
+from nixfleet.storage import commands as command_store
+from nixfleet.storage import hosts as host_store
+from nixfleet.storage import rollouts as store
+
+log = logging.getLogger("nixfleet.rollouts")
+# A rollout announces itself to the alert channels when it ends: (title, body, kind).
+Notify = Callable[[str, str, str], None]
+# Safety net only: every transition the engine needs wakes it without this.
+IDLE_WAKE_S = 30.0
+
+
+class Rollouts:
+    def __init__(self, fleet: Fleet, notify: Notify | None = None) -> None:
+        self.fleet = fleet
+        self.db = fleet.db
+        self.bus = fleet.bus
+        self.clock = fleet.clock
+        self.notify = notify or (lambda title, body, kind: None)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._settling: set[str] = set()  # ended, with hosts still finishing
+        self._announced: dict[str, tuple[Any, ...]] = {}
+
+    # --- lifecycle ----------------------------------------------------------------
+    def start(self) -> None:
+        self._unsubscribe = self.bus.subscribe(self._on_event)
+        self._task = asyncio.create_task(self._run(), name="rollouts")
+
+    async def shutdown(self) -> None:
+        if self._unsubscribe:
+            self._unsubscribe()
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "command":
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            next_at = await self.tick()
+            wait = IDLE_WAKE_S if next_at is None else max(0.0, next_at - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(wait, IDLE_WAKE_S))
+
+    async def tick(self) -> float | None:
+        """Step every open rollout and announce the ones whose counts moved; return the
+        earliest time one of them wants to be looked at again (a pause ending)."""
+        next_at: float | None = None
+        try:
+            ids = [*await store.open_ids(self.db), *self._settling]
+        except Exception:
+            log.exception("rollouts: reading the open rollouts failed")
+            return None
+        for rollout_id in dict.fromkeys(ids):
+            try:
+                due = await self.step(rollout_id)
+                await self._announce_if_moved(rollout_id)
+            except Exception:  # one broken rollout must not stall the others
+                log.exception("rollouts: stepping %s failed", rollout_id)
+                continue
+            if due is not None:
+                next_at = due if next_at is None else min(next_at, due)
+        return next_at
+
+    async def _announce_if_moved(self, rollout_id: str) -> None:
+        """Publish the rollout when its counts or state changed since the last event.
+
+        An ended rollout whose running hosts are still finishing stays watched until the
+        last one ends; then its report is final and stored.
+        """
+        summary = await self.summary(rollout_id)
+        key = (summary["state"], tuple(sorted(summary["counts"].items())))
+        ended = RolloutState(summary["state"]) in rules.FINAL
+        pending = any(summary["counts"].get(o.value) for o in rules.PENDING)
+        if ended and not pending and rollout_id in self._settling:
+            self._settling.discard(rollout_id)
+            state = RolloutState(summary["state"])
+            await store.set_fields(self.db, rollout_id, [state], report=summary["report"])
+        elif ended and pending:
+            self._settling.add(rollout_id)
+        if self._announced.get(rollout_id) != key:
+            self._announced[rollout_id] = key
+            await self.bus.publish({"type": "rollout", "rollout": summary})
+        if ended and not pending:
+            self._announced.pop(rollout_id, None)
+            self._locks.pop(rollout_id, None)
+
+    # --- creating -----------------------------------------------------------------
+    async def plan(
+        self, raw_ids: Collection[str], kind_text: str, policy: RolloutPolicy
+    ) -> dict[str, Any]:
+        """Return what a rollout would do: its waves and the hosts it would leave out."""
+        kind = rules.rollout_kind(kind_text)
+        wanted, refused = await self._known_hosts(raw_ids)
+        labels = {h["id"]: str(h.get(policy.group_by) or "") for h in wanted}
+        waves = rules.plan_waves([h["id"] for h in wanted], policy, labels)
+        return {
+            "kind": kind.value,
+            "policy": policy.model_dump(),
+            "waves": waves,
+            "refused": refused,
+        }
+
+    async def _known_hosts(
+        self, raw_ids: Collection[str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+        """Return the known hosts among raw_ids and one refusal for each of the others."""
+        refused: list[dict[str, str]] = []
+        ids: list[str] = []
+        for raw in dict.fromkeys(raw_ids):
+            try:
+                ids.append(canonical_host_id(raw))
+            except NixFleetError as exc:
+                refused.append({"host_id": raw[:63], "detail": for_people(str(exc))})
+        rows = {h["id"]: h for h in await host_store.get_many(self.db, ids)}
+        for host_id in ids:
+            if host_id not in rows:
+                refused.append({"host_id": host_id, "detail": f"There is no host {host_id!r}."})
+        return [rows[h] for h in dict.fromkeys(ids) if h in rows], refused
+
+    async def create(
+        self,
+        actor: str,
+        raw_ids: Collection[str],
+        kind_text: str,
+        policy: RolloutPolicy,
+        source: str = "",
+    ) -> dict[str, Any]:
+        """Return the new rollout (its first wave already queued) and the hosts refused."""
+        planned = await self.plan(raw_ids, kind_text, policy)
+        if not planned["waves"]:
+            raise Conflict("rollouts: none of the hosts named can take part")
+        now = self.clock()
+        row = {
+            "id": uuid.uuid4().hex,
+            "actor": actor[:100],
+            "source": source[:80],
+            "kind": planned["kind"],
+            "target": self.fleet.target,
+            "policy": policy.model_dump(),
+            "state": RolloutState.RUNNING.value,
+            "wave": -1,
+            "waves": len(planned["waves"]),
+            "created_at": now,
+            "updated_at": now,
+        }
+        await store.create(self.db, row, planned["waves"])
+        await self.step(row["id"])
+        self._wake.set()
+        return {**await self.view(row["id"]), "refused": planned["refused"]}
+
+    # --- the step ---------------------------------------------------------------------
+    def _lock(self, rollout_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(rollout_id, asyncio.Lock())
+
+    async def step(self, rollout_id: str) -> float | None:
+        """Move a rollout on as far as it can go now; return when to look again, if timed.
+
+        1. Judge the current wave: over budget → stop (queued hosts cancelled);
+           still at work → wait for its commands.
+        2. A passed last wave completes the rollout.
+        3. Otherwise the next wave starts once the pause after this one is over
+           (only while running: a paused rollout finishes its wave and waits).
+        """
+        async with self._lock(rollout_id):
+            ro = await store.get(self.db, rollout_id)
+            state = RolloutState(ro["state"])
+            if state in rules.FINAL:
+                return None
+            policy = RolloutPolicy.model_validate(ro["policy"])
+            if ro["wave"] >= 0:
+                verdict = await self._verdict(rollout_id, ro["wave"], policy)
+                if verdict == WaveVerdict.OVER_BUDGET:
+                    await self._finish(ro, RolloutState.STOPPED)
+                    return None
+                if verdict == WaveVerdict.PENDING:
+                    return None
+                if ro["wave"] + 1 >= ro["waves"]:
+                    await self._finish(ro, RolloutState.COMPLETED)
+                    return None
+            if state != RolloutState.RUNNING:
+                return None
+            return await self._next_wave(ro, policy)
+
+    async def _verdict(self, rollout_id: str, wave: int, policy: RolloutPolicy) -> WaveVerdict:
+        rows = await store.hosts(self.db, rollout_id, wave)
+        outcomes = [rules.outcome_of(r["state"], True) for r in rows]
+        return rules.wave_verdict(outcomes, policy.failure_budget)
+
+    async def _next_wave(self, ro: dict[str, Any], policy: RolloutPolicy) -> float | None:
+        """Start the next wave now, or return when its pause ends."""
+        now = self.clock()
+        if ro["wave"] >= 0 and policy.pause_s > 0:
+            due = ro["next_wave_at"]
+            if due is None:
+                due = now + policy.pause_s
+                await store.set_fields(
+                    self.db, ro["id"], [RolloutState.RUNNING], next_wave_at=due, updated_at=now
+                )
+                await self._publish(ro["id"])
+            if now < due:
+                return float(due)
+        await self._start_wave(ro, ro["wave"] + 1, now)
+        return None
+
+    async def _start_wave(self, ro: dict[str, Any], wave: int, now: float) -> None:
+        hosts = await store.hosts(self.db, ro["id"], wave)
+        rows = [
+            self.fleet.new_command(ro["actor"], h["host_id"], CommandKind(ro["kind"]), now)
+            for h in hosts
+        ]
+        known = {h["id"] for h in await host_store.get_many(self.db, [r["host_id"] for r in rows])}
+        rows = [r for r in rows if r["host_id"] in known]  # removed since: not started
+        superseded = await store.start_wave(self.db, ro["id"], wave, rows, now)
+        if superseded is None:
+            return  # started already, here before a restart or by another replica
+        log.info("rollouts: %s: wave %d of %d started", ro["id"], wave + 1, ro["waves"])
+        changed = await command_store.get_many(self.db, [*superseded, *(r["id"] for r in rows)])
+        for cmd in changed:
+            await self.bus.publish({"type": "command", "command": cmd})
+        await self._publish(ro["id"])
+
+    async def _finish(self, ro: dict[str, Any], to: RolloutState, reason: str = "") -> bool:
+        """End a rollout: store the state, cancel what is still queued, report; once."""
+        now = self.clock()
+        ended = {"finished_at": now, "updated_at": now, "next_wave_at": None}
+        if not await store.move(
+            self.db, ro["id"], rules.sources(to), to, **ended, reason=reason[:200]
+        ):
+            return False
+        if to != RolloutState.COMPLETED:
+            detail = f"cancelled: rollout {to.value}"
+            for cid in await store.cancel_queued(self.db, ro["id"], now, detail):
+                await self.bus.publish(
+                    {"type": "command", "command": await command_store.get(self.db, cid)}
+                )
+        view = await self.view(ro["id"])
+        if any(view["counts"].get(o.value) for o in rules.PENDING):
+            self._settling.add(ro["id"])  # the report is final once they end (tick)
+        else:
+            await store.set_fields(self.db, ro["id"], [to], report=view["report"])
+        await self._publish(ro["id"])
+        kind = {RolloutState.COMPLETED: "success", RolloutState.ABORTED: "warning"}.get(
+            to, "failure"
+        )
+        title = f"NixFleet rollout {to.value}: {ro['kind']} on {view['counts']['total']} hosts"
+        self.notify(title, view["report"], kind)
+        log.info("rollouts: %s %s: %s", ro["id"], to.value, view["report"])
+        return True
+
+    # --- operator actions -----------------------------------------------------------------
+    async def pause(self, rollout_id: str) -> dict[str, Any]:
+        return await self._act(rollout_id, RolloutState.PAUSED)
+
+    async def resume(self, rollout_id: str) -> dict[str, Any]:
+        view = await self._act(rollout_id, RolloutState.RUNNING)
+        self._wake.set()
+        return view
+
+    async def abort(self, rollout_id: str) -> dict[str, Any]:
+        """Abort: no further wave starts, queued hosts are cancelled, running ones finish."""
+        async with self._lock(rollout_id):
+            ro = await store.get(self.db, rollout_id)
+            if not await self._finish(ro, RolloutState.ABORTED, "aborted by an operator"):
+                raise Conflict(f"rollouts: this rollout is {ro['state']}; it cannot be aborted")
+        return await self.view(rollout_id)
+
+    async def _act(self, rollout_id: str, to: RolloutState) -> dict[str, Any]:
+        async with self._lock(rollout_id):
+            ro = await store.get(self.db, rollout_id)
+            moved = await store.move(
+                self.db, rollout_id, rules.sources(to), to, updated_at=self.clock()
+            )
+            if not moved:
+                raise Conflict(f"rollouts: this rollout is {ro['state']}; it cannot be {to.value}")
+            await self._publish(rollout_id)
+        return await self.view(rollout_id)
+
+    # --- reading ----------------------------------------------------------------------------
+    async def view(self, rollout_id: str) -> dict[str, Any]:
+        """Return the rollout with each wave, each host's outcome, counts and the report."""
+        ro = await store.get(self.db, rollout_id)
+        state = RolloutState(ro["state"])
+        is_open = state not in rules.FINAL
+        waves: list[dict[str, Any]] = [{"index": i, "hosts": []} for i in range(ro["waves"])]
+        outcomes: list[tuple[Outcome, str]] = []
+        for row in await store.hosts(self.db, rollout_id):
+            outcome = rules.outcome_of(row["state"], is_open)
+            detail = row["detail"] or ""
+            if outcome in rules.FAILURES and not detail and row["exit_code"] is not None:
+                detail = f"exit {row['exit_code']}"
+            outcomes.append((outcome, detail))
+            waves[row["wave"]]["hosts"].append(
+                {
+                    "host_id": row["host_id"],
+                    "outcome": outcome.value,
+                    "command_id": row["command_id"],
+                    "detail": detail,
+                    "started_at": row["started_at"],
+                    "finished_at": row["finished_at"],
+                }
+            )
+        for wave in waves:
+            wave["state"] = _wave_state(wave, ro["wave"], state)
+        counts = Counter(o.value for o, _ in outcomes)
+        return {
+            **ro,
+            "waves": waves,
+            "wave_count": ro["waves"],
+            "counts": {"total": len(outcomes), **counts},
+            "report": ro["report"] or rules.report(outcomes, state, ro["reason"]),
+        }
+
+    async def summary(self, rollout_id: str) -> dict[str, Any]:
+        """Return the rollout without per-host rows (for lists and live events)."""
+        view = await self.view(rollout_id)
+        return {k: v for k, v in view.items() if k != "waves"}
+
+    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [await self.summary(r["id"]) for r in await store.recent(self.db, limit)]
+
+    async def _publish(self, rollout_id: str) -> None:
+        await self.bus.publish({"type": "rollout", "rollout": await self.summary(rollout_id)})
+
+
+def _wave_state(wave: dict[str, Any], current: int, state: RolloutState) -> str:
+    """Return a wave's state for people: waiting, active, passed, failed or not started."""
+    outcomes = [Outcome(h["outcome"]) for h in wave["hosts"]]
+    if wave["index"] > current:
+        return "waiting" if state not in rules.FINAL else "not started"
+    if any(o in rules.PENDING for o in outcomes):
+        return "active"
+    return "failed" if any(o in rules.FAILURES for o in outcomes) else "passed"

@@ -1,0 +1,78 @@
+"""A day of load and memory per host, for the host page's charts: a bounded ring in memory.
+
+Why memory and not a table: heartbeats are the dashboard's hottest write path (grouped
+commits, see heartbeats.py), and these charts are a glance, not a record. So each host
+keeps one averaged point per `BUCKET_S` for `KEEP_S` (288 points), about 7 KB per host
+as float arrays: 35 MB for 5,000 hosts at most, and nothing written to disk. The cost:
+the charts start empty after a restart and each replica has its own.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+BUCKET_S = 300
+KEEP_S = 86400
+SLOTS = KEEP_S // BUCKET_S
+
+
+class HostSamples:
+    """One host's ring: per slot its bucket start, summed load and memory, and a count."""
+
+    __slots__ = ("count", "load", "mem", "start")
+
+    def __init__(self) -> None:
+        self.start = array("d", [0.0]) * SLOTS
+        self.load = array("f", [0.0]) * SLOTS
+        self.mem = array("f", [0.0]) * SLOTS
+        self.count = array("H", [0]) * SLOTS
+
+    def add(self, at: float, load1: float, mem_used: float | None) -> None:
+        bucket = at - at % BUCKET_S
+        i = int(bucket // BUCKET_S) % SLOTS
+        if self.start[i] != bucket:  # a slot a day old (or never used) starts over
+            self.start[i], self.load[i], self.mem[i], self.count[i] = bucket, 0.0, 0.0, 0
+        if self.count[i] == 65535:
+            return
+        n = self.count[i]
+        self.load[i] = (self.load[i] * n + load1) / (n + 1)
+        if mem_used is not None:
+            self.mem[i] = (self.mem[i] * n + mem_used) / (n + 1)
+        self.count[i] = n + 1
+
+    def points(self, now: float) -> list[dict[str, Any]]:
+        """Return the points of the last day, oldest first."""
+        out = [
+            {
+                "at": self.start[i],
+                "load1": round(self.load[i], 3),
+                "mem_used": round(self.mem[i], 4),
+            }
+            for i in range(SLOTS)
+            if self.count[i] and now - self.start[i] < KEEP_S
+        ]
+        return sorted(out, key=lambda p: p["at"])
+
+
+class Samples:
+    def __init__(self, max_hosts: int = 20_000) -> None:
+        self._hosts: dict[str, HostSamples] = {}
+        self._max_hosts = max_hosts  # bounds memory even if host rows churn
+
+    def record(self, host_id: str, status: dict[str, Any], at: float) -> None:
+        ring = self._hosts.get(host_id)
+        if ring is None:
+            if len(self._hosts) >= self._max_hosts:
+                return
+            ring = self._hosts[host_id] = HostSamples()
+        total = float(status.get("mem_total") or 0)
+        used = 1 - float(status.get("mem_available") or 0) / total if total > 0 else None
+        ring.add(at, float(status.get("load1") or 0), used)
+
+    def forget(self, host_id: str) -> None:
+        self._hosts.pop(host_id, None)
+
+    def points(self, host_id: str, now: float) -> list[dict[str, Any]]:
+        ring = self._hosts.get(host_id)
+        return ring.points(now) if ring else []

@@ -1,0 +1,127 @@
+// Shared by the dashboard's pages: DOM building, the API, time formats, the live stream.
+// Data is always inserted with textContent, never as HTML, and there are no inline handlers.
+"use strict";
+
+window.NF = window.NF || {};
+
+(function (NF) {
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  NF.csrf = csrfMeta ? csrfMeta.content : "";
+  NF.$ = (sel, root = document) => root.querySelector(sel);
+
+  NF.el = function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.className = v; else if (k === "text") node.textContent = v;
+      else node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children) if (c !== null && c !== undefined && c !== "") node.append(c);
+    return node;
+  };
+
+  NF.svg = function svg(tag, attrs = {}) {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    return node;
+  };
+
+  // Sets text only when it changed: a cell that is rewritten on every heartbeat would make
+  // screen readers and selection flicker, and costs layout for nothing.
+  NF.setText = function setText(node, text) {
+    const t = String(text);
+    if (node.textContent !== t) node.textContent = t;
+  };
+  NF.setAttr = function setAttr(node, name, value) {
+    if (value === null || value === undefined) { if (node.hasAttribute(name)) node.removeAttribute(name); return; }
+    const v = String(value);
+    if (node.getAttribute(name) !== v) node.setAttribute(name, v);
+  };
+
+  NF.api = async function api(url, { method = "GET", body } = {}) {
+    const res = await fetch(url, { method, credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": NF.csrf },
+      body: body === undefined ? undefined : JSON.stringify(body) });
+    const data = await res.json().catch(() => ({}));
+    if (res.status === 401) { window.location.assign("/login"); throw new Error("Your session ended: log in again."); }
+    if (!res.ok) throw new Error(data.detail || `The dashboard answered ${res.status}; try again.`);
+    return data;
+  };
+  NF.post = (url, body, method = "POST") => NF.api(url, { method, body });
+
+  NF.ago = function ago(ts, now = Date.now() / 1000) {
+    if (!ts) return "never";
+    const s = Math.max(0, now - ts);
+    if (s < 60) return `${Math.round(s)} s ago`;
+    if (s < 3600) return `${Math.round(s / 60)} min ago`;
+    if (s < 86400 * 2) return `${Math.round(s / 3600)} h ago`;
+    return `${Math.round(s / 86400)} d ago`;
+  };
+  NF.shortAgo = (ts, now) => NF.ago(ts, now).replace(" ago", "");
+  NF.dateTime = (ts) => ts ? new Date(ts * 1000).toLocaleString(undefined,
+    { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "—";
+  NF.clock = (ts) => new Date(ts * 1000).toLocaleTimeString(undefined, { hour12: false });
+  NF.duration = function duration(seconds) {
+    if (seconds === null || seconds === undefined || seconds < 0) return "—";
+    if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+    if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+    return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
+  };
+  NF.words = (w) => String(w || "").replaceAll("_", " ");
+  NF.short = (commit) => commit ? String(commit).slice(0, 7) : "—";
+
+  NF.ACTIVE = new Set(["queued", "dispatched", "running"]);
+  NF.DEPLOY_KINDS = new Set(["switch", "pull-switch"]);
+
+  NF.stateLabel = function stateLabel(c) {
+    // A running command whose agent dropped is waiting for it, not failed (yet).
+    if (NF.ACTIVE.has(c.state) && c.disconnected_at) return `${c.state}, awaiting reconnect`;
+    if (c.state === "running" && c.warned) return "running, over its expected time";
+    return c.state;
+  };
+
+  // The host's deploy state: the dashboard's own `deploy` field when it sends one, else
+  // what the older fields (drift, the last deploy command) say.
+  NF.deployState = function deployState(h, lastDeploy) {
+    if (h.deploy && h.deploy.state) return h.deploy.state;
+    if (lastDeploy && lastDeploy.state === "failed") return "failed";
+    if (h.drift === "current" || h.drift === "behind") return h.drift;
+    return "unknown";
+  };
+  NF.rebootNeeded = (h) => (h.reboot && "needed" in h.reboot) ? h.reboot.needed : !!h.reboot_needed;
+  NF.memFraction = function memFraction(st) {
+    if (!st || !st.mem_total) return null;
+    return Math.min(1, Math.max(0, 1 - (st.mem_available || 0) / st.mem_total));
+  };
+
+  // The live stream: a snapshot, then deltas with contiguous ids; a gap starts over.
+  NF.connect = function connect(handlers, conn) {
+    const source = new EventSource("/api/events");
+    let lastId = 0;
+    const names = ["snapshot", "resync", "host", "host_removed", "target", "security", "command", "output", "rollout"];
+    for (const name of names) {
+      source.addEventListener(name, (msg) => {
+        const id = Number(msg.lastEventId);
+        if (name === "snapshot" || name === "resync") lastId = id;
+        else if (id <= lastId) return; // older than the snapshot we hold
+        else if (id !== lastId + 1) { source.close(); NF.connect(handlers, conn); return; }
+        else lastId = id;
+        const fn = handlers[name === "resync" ? "snapshot" : name];
+        if (fn) fn(JSON.parse(msg.data));
+      });
+    }
+    const say = (text, cls) => { if (conn) { conn.textContent = text; conn.className = `conn ${cls}`; } };
+    source.onopen = () => say("live", "live");
+    source.addEventListener("session_ended", () => { source.close(); window.location.assign("/login"); });
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) {
+        // The browser gives up on a 401: the session is gone, so is the page's purpose.
+        say("session ended — log in again", "down");
+        window.location.assign("/login");
+      } else {
+        say("reconnecting…", "down");
+      }
+    };
+    return source;
+  };
+})(window.NF);

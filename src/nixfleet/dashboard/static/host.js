@@ -1,0 +1,269 @@
+// A host's page: its state, metadata with where each value came from, a day of load and
+// memory, identity and connection, the plan, every command, and the output viewer.
+"use strict";
+
+(function (NF) {
+  const { $, el, setText } = NF;
+  const hostId = document.querySelector('meta[name="host-id"]').content;
+  const page = { host: null, commands: new Map(), target: null, shown: null, view: null };
+  const IDENTITY = { none: "not enrolled", active: "own token", revoked: "revoked" };
+  const TONE = { running: "info", dispatched: "info", queued: "neutral", succeeded: "ok", failed: "bad",
+    lost: "bad", timed_out: "bad", cancelled: "neutral" };
+
+  function facts(dl, pairs) {
+    dl.replaceChildren(...pairs.filter(Boolean).flatMap(([k, v, source]) => {
+      const dd = el("dd", { "data-fact": k }, v === null || v === undefined || v === "" ? "—" : v);
+      if (source) dd.append(el("span", { class: "source", text: `from ${source}` }));
+      return [el("dt", { text: k }), dd];
+    }));
+  }
+
+  function lastDeploy() {
+    return [...page.commands.values()].filter((c) => NF.DEPLOY_KINDS.has(c.kind) && !NF.ACTIVE.has(c.state) && c.state !== "cancelled")
+      .sort((a, b) => b.created_at - a.created_at)[0] || null;
+  }
+
+  function renderHost() {
+    const h = page.host;
+    if (!h) return;
+    const st = h.status || {}, dep = h.deploy || {}, conn = h.connection || {};
+    const ds = NF.deployState(h, lastDeploy());
+    $("#host-status").replaceChildren(el("span", { class: `dot ${h.online ? "on" : "off"}`, "aria-hidden": "true" }),
+      h.online ? "online" : `offline, last seen ${NF.ago(h.last_seen)}`);
+    $("#host-deploy").replaceChildren(el("span", { class: `badge ${({ current: "ok", behind: "warn", failed: "bad", diverged: "bad" })[ds] || "neutral"}`,
+      "data-state": ds, text: NF.words(ds) }));
+    const reboot = NF.rebootNeeded(h);
+    $("#host-badges").replaceChildren(...(reboot ? [el("span", { class: "badge warn", text: "reboot needed",
+      title: (h.reboot && h.reboot.reason) || "" })] : []));
+    const mem = NF.memFraction(st);
+    const last = dep.last;
+    facts($("#state-facts"), [
+      ["Deploy state", NF.words(ds)],
+      ["Deployed commit", NF.short(dep.deployed_commit || st.commit)],
+      dep.checked_out_commit ? ["Checked out", NF.short(dep.checked_out_commit)] : null,
+      ["Target", NF.short(dep.target_commit || page.target)],
+      ["Generation", String(dep.generation ?? st.generation ?? "—")],
+      ["System", dep.system || st.current_system || "—"],
+      last ? ["Last deployment", `${last.kind} ${NF.words(last.result)} · ${NF.dateTime(last.finished_at)}${last.detail ? ` · ${last.detail}` : ""}`] : null,
+      ["Reboot", reboot === null ? "not applicable" : reboot ? `needed${h.reboot && h.reboot.reason ? `: ${h.reboot.reason}` : ""}` : "not needed"],
+      ["OS", `${st.os_kind || "unknown"} ${st.os_version || ""}`.trim()],
+      ["nixpkgs", st.nixpkgs_version || "—"],
+      ["flake.lock age", h.lock_age_days === null || h.lock_age_days === undefined ? "—" : `${Math.round(h.lock_age_days)} days`],
+      ["Last test", h.last_test ? `${h.last_test.passed}/${h.last_test.total} passed · ${NF.dateTime(h.last_test.at)}` : "—"],
+      ["Load (1 min)", st.load1 === undefined ? "—" : Number(st.load1).toFixed(2)],
+      ["Memory", mem === null ? "—" : `${Math.round(mem * 100)}% of ${(st.mem_total / 1024 ** 3).toFixed(1)} GiB used`],
+      ["Uptime", st.uptime_s ? NF.duration(st.uptime_s) : "—"],
+    ]);
+    const src = h.meta_sources || {};
+    facts($("#meta-facts"), [
+      ["Location", h.location, src.location], ["Device type", h.device_type, src.device_type],
+      ["Colour", h.theme_color, src.theme_color], ["Hostname", st.hostname],
+      ["Agent version", st.agent_version],
+      ...(h.labels && typeof h.labels === "object" ? Object.entries(h.labels).slice(0, 30).map(([k, v]) => [`label ${k}`, String(v), src[`labels.${k}`]]) : []),
+    ]);
+    const used = h.token_used_at ? `${NF.ago(h.token_used_at)} from ${h.token_used_from || "?"}` : "never";
+    const t = conn.tls_failure, b = conn.breaker;
+    facts($("#identity-facts"), [
+      ["Credential", IDENTITY[h.identity_state] || h.identity_state],
+      ["Last used", used],
+      ["Client certificate", h.cert_sha256 ? `SHA-256 ${h.cert_sha256.slice(0, 16)}…` : "not required"],
+      ["Connected since", conn.connected_since ? NF.dateTime(conn.connected_since) : "not connected"],
+      ["Reconnects (1 h)", String(conn.reconnects_1h || 0)],
+      b && b.failed_attempts ? ["Last outage", `${b.failed_attempts} failed dials over ${Math.round(b.down_s)} s`] : null,
+      t ? ["Last TLS failure", `${NF.words(t.kind)}, ${t.count} times, ${NF.ago(t.at)}`] : null,
+    ]);
+    renderPlan(h.plan);
+  }
+
+  function renderPlan(plan) {
+    $("#plan-card").hidden = !plan;
+    if (!plan) return;
+    const bits = [plan.summary || "", plan.target_commit ? `for ${NF.short(plan.target_commit)}` : "",
+      plan.expired ? "(expired: preview again)" : "", plan.reboot ? "· needs a reboot" : ""];
+    setText($("#plan-summary"), bits.filter(Boolean).join(" "));
+    const rows = (plan.changes || []).slice(0, 500).map((c) => el("tr", {},
+      el("td", { text: c.name }), el("td", { text: c.from || "—" }), el("td", { text: c.to || "—" }),
+      el("td", { class: "delta", text: c.size_delta ? size(c.size_delta) : "" })));
+    $("#plan-changes tbody").replaceChildren(...rows);
+  }
+
+  function size(bytes) {
+    const sign = bytes < 0 ? "−" : "+", v = Math.abs(bytes);
+    return v >= 1024 ** 2 ? `${sign}${(v / 1024 ** 2).toFixed(1)} MiB` : `${sign}${(v / 1024).toFixed(0)} KiB`;
+  }
+
+  function renderHistory() {
+    const rows = [...page.commands.values()].sort((a, b) => b.created_at - a.created_at).slice(0, 200).map((c) => {
+      const dur = c.finished_at && c.started_at ? NF.duration(c.finished_at - c.started_at)
+        : c.started_at && NF.ACTIVE.has(c.state) ? `${NF.duration(Date.now() / 1000 - c.started_at)} so far` : "—";
+      const commits = c.from_commit || c.to_commit ? `${NF.short(c.from_commit)} → ${NF.short(c.to_commit)}` : "—";
+      const detail = [c.exit_code !== null && c.exit_code !== undefined ? `exit ${c.exit_code}` : "",
+        c.tests ? `${c.tests.filter((x) => x.ok).length}/${c.tests.length} tests passed` : "", c.detail || ""].filter(Boolean).join(" · ");
+      const tr = el("tr", { tabindex: "0", "data-show": c.id, "aria-current": c.id === page.shown ? "true" : null,
+        title: "Show this command's output" },
+        el("td", { text: NF.dateTime(c.created_at) }), el("td", { text: c.kind }),
+        el("td", {}, el("span", { class: `badge ${TONE[c.state] || "neutral"}`, text: NF.stateLabel(c) })),
+        el("td", { text: dur }), el("td", { text: c.actor || "—" }), el("td", {}, el("code", { text: commits })),
+        el("td", { text: detail }));
+      return tr;
+    });
+    const body = $("#history tbody");
+    const focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.dataset.show : null;
+    body.replaceChildren(...rows);
+    if (focused) { const again = body.querySelector(`[data-show="${CSS.escape(focused)}"]`); if (again) again.focus({ preventScroll: true }); }
+    if (!rows.length) body.append(el("tr", {}, el("td", { colspan: "7", class: "muted", text: "No commands yet." })));
+  }
+
+  function show(commandId) {
+    page.shown = commandId;
+    page.view = new NF.LogView({ title: "Command output", download: `/api/commands/${encodeURIComponent(commandId)}/log.txt` });
+    $("#host-log").replaceChildren(page.view.root);
+    describe();
+    const view = page.view;
+    NF.loadOutput(commandId, (lines) => view.add(lines), () => page.view === view)
+      .then((cmd) => { if (cmd && page.view === view) { merge({ ...cmd, output: undefined }); describe(); } })
+      .catch((err) => setText($("#output-meta"), err.message));
+    renderHistory();
+  }
+
+  function describe() {
+    const c = page.commands.get(page.shown);
+    if (!c) return;
+    setText($("#output-title"), `${c.kind} on ${c.host_id} · ${NF.dateTime(c.created_at)}`);
+    const bits = [NF.stateLabel(c)];
+    if (c.exit_code !== null && c.exit_code !== undefined) bits.push(`exit ${c.exit_code}`);
+    if (c.detail) bits.push(c.detail);
+    setText($("#output-meta"), bits.join(" · "));
+    $("#output-meta").dataset.state = c.state;
+  }
+
+  const LIVE = ["queued", "dispatched", "running"];
+  const rank = (s) => { const i = LIVE.indexOf(s); return i < 0 ? LIVE.length : i; };
+  function merge(c) {
+    const known = page.commands.get(c.id);
+    if (known && rank(known.state) > rank(c.state)) return;
+    page.commands.set(c.id, { ...(known || {}), ...c });
+  }
+
+  // --- charts -------------------------------------------------------------------------
+  async function loadSamples() {
+    try {
+      const data = await NF.api(`/api/hosts/${encodeURIComponent(hostId)}/samples`);
+      drawCharts(data.samples || []);
+    } catch (err) { setText($("#charts"), err.message); }
+  }
+
+  function chart(title, points, format, fixedMax) {
+    const box = el("div", { class: "chart-box", "data-chart": title });
+    const values = points.map((p) => p[1]);
+    const max = fixedMax || Math.max(1, ...values);
+    const now = Date.now() / 1000, span = 86400;
+    const svg = NF.svg("svg", { class: "daychart", viewBox: "0 0 288 40", preserveAspectRatio: "none", role: "img",
+      "aria-label": `${title} over the last 24 hours` });
+    if (points.length > 1) {
+      const pts = points.map(([t, v]) => `${(288 * (1 - (now - t) / span)).toFixed(1)},${(39 - (v / max) * 37).toFixed(1)}`).join(" ");
+      svg.append(NF.svg("polyline", { points: pts }));
+    }
+    const latest = values.length ? format(values[values.length - 1]) : "no data yet";
+    const peak = values.length ? `, peak ${format(Math.max(...values))}` : "";
+    box.append(el("h3", { text: `${title}: ${latest}${peak}` }), svg);
+    return box;
+  }
+
+  function drawCharts(samples) {
+    const load = samples.map((s) => [s.at, s.load1]);
+    const mem = samples.filter((s) => s.mem_used !== null && s.mem_used !== undefined).map((s) => [s.at, s.mem_used]);
+    $("#charts").replaceChildren(chart("Load", load, (v) => v.toFixed(2)),
+      chart("Memory used", mem, (v) => `${Math.round(v * 100)}%`, 1));
+  }
+
+  // --- actions --------------------------------------------------------------------------
+  async function runAction(kind) {
+    const out = $("#action-result");
+    try {
+      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: kind });
+      out.textContent = `${kind}: ${res.state}`;
+      if (kind !== "stop" && kind !== "restart") show(res.command_id);
+    } catch (err) { out.textContent = `${kind}: ${err.message}`; }
+  }
+
+  function shownOnce(prefix, secret, suffix = "") {
+    return [prefix, el("span", { class: "token", text: secret }), suffix];
+  }
+
+  async function identityAction(kind) {
+    const out = $("#identity-result");
+    const url = `/api/hosts/${encodeURIComponent(hostId)}`;
+    try {
+      if (kind === "revoke") {
+        if (!window.confirm(`Revoke the agent token of ${hostId}? Its agent is cut off at once.`)) return;
+        await NF.post(`${url}/agent-token`, undefined, "DELETE");
+        out.replaceChildren(`Revoked: ${hostId}'s agent was disconnected. Issue an enrollment code to let it back in.`);
+      } else if (kind === "rotate") {
+        const res = await NF.post(`${url}/agent-token`);
+        out.replaceChildren(...shownOnce(`New agent token for ${hostId}, shown only now: `, res.agent_token,
+          " (the old one stopped working; put this one in the agent's token file)"));
+      } else {
+        const res = await NF.post(`${url}/enroll-code`);
+        const until = new Date(res.enroll_expires_at * 1000).toLocaleTimeString();
+        out.replaceChildren(...shownOnce(`Enrollment code for ${hostId}, shown only now: `, res.enroll_code,
+          ` (works once, until ${until}; start the agent with --enroll-code-file)`));
+      }
+    } catch (err) { out.textContent = err.message; }
+  }
+
+  document.addEventListener("click", (ev) => {
+    const t = ev.target.closest("[data-action],[data-identity],#history [data-show]");
+    if (!t) return;
+    if (t.dataset.action) runAction(t.dataset.action);
+    else if (t.dataset.identity) identityAction(t.dataset.identity);
+    else if (t.dataset.show) show(t.dataset.show);
+  });
+  document.addEventListener("keydown", (ev) => {
+    const tr = ev.target.closest && ev.target.closest("#history tr[data-show]");
+    if (!tr) return;
+    if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); show(tr.dataset.show); }
+    else if (ev.key === "ArrowDown" || ev.key === "j") { ev.preventDefault(); if (tr.nextElementSibling) tr.nextElementSibling.focus(); }
+    else if (ev.key === "ArrowUp" || ev.key === "k") { ev.preventDefault(); if (tr.previousElementSibling) tr.previousElementSibling.focus(); }
+  });
+
+  async function loadHistory() {
+    try {
+      const data = await NF.api(`/api/hosts/${encodeURIComponent(hostId)}/commands?limit=200`);
+      for (const c of data.commands) merge(c);
+      renderHistory(); renderHost();
+      if (!page.shown && data.commands.length) show(data.commands[0].id);
+    } catch (err) { setText($("#output-meta"), err.message); }
+  }
+
+  NF.connect({
+    snapshot: (snap) => {
+      page.target = snap.target;
+      page.host = snap.hosts.find((h) => h.id === hostId) || null;
+      for (const c of snap.commands) if (c.host_id === hostId) merge(c);
+      if (!page.host) setText($("#host-status"), "This host was removed.");
+      renderHost(); renderHistory();
+    },
+    host: (e) => {
+      if (e.host.id !== hostId) return;
+      const before = page.host && page.host.last_seen;
+      page.host = e.host; renderHost();
+      if (e.host.last_seen !== before && Date.now() - lastSamples > 60000) { lastSamples = Date.now(); loadSamples(); }
+    },
+    host_removed: (e) => { if (e.host_id === hostId) { page.host = null; setText($("#host-status"), "This host was removed."); } },
+    target: (e) => { page.target = e.commit; renderHost(); },
+    command: (e) => {
+      if (e.command.host_id !== hostId) return;
+      merge(e.command); renderHistory(); renderHost();
+      if (e.command.id === page.shown) describe();
+    },
+    output: (e) => {
+      if (e.command_id !== page.shown || !page.view) return;
+      const now = Date.now() / 1000;
+      page.view.add(e.lines.map((ln) => ({ ...ln, ts: ln.ts ?? now })));
+    },
+  }, $("#conn"));
+  let lastSamples = Date.now();
+  loadHistory();
+  loadSamples();
+})(window.NF);
