@@ -565,4 +565,22 @@ def test_preview_shows_what_a_deploy_would_change_on_the_host_page_and_across_a_
     expect(page.locator("#plan-changes tbody tr")).to_have_count(2)
     page.click('button[data-action="plan"]')  # the same target again: nothing new to build
     expect(page.locator("#action-result")).to_contain_text("plan:")
+
+
+def test_the_output_of_a_long_build_is_shown_to_its_last_line(fleet, tab):
+    """More lines than one API answer carries: the page follows the output cursor."""
+    rf = fleet(hosts=1)
+    build = rf.fleet.root / "bin" / "nixos-rebuild"
+    build.write_text("#!/usr/bin/env python3\nfor i in range(12_000):\n    print(f'line {i}')\n")
+    build.chmod(0o755)
+    api = rf.api()
+    cid = api.command("atlas", "switch")
+    assert api.wait_state(cid, FINISHED, timeout=60)["state"] == "succeeded"
+    first = api.get(f"/api/commands/{cid}").json()
+    assert first["output_next"] is not None  # the page needs more than one answer
+    page = log_in(tab, rf)
+    col(page, "atlas", "activity").locator(f'[data-open-log="{cid}"]').click()
+    counts = page.locator('#dock-view [data-log="counts"]')
+    expect(counts).to_contain_text("12001 lines")  # "$ nixos-rebuild …" and 12,000 more
+    expect(page.locator("#dock-view .ln-row .txt").last).to_have_text("line 11999")
     tab.assert_clean()

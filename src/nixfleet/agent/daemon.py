@@ -343,10 +343,9 @@ class Agent:
             while self.runner.warnings:
                 await ws.send(self.runner.warnings.pop(0).model_dump_json())
             for cid, entry in list(self.runner.entries.items()):
-                mark = max(sent.get(cid, 0), entry.acked_seq)
-                fresh = [ln for ln in entry.pending if ln.seq > mark]
-                for i in range(0, len(fresh), 500):
-                    batch = fresh[i : i + 500]
+                # Batches by bytes under the limit both sides agree on (core.protocol),
+                # read from the journal one at a time: nothing waits in memory.
+                while batch := entry.batch_after(max(sent.get(cid, 0), entry.acked_seq)):
                     await ws.send(Output(command_id=cid, lines=batch).model_dump_json())
                     sent[cid] = batch[-1].seq
                 if entry.finished is not None and cid not in finished_sent:

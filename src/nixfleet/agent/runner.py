@@ -125,18 +125,17 @@ class Runner:
         warn_after = self.rules[CommandKind(entry.kind)].warn_after_s
         while True:
             record = entry.exit_record()  # read before the lines: no line can follow it
-            if entry.read_new_lines():
+            if entry.scan():
                 self.on_change()
             if record is None and not entry.runner_alive():
-                entry.read_new_lines()
+                entry.scan()
                 record = {
                     "result": "failed",
                     "exit_code": None,
                     "detail": "the detached runner died without a result",
                 }
             if record is not None:
-                while entry.read_new_lines():
-                    pass
+                entry.scan()
                 entry.finish(record, await self._finish(entry, record))
                 self.on_change()
                 return

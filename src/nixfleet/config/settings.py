@@ -88,6 +88,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("nixfleet-data")
     database_url: str = ""
+    # Replicas on one PostgreSQL: this process's name among them (default: the machine's
+    # name and a random suffix, new at every start) and how long its lease lasts unrenewed.
+    replica_id: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,48}$")
+    replica_lease_s: float = Field(15, ge=2, le=600)
     # SQLite: how long a write waits for another writer's lock before the answer is 503.
     db_busy_timeout_s: float = Field(10, gt=0, le=300)
     host: str = "127.0.0.1"

@@ -12,6 +12,7 @@ from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.monitoring.alerts import Alerts
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
+from nixfleet.dashboard.monitoring.deploy_alerts import DeployAlerts
 from nixfleet.dashboard.monitoring.event_store import EventStore
 from nixfleet.dashboard.monitoring.metrics import Metrics
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
@@ -38,4 +39,5 @@ class Context:
     events: EventStore
     audit: AuditLog
     alerts: Alerts
+    deploy_alerts: DeployAlerts
     rollouts: Rollouts

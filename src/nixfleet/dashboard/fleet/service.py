@@ -10,11 +10,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from nixfleet.config import Settings
 from nixfleet.core import commands as rules
+from nixfleet.core import guards
 from nixfleet.core.commands import ACTIVE_STATES, DEPLOYING, CommandKind, CommandState
 from nixfleet.core.drift import (
     DeployState,
@@ -34,6 +35,7 @@ from nixfleet.core.errors import (
 )
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
+    CLOSE_REPLACED,
     Finished,
     Hello,
     HostMeta,
@@ -51,7 +53,7 @@ from nixfleet.dashboard.fleet.samples import Samples
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
-from nixfleet.storage.bus import EventBus
+from nixfleet.storage.bus import Event, EventBus
 from nixfleet.storage.db import Database
 
 log = logging.getLogger("nixfleet.fleet")
@@ -70,17 +72,24 @@ class Fleet:
         db: Database,
         bus: EventBus,
         clock: Callable[[], float] = time.time,
+        replica: str = "",
     ) -> None:
         self.settings = settings
         self.db = db
         self.bus = bus
         self.clock = clock
+        # This process's id among the replicas sharing the database ("" when alone).
+        self.replica = replica
         self.target: str | None = None
         self._target_checked = 0.0
         self.identity = AgentIdentity(settings, db, bus, clock)
         # Called with each command that reached its final state here (metrics); must not block.
         self.finished_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.samples = Samples()
+        # Which metadata fields each host's own configuration set in its last hello (the
+        # host page says where a value came from). Memory only: every agent says hello again
+        # when a dashboard starts, so the answer is back within a reconnect.
+        self._meta_from_host: dict[str, frozenset[str]] = {}
         self._known_ids: set[str] | None = None  # host rows seen by the last sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
@@ -200,6 +209,7 @@ class Fleet:
             "drift": commit_drift(deploy["deployed_commit"] or "", self.target).value,
             "reboot_needed": reboot["needed"] is True,
             "lock_age_days": lock_age_days(st.get("lock_modified"), now),
+            "meta_sources": self._meta_sources(row),
             "connection": {
                 "connected_since": row.get("connected_at") if row.get("online") else None,
                 "reconnects_1h": sum(
@@ -233,6 +243,17 @@ class Fleet:
             "last": last,
         }
 
+    def _meta_sources(self, row: dict[str, Any]) -> dict[str, str]:
+        """Return who set each metadata field that has a value: the host or an operator."""
+        from_host = self._meta_from_host.get(row["id"])
+        if from_host is None:
+            return {}  # not known until the agent's hello (after a dashboard restart)
+        return {
+            k: "host configuration" if k in from_host else "dashboard"
+            for k in HOST_META_FIELDS
+            if row.get(k)
+        }
+
     # --- commands -------------------------------------------------------------------
     def new_command(
         self, actor: str, host_id: str, kind: CommandKind, now: float
@@ -248,10 +269,13 @@ class Fleet:
             "expires_at": now + self.settings.command_expiry_s,
         }
 
-    async def dispatch(self, actor: str, raw_id: str, raw_kind: object) -> dict[str, Any]:
+    async def dispatch(
+        self, actor: str, raw_id: str, raw_kind: object, force: bool = False
+    ) -> dict[str, Any]:
         """Return the stored command for kind on host, queued or acted on at once.
 
-        1. Validate kind and host (nothing is written for bad input).
+        1. Validate kind and host (nothing is written for bad input); refuse a host no
+           agent can receive it on, and a deploy while one is active (unless `force`).
         2. stop: ask the agent to cancel its active command; restart: send straight away.
         3. Other kinds are queued (superseding an older queued switch) and the hub
            delivers them when the host is free.
@@ -259,9 +283,11 @@ class Fleet:
         kind = rules.parse_kind(raw_kind)
         host = await host_store.get(self.db, canonical_host_id(raw_id))
         host_id = host["id"]
+        guards.check_deliverable(host)
         now = self.clock()
+        active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=5)
+        guards.check_second_deploy(kind.value, active, force)
         if kind == CommandKind.STOP:
-            active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=1)
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
@@ -336,8 +362,11 @@ class Fleet:
     async def _enqueue_many(
         self, actor: str, host_ids: list[str], kind: CommandKind
     ) -> dict[str, dict[str, Any]]:
-        """Return {host id: result} for the known hosts among host_ids, each now queued."""
-        known = {h["id"] for h in await host_store.get_many(self.db, host_ids)}
+        """Return {host id: result} for the known hosts among host_ids, each now queued;
+        a host no agent could receive it on gets its refusal instead."""
+        rows = await host_store.get_many(self.db, host_ids)
+        refused = {h["id"]: r for h in rows if (r := guards.undeliverable(h))}
+        known = {h["id"] for h in rows} - set(refused)
         now = self.clock()
         rows = [
             self.new_command(actor, host_id, kind, now)
@@ -348,9 +377,9 @@ class Fleet:
             self.db, rows, supersede=rules.supersedes_queued(kind)
         )
         changed = await command_store.get_many(self.db, [*superseded, *(r["id"] for r in rows)])
-        for cmd in changed:
-            await self.bus.publish({"type": "command", "command": cmd})
-        return {r["host_id"]: _queued(r) for r in rows}
+        await self._publish_all({"type": "command", "command": cmd} for cmd in changed)
+        out = {h: _refusal(h, guards.NotEnrolled.code, r) for h, r in refused.items()}
+        return out | {r["host_id"]: _queued(r) for r in rows}
 
     async def cancel_queued(self, command_id: str) -> dict[str, Any]:
         """Cancel a command that has not been delivered yet, or raise Conflict."""
@@ -394,9 +423,10 @@ class Fleet:
                 picks[cmd["host_id"]] = cmd  # the line is jumped even on a busy host
             elif chosen is None and cmd["host_id"] not in busy:
                 picks[cmd["host_id"]] = cmd
-        claimed = await command_store.claim(self.db, [c["id"] for c in picks.values()], now)
-        for cmd in claimed:
-            await self.bus.publish({"type": "command", "command": cmd})
+        claimed = await command_store.claim(
+            self.db, [c["id"] for c in picks.values()], now, holder=self.replica or None
+        )
+        await self._publish_all({"type": "command", "command": cmd} for cmd in claimed)
         return claimed
 
     async def unclaim(self, host_id: str, command_id: str) -> None:
@@ -410,6 +440,11 @@ class Fleet:
             dispatched_at=None,
         ):
             await self._publish_command(command_id)
+
+    async def _publish_all(self, events: Iterable[Event]) -> None:
+        # Together, not one after the other: a bus that journals events for other replicas
+        # writes them in one transaction instead of one each.
+        await asyncio.gather(*(self.bus.publish(e) for e in events))
 
     async def _publish_command(self, command_id: str) -> dict[str, Any]:
         cmd = await command_store.get(self.db, command_id)
@@ -428,11 +463,26 @@ class Fleet:
         await host_store.record_link(
             self.db, host_id, now, _link_report(hello.transport, now), RECONNECT_WINDOW_S
         )
-        await host_store.mark_connected(self.db, host_id, hello.status.model_dump(), now)
-        if hello.meta is not None:
-            # One owner per field: what the host's own configuration sets wins; a field it
-            # leaves empty stays as an operator entered it in the dashboard.
-            await host_store.set_meta(self.db, host_id, _set_fields(hello.meta))
+        await host_store.mark_connected(
+            self.db, host_id, hello.status.model_dump(), now, self.replica or None
+        )
+        if not self.db.is_sqlite:
+            # Another replica may still hold a stale link to this agent: it lets go.
+            await self.bus.publish(
+                {
+                    "type": "agent_control",
+                    "host_id": host_id,
+                    "action": "drop",
+                    "code": CLOSE_REPLACED,
+                    "reason": "a newer connection for this host arrived",
+                    "keep": self.replica,
+                }
+            )
+        # One owner per field: what the host's own configuration sets wins; a field it
+        # leaves empty stays as an operator entered it in the dashboard.
+        fields = _set_fields(hello.meta) if hello.meta is not None else {}
+        await host_store.set_meta(self.db, host_id, fields)
+        self._meta_from_host[host_id] = frozenset(fields)
         known = set(hello.known_commands)
         for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
             if cmd["id"] in known:
@@ -463,7 +513,8 @@ class Fleet:
 
     async def agent_disconnected(self, host_id: str) -> None:
         now = self.clock()
-        await host_store.mark_disconnected(self.db, host_id, now)
+        if not await host_store.mark_disconnected(self.db, host_id, now, self.replica or None):
+            return  # the agent is connected to another replica now
         await command_store.mark_disconnected(self.db, host_id, now)
         try:
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
@@ -477,8 +528,8 @@ class Fleet:
     async def _announce_statuses(self, group: Reports) -> None:
         for host_id, (status, at) in group.items():
             self.samples.record(host_id, status, at)
-        for host in await self.views(await host_store.get_many(self.db, group)):
-            await self.bus.publish({"type": "host", "host": host})
+        hosts = await self.views(await host_store.get_many(self.db, group))
+        await self._publish_all({"type": "host", "host": h} for h in hosts)
 
     async def record_started(self, host_id: str, msg: Started) -> None:
         if await command_store.move(
@@ -518,19 +569,36 @@ class Fleet:
             self.clock(),
             self.settings.output_max_bytes,
         )
-        if lines:
+        announce = lines or await self._replayed(msg)
+        if announce:
             await self.bus.publish(
-                {"type": "output", "command_id": msg.command_id, "host_id": host_id, "lines": lines}
+                {
+                    "type": "output",
+                    "command_id": msg.command_id,
+                    "host_id": host_id,
+                    "lines": announce,
+                }
             )
-            if truncated:
-                log.warning(
-                    "fleet: output of %s on %s reached %d bytes; the rest is dropped",
-                    msg.command_id,
-                    host_id,
-                    self.settings.output_max_bytes,
-                )
-                await self._publish_command(msg.command_id)
+        if lines and truncated:
+            log.warning(
+                "fleet: output of %s on %s reached %d bytes; the rest is dropped",
+                msg.command_id,
+                host_id,
+                self.settings.output_max_bytes,
+            )
+            await self._publish_command(msg.command_id)
         return acked
+
+    async def _replayed(self, msg: Output) -> list[dict[str, Any]]:
+        """Return the stored lines of a batch that was stored before, to announce again.
+
+        With replicas, the one that stored them may have died before announcing them; the
+        agent replays them here, and the browsers that never saw them would keep a gap.
+        """
+        if self.db.is_sqlite or not msg.lines:
+            return []
+        first = min(ln.seq for ln in msg.lines)
+        return await output_store.lines(self.db, msg.command_id, first - 1, len(msg.lines))
 
     async def record_warning(self, host_id: str, msg: Warning) -> None:
         """Note the agent's warning (still running after …) on an active command only."""
@@ -601,8 +669,8 @@ class Fleet:
         changed += await command_store.lose_abandoned(
             self.db, now - self.settings.reconnect_window_s, now
         )
-        for row in changed:
-            await self._publish_command(row["id"])
+        rows = await command_store.get_many(self.db, [r["id"] for r in changed])
+        await self._publish_all({"type": "command", "command": cmd} for cmd in rows)
         await self.refresh_target()
         await self._notice_host_rows()
 
@@ -612,11 +680,12 @@ class Fleet:
         known, self._known_ids = self._known_ids, ids
         if known is None:
             return
-        for host_id in sorted(ids - known):
-            await self.publish_host(host_id)
+        # Every replica notices by itself: these stay in this process.
+        for row in await host_store.get_many(self.db, sorted(ids - known)):
+            await self.bus.publish({"type": "host", "host": self.host_view(row), "scope": "local"})
         for host_id in sorted(known - ids):
             self.samples.forget(host_id)
-            await self.bus.publish({"type": "host_removed", "host_id": host_id})
+            await self.bus.publish({"type": "host_removed", "host_id": host_id, "scope": "local"})
 
     async def refresh_target(self, force: bool = False) -> str | None:
         """Return the fleet's target commit: the head of the configured branch (cached)."""
@@ -638,9 +707,10 @@ class Fleet:
         head = out.decode().split()[0] if proc.returncode == 0 and out.strip() else None
         if head != self.target:
             self.target = head
-            await self.bus.publish({"type": "target", "commit": head})
+            # Every replica reads the target itself, so these stay in this process.
+            await self.bus.publish({"type": "target", "commit": head, "scope": "local"})
             for host in await self.hosts():
-                await self.bus.publish({"type": "host", "host": host})
+                await self.bus.publish({"type": "host", "host": host, "scope": "local"})
         return self.target
 
     async def snapshot(self) -> dict[str, Any]:
@@ -779,6 +849,10 @@ def _plan_view(
 def _urgent(cmd: dict[str, Any]) -> bool:
     """Return True for a command that runs no process (restart): it jumps the line."""
     return not rules.KIND_RULES[CommandKind(cmd["kind"])].runs_process
+
+
+def _refusal(host_id: str, code: str, reason: str) -> dict[str, Any]:
+    return {"host_id": host_id, "error": code, "detail": for_people(reason)}
 
 
 def _queued(cmd: dict[str, Any]) -> dict[str, Any]:

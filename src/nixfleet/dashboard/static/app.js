@@ -66,7 +66,7 @@
 
   async function runAction(hostId, kind) {
     try {
-      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: kind });
+      const res = await NF.command(hostId, kind);
       notice(`${kind} on ${hostId}: ${res.state}`);
       if (kind !== "stop" && kind !== "restart") dock.open(res.command_id);
     } catch (err) {
@@ -121,7 +121,9 @@
   function openMenu(button) {
     const id = button.dataset.menu, active = fleet.active(id), last = fleet.last(id);
     const h = fleet.hosts.get(id) || {};
-    const items = MENU.map(([kind, label]) => {
+    // Preview (a `plan` command) exists where the dashboard reports plans at all.
+    const menuKinds = "plan" in h ? [["plan", "Preview (what a deploy would change)"], ...MENU] : MENU;
+    const items = menuKinds.map(([kind, label]) => {
       const off = (kind === "stop" && !active) || (kind === "restart" && !h.online);
       return el("button", { type: "button", role: "menuitem", tabindex: "-1", "data-action": kind, "data-host": id,
         "aria-disabled": off ? "true" : null, text: label });
