@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import WebSocketException
 
@@ -197,6 +196,10 @@ class Agent:
         url = self.opts.url.replace("wss://", "https://").replace("ws://", "http://")
         url = url.rstrip("/") + "/api/agent/enroll"
         body = {"host_id": self.host_id, "code": self.opts.enroll_code}
+        # httpx is imported only to enroll: importing it loads rich, pygments and click
+        # (its command-line entry point), several MiB that an enrolled agent never uses.
+        import httpx
+
         # The one-time code travels under the same CA and minimum TLS version as the token.
         verify: ssl.SSLContext | bool = self.transport.ssl or True
         async with httpx.AsyncClient(verify=verify, timeout=10) as http:

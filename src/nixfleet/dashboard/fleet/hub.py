@@ -24,7 +24,7 @@ log = logging.getLogger("nixfleet.hub")
 _CLAIM_AFTER = frozenset({CommandState.QUEUED, *FINAL_STATES})
 
 
-@dataclass
+@dataclass(slots=True)  # one per connected agent: thousands of them
 class AgentLink:
     host_id: str
     ws: WebSocket
