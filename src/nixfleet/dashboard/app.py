@@ -20,6 +20,7 @@ from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.fleet.presence import Presence
 from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
+from nixfleet.dashboard.fleet.throttling import SharedLoginThrottle
 from nixfleet.dashboard.monitoring.alerts import Alerts, load_deploy_rules, load_rules
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
 from nixfleet.dashboard.monitoring.background import is_transient
@@ -107,6 +108,18 @@ def _wire_monitoring(ctx: Context) -> None:
     ctx.deploy_alerts.start()
 
 
+def _login_throttle(settings: Settings, bus: LocalBus | PgBus, replica: str) -> LoginThrottle:
+    """Return the login throttle: this process's alone, or kept alike on every replica."""
+    limits = {
+        "free_failures": settings.login_free_failures,
+        "base_delay_s": settings.login_base_delay_s,
+        "max_delay_s": settings.login_max_delay_s,
+    }
+    if isinstance(bus, PgBus):
+        return SharedLoginThrottle(bus, replica, **limits)
+    return LoginThrottle(**limits)  # type: ignore[arg-type]
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Return the dashboard app; storage opens and the sweeper starts in its lifespan."""
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
@@ -137,11 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
             templates,
             SecurityLog(),
             signer=SessionSigner(_session_secrets(settings)),
-            login_throttle=LoginThrottle(
-                settings.login_free_failures,
-                settings.login_base_delay_s,
-                settings.login_max_delay_s,
-            ),
+            login_throttle=_login_throttle(settings, bus, replica),
             metrics=Metrics(
                 hub,
                 broadcaster,
