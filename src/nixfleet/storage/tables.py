@@ -43,7 +43,7 @@ hosts = Table(
     Column("cert_sha256", String(64), nullable=True),
     # The replica holding the host's agent connection (NULL: none); see storage/replicas.py.
     Column("replica", String(64), nullable=True),
-    # The last switch's outcome and the latest plan's report (migration 0011).
+    # The last switch's outcome and the latest plan's report (migration 0010).
     Column("last_deploy", JSON, nullable=True),
     Column("plan", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
@@ -68,7 +68,7 @@ commands = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Column("warned", Boolean, nullable=False, server_default="0"),
     Column("tests", JSON, nullable=True),
-    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0011).
+    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0010).
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
