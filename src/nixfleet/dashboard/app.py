@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 from nixfleet.config import Settings
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.codec import FleetCodec
+from nixfleet.dashboard.fleet.hooks import PushHooks
 from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.fleet.presence import Presence
 from nixfleet.dashboard.fleet.rollouts import Rollouts
@@ -46,6 +47,7 @@ from nixfleet.dashboard.routes import (
     enroll,
     events,
     health,
+    hooks,
     hosts,
     logs,
     monitoring,
@@ -136,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.alert_url_list, settings.alert_allow_private, settings.alert_retries
         )
         deploy_alerts = DeployAlerts(deploy_rules, notifier, db)
+        rollouts = Rollouts(fleet, deploy_alerts.rollout_ended)
         presence: Presence | None = None
         ctx = Context(
             settings,
@@ -163,7 +166,8 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             alerts=Alerts(rules, notifier, bus),
             deploy_alerts=deploy_alerts,
-            rollouts=Rollouts(fleet, deploy_alerts.rollout_ended),
+            rollouts=rollouts,
+            hooks=PushHooks(settings, fleet, rollouts),
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
@@ -219,6 +223,7 @@ def create_app(settings: Settings) -> FastAPI:
         security,
         audit,
         rollouts,
+        hooks,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
