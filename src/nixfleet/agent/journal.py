@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nixfleet.core.protocol import Finished, OutputLine, TestResult, batch_lines, cut_line
+from nixfleet.core.protocol import (
+    Finished,
+    OutputLine,
+    PlanReport,
+    TestResult,
+    batch_lines,
+    cut_line,
+)
 
 _SCAN_CHUNK = 1 << 20
 
@@ -115,7 +122,7 @@ class Entry:
             return True
         return True
 
-    def finish(self, record: dict[str, Any]) -> Finished:
+    def finish(self, record: dict[str, Any], plan: PlanReport | None = None) -> Finished:
         """Return (and remember) the Finished message for the runner's exit record."""
         tests = [
             TestResult(name=s["name"], ok=s["exit_code"] == 0, exit_code=s["exit_code"])
@@ -131,6 +138,7 @@ class Entry:
             last_seq=self.read_seq,
             detail=str(record.get("detail", ""))[:2000],
             tests=tests,
+            plan=plan,
         )
         return self.finished
 

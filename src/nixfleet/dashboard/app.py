@@ -16,10 +16,12 @@ from fastapi.templating import Jinja2Templates
 from nixfleet.config import Settings
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.codec import FleetCodec
+from nixfleet.dashboard.fleet.hooks import PushHooks
 from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.fleet.presence import Presence
 from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
+from nixfleet.dashboard.fleet.throttling import SharedLoginThrottle
 from nixfleet.dashboard.monitoring.alerts import Alerts, load_deploy_rules, load_rules
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
 from nixfleet.dashboard.monitoring.background import is_transient
@@ -46,6 +48,7 @@ from nixfleet.dashboard.routes import (
     enroll,
     events,
     health,
+    hooks,
     hosts,
     logs,
     monitoring,
@@ -108,6 +111,18 @@ def _wire_monitoring(ctx: Context) -> None:
     ctx.deploy_alerts.start()
 
 
+def _login_throttle(settings: Settings, bus: LocalBus | PgBus, replica: str) -> LoginThrottle:
+    """Return the login throttle: this process's alone, or kept alike on every replica."""
+    limits = {
+        "free_failures": settings.login_free_failures,
+        "base_delay_s": settings.login_base_delay_s,
+        "max_delay_s": settings.login_max_delay_s,
+    }
+    if isinstance(bus, PgBus):
+        return SharedLoginThrottle(bus, replica, **limits)
+    return LoginThrottle(**limits)  # type: ignore[arg-type]
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Return the dashboard app; storage opens and the sweeper starts in its lifespan."""
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
@@ -133,6 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.alert_url_list, settings.alert_allow_private, settings.alert_retries
         )
         deploy_alerts = DeployAlerts(deploy_rules, notifier, db)
+        rollouts = Rollouts(fleet, deploy_alerts.rollout_ended)
         presence: Presence | None = None
         ctx = Context(
             settings,
@@ -144,11 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
             templates,
             SecurityLog(),
             signer=SessionSigner(_session_secrets(settings)),
-            login_throttle=LoginThrottle(
-                settings.login_free_failures,
-                settings.login_base_delay_s,
-                settings.login_max_delay_s,
-            ),
+            login_throttle=_login_throttle(settings, bus, replica),
             metrics=Metrics(
                 hub,
                 broadcaster,
@@ -164,7 +176,8 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             alerts=Alerts(rules, notifier, bus),
             deploy_alerts=deploy_alerts,
-            rollouts=Rollouts(fleet, deploy_alerts.rollout_ended),
+            rollouts=rollouts,
+            hooks=PushHooks(settings, fleet, rollouts),
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
@@ -220,6 +233,7 @@ def create_app(settings: Settings) -> FastAPI:
         security,
         audit,
         rollouts,
+        hooks,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")

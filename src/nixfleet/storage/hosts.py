@@ -139,6 +139,13 @@ async def save_last_test(db: Database, host_id: str, summary: dict[str, Any]) ->
         await conn.execute(update(hosts).where(hosts.c.id == host_id).values(last_test=summary))
 
 
+async def save_outcome(db: Database, host_id: str, **fields: dict[str, Any]) -> None:
+    """Store a host's last deploy outcome (last_deploy) and/or its latest plan (plan)."""
+    values = {k: v for k, v in fields.items() if k in ("last_deploy", "plan")}
+    async with db.engine.begin() as conn:
+        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**values))
+
+
 async def mark_all_offline(db: Database) -> None:
     """Mark every host offline: called at start-up, when no agent can be connected yet."""
     async with db.engine.begin() as conn:

@@ -43,6 +43,9 @@ hosts = Table(
     Column("cert_sha256", String(64), nullable=True),
     # The replica holding the host's agent connection (NULL: none); see storage/replicas.py.
     Column("replica", String(64), nullable=True),
+    # The last switch's outcome and the latest plan's report (migration 0010).
+    Column("last_deploy", JSON, nullable=True),
+    Column("plan", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
     Index("ix_hosts_replica", "replica"),
 )
@@ -65,7 +68,7 @@ commands = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Column("warned", Boolean, nullable=False, server_default="0"),
     Column("tests", JSON, nullable=True),
-    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0006).
+    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0010).
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
@@ -227,4 +230,17 @@ replicas = Table(
     Column("started_at", Float, nullable=False),
     Column("renewed_at", Float, nullable=False),
     Column("lease_until", Float, nullable=False),
+)
+
+# Forge push deliveries seen (migration 0010). A GitHub or Forgejo signature covers the
+# body only, not the delivery header: the body's digest is unique too, so a captured
+# request replayed under a new delivery id is refused as well.
+hook_deliveries = Table(
+    "hook_deliveries",
+    metadata,
+    Column("forge", String(12), primary_key=True),
+    Column("delivery", String(100), primary_key=True),
+    Column("body_sha256", String(64), nullable=False, unique=True),
+    Column("received_at", Float, nullable=False),
+    Index("ix_hook_deliveries_received", "received_at"),
 )

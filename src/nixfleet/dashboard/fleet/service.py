@@ -16,9 +16,23 @@ from typing import Any
 from nixfleet.config import Settings
 from nixfleet.core import commands as rules
 from nixfleet.core import guards
-from nixfleet.core.commands import ACTIVE_STATES, CommandKind, CommandState
-from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
-from nixfleet.core.errors import Conflict, NixFleetError, NotFound, for_people
+from nixfleet.core.commands import ACTIVE_STATES, DEPLOYING, CommandKind, CommandState
+from nixfleet.core.drift import (
+    DeployState,
+    bulk_plan_summary,
+    commit_drift,
+    deploy_state,
+    lock_age_days,
+    plan_summary,
+    reboot_state,
+)
+from nixfleet.core.errors import (
+    Conflict,
+    NixFleetError,
+    NotFound,
+    ValidationError,
+    for_people,
+)
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     CLOSE_REPLACED,
@@ -32,6 +46,7 @@ from nixfleet.core.protocol import (
     Warning,
     salvage,
 )
+from nixfleet.dashboard.fleet.ancestry import Ancestry
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.fleet.identity import AgentIdentity
 from nixfleet.dashboard.fleet.samples import Samples
@@ -78,6 +93,9 @@ class Fleet:
         self._known_ids: set[str] | None = None  # host rows seen by the last sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
+        )
+        self.ancestry = Ancestry(
+            settings.config_repo, settings.config_branch, settings.data_dir / "config-mirror.git"
         )
         self._output_pruned_at = 0.0
 
@@ -128,13 +146,50 @@ class Fleet:
             pass  # removed meanwhile
 
     async def host(self, host_id: str) -> dict[str, Any]:
-        return self.host_view(await host_store.get(self.db, host_id))
+        return (await self.views([await host_store.get(self.db, host_id)]))[0]
 
     async def hosts(self) -> list[dict[str, Any]]:
-        return [self.host_view(h) for h in await host_store.list_all(self.db)]
+        return await self.views(await host_store.list_all(self.db))
+
+    async def fleet_view(self, states: list[str], only: Collection[str] = ()) -> dict[str, Any]:
+        """Return the hosts in any of states (all when none), counts per state, plan summary.
+
+        A state is a deploy state (current, behind, diverged, never_deployed, unknown,
+        failed) or one of online, offline, running, reboot. With only, the list and the
+        plan summary are those hosts' (a bulk preview's selection); counts stay the fleet's.
+        """
+        bad = sorted(set(states) - HOST_FILTERS)
+        if bad:
+            raise ValidationError(
+                f"unknown state {bad[0][:40]!r}; accepted: {', '.join(sorted(HOST_FILTERS))}"
+            )
+        hosts = await self.hosts()
+        running = await command_store.busy_hosts(self.db, [h["id"] for h in hosts])
+        tags = {h["id"]: _tags(h, h["id"] in running) for h in hosts}
+        counts = {k: sum(k in t for t in tags.values()) for k in _COUNTED}
+        if states:
+            hosts = [h for h in hosts if tags[h["id"]] & set(states)]
+        if only:
+            wanted = set(only)
+            hosts = [h for h in hosts if h["id"] in wanted]
+        plans = [h["plan"] for h in hosts if h["plan"] and not h["plan"]["expired"]]
+        return {
+            "hosts": hosts,
+            "target": self.target,
+            "counts": counts,
+            "plan_summary": bulk_plan_summary(p for p in plans if not p["error"])
+            if plans
+            else None,
+        }
+
+    async def views(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return host_view of each row, once the ancestry of their deployed commits is known."""
+        deployed = ((r.get("status") or {}).get("deployed_commit", "") for r in rows)
+        await self.ancestry.prepare(deployed, self.target)
+        return [self.host_view(r) for r in rows]
 
     def host_view(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Return a host row with what is derived from it: drift, reboot, lock age, health.
+        """Return a host row with what is derived from it: deploy state, reboot, plan, health.
 
         The stored status is read through today's bounds, so a row written before them
         (a 400-digit number, NaN) cannot break the host list or the event stream.
@@ -142,13 +197,17 @@ class Fleet:
         st = salvage(HostStatus, row["status"]).model_dump() if row.get("status") else {}
         link = row.get("connection") or {}
         now = self.clock()
+        deploy = self._deploy_view(row, st)
+        reboot = reboot_state(st.get("os_kind", ""), st)
         return {
             **row,
             "status": st or None,
-            "drift": commit_drift(st.get("commit", ""), self.target).value,
-            "reboot_needed": reboot_needed(
-                st.get("current_system", ""), st.get("booted_system", "")
-            ),
+            "deploy": deploy,
+            "reboot": reboot,
+            "plan": _plan_view(row.get("plan"), self.target, st.get("current_system", "")),
+            # Kept for older clients: both now come from what is deployed, not checked out.
+            "drift": commit_drift(deploy["deployed_commit"] or "", self.target).value,
+            "reboot_needed": reboot["needed"] is True,
             "lock_age_days": lock_age_days(st.get("lock_modified"), now),
             "meta_sources": self._meta_sources(row),
             "connection": {
@@ -159,6 +218,29 @@ class Fleet:
                 "breaker": link.get("breaker"),
                 "tls_failure": link.get("tls_failure"),
             },
+        }
+
+    def _deploy_view(self, row: dict[str, Any], st: dict[str, Any]) -> dict[str, Any]:
+        """Return the host's deployed commit, checkout, generation, last deploy and state."""
+        last = _latest(row.get("last_deploy"), st.get("last_deploy"))
+        deployed = st.get("deployed_commit") or None
+        state = deploy_state(
+            deployed or "",
+            bool(st.get("has_deployed")) or last is not None,
+            self.target,
+            last["result"] if last else None,
+            self.ancestry.get,
+        )
+        if not st:
+            state = DeployState.UNKNOWN  # the agent never reported
+        return {
+            "state": state.value,
+            "deployed_commit": deployed,
+            "checked_out_commit": st.get("commit") or None,
+            "target_commit": self.target,
+            "generation": st.get("generation"),
+            "system": st.get("current_system") or None,
+            "last": last,
         }
 
     def _meta_sources(self, row: dict[str, Any]) -> dict[str, str]:
@@ -446,8 +528,8 @@ class Fleet:
     async def _announce_statuses(self, group: Reports) -> None:
         for host_id, (status, at) in group.items():
             self.samples.record(host_id, status, at)
-        rows = await host_store.get_many(self.db, group)
-        await self._publish_all({"type": "host", "host": self.host_view(r)} for r in rows)
+        hosts = await self.views(await host_store.get_many(self.db, group))
+        await self._publish_all({"type": "host", "host": h} for h in hosts)
 
     async def record_started(self, host_id: str, msg: Started) -> None:
         if await command_store.move(
@@ -548,6 +630,8 @@ class Fleet:
         cmd = await self._publish_command(msg.command_id)
         for hook in self.finished_hooks:
             hook(cmd)
+        if await self._record_outcome(host_id, cmd, msg):
+            await self.bus.publish({"type": "host", "host": await self.host(host_id)})
         if cmd["kind"] == CommandKind.TEST:
             summary = {
                 "command_id": msg.command_id,
@@ -557,6 +641,25 @@ class Fleet:
             }
             await host_store.save_last_test(self.db, host_id, summary)
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+
+    async def _record_outcome(self, host_id: str, cmd: dict[str, Any], msg: Finished) -> bool:
+        """Keep a deploy's outcome and a plan's report on the host row; True if either."""
+        kind = CommandKind(cmd["kind"])
+        if kind in DEPLOYING:
+            last = {"command_id": cmd["id"], "result": cmd["state"]} | {
+                k: cmd[k] for k in ("kind", "finished_at", "detail")
+            }
+            await host_store.save_outcome(self.db, host_id, last_deploy=last)
+            return True
+        if kind != CommandKind.PLAN:
+            return False
+        plan: dict[str, Any] = {"command_id": cmd["id"], "finished_at": cmd["finished_at"]}
+        if msg.plan is not None:
+            plan |= msg.plan.model_dump()
+        else:
+            plan |= {"changed": False, "error": cmd["detail"] or f"the plan {cmd['state']}"}
+        await host_store.save_outcome(self.db, host_id, plan=plan)
+        return True
 
     # --- housekeeping ---------------------------------------------------------------
     async def sweep(self) -> None:
@@ -682,6 +785,65 @@ def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:
             "kinds": {f.kind: f.count for f in report.tls_failures},
         }
     return out
+
+
+_LAST_FIELDS = ("command_id", "kind", "result", "finished_at", "detail")
+_COUNTED = ("online", "behind", "failed", "running", "reboot")
+HOST_FILTERS = frozenset(
+    {*(s.value for s in DeployState), "online", "offline", "running", "reboot"}
+)
+
+
+def _tags(host: dict[str, Any], running: bool) -> set[str]:
+    """Return the states a host is in, for ?state= filters and the header's counts."""
+    tags = {host["deploy"]["state"], "online" if host["online"] else "offline"}
+    if running:
+        tags.add("running")
+    if host["reboot"]["needed"]:
+        tags.add("reboot")
+    return tags
+
+
+def _latest(*outcomes: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return the newest of the dashboard's and the agent's record of the last deploy."""
+    known = [o for o in outcomes if o]
+    if not known:
+        return None
+    last = max(known, key=lambda o: float(o.get("finished_at") or 0))
+    return {k: last.get(k) for k in _LAST_FIELDS}
+
+
+def _plan_view(
+    plan: dict[str, Any] | None, target: str | None, current: str
+) -> dict[str, Any] | None:
+    """Return a stored plan as the API shows it; expired once the target or system moved."""
+    if not plan:
+        return None
+    error = plan.get("error")
+    changes = [
+        {"name": c["name"], "from": c["before"], "to": c["after"], "size_delta": c["size_delta"]}
+        for c in plan.get("changes", [])
+    ]
+    view = {
+        "command_id": plan["command_id"],
+        "target_commit": plan.get("target_commit") or None,
+        "changed": bool(plan.get("changed")),
+        "expired": bool(
+            plan.get("target_commit") != target
+            or (plan.get("base_system") and current and plan["base_system"] != current)
+        ),
+        "size_delta": int(plan.get("size_delta", 0)),
+        "reboot": bool(plan.get("reboot")),
+        "reboot_reason": plan.get("reboot_reason", ""),
+        "restart": plan.get("restart", []),
+        "start": plan.get("start", []),
+        "stop": plan.get("stop", []),
+        "changes": changes,
+        "error": error,
+        "finished_at": plan.get("finished_at"),
+    }
+    view["summary"] = f"plan failed: {error}" if error else plan_summary(view)
+    return view
 
 
 def _urgent(cmd: dict[str, Any]) -> bool:

@@ -218,7 +218,8 @@ window.NF = window.NF || {};
       setText(c.deploy, d.word);
       setAttr(c.deploy, "data-state", ds);
       const dep = h.deploy || {};
-      setText(c.commit, NF.short(dep.checked_out_commit || dep.deployed_commit || st.commit));
+      // What runs, not what is checked out (issue 14).
+      setText(c.commit, NF.short(dep.deployed_commit || st.commit));
       setAttr(tr.children[3], "title", this.deployTip(h, ds));
       const plan = h.plan;
       c.plan.hidden = !plan;
@@ -303,6 +304,7 @@ window.NF = window.NF || {};
       const target = dep.target_commit || this.fleet.target;
       if (target) lines.push(`target ${NF.short(target)}`);
       if (dep.last) lines.push(`last ${dep.last.kind} ${NF.words(dep.last.result)} ${NF.ago(dep.last.finished_at)}`);
+      if (h.plan) lines.push(`preview${h.plan.expired ? " (expired)" : ""}: ${h.plan.summary}`);
       return lines.join(" · ");
     }
 
