@@ -232,7 +232,7 @@ replicas = Table(
     Column("lease_until", Float, nullable=False),
 )
 
-# Forge push deliveries seen (migration 0010). A GitHub or Forgejo signature covers the
+# Forge push deliveries seen (migration 0011). A GitHub or Forgejo signature covers the
 # body only, not the delivery header: the body's digest is unique too, so a captured
 # request replayed under a new delivery id is refused as well.
 hook_deliveries = Table(
