@@ -126,7 +126,9 @@ def pair(make_fleet, pg_cluster) -> Iterator[Callable[..., Pair]]:
     """Return a factory: pair(hosts=2, build_seconds=1) starts replicas a and b."""
     made: list[Pair] = []
 
-    def factory(hosts: int = 2, build_seconds: float = 1.0) -> Pair:
+    def factory(
+        hosts: int = 2, build_seconds: float = 1.0, env: dict[str, str] | None = None
+    ) -> Pair:
         url = pg_cluster.url(pg_cluster.create_database())
         env = {
             "NIXFLEET_DATABASE_URL": url,
@@ -134,6 +136,7 @@ def pair(make_fleet, pg_cluster) -> Iterator[Callable[..., Pair]]:
             "NIXFLEET_SSE_KEEPALIVE_S": "1",
             "NIXFLEET_HEARTBEAT_S": "2",
             "NIXFLEET_METRICS_TOKEN": METRICS_TOKEN,
+            **(env or {}),
         }
         rf = make_fleet(hosts=hosts, build_seconds=build_seconds, agents=False, env=env)
         assert rf.server is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import httpx
+
 from conftest import wait_for
 from replicas.replicaset import LEASE_S
 
@@ -128,3 +130,24 @@ def test_a_bulk_command_queued_on_both_replicas_at_once_runs_once_per_host(pair)
     for runs in by_host.values():
         (_, end_first), (start_second, _) = sorted(runs)
         assert end_first <= start_second
+
+
+def test_guessing_on_one_replica_is_throttled_on_the_other(pair):
+    p = pair(
+        hosts=1,
+        env={"NIXFLEET_LOGIN_FREE_FAILURES": "2", "NIXFLEET_LOGIN_BASE_DELAY_S": "300"},
+    )
+    for _ in range(3):
+        res = httpx.post(f"{p.a.base}/login", data={"username": "admin", "password": "guess"})
+        assert res.status_code in (401, 429)
+    right = {"username": "admin", "password": p.rf.fleet.password}
+
+    def refused_on_b() -> bool:
+        res = httpx.post(f"{p.b.base}/login", data=right)
+        assert res.status_code in (303, 429), res.text
+        return res.status_code == 429
+
+    # Even the right password waits: the guesses on a count on b too.
+    assert wait_for(refused_on_b, 5, "b to throttle the account")
+    res = httpx.post(f"{p.b.base}/login", data=right)
+    assert res.status_code == 429 and int(res.headers["Retry-After"]) > 60
