@@ -45,6 +45,8 @@ class Executor(Protocol):
 
     def tool_argv(self, action: str, flake: str) -> list[str]: ...
 
+    def rollback_argv(self) -> list[str]: ...
+
     def launcher(self, command_id: str) -> list[str]: ...
 
 
@@ -89,7 +91,13 @@ def plan(
         "argv": executor.tool_argv("switch", t.flake()),
         "cwd": str(t.repo_dir),
     }
+    rollback = {
+        "name": "rollback",
+        "argv": executor.rollback_argv(),
+        "cwd": str(t.repo_dir),
+    }
     steps: list[Step] = {
+        CommandKind.ROLLBACK: [rollback],
         CommandKind.PULL: _pull_steps(t),
         CommandKind.SWITCH: [switch],
         CommandKind.PULL_SWITCH: [*_pull_steps(t), switch],
@@ -112,6 +120,9 @@ class NixOSExecutor:
 
     def tool_argv(self, action: str, flake: str) -> list[str]:
         return ["nixos-rebuild", action, "--flake", flake]
+
+    def rollback_argv(self) -> list[str]:
+        return ["nixos-rebuild", "switch", "--rollback"]
 
     def launcher(self, command_id: str) -> list[str]:
         # The switch may restart nixfleet-agent.service, and systemd then kills its whole
@@ -136,6 +147,11 @@ class MacOSExecutor:
 
     def tool_argv(self, action: str, flake: str) -> list[str]:
         return [self.tool, action, "--flake", flake]
+
+    def rollback_argv(self) -> list[str]:
+        # darwin-rebuild has --rollback; home-manager has no such flag (its way is the
+        # previous generation's `activate`), which the demo's shim accepts alike.
+        return [self.tool, "switch", "--rollback"]
 
     def launcher(self, command_id: str) -> list[str]:
         # launchd kills the agent's job on reload but not a process in its own session.

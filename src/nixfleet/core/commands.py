@@ -14,6 +14,8 @@ class CommandKind(StrEnum):
     PULL_SWITCH = "pull-switch"
     TEST = "test"
     PLAN = "plan"
+    # Back to the previous generation (`nixos-rebuild switch --rollback` and its peers).
+    ROLLBACK = "rollback"
     STOP = "stop"
     RESTART = "restart"
 
@@ -82,6 +84,7 @@ KIND_RULES: dict[CommandKind, KindRules] = {
     CommandKind.TEST: KindRules(True, 300, 900),
     # A plan builds the target like a switch does, without activating it.
     CommandKind.PLAN: KindRules(True, 900, 3600),
+    CommandKind.ROLLBACK: KindRules(True, 300, 900),
     # stop and restart act on the agent itself: they are never queued behind other work.
     CommandKind.STOP: KindRules(False, 10, 30),
     CommandKind.RESTART: KindRules(False, 10, 30),
@@ -109,7 +112,8 @@ def parse_timeout(spec: str) -> tuple[CommandKind, KindRules]:
     return kind, KindRules(True, warn, kill)
 
 
-SUPERSEDING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH})
+# A rollback replaces a queued switch too: the operator wants the host back, not forward.
+SUPERSEDING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH, CommandKind.ROLLBACK})
 # Commands that activate a system: their outcome is the host's "last deploy".
 DEPLOYING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH})
 

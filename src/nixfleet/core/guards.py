@@ -13,7 +13,7 @@ from typing import Any
 
 from nixfleet.core.errors import Conflict
 
-DEPLOY_KINDS = frozenset({"switch", "pull-switch"})
+DEPLOY_KINDS = frozenset({"switch", "pull-switch", "rollback"})
 
 
 class NotEnrolled(Conflict):

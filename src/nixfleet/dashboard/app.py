@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -15,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from nixfleet.config import Settings
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.codec import FleetCodec
+from nixfleet.dashboard.fleet.hooks import PushHooks
 from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.fleet.presence import Presence
 from nixfleet.dashboard.fleet.rollouts import Rollouts
@@ -46,6 +48,7 @@ from nixfleet.dashboard.routes import (
     enroll,
     events,
     health,
+    hooks,
     hosts,
     logs,
     monitoring,
@@ -59,8 +62,10 @@ from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
-from nixfleet.storage.pgbus import PgBus
 from nixfleet.storage.replicas import new_replica_id
+
+if TYPE_CHECKING:
+    from nixfleet.storage.pgbus import PgBus
 
 log = logging.getLogger("nixfleet.dashboard")
 _HERE = Path(__file__).parent
@@ -113,7 +118,8 @@ def _login_throttle(settings: Settings, bus: LocalBus | PgBus, replica: str) -> 
         "base_delay_s": settings.login_base_delay_s,
         "max_delay_s": settings.login_max_delay_s,
     }
-    if isinstance(bus, PgBus):
+    # PgBus is imported only where PostgreSQL is used: test for the other kind.
+    if not isinstance(bus, LocalBus):
         return SharedLoginThrottle(bus, replica, **limits)
     return LoginThrottle(**limits)  # type: ignore[arg-type]
 
@@ -128,7 +134,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.db_url, settings.db_busy_timeout_s)
         replica = settings.replica_id or new_replica_id()
-        bus: LocalBus | PgBus = LocalBus() if db.is_sqlite else PgBus(db, replica)
+        bus: LocalBus | PgBus
+        if db.is_sqlite:
+            bus = LocalBus()
+        else:
+            # psycopg is loaded only for PostgreSQL (~1.5 MiB a SQLite dashboard never uses).
+            from nixfleet.storage.pgbus import PgBus
+
+            bus = PgBus(db, replica)
         fleet = Fleet(settings, db, bus, replica=replica)
         hub = Hub(fleet)
         broadcaster = Broadcaster(bus, settings)
@@ -136,6 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.alert_url_list, settings.alert_allow_private, settings.alert_retries
         )
         deploy_alerts = DeployAlerts(deploy_rules, notifier, db)
+        rollouts = Rollouts(fleet, deploy_alerts.rollout_ended)
         presence: Presence | None = None
         ctx = Context(
             settings,
@@ -163,11 +177,12 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             alerts=Alerts(rules, notifier, bus),
             deploy_alerts=deploy_alerts,
-            rollouts=Rollouts(fleet, deploy_alerts.rollout_ended),
+            rollouts=rollouts,
+            hooks=PushHooks(settings, fleet, rollouts),
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
-        if isinstance(bus, PgBus):
+        if not isinstance(bus, LocalBus):
             await bus.start(FleetCodec(fleet))
             presence = Presence(fleet, hub, settings.replica_lease_s)
             await presence.startup()
@@ -190,7 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
             await ctx.audit.worker.shutdown()
             if presence is not None:
                 await presence.shutdown()
-            if isinstance(bus, PgBus):
+            if not isinstance(bus, LocalBus):
                 await bus.close()
             await db.close()
 
@@ -219,6 +234,7 @@ def create_app(settings: Settings) -> FastAPI:
         security,
         audit,
         rollouts,
+        hooks,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
+from nixfleet.dashboard.fleet.hooks import PushHooks
 from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
@@ -41,3 +42,4 @@ class Context:
     alerts: Alerts
     deploy_alerts: DeployAlerts
     rollouts: Rollouts
+    hooks: PushHooks

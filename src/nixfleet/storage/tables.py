@@ -231,3 +231,16 @@ replicas = Table(
     Column("renewed_at", Float, nullable=False),
     Column("lease_until", Float, nullable=False),
 )
+
+# Forge push deliveries seen (migration 0011). A GitHub or Forgejo signature covers the
+# body only, not the delivery header: the body's digest is unique too, so a captured
+# request replayed under a new delivery id is refused as well.
+hook_deliveries = Table(
+    "hook_deliveries",
+    metadata,
+    Column("forge", String(12), primary_key=True),
+    Column("delivery", String(100), primary_key=True),
+    Column("body_sha256", String(64), nullable=False, unique=True),
+    Column("received_at", Float, nullable=False),
+    Index("ix_hook_deliveries_received", "received_at"),
+)
