@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -61,8 +62,10 @@ from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
-from nixfleet.storage.pgbus import PgBus
 from nixfleet.storage.replicas import new_replica_id
+
+if TYPE_CHECKING:
+    from nixfleet.storage.pgbus import PgBus
 
 log = logging.getLogger("nixfleet.dashboard")
 _HERE = Path(__file__).parent
@@ -115,7 +118,8 @@ def _login_throttle(settings: Settings, bus: LocalBus | PgBus, replica: str) -> 
         "base_delay_s": settings.login_base_delay_s,
         "max_delay_s": settings.login_max_delay_s,
     }
-    if isinstance(bus, PgBus):
+    # PgBus is imported only where PostgreSQL is used: test for the other kind.
+    if not isinstance(bus, LocalBus):
         return SharedLoginThrottle(bus, replica, **limits)
     return LoginThrottle(**limits)  # type: ignore[arg-type]
 
@@ -130,7 +134,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.db_url, settings.db_busy_timeout_s)
         replica = settings.replica_id or new_replica_id()
-        bus: LocalBus | PgBus = LocalBus() if db.is_sqlite else PgBus(db, replica)
+        bus: LocalBus | PgBus
+        if db.is_sqlite:
+            bus = LocalBus()
+        else:
+            # psycopg is loaded only for PostgreSQL (~1.5 MiB a SQLite dashboard never uses).
+            from nixfleet.storage.pgbus import PgBus
+
+            bus = PgBus(db, replica)
         fleet = Fleet(settings, db, bus, replica=replica)
         hub = Hub(fleet)
         broadcaster = Broadcaster(bus, settings)
@@ -171,7 +182,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
-        if isinstance(bus, PgBus):
+        if not isinstance(bus, LocalBus):
             await bus.start(FleetCodec(fleet))
             presence = Presence(fleet, hub, settings.replica_lease_s)
             await presence.startup()
@@ -194,7 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
             await ctx.audit.worker.shutdown()
             if presence is not None:
                 await presence.shutdown()
-            if isinstance(bus, PgBus):
+            if not isinstance(bus, LocalBus):
                 await bus.close()
             await db.close()
 
