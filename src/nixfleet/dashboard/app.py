@@ -8,11 +8,12 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
+from nixfleet.dashboard import access
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.fleet.rollouts import Rollouts
@@ -47,11 +48,13 @@ from nixfleet.dashboard.routes import (
     pages,
     rollouts,
     security,
+    users,
 )
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
+from nixfleet.storage import users as user_store
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
 
@@ -60,11 +63,12 @@ _HERE = Path(__file__).parent
 SWEEP_EVERY_S = 2.0
 
 
-async def _sweeper(fleet: Fleet, hub: Hub, events: EventStore) -> None:
+async def _sweeper(fleet: Fleet, hub: Hub, events: EventStore, streams: Broadcaster) -> None:
     while True:
         try:
             await fleet.sweep()
             await hub.recheck_credentials()
+            await streams.end_dead_sessions(fleet.db)
             await events.prune_if_due()
             await fleet.prune_output_if_due()
         except Exception:
@@ -141,7 +145,14 @@ def create_app(settings: Settings) -> FastAPI:
         _wire_monitoring(ctx)
         await fleet.startup()
         await fleet.refresh_target(force=True)
-        sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events))
+        if await user_store.seed_admin(
+            db,
+            settings.admin_user,
+            settings.admin_password_hash.get_secret_value(),
+            settings.totp_secret.get_secret_value(),
+        ):
+            log.info("dashboard: %s is the first user (admin)", settings.admin_user)
+        sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events, ctx.broadcaster))
         ctx.rollouts.start()
         try:
             yield
@@ -165,8 +176,11 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
         # "/api/hosts/" is a 404 JSON error, not a redirect that replays a DELETE elsewhere.
         redirect_slashes=False,
+        # Before every route's own dependencies: the role its line in access.NEEDS names.
+        dependencies=[Depends(access.authorize)],
     )
     errors.install(app)
+    access.install(app)
     for module in (
         health,
         auth,
@@ -181,8 +195,10 @@ def create_app(settings: Settings) -> FastAPI:
         security,
         audit,
         rollouts,
+        users,
     ):
         app.include_router(module.router)
+    access.check_routes(app)  # a route without a declared role fails start-up
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.state.trusted_proxies = settings.trusted_networks
     # The last added runs first: AccessLog → SecurityHeaders → AllowedHosts → CatchAll →

@@ -201,3 +201,18 @@ rollout_hosts = Table(
     Index("ix_rollout_hosts_wave", "rollout_id", "wave"),
     Index("ix_rollout_hosts_command", "command_id"),
 )
+
+# People who log in. The env-configured admin becomes the first row at first start
+# (storage/users.py `seed_admin`); after that the table is the truth.
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(63), primary_key=True),
+    Column("password_hash", String(200), nullable=False),
+    # Base32; the code check needs the secret itself, so it cannot be hashed.
+    Column("totp_secret", String(64), nullable=True),
+    Column("role", String(10), nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
