@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 import getpass
-import os
 import sqlite3
-import subprocess
-import sys
 
-
-def _run(args, env):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")}
-    return subprocess.run(
-        [sys.executable, "-m", "nixfleet", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from conftest import run_cli
 
 
 def test_cli_host_changes_are_chained_into_the_audit_log(tmp_path):
@@ -27,9 +15,9 @@ def test_cli_host_changes_are_chained_into_the_audit_log(tmp_path):
         "NIXFLEET_AGENT_TOKEN_HASH_SECRET": "s" * 40,
     }
     for args in (["add", "web-09"], ["rotate-token", "web-09"], ["remove", "web-09"]):
-        res = _run(["admin", "host", *args], env)
+        res = run_cli(["admin", "host", *args], env)
         assert res.returncode == 0, res.stderr
-    res = _run(["admin", "audit", "verify"], env)
+    res = run_cli(["admin", "audit", "verify"], env)
     assert res.returncode == 0, res.stderr
     assert "3 entries verified" in res.stdout
     with sqlite3.connect(tmp_path / "nixfleet.db") as conn:

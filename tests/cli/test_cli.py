@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-
-def _run(args, env=None, stdin=None, timeout=60):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")}
-    return subprocess.run(
-        [sys.executable, "-m", "nixfleet", *args],
-        env={**clean, **(env or {})},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from conftest import run_cli
 
 
 def test_serve_without_an_admin_password_hash_fails_fast_with_one_line(tmp_path):
-    res = _run(["serve"], {"NIXFLEET_DATA_DIR": str(tmp_path)})
+    res = run_cli(["serve"], {"NIXFLEET_DATA_DIR": str(tmp_path)})
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -32,13 +19,13 @@ def test_serve_without_an_admin_password_hash_fails_fast_with_one_line(tmp_path)
 
 
 def _hash(password: str) -> str:
-    res = _run(["admin", "hash-password"], stdin=password + "\n")
+    res = run_cli(["admin", "hash-password"], stdin=password + "\n")
     assert res.returncode == 0, res.stderr
     return res.stdout.strip()
 
 
 def test_a_weak_agent_token_secret_is_refused(tmp_path):
-    res = _run(
+    res = run_cli(
         ["serve"],
         {
             "NIXFLEET_DATA_DIR": str(tmp_path),
@@ -52,38 +39,38 @@ def test_a_weak_agent_token_secret_is_refused(tmp_path):
 
 
 def test_a_malformed_setting_names_the_key(tmp_path):
-    res = _run(["db", "upgrade"], {"NIXFLEET_DEMO": "true", "NIXFLEET_PORT": "eighty"})
+    res = run_cli(["db", "upgrade"], {"NIXFLEET_DEMO": "true", "NIXFLEET_PORT": "eighty"})
     assert res.returncode == 2
     assert "NIXFLEET_PORT" in res.stderr
 
 
 def test_secrets_come_from_files_and_hosts_can_be_added_from_the_cli(tmp_path):
-    secret = _run(["admin", "gen-secret"]).stdout.strip()
+    secret = run_cli(["admin", "gen-secret"]).stdout.strip()
     assert len(secret) >= 32
     (tmp_path / "secret").write_text(secret + "\n")
     (tmp_path / "pw").write_text(_hash("correct horse") + "\n")
-    (tmp_path / "session").write_text(_run(["admin", "gen-secret"]).stdout)
+    (tmp_path / "session").write_text(run_cli(["admin", "gen-secret"]).stdout)
     env = {
         "NIXFLEET_DATA_DIR": str(tmp_path / "data"),
         "NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE": str(tmp_path / "secret"),
         "NIXFLEET_ADMIN_PASSWORD_HASH_FILE": str(tmp_path / "pw"),
         "NIXFLEET_SESSION_SECRETS_FILE": str(tmp_path / "session"),
     }
-    added = _run(["admin", "host", "add", "web-01"], env)
+    added = run_cli(["admin", "host", "add", "web-01"], env)
     assert added.returncode == 0, added.stderr
     assert added.stdout.strip().startswith("nfe_")
-    with_token = _run(["admin", "host", "add", "web-02", "--token"], env)
+    with_token = run_cli(["admin", "host", "add", "web-02", "--token"], env)
     assert with_token.stdout.strip().startswith("nfa_")
-    again = _run(["admin", "host", "add", "WEB-01"], env)
+    again = run_cli(["admin", "host", "add", "WEB-01"], env)
     assert again.returncode == 2
     assert "already exists" in again.stderr
-    bad = _run(["admin", "host", "add", "web_01"], env)
+    bad = run_cli(["admin", "host", "add", "web_01"], env)
     assert bad.returncode == 2
     assert "not valid" in bad.stderr
 
 
 def test_a_missing_secret_file_is_named(tmp_path):
-    res = _run(
+    res = run_cli(
         ["db", "upgrade"],
         {"NIXFLEET_DEMO": "true", "NIXFLEET_AGENT_TOKEN_HASH_SECRET_FILE": str(tmp_path / "nope")},
     )
@@ -93,14 +80,14 @@ def test_a_missing_secret_file_is_named(tmp_path):
 
 def test_settings_come_from_a_toml_file(tmp_path):
     (tmp_path / "nixfleet.toml").write_text('demo = true\nport = "not a port"\n')
-    res = _run(["db", "upgrade"], {"NIXFLEET_CONFIG_FILE": str(tmp_path / "nixfleet.toml")})
+    res = run_cli(["db", "upgrade"], {"NIXFLEET_CONFIG_FILE": str(tmp_path / "nixfleet.toml")})
     assert res.returncode == 2
     assert "NIXFLEET_PORT" in res.stderr
 
 
 def _agent(tmp_path, url, *args):
     (tmp_path / "token").write_text("nfa_x")
-    return _run(
+    return run_cli(
         [
             "agent",
             "--url",
@@ -152,7 +139,7 @@ def test_the_agent_refuses_bad_options_with_a_clear_message(tmp_path, args, mess
 
 
 def test_an_unsafe_config_branch_stops_the_dashboard(tmp_path):
-    res = _run(["db", "upgrade"], {"NIXFLEET_DEMO": "true", "NIXFLEET_CONFIG_BRANCH": "-evil"})
+    res = run_cli(["db", "upgrade"], {"NIXFLEET_DEMO": "true", "NIXFLEET_CONFIG_BRANCH": "-evil"})
     assert res.returncode == 2
     assert "NIXFLEET_CONFIG_BRANCH" in res.stderr
 
@@ -166,7 +153,7 @@ def test_the_agent_refuses_a_pin_without_tls(tmp_path):
 
 
 def test_agent_help_describes_every_transport_option():
-    res = _run(["agent", "--help"], {"COLUMNS": "200"})
+    res = run_cli(["agent", "--help"], {"COLUMNS": "200"})
     for flag in (
         "--ca-file",
         "--pin",
@@ -196,7 +183,7 @@ def test_spki_pin_prints_the_same_pin_for_a_file_and_a_live_server(tmp_path):
     pem = tmp_path / "cert.pem"
     cert.cert_chain_pems[0].write_to_path(str(pem))
     expected = spki_pin(cert_der_from_file(pem.read_bytes()))
-    from_file = _run(["admin", "spki-pin", str(pem)])
+    from_file = run_cli(["admin", "spki-pin", str(pem)])
     assert from_file.stdout.strip() == expected
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -213,7 +200,7 @@ def test_spki_pin_prints_the_same_pin_for_a_file_and_a_live_server(tmp_path):
             conn.close()
 
     threading.Thread(target=serve_once, daemon=True).start()
-    live = _run(["admin", "spki-pin", f"127.0.0.1:{server.getsockname()[1]}"])
+    live = run_cli(["admin", "spki-pin", f"127.0.0.1:{server.getsockname()[1]}"])
     server.close()
     assert live.stdout.strip() == expected
     assert "without verification" in live.stderr
@@ -221,7 +208,7 @@ def test_spki_pin_prints_the_same_pin_for_a_file_and_a_live_server(tmp_path):
 
 @pytest.mark.parametrize("source", ["no-such-file-or-port", "localhost:notaport"])
 def test_spki_pin_refuses_what_is_neither_a_file_nor_host_port(source):
-    res = _run(["admin", "spki-pin", source])
+    res = run_cli(["admin", "spki-pin", source])
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
 
@@ -232,7 +219,7 @@ def test_the_shared_token_is_configured_only_as_its_hash(tmp_path):
     secret = "s" * 40
     env = {"NIXFLEET_DEMO": "true", "NIXFLEET_AGENT_TOKEN_HASH_SECRET": secret}
     shared = "nfa_" + "x" * 43
-    res = _run(["admin", "hash-agent-token"], env, stdin=shared + "\n")
+    res = run_cli(["admin", "hash-agent-token"], env, stdin=shared + "\n")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == hash_agent_token(secret, shared)
     assert shared not in res.stdout + res.stderr
@@ -242,19 +229,19 @@ def test_the_shared_token_is_configured_only_as_its_hash(tmp_path):
         ({"NIXFLEET_AUTO_PROVISION": "true"}, "NIXFLEET_AUTO_PROVISION"),
         ({"NIXFLEET_CLIENT_CA": str(tmp_path / "ca.pem")}, "NIXFLEET_CLIENT_CA"),
     ]:
-        bad = _run(["db", "upgrade"], {**env, "NIXFLEET_DATA_DIR": str(tmp_path), **extra})
+        bad = run_cli(["db", "upgrade"], {**env, "NIXFLEET_DATA_DIR": str(tmp_path), **extra})
         assert bad.returncode == 2, extra
         assert key in bad.stderr
         assert shared not in bad.stderr  # a token pasted by mistake is not echoed back
 
 
 def test_serve_without_session_secrets_fails_fast_naming_them(tmp_path):
-    res = _run(
+    res = run_cli(
         ["serve"],
         {
             "NIXFLEET_DATA_DIR": str(tmp_path),
             "NIXFLEET_ADMIN_PASSWORD_HASH": _hash("correct horse"),
-            "NIXFLEET_AGENT_TOKEN_HASH_SECRET": _run(["admin", "gen-secret"]).stdout.strip(),
+            "NIXFLEET_AGENT_TOKEN_HASH_SECRET": run_cli(["admin", "gen-secret"]).stdout.strip(),
         },
     )
     assert res.returncode == 2
@@ -264,18 +251,18 @@ def test_serve_without_session_secrets_fails_fast_naming_them(tmp_path):
 
 
 def test_totp_setup_prints_a_secret_a_uri_and_a_qr_code():
-    res = _run(["admin", "totp-setup", "--account", "ops"])
+    res = run_cli(["admin", "totp-setup", "--account", "ops"])
     assert res.returncode == 0, res.stderr
     secret = next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("secret:"))
     assert re.fullmatch(r"[A-Z2-7]{32}", secret)
     assert f"otpauth://totp/NixFleet:ops?secret={secret}" in res.stdout
     assert res.stdout.count("█") > 100  # the QR code, drawn with block characters
-    again = _run(["admin", "totp-setup"]).stdout
+    again = run_cli(["admin", "totp-setup"]).stdout
     assert secret not in again
 
 
 def test_admin_check_lists_what_is_weak_and_fails(tmp_path):
-    res = _run(["admin", "check"], {"NIXFLEET_SECURE_COOKIES": "false"})
+    res = run_cli(["admin", "check"], {"NIXFLEET_SECURE_COOKIES": "false"})
     assert res.returncode == 1
     weak = [line for line in res.stdout.splitlines() if line.startswith("WEAK")]
     assert any("NIXFLEET_SESSION_SECRETS is missing" in line for line in weak)
@@ -285,10 +272,10 @@ def test_admin_check_lists_what_is_weak_and_fails(tmp_path):
 
 
 def test_admin_check_passes_a_strong_configuration_without_printing_secrets(tmp_path):
-    secret = _run(["admin", "gen-secret"]).stdout.strip()
-    session = _run(["admin", "gen-secret"]).stdout.strip()
+    secret = run_cli(["admin", "gen-secret"]).stdout.strip()
+    session = run_cli(["admin", "gen-secret"]).stdout.strip()
     totp = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
-    res = _run(
+    res = run_cli(
         ["admin", "check"],
         {
             "NIXFLEET_ADMIN_PASSWORD_HASH": _hash("correct horse"),

@@ -5,11 +5,8 @@ close code that says why; no token is ever stored or logged in clear."""
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 import stat
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,7 +14,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from conftest import wait_for
+from conftest import run_cli, wait_for
 
 
 def _ws_url(base: str) -> str:
@@ -142,17 +139,6 @@ def test_a_malformed_enrollment_gets_a_clear_4xx(make_fleet):
     assert res.status_code == 400
 
 
-def _cli(rf, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")}
-    return subprocess.run(
-        [sys.executable, "-m", "nixfleet", *args],
-        env={**env, **rf.fleet.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def _closed_with(rf, host_id: str, code: int) -> bool:
     return f"connection closed ({code} " in agent_log(rf, host_id)
 
@@ -193,7 +179,7 @@ def test_revocation_from_the_cli_cuts_off_the_live_agent(make_fleet):
     rf.start_agent("atlas", args=INFO)
     api = rf.api()
     api.wait_online(["atlas"])
-    res = _cli(rf, "admin", "host", "revoke", "atlas")
+    res = run_cli(["admin", "host", "revoke", "atlas"], rf.fleet.env)
     assert res.returncode == 0, res.stderr
     wait_for(lambda: _closed_with(rf, "atlas", 4403), 20, "the agent closed with 4403")
     assert api.host("atlas")["identity_state"] == "revoked"
@@ -211,7 +197,7 @@ def test_a_rotation_with_overlap_keeps_the_old_token_working_until_cut(make_flee
     # The handshakes above replaced the agent's connection; it comes back with the old one.
     api.wait_online(["atlas"])
     # A rotation without overlap (from the CLI) ends the overlap of the previous token too.
-    res = _cli(rf, "admin", "host", "rotate-token", "atlas", "--overlap", "0")
+    res = run_cli(["admin", "host", "rotate-token", "atlas", "--overlap", "0"], rf.fleet.env)
     assert res.returncode == 0, res.stderr
     newest = res.stdout.strip()
     wait_for(lambda: _closed_with(rf, "atlas", 4410), 20, "the agent closed with 4410")
@@ -334,7 +320,9 @@ def test_a_host_bound_to_a_client_certificate_needs_that_certificate(tls_fleet):
     right, other = client_ca.issue_cert("atlas"), client_ca.issue_cert("borealis")
     foreign = trustme.CA().issue_cert("atlas")
     right.cert_chain_pems[0].write_to_path(str(tls / "atlas.pem"))
-    bound = _cli(rf, "admin", "host", "bind-cert", "atlas", "--cert-file", str(tls / "atlas.pem"))
+    bound = run_cli(
+        ["admin", "host", "bind-cert", "atlas", "--cert-file", str(tls / "atlas.pem")], rf.fleet.env
+    )
     assert bound.returncode == 0, bound.stderr
     atlas = rf.host("atlas").token_file.read_text().strip()
     assert handshake(base, "atlas", atlas, ssl=client_ssl(right)) == 101
@@ -358,7 +346,7 @@ def test_a_host_bound_to_a_client_certificate_needs_that_certificate(tls_fleet):
 
 def test_a_real_agent_enrolls_and_connects_over_tls(tls_fleet):
     rf, base, _, _, _, tls = tls_fleet
-    issued = _cli(rf, "admin", "host", "enroll-code", "borealis")
+    issued = run_cli(["admin", "host", "enroll-code", "borealis"], rf.fleet.env)
     assert issued.returncode == 0, issued.stderr
     host = rf.host("borealis")
     host.token_file.unlink()

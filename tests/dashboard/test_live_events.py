@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import httpx
+
+from ssestream import sse_frames
 
 
 def _read_events(api, stop_when, limit=2000):
@@ -20,19 +21,10 @@ def _read_events(api, stop_when, limit=2000):
     ):
         assert res.status_code == 200
         assert res.headers["content-type"].startswith("text/event-stream")
-        current: dict = {}
-        for line in res.iter_lines():
-            if line.startswith("id: "):
-                current["id"] = int(line[4:])
-            elif line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and "event" in current:
-                frames.append(current)
-                current = {}
-                if stop_when(frames) or len(frames) >= limit:
-                    return frames
+        for frame in sse_frames(res.iter_lines()):
+            frames.append(frame)
+            if stop_when(frames) or len(frames) >= limit:
+                return frames
     return frames
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import wait_for
+from conftest import run_cli, wait_for
 
 WINDOW_S = 10  # small, so the "resolved" comes soon; wide enough for 12 argon2 logins
 
@@ -197,16 +195,3 @@ def test_admin_alert_test_sends_a_test_message(receiver, tmp_path):
     assert res.returncode == 1
     assert "private address" in res.stdout
     assert len(receiver.bodies) == 1
-
-
-def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    import os
-
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")}
-    return subprocess.run(
-        [sys.executable, "-m", "nixfleet", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )

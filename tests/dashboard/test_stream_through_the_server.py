@@ -5,13 +5,13 @@ loopback the kernel buffers megabytes before a non-reading socket pushes back.)"
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import httpx
 
 from conftest import wait_for
+from ssestream import sse_frames
 
 
 class Reader:
@@ -37,22 +37,15 @@ class Reader:
     def _read(self, args) -> None:
         with self.client.stream("GET", "/api/events", **args) as res:
             assert res.status_code == 200
-            current: dict = {}
-            for line in res.iter_lines():
-                self.open.set()
-                if self._stop:
-                    return
-                if line.startswith("id: "):
-                    current["id"] = int(line[4:])
-                elif line.startswith("event: "):
-                    current["event"] = line[7:]
-                elif line.startswith("data: "):
-                    current["data"] = json.loads(line[6:])
-                elif line == "" and "event" in current:
-                    self.frames.append(
-                        (current.get("id"), current["event"], current["data"], time.monotonic())
-                    )
-                    current = {}
+            for f in sse_frames(self._lines(res)):
+                self.frames.append((f.get("id"), f["event"], f["data"], time.monotonic()))
+
+    def _lines(self, res: httpx.Response):
+        for line in res.iter_lines():
+            self.open.set()
+            if self._stop:
+                return
+            yield line
 
     def close(self) -> None:
         self._stop = True

@@ -38,6 +38,8 @@ FINAL_STATES = frozenset(
     }
 )
 ACTIVE_STATES = frozenset({CommandState.DISPATCHED, CommandState.RUNNING})
+# A command is born queued; a stop, which is never queued, is born succeeded.
+INITIAL_STATES = frozenset({CommandState.QUEUED, CommandState.SUCCEEDED})
 
 _ALLOWED: dict[CommandState, frozenset[CommandState]] = {
     CommandState.QUEUED: frozenset(

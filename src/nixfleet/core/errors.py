@@ -9,8 +9,7 @@
     ├── Conflict                  legal input, wrong state (→ 409)
     ├── AuthError                 who you are could not be established (→ 401)
     ├── Forbidden                 known, but not allowed: CSRF, origin (→ 403)
-    ├── Unavailable               the database is busy or full: try again (→ 503)
-    └── ProtocolError             an agent or dashboard spoke out of turn
+    └── Unavailable               the database is busy or full: try again (→ 503)
 
 Messages start with the component ("store: …", "agent: …") so a log line says where;
 API answers and pages show them through `for_people`, without it.
@@ -86,7 +85,3 @@ class Unavailable(NixFleetError):
     def __init__(self, message: str, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-class ProtocolError(NixFleetError):
-    code = "protocol"

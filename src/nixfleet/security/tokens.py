@@ -34,11 +34,6 @@ def new_enroll_code() -> str:
     return ENROLL_CODE_PREFIX + secrets.token_urlsafe(16)
 
 
-def token_matches(stored_hash: str, secret: str, token: str) -> bool:
-    """Return True when token hashes to stored_hash (constant time)."""
-    return hmac.compare_digest(stored_hash, hash_agent_token(secret, token))
-
-
 def new_session_id() -> str:
     """Return a fresh session id (the cookie value)."""
     return SESSION_PREFIX + secrets.token_urlsafe(32)

@@ -1,5 +1,10 @@
 """Where commands are stored. Every state change is a guarded UPDATE
-(`WHERE id = ? AND state IN (…)`) so two dashboard replicas never both claim one."""
+(`WHERE id = ? AND state IN (…)`) so two dashboard replicas never both claim one.
+
+Every UPDATE that writes a state is built by `_transition`, which refuses a move the state
+machine in `core.commands` forbids, and new rows must be born in an initial state: an
+illegal transition cannot be written, whoever calls.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,45 @@ import math
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, insert, or_, select, update
+from sqlalchemy import RowMapping, Update, and_, insert, or_, select, update
 
-from nixfleet.core.commands import ACTIVE_STATES, SUPERSEDING, CommandState, can_move
+from nixfleet.core.commands import (
+    ACTIVE_STATES,
+    INITIAL_STATES,
+    SUPERSEDING,
+    CommandState,
+    can_move,
+)
 from nixfleet.core.errors import NotFound
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import commands
+
+
+def _transition(from_states: Collection[CommandState], to_state: CommandState) -> Update:
+    """Return the UPDATE moving commands in from_states to to_state (callers add scope).
+
+    A transition the state machine (core) forbids is a programming error, not a miss.
+    """
+    illegal = sorted(s.value for s in from_states if not can_move(s, to_state))
+    if illegal or not from_states:
+        raise ValueError(f"store: illegal transition {illegal} -> {to_state.value}")
+    return (
+        update(commands)
+        .where(commands.c.state.in_([s.value for s in from_states]))
+        .values(state=to_state)
+    )
+
+
+def _born(rows: Iterable[dict[str, Any]]) -> None:
+    """Refuse a new command row whose state is not an initial one."""
+    for row in rows:
+        if CommandState(row.get("state", CommandState.QUEUED)) not in INITIAL_STATES:
+            raise ValueError(f"store: a command cannot be born {row['state']}")
+
+
+def _no_state(values: dict[str, Any]) -> None:
+    if "state" in values:
+        raise ValueError("store: a state is written only by a transition")
 
 
 def _clean(row: RowMapping) -> dict[str, Any]:
@@ -28,18 +66,17 @@ async def enqueue(db: Database, row: dict[str, Any], supersede: bool) -> list[st
        transaction, so no reader sees two queued switches.
     2. Insert the new row.
     """
+    _born([row])
     cancelled: list[str] = []
     async with db.engine.begin() as conn:
         if supersede:
             res = await conn.execute(
-                update(commands)
+                _transition({CommandState.QUEUED}, CommandState.CANCELLED)
                 .where(
                     commands.c.host_id == row["host_id"],
-                    commands.c.state == CommandState.QUEUED,
                     commands.c.kind.in_([k.value for k in SUPERSEDING]),
                 )
                 .values(
-                    state=CommandState.CANCELLED,
                     finished_at=row["created_at"],
                     detail=f"superseded by {row['id']}",
                 )
@@ -58,21 +95,12 @@ async def move(
     to_state: CommandState,
     **values: Any,
 ) -> bool:
-    """Move a command of host_id to to_state if it is in one of from_states; return success.
-
-    A transition the state machine (core) forbids is a programming error, not a miss.
-    """
-    if not all(can_move(src, to_state) for src in from_states):
-        raise ValueError(f"store: illegal transition {list(from_states)} -> {to_state}")
+    """Move a command of host_id to to_state if it is in one of from_states; return success."""
+    _no_state(values)
+    query = _transition(from_states, to_state)
     async with db.engine.begin() as conn:
         res = await conn.execute(
-            update(commands)
-            .where(
-                commands.c.id == command_id,
-                commands.c.host_id == host_id,
-                commands.c.state.in_([s.value for s in from_states]),
-            )
-            .values(state=to_state, **values)
+            query.where(commands.c.id == command_id, commands.c.host_id == host_id).values(**values)
         )
     return bool(res.rowcount == 1)
 
@@ -86,6 +114,7 @@ async def set_fields(
 ) -> bool:
     """Update non-state fields of one command of host_id (only while in only_in, if given);
     return whether a row changed."""
+    _no_state(values)
     query = update(commands).where(commands.c.id == command_id, commands.c.host_id == host_id)
     if only_in is not None:
         query = query.where(commands.c.state.in_([s.value for s in only_in]))
@@ -126,14 +155,9 @@ async def expire_queued(db: Database, now: float) -> list[dict[str, Any]]:
     """Mark queued commands past their expiry timed_out; return the rows changed."""
     async with db.engine.begin() as conn:
         res = await conn.execute(
-            update(commands)
-            .where(
-                commands.c.state == CommandState.QUEUED,
-                commands.c.expires_at.is_not(None),
-                commands.c.expires_at <= now,
-            )
+            _transition({CommandState.QUEUED}, CommandState.TIMED_OUT)
+            .where(commands.c.expires_at.is_not(None), commands.c.expires_at <= now)
             .values(
-                state=CommandState.TIMED_OUT,
                 finished_at=now,
                 detail="expired before the host connected",
             )
@@ -146,13 +170,11 @@ async def lose_abandoned(db: Database, cutoff: float, now: float) -> list[dict[s
     """Mark active commands whose host left before cutoff and never came back as lost."""
     async with db.engine.begin() as conn:
         res = await conn.execute(
-            update(commands)
+            _transition(ACTIVE_STATES, CommandState.LOST)
             .where(
-                commands.c.state.in_([s.value for s in ACTIVE_STATES]),
-                and_(commands.c.disconnected_at.is_not(None), commands.c.disconnected_at < cutoff),
+                and_(commands.c.disconnected_at.is_not(None), commands.c.disconnected_at < cutoff)
             )
             .values(
-                state=CommandState.LOST,
                 finished_at=now,
                 detail="the agent did not reconnect within the reconnect window",
             )
@@ -204,6 +226,7 @@ async def enqueue_many(db: Database, rows: Sequence[dict[str, Any]], supersede: 
     The same two steps as `enqueue`, for every host at once: a bulk switch to thousands of
     hosts is one commit, not thousands.
     """
+    _born(rows)
     cancelled: list[str] = []
     if not rows:
         return cancelled
@@ -211,14 +234,12 @@ async def enqueue_many(db: Database, rows: Sequence[dict[str, Any]], supersede: 
         if supersede:
             for part in _chunks([r["host_id"] for r in rows]):
                 res = await conn.execute(
-                    update(commands)
+                    _transition({CommandState.QUEUED}, CommandState.CANCELLED)
                     .where(
                         commands.c.host_id.in_(part),
-                        commands.c.state == CommandState.QUEUED,
                         commands.c.kind.in_([k.value for k in SUPERSEDING]),
                     )
                     .values(
-                        state=CommandState.CANCELLED,
                         finished_at=rows[0]["created_at"],
                         detail="superseded by a newer bulk command",
                     )
@@ -287,9 +308,9 @@ async def claim(db: Database, command_ids: Sequence[str], now: float) -> list[di
     async with db.engine.begin() as conn:
         for part in _chunks(command_ids):
             res = await conn.execute(
-                update(commands)
-                .where(commands.c.id.in_(part), commands.c.state == CommandState.QUEUED)
-                .values(state=CommandState.DISPATCHED, dispatched_at=now)
+                _transition({CommandState.QUEUED}, CommandState.DISPATCHED)
+                .where(commands.c.id.in_(part))
+                .values(dispatched_at=now)
                 .returning(*commands.c)
             )
             claimed += [_clean(r._mapping) for r in res]

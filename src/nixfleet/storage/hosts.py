@@ -63,26 +63,6 @@ async def ids(db: Database) -> set[str]:
         return set((await conn.execute(select(hosts.c.id))).scalars())
 
 
-async def token_hash(db: Database, host_id: str) -> str | None:
-    """Return the stored token hash of a host, or None if the host or its token is absent."""
-    async with db.engine.connect() as conn:
-        return (
-            await conn.execute(select(hosts.c.token_hash).where(hosts.c.id == host_id))
-        ).scalar_one_or_none()
-
-
-async def set_token_hash(db: Database, host_id: str, new_hash: str) -> None:
-    """Replace a host's token hash or raise NotFound."""
-    async with db.engine.begin() as conn:
-        res = await conn.execute(
-            update(hosts)
-            .where(hosts.c.id == host_id)
-            .values(token_hash=new_hash, identity_state="active")
-        )
-    if res.rowcount == 0:
-        raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
-
-
 async def mark_connected(db: Database, host_id: str, status: dict[str, Any], now: float) -> None:
     """Record that a host's agent connected and what it reported."""
     async with db.engine.begin() as conn:

@@ -14,11 +14,14 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
+from nixfleet.core.commands import FINAL_STATES, CommandState
 from nixfleet.core.protocol import CLOSE_HOST_REMOVED, Cancel, Command
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.storage.bus import Event
 
 log = logging.getLogger("nixfleet.hub")
+
+_CLAIM_AFTER = frozenset({CommandState.QUEUED, *FINAL_STATES})
 
 
 @dataclass
@@ -64,14 +67,8 @@ class Hub:
         host_id = event.get("host_id") or event.get("command", {}).get("host_id")
         if host_id not in self.links:
             return
-        if event["type"] == "command" and event["command"]["state"] in (
-            "queued",
-            "succeeded",
-            "failed",
-            "cancelled",
-            "timed_out",
-            "lost",
-        ):
+        # Something new to send (queued), or the line freed (final): time to claim.
+        if event["type"] == "command" and event["command"]["state"] in _CLAIM_AFTER:
             self._want(host_id)
         elif event["type"] == "agent_control":
             self.spawn(self._control(host_id, event))

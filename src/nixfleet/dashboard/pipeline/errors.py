@@ -1,9 +1,15 @@
-"""Map every error to `{"error": code, "detail": text}` with a 4xx status; never a traceback."""
+"""Map every error to `{"error": code, "detail": text}` with a 4xx status; never a traceback.
+
+Routes raise and the handlers below answer; pure-ASGI middleware, which answers before any
+route, sends the same shape with `send_error`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import Send
 
 from nixfleet.core.errors import NixFleetError, Unavailable, for_people
 
@@ -50,6 +57,31 @@ def _database_trouble(exc: OperationalError) -> tuple[str, str] | None:
     if "locked" in text or "busy" in text or "lock timeout" in text:
         return "database_busy", "the database is busy; nothing was changed, try again shortly"
     return None
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    fields: dict[str, str] | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    kind: str = "http",
+) -> None:
+    """Send `{"error": code, "detail": detail, **fields}` as a whole response from middleware.
+
+    kind is "http", or "websocket.http" to refuse a WebSocket upgrade with an HTTP answer.
+    """
+    body = json.dumps({"error": code, "detail": detail, **(fields or {})}).encode()
+    start = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *headers,
+    ]
+    await send({"type": f"{kind}.response.start", "status": status, "headers": start})
+    await send({"type": f"{kind}.response.body", "body": body})
 
 
 def _describe(exc: RequestValidationError) -> tuple[int, str, str]:

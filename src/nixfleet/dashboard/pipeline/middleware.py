@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nixfleet.dashboard.deps import is_https
+from nixfleet.dashboard.pipeline.errors import send_error
 
 log = logging.getLogger("nixfleet.dashboard")
-
-
-async def _reject(
-    send: Send, status: int, code: str, detail: str, extra: dict[str, str] | None = None
-) -> None:
-    body = json.dumps({"error": code, "detail": detail, **(extra or {})}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class CatchAll:
@@ -75,7 +57,7 @@ class CatchAll:
             if started:
                 raise  # the status line is gone; the server can only drop the connection
             detail = f"internal error; the dashboard log has the details under {request_id}"
-            await _reject(tagged, 500, "internal", detail, {"request_id": request_id})
+            await send_error(tagged, 500, "internal", detail, fields={"request_id": request_id})
 
 
 class BodyLimit:
@@ -91,7 +73,7 @@ class BodyLimit:
         detail = f"request body is larger than the limit of {self.max_bytes} bytes"
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _reject(send, 413, "too_large", detail)
+                await send_error(send, 413, "too_large", detail)
                 return
         seen = 0
         rejected = False
@@ -106,7 +88,7 @@ class BodyLimit:
             if seen > self.max_bytes and not rejected:
                 rejected = True
                 if not started:
-                    await _reject(send, 413, "too_large", detail)
+                    await send_error(send, 413, "too_large", detail)
                 return {"type": "http.disconnect"}
             return message
 
@@ -209,10 +191,10 @@ class AllowedHosts:
             return
         detail = "this dashboard does not answer to that host name (NIXFLEET_ALLOWED_HOSTS)"
         if scope["type"] == "http":
-            await _reject(send, 421, "misdirected", detail)
+            await send_error(send, 421, "misdirected", detail)
             return
         await receive()  # websocket.connect
-        await _reject(_as_ws_denial(send), 421, "misdirected", detail)
+        await send_error(send, 421, "misdirected", detail, kind="websocket.http")
 
 
 def host_allowed(host: str, names: frozenset[str]) -> bool:
@@ -231,11 +213,3 @@ def host_allowed(host: str, names: frozenset[str]) -> bool:
     except ValueError:
         pass
     return name in ("localhost", *names) or name.endswith(".localhost")
-
-
-def _as_ws_denial(send: Send) -> Send:
-    async def denial(message: Message) -> None:
-        kind = message["type"].replace("http.response.", "websocket.http.response.")
-        await send({**message, "type": kind})
-
-    return denial

@@ -17,7 +17,6 @@ process; several replicas share one limit through e.g. redis://.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -29,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nixfleet.config import Settings
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.deps import request_origin
+from nixfleet.dashboard.pipeline.errors import send_error
 
 
 def route_name(scope: Scope) -> str | None:
@@ -116,36 +116,23 @@ class RateLimit:
         return None
 
 
-def _denial(name: str, retry_after: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    body = json.dumps(
-        {
-            "error": "rate_limited",
-            "detail": f"too many requests to {name} from this address; retry in {retry_after} s",
-        }
-    ).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after).encode()),
-    ]
-    return headers, body
-
-
 async def _deny_upgrade(send: Send, name: str, retry_after: int) -> None:
-    headers, body = _denial(name, retry_after)
-    await send({"type": "websocket.http.response.start", "status": 429, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body})
+    detail, headers = _denial(name, retry_after)
+    await send_error(send, 429, "rate_limited", detail, headers=headers, kind="websocket.http")
+
+
+def _denial(name: str, retry_after: int) -> tuple[str, list[tuple[bytes, bytes]]]:
+    detail = f"too many requests to {name} from this address; retry in {retry_after} s"
+    return detail, [(b"retry-after", str(retry_after).encode())]
 
 
 async def _deny(scope: Scope, receive: Receive, send: Send, name: str, retry_after: int) -> None:
-    headers, body = _denial(name, retry_after)
+    detail, headers = _denial(name, retry_after)
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 429, "rate_limited", detail, headers=headers)
         return
     await receive()  # websocket.connect
     if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": 429, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
+        await _deny_upgrade(send, name, retry_after)
     else:  # the server cannot send an HTTP answer to an upgrade: refuse it (403)
         await send({"type": "websocket.close", "code": 1008})

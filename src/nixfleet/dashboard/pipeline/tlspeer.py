@@ -3,8 +3,9 @@
 Uvicorn does not fill in the ASGI TLS extension, so the WebSocket protocol is subclassed
 to put the verified peer certificate into `scope["extensions"]["tls"]["client_cert_chain"]`
 (the extension's own field name). Only the transport can set it; a header never does.
-Behind a TLS-terminating proxy there is no peer certificate here at all (see
-docs/security.md: forwarding a verified certificate from a trusted proxy is not built).
+Behind a TLS-terminating proxy there is no peer certificate here: the proxy verifies it and
+forwards it in the header named by NIXFLEET_CLIENT_CERT_HEADER, which `client_cert_sha256`
+believes from a trusted proxy only (docs/security.md).
 """
 
 from __future__ import annotations
