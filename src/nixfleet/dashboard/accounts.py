@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from nixfleet.core.errors import NotFound
 from nixfleet.core.roles import Role, canonical_username
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
@@ -60,7 +61,8 @@ async def change(
         await ctx.audit.record(actor, "user_change", address=address, detail=detail)
         _announce(ctx, actor, address, username, ",".join(sorted(detail)))
     user = await user_store.get(ctx.db, username)
-    assert user is not None  # change() raised NotFound otherwise
+    if user is None:
+        raise NotFound(f"users: no user {username!r}")
     return user
 
 

@@ -59,6 +59,22 @@ from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
 
 log = logging.getLogger("nixfleet.dashboard")
+ROUTE_MODULES = (
+    health,
+    auth,
+    pages,
+    hosts,
+    commands,
+    logs,
+    events,
+    agent_ws,
+    enroll,
+    monitoring,
+    security,
+    audit,
+    rollouts,
+    users,
+)
 _HERE = Path(__file__).parent
 SWEEP_EVERY_S = 2.0
 
@@ -181,24 +197,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     access.install(app)
-    for module in (
-        health,
-        auth,
-        pages,
-        hosts,
-        commands,
-        logs,
-        events,
-        agent_ws,
-        enroll,
-        monitoring,
-        security,
-        audit,
-        rollouts,
-        users,
-    ):
+    for module in ROUTE_MODULES:
         app.include_router(module.router)
-    access.check_routes(app)  # a route without a declared role fails start-up
+    access.check_routes(
+        m.router for m in ROUTE_MODULES
+    )  # a route without a declared role fails start-up
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.state.trusted_proxies = settings.trusted_networks
     # The last added runs first: AccessLog → SecurityHeaders → AllowedHosts → CatchAll →

@@ -73,7 +73,14 @@ async def _login_page(
 ) -> Response:
     wants_code = await _wants_code(ctx)
     return ctx.templates.TemplateResponse(
-        request, "login.html", {"error": error, "wants_code": wants_code}, status_code=status
+        request,
+        "login.html",
+        {
+            "error": error,
+            "wants_code": wants_code,
+            "code_required": ctx.settings.require_totp,
+        },
+        status_code=status,
     )
 
 
