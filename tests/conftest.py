@@ -3,6 +3,7 @@ processes, the fake Nix tools, and a real git config repo — the same parts the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,6 +21,9 @@ import trustme
 
 import pgserver
 from nixfleet.demo.run import DemoFleet, DemoHost, prepare, start_agent, start_dashboard
+
+# Fixtures of the multi-replica tests (two dashboards on one PostgreSQL, nginx in front).
+pytest_plugins = ["replicas.replicaset"]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
@@ -49,6 +53,19 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+async def wait_for_async(
+    predicate: Callable[[], Any], timeout: float = 10, what: str = "condition"
+) -> Any:
+    """Return predicate()'s first truthy value, yielding to the event loop until timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def pids_with_env(name: str, value: str) -> set[int]:

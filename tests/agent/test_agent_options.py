@@ -139,7 +139,7 @@ switch = "900:3600"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("NIXFLEET_")},
         "PATH": f"{rf.fleet.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-        "NIXFLEET_FAKE_STATE_DIR": str(host.root / "system"),
+        "NIXFLEET_DEMO_SYSTEM_DIR": str(host.root / "system"),
         "NIXFLEET_TEST_MARK": rf.mark,
         "NIXFLEET_AGENT_TOKEN_FILE": str(token_file),
         "NIXFLEET_AGENT_ENROLL_CODE_FILE": str(code_file),

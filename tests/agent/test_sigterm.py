@@ -43,6 +43,18 @@ def test_sigterm_stops_an_agent_backing_off(agent):
     assert _stopped(a.proc) == 0
 
 
+def test_sigterm_stops_an_agent_retrying_its_enrollment(agent, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    a = agent(
+        f"http://127.0.0.1:{port}", "--allow-insecure", "--token-file", str(tmp_path / "none"),
+        "--enroll-code", "nfe_code", "--backoff-floor", "60", "--backoff-cap", "120",
+    )  # fmt: skip
+    wait_for(lambda: "enrollment: cannot reach" in a.log(), 30, "the first enrollment attempt")
+    assert _stopped(a.proc) == 0
+
+
 def test_sigterm_stops_an_agent_waiting_for_welcome(agent):
     got_hello = threading.Event()
     release = threading.Event()

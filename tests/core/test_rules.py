@@ -6,7 +6,7 @@ import pytest
 
 from nixfleet.core.branch import check_branch
 from nixfleet.core.commands import CommandState, can_move, parse_kind, supersedes_queued
-from nixfleet.core.drift import Drift, commit_drift, reboot_needed
+from nixfleet.core.drift import Drift, commit_drift, reboot_reason
 from nixfleet.core.errors import InvalidHostId, UnknownCommandKind, ValidationError
 from nixfleet.core.hostid import canonical_host_id
 
@@ -34,7 +34,9 @@ def test_bad_host_ids_are_refused_with_the_rule_in_the_message(raw):
 
 
 def test_an_unknown_command_kind_names_the_valid_ones():
-    with pytest.raises(UnknownCommandKind, match="pull, switch, pull-switch, test, stop, restart"):
+    with pytest.raises(
+        UnknownCommandKind, match="pull, switch, pull-switch, test, plan, stop, restart"
+    ):
         parse_kind("reboot")
 
 
@@ -60,8 +62,12 @@ def test_drift_and_reboot():
     assert commit_drift("abc", "abc") is Drift.CURRENT
     assert commit_drift("abc", "def") is Drift.BEHIND
     assert commit_drift("", "def") is Drift.UNKNOWN
-    assert reboot_needed("/nix/store/a", "/nix/store/b")
-    assert not reboot_needed("/nix/store/a", "/nix/store/a")
+    same = {"kernel": "/nix/store/k1", "initrd": "/nix/store/i1", "kernel_modules": "/nix/store/m1"}
+    assert reboot_reason(same, dict(same)) == ""
+    assert reboot_reason(same, {**same, "initrd": "/nix/store/i2"}) == "initrd changed since boot"
+    assert reboot_reason(same, {**same, "kernel": "/nix/store/k2", "kernel_modules": "x"}) == (
+        "kernel and kernel modules changed since boot"
+    )
 
 
 @pytest.mark.parametrize("name", ["main", "release/25.05", "feature_x-1", "v1.2"])

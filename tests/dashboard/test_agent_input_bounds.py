@@ -143,6 +143,8 @@ def test_a_binary_frame_is_closed_4400_and_counted(fleet):
     assert asyncio.run(_refusal(fleet, b"\x00\xff binary")) == 4400
     wait_for(lambda: _refused_events(fleet, "binary") >= 1, 10, "the event")
     assert _metric(fleet, "binary") == before + 1
+    log = (fleet.fleet.root / "dashboard.log").read_text(errors="replace")
+    assert "refused a message from atlas (binary)" in log
     _others_unaffected(fleet)
 
 
@@ -181,6 +183,23 @@ def test_a_good_status_after_a_reconnect_is_stored(fleet):
     asyncio.run(session())
     atlas = fleet.api().host("atlas")
     assert atlas["status"]["hostname"] == "atlas"
+
+
+def test_an_agent_whose_host_has_an_odd_lock_file_keeps_reporting(fleet):
+    """Our own agent reads its host's values through the same bounds: a flake.lock with a
+    400-digit lastModified is left out of its status instead of failing every heartbeat."""
+    lock = fleet.host("borealis").root / "repo" / "flake.lock"
+    lock.write_text(json.dumps({"nodes": {"nixpkgs": {"locked": {"lastModified": int(BIG)}}}}))
+    api = fleet.api()
+    before = api.host("borealis")["status"]["lock_hash"]
+    reported = wait_for(
+        lambda: (h := api.host("borealis"))["status"]["lock_hash"] != before and h,
+        30,
+        "a heartbeat with the new lock file",
+    )
+    assert reported["online"] and reported["status"]["lock_modified"] is None
+    log = (fleet.host("borealis").root / "agent.log").read_text(errors="replace")
+    assert "Traceback" not in log and "ValidationError" not in log
 
 
 def test_a_bad_status_stored_before_the_bounds_does_not_break_any_reader(fleet):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nixfleet.core.errors import InvalidHostId
+from nixfleet.core.errors import InvalidHostId, for_people
 from nixfleet.core.hostid import canonical_host_id, is_host_id
 
 # Near-misses of valid ids: look-alike letters (Cyrillic а/е/о, dotless ı, fullwidth ａ),
@@ -78,5 +78,5 @@ def _message(raw: str) -> str:
     try:
         canonical_host_id(raw)
     except InvalidHostId as exc:
-        return str(exc)
+        return for_people(str(exc))
     raise AssertionError("valid")

@@ -81,3 +81,22 @@ def test_a_second_demo_run_keeps_the_history_and_retires_the_old_password(tmp_pa
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+
+
+def test_without_nix_the_demo_says_how_to_install_it_in_one_line(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "git").symlink_to("/usr/bin/git")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nixfleet", "demo", "--port", "0", "--data-dir", str(tmp_path)],
+        env={**os.environ, "PATH": str(bindir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "demo: the demo builds its hosts' systems with Nix, which is not installed: "
+        "apt-get install nix-bin (Debian), or see https://nixos.org/download"
+    ]

@@ -56,3 +56,16 @@ def test_memory_stays_bounded_when_addresses_are_sprayed():
     for i in range(1000):
         throttle.failed(f"ip:10.0.{i // 256}.{i % 256}")
     assert len(throttle._records) <= 100
+
+
+def test_addresses_an_account_logged_in_from_are_remembered_a_bounded_few():
+    clock = Clock()
+    throttle = make(clock)
+    throttle.remember("user:admin", "198.51.100.7")
+    assert throttle.known("user:admin", "198.51.100.7")
+    assert not throttle.known("user:admin", "203.0.113.9")
+    assert not throttle.known("user:root", "198.51.100.7")
+    for i in range(100):
+        throttle.remember("user:admin", f"10.0.0.{i}")
+    assert not throttle.known("user:admin", "198.51.100.7")  # the oldest went first
+    assert throttle.known("user:admin", "10.0.0.99")

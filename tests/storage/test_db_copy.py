@@ -107,7 +107,13 @@ def test_a_copy_into_a_database_that_holds_data_is_refused_and_changes_nothing(
     second = _nixfleet(env, "db", "copy", "--to", pg_url)
     assert second.returncode == 2
     assert "already holds data" in second.stderr and "Traceback" not in second.stderr
-    pg_env = {**env, "NIXFLEET_DATABASE_URL": pg_url}
+    # The SQLite chain moved on after the copy (web-02): its anchor in DATA_DIR names an
+    # entry the copy does not have, so the copy is checked against an anchor of its own.
+    pg_env = {
+        **env,
+        "NIXFLEET_DATABASE_URL": pg_url,
+        "NIXFLEET_AUDIT_ANCHOR_FILE": str(tmp_path / "pg-anchor.json"),
+    }
     assert "1 entries verified" in _nixfleet(pg_env, "admin", "audit", "verify").stdout
 
 

@@ -531,3 +531,56 @@ def test_a_totp_login_works_in_the_browser_and_a_replayed_code_does_not(fleet, t
             )
     tab.forgive_console_errors(re.compile(r"status of 401 \(Unauthorized\) \(\S+/login\)$"))
     tab.assert_clean()
+
+
+def test_preview_shows_what_a_deploy_would_change_on_the_host_page_and_across_a_selection(
+    fleet, tab
+):
+    from nixfleet.demo.configrepo import update_nixpkgs
+
+    rf = fleet(hosts=2, build_seconds=0, env={"NIXFLEET_TARGET_CACHE_S": "1"})
+    page = log_in(tab, rf)
+    deploy = col(page, "atlas", "deploy").locator("[data-state]")
+    expect(deploy).to_have_attribute("data-state", "never_deployed")
+    api = rf.api()
+    for host in ("atlas", "borealis"):
+        assert api.wait_state(api.command(host, "pull-switch"), FINISHED)["state"] == "succeeded"
+    expect(deploy).to_have_attribute("data-state", "current")
+    update_nixpkgs(rf.fleet.root / "config")
+    expect(deploy).to_have_attribute("data-state", "behind")
+
+    page.check('input[data-select="atlas"]')
+    page.check('input[data-select="borealis"]')
+    page.click('button[data-bulk="plan"]')
+    expect(page.locator("#rollout-confirm")).to_be_hidden()  # a preview changes nothing
+    expect(page.locator("#bulk-result")).to_have_text(
+        "Preview: 2 hosts: 2 would change, 0 identical; "
+        "linux (+ initrd-linux) 6.6.30 → 6.6.31 on 1, reboot on 1",
+        timeout=30_000,
+    )
+
+    page.goto(f"{rf.base}/hosts/atlas")
+    expect(page.locator("#plan-summary")).to_contain_text("linux (+ initrd-linux) 6.6.30 → 6.6.31")
+    expect(page.locator("#plan-summary")).to_contain_text("needs a reboot")
+    expect(page.locator("#plan-changes tbody tr")).to_have_count(2)
+    page.click('button[data-action="plan"]')  # the same target again: nothing new to build
+    expect(page.locator("#action-result")).to_contain_text("plan:")
+
+
+def test_the_output_of_a_long_build_is_shown_to_its_last_line(fleet, tab):
+    """More lines than one API answer carries: the page follows the output cursor."""
+    rf = fleet(hosts=1)
+    build = rf.fleet.root / "bin" / "nixos-rebuild"
+    build.write_text("#!/usr/bin/env python3\nfor i in range(12_000):\n    print(f'line {i}')\n")
+    build.chmod(0o755)
+    api = rf.api()
+    cid = api.command("atlas", "switch")
+    assert api.wait_state(cid, FINISHED, timeout=60)["state"] == "succeeded"
+    first = api.get(f"/api/commands/{cid}").json()
+    assert first["output_next"] is not None  # the page needs more than one answer
+    page = log_in(tab, rf)
+    col(page, "atlas", "activity").locator(f'[data-open-log="{cid}"]').click()
+    counts = page.locator('#dock-view [data-log="counts"]')
+    expect(counts).to_contain_text("12001 lines")  # "$ nixos-rebuild …" and 12,000 more
+    expect(page.locator("#dock-view .ln-row .txt").last).to_have_text("line 11999")
+    tab.assert_clean()

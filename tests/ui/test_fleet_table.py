@@ -18,7 +18,7 @@ import test_dashboard_ui as ui
 from playwright.sync_api import Browser, Page, expect
 from test_dashboard_ui import FINISHED, Tab, assert_not_reloaded, col, log_in, mark_page, row
 
-from conftest import RunningFleet
+from conftest import RunningFleet, wait_for
 
 browser, tab, fleet, _bounded_expect = ui.browser, ui.tab, ui.fleet, ui._bounded_expect
 
@@ -71,7 +71,7 @@ def test_the_failed_count_filters_to_exactly_the_failed_hosts_and_selection_surv
     failed = page.locator('[data-filter="failed"]')
     expect(failed.locator(".n")).to_have_text("1")
     expect(page.locator('[data-filter="online"]')).to_have_text("4/4 online")
-    expect(col(page, "dune", "deploy").locator(".badge")).to_have_text("failed")
+    expect(col(page, "dune", "deploy").locator(".badge[data-state]")).to_have_text("failed")
 
     page.check('input[data-select="atlas"]')
     page.check('input[data-select="dune"]')
@@ -280,4 +280,30 @@ def test_api_errors_read_as_sentences_without_internal_prefixes(fleet, tab):
     tab.forgive_console_errors(
         re.compile(r"status of 409 \(Conflict\) \(\S+/api/hosts\)$"), since=errors_before
     )
+    tab.assert_clean()
+
+
+def test_test_progress_shows_in_the_row_while_the_tests_run(fleet, tab, tmp_path):
+    rf = fleet(hosts=1)
+    tests_dir = rf.host("atlas").root / "repo" / "hosts" / "atlas" / "tests"
+    wait_for(tests_dir.exists, 20, "the agent's checkout")
+    gate = tmp_path / "gate"
+    # Sorted between T01 and T02: it holds the run until the test opens the gate (20 s at most).
+    script = tests_dir / "T015-gate.sh"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        f"for i in $(seq 200); do [ -e {gate} ] && exit 0; sleep 0.1; done\nexit 1\n"
+    )
+    script.chmod(0o755)
+    page = log_in(tab, rf)
+    menu = page.locator('button[data-menu="atlas"]')
+    menu.click()
+    page.click('#row-menu [data-action="test"]')
+    progress = col(page, "atlas", "activity").locator("[data-test-progress]")
+    expect(progress).to_have_text("1 passed, 0 failed")  # T01 is done, the gate holds T015
+    expect(col(page, "atlas", "activity").locator(".badge")).to_have_text("test running")
+    gate.touch()
+    tests = col(page, "atlas", "checks").locator('[data-check="tests"]')
+    expect(tests).to_have_text("tests 4/4")
+    expect(progress).to_have_count(0)
     tab.assert_clean()

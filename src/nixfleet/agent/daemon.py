@@ -10,28 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import WebSocketException
 
 from nixfleet import __version__
 from nixfleet.agent import status
+from nixfleet.agent.deployment import DeployRecord
 from nixfleet.agent.executors import Target, make_executor
-from nixfleet.agent.journal import Journal
+from nixfleet.agent.journal import Entry, Journal
 from nixfleet.agent.options import AgentOptions
+from nixfleet.agent.preview import preview
 from nixfleet.agent.ratelimit import TokenBucket
 from nixfleet.agent.runner import Runner
 from nixfleet.agent.transport import Backoff, Transport
 from nixfleet.core.branch import check_branch
-from nixfleet.core.commands import KIND_RULES, CommandKind
+from nixfleet.core.commands import DEPLOYING, KIND_RULES, CommandKind
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
@@ -41,10 +45,12 @@ from nixfleet.core.protocol import (
     Command,
     Credential,
     CredentialSaved,
+    DeployOutcome,
     Finished,
     Hello,
     HostStatus,
     Output,
+    PlanReport,
     Started,
     Status,
     StatusAck,
@@ -74,10 +80,24 @@ class Agent:
         self.stopping = asyncio.Event()
         self.restart_requested = False
         self.executor = make_executor(opts.os, opts.macos_tool, opts.systemd_run)
-        target = Target(self.host_id, opts.repo_dir, opts.branch)
+        self.target = Target(self.host_id, opts.repo_dir, opts.branch, opts.state_dir / "plans")
         self.runner = Runner(
-            Journal(opts.state_dir), self.executor, target, self.wake.set, opts.rules
+            Journal(opts.state_dir),
+            self.executor,
+            self.target,
+            self.wake.set,
+            opts.rules,
+            self._finished,
         )
+        self.paths = status.SystemPaths(
+            opts.os,
+            self.executor.tool,
+            opts.system_dir,
+            opts.system_profile or _default_profile(self.executor.tool),
+            opts.macos_version_file,
+        )
+        self.record = DeployRecord(opts.state_dir)
+        self.revisions = status.Revisions()
         self.bucket = TokenBucket(*opts.command_rate, path=opts.state_dir / "command-rate.json")
 
     # --- lifecycle ------------------------------------------------------------------
@@ -176,6 +196,10 @@ class Agent:
         url = self.opts.url.replace("wss://", "https://").replace("ws://", "http://")
         url = url.rstrip("/") + "/api/agent/enroll"
         body = {"host_id": self.host_id, "code": self.opts.enroll_code}
+        # httpx is imported only to enroll: importing it loads rich, pygments and click
+        # (its command-line entry point), several MiB that an enrolled agent never uses.
+        import httpx
+
         # The one-time code travels under the same CA and minimum TLS version as the token.
         verify: ssl.SSLContext | bool = self.transport.ssl or True
         async with httpx.AsyncClient(verify=verify, timeout=10) as http:
@@ -259,7 +283,54 @@ class Agent:
         await ws.close()
 
     async def _status(self) -> HostStatus:
-        return await status.collect(self.opts.os, self.opts.repo_dir, self.opts.system_dir)
+        return await status.collect(self.paths, self.opts.repo_dir, self.record, self.revisions)
+
+    # --- what a finished command leaves behind ----------------------------------------
+    async def _finished(self, entry: Entry, record: dict[str, object]) -> PlanReport | None:
+        """Record a switch's outcome; turn a plan's build into its report."""
+        kind = CommandKind(entry.kind)
+        if kind in DEPLOYING:
+            await self._note_deploy(entry, record)
+        elif kind == CommandKind.PLAN and record.get("result") == "succeeded":
+            built = status.resolve(self.target.work_dir / entry.command_id / "result")
+            if not built:
+                raise RuntimeError("agent: the plan's build left no result")
+            self._prune_plans(keep=entry.command_id)
+            ref = f"refs/remotes/origin/{self.opts.branch}"
+            return await preview(self.paths, built, await status.git_head(self.opts.repo_dir, ref))
+        return None
+
+    async def _note_deploy(self, entry: Entry, record: dict[str, object]) -> None:
+        """Remember how a switch ended and, when it activated a system, which commit that is.
+
+        A failed switch may still have activated its system (a unit that failed to start
+        fails the switch after activation), so "activated" is read from the links.
+        """
+        before = _plan_note(entry).get("system_before", "")
+        current = self.paths.current()
+        result = str(record.get("result", "failed"))
+        activated = bool(current) and (result == "succeeded" or current != before)
+        commit = await status.git_head(self.opts.repo_dir) if activated else ""
+        finished_at = record.get("finished_at")
+        outcome = DeployOutcome.model_validate(
+            {
+                "command_id": entry.command_id,
+                "kind": entry.kind,
+                "result": result if result in ("succeeded", "cancelled", "timed_out") else "failed",
+                "finished_at": finished_at if isinstance(finished_at, float) else time.time(),
+                "detail": str(record.get("detail", ""))[:2000],
+            }
+        )
+        self.record.note(outcome, current if activated else "", commit)
+
+    def _prune_plans(self, keep: str) -> None:
+        """Drop older plans' results (garbage-collector roots) but the newest two."""
+        older = sorted(
+            (p for p in self.target.work_dir.iterdir() if p.name != keep),
+            key=lambda p: p.stat().st_mtime,
+        )
+        for path in older[:-1]:
+            shutil.rmtree(path, ignore_errors=True)
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         while True:
@@ -275,15 +346,16 @@ class Agent:
             while self.runner.warnings:
                 await ws.send(self.runner.warnings.pop(0).model_dump_json())
             for cid, entry in list(self.runner.entries.items()):
-                mark = max(sent.get(cid, 0), entry.acked_seq)
-                fresh = [ln for ln in entry.pending if ln.seq > mark]
-                for i in range(0, len(fresh), 500):
-                    batch = fresh[i : i + 500]
+                # Batches by bytes under the limit both sides agree on (core.protocol),
+                # read from the journal one at a time: nothing waits in memory.
+                while batch := entry.batch_after(max(sent.get(cid, 0), entry.acked_seq)):
                     await ws.send(Output(command_id=cid, lines=batch).model_dump_json())
                     sent[cid] = batch[-1].seq
                 if entry.finished is not None and cid not in finished_sent:
                     await ws.send(entry.finished.model_dump_json())
                     finished_sent.add(cid)
+                    # What the command changed (system, generation, checkout) shows at once.
+                    await ws.send(Status(status=await self._status()).model_dump_json())
             await self.wake.wait()
 
     async def _receive(self, ws: ClientConnection) -> None:
@@ -348,10 +420,25 @@ class Agent:
                 ).model_dump_json()
             )
         else:
-            entry = self.runner.start(msg.command_id, kind)
+            entry = self.runner.start(msg.command_id, kind, {"system_before": self.paths.current()})
             await ws.send(
                 Started(command_id=msg.command_id, started_at=entry.started_at).model_dump_json()
             )
+
+
+def _default_profile(tool: str) -> Path:
+    if tool == "home-manager":
+        return Path.home() / ".local/state/nix/profiles/home-manager"
+    return Path("/nix/var/nix/profiles/system")
+
+
+def _plan_note(entry: Entry) -> dict[str, str]:
+    """Return what the agent noted in a command's plan when it started it."""
+    try:
+        note = json.loads((entry.path / "plan.json").read_text()).get("agent_note", {})
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in note.items()} if isinstance(note, dict) else {}
 
 
 def _install_signals(agent: Agent) -> None:

@@ -46,9 +46,22 @@ class _Sink:
         self._fh.close()
 
 
+# A line is read at most this many bytes at a time, so a build that prints without
+# newlines cannot fill the runner's memory; the rest of a longer line is dropped with a
+# marker. The agent cuts to the protocol's bound again (core.protocol.cut_line: 65,536
+# characters, which a line of this many bytes never exceeds): this file imports nothing.
+_LINE_BYTES = 65536 - 64
+_CUT = " … [line cut: longer than {} bytes]"
+
+
 def _pump(pipe: IO[bytes], stream: str, sink: _Sink) -> None:
-    for raw in iter(pipe.readline, b""):
-        sink.write(stream, raw.decode("utf-8", "replace").rstrip("\r\n")[:65536])
+    cutting = False  # inside the dropped rest of an over-long line
+    for raw in iter(lambda: pipe.readline(_LINE_BYTES), b""):
+        cut = len(raw) >= _LINE_BYTES and not raw.endswith(b"\n")
+        if not cutting:
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            sink.write(stream, text + _CUT.format(_LINE_BYTES) if cut else text)
+        cutting = cut
     pipe.close()
 
 

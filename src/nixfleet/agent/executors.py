@@ -19,17 +19,33 @@ Step = dict[str, Any]
 
 @dataclass(frozen=True)
 class Target:
-    """What a plan acts on: this host, its clone of the config repo and the branch."""
+    """What a plan acts on: this host, its clone of the config repo and the branch.
+
+    work_dir holds what `plan` commands build (STATE_DIR/plans/<command id>/result, a
+    garbage-collector root, so a later switch of the same target finds it built).
+    """
 
     host_id: str
     repo_dir: Path
     branch: str
+    work_dir: Path = Path("/var/lib/nixfleet-agent/plans")
+
+    def flake(self) -> str:
+        return f"{self.repo_dir}#{self.host_id}"
+
+    def fetched_flake(self) -> str:
+        """Return the flake of the branch as last fetched, without checking it out."""
+        ref = f"refs/remotes/origin/{self.branch}"
+        return f"git+file://{self.repo_dir.absolute()}?ref={ref}#{self.host_id}"
 
 
 class Executor(Protocol):
     os_kind: str
+    tool: str
 
-    def switch_argv(self, target: Target) -> list[str]: ...
+    def tool_argv(self, action: str, flake: str) -> list[str]: ...
+
+    def rollback_argv(self) -> list[str]: ...
 
     def launcher(self, command_id: str) -> list[str]: ...
 
@@ -51,16 +67,42 @@ def _test_steps(t: Target) -> list[Step]:
     ]
 
 
+def _preview_steps(executor: Executor, t: Target, command_id: str) -> list[Step]:
+    """Fetch the branch and build its head into the plan's own directory (./result)."""
+    git = ["git", "-C", str(t.repo_dir)]
+    out = t.work_dir / command_id
+    return [
+        {"name": "fetch", "argv": [*git, "fetch", "--prune", "origin", t.branch]},
+        {"name": "build", "argv": executor.tool_argv("build", t.fetched_flake()), "cwd": str(out)},
+    ]
+
+
 def plan(
-    executor: Executor, kind: CommandKind, t: Target, now: float, kill_after_s: float
+    executor: Executor,
+    kind: CommandKind,
+    t: Target,
+    now: float,
+    kill_after_s: float,
+    command_id: str = "",
 ) -> dict[str, Any]:
     """Return the runner's plan for kind: ordered steps, the hard deadline, keep_going."""
-    switch = {"name": "switch", "argv": executor.switch_argv(t), "cwd": str(t.repo_dir)}
+    switch = {
+        "name": "switch",
+        "argv": executor.tool_argv("switch", t.flake()),
+        "cwd": str(t.repo_dir),
+    }
+    rollback = {
+        "name": "rollback",
+        "argv": executor.rollback_argv(),
+        "cwd": str(t.repo_dir),
+    }
     steps: list[Step] = {
+        CommandKind.ROLLBACK: [rollback],
         CommandKind.PULL: _pull_steps(t),
         CommandKind.SWITCH: [switch],
         CommandKind.PULL_SWITCH: [*_pull_steps(t), switch],
         CommandKind.TEST: _test_steps(t),
+        CommandKind.PLAN: _preview_steps(executor, t, command_id),
     }[kind]
     return {
         "steps": steps,
@@ -71,12 +113,16 @@ def plan(
 
 class NixOSExecutor:
     os_kind = "nixos"
+    tool = "nixos-rebuild"
 
     def __init__(self, use_systemd_run: bool) -> None:
         self.use_systemd_run = use_systemd_run
 
-    def switch_argv(self, target: Target) -> list[str]:
-        return ["nixos-rebuild", "switch", "--flake", f"{target.repo_dir}#{target.host_id}"]
+    def tool_argv(self, action: str, flake: str) -> list[str]:
+        return ["nixos-rebuild", action, "--flake", flake]
+
+    def rollback_argv(self) -> list[str]:
+        return ["nixos-rebuild", "switch", "--rollback"]
 
     def launcher(self, command_id: str) -> list[str]:
         # The switch may restart nixfleet-agent.service, and systemd then kills its whole
@@ -99,8 +145,13 @@ class MacOSExecutor:
     def __init__(self, tool: str) -> None:
         self.tool = tool  # "darwin-rebuild" or "home-manager"
 
-    def switch_argv(self, target: Target) -> list[str]:
-        return [self.tool, "switch", "--flake", f"{target.repo_dir}#{target.host_id}"]
+    def tool_argv(self, action: str, flake: str) -> list[str]:
+        return [self.tool, action, "--flake", flake]
+
+    def rollback_argv(self) -> list[str]:
+        # darwin-rebuild has --rollback; home-manager has no such flag (its way is the
+        # previous generation's `activate`), which the demo's shim accepts alike.
+        return [self.tool, "switch", "--rollback"]
 
     def launcher(self, command_id: str) -> list[str]:
         # launchd kills the agent's job on reload but not a process in its own session.

@@ -11,50 +11,95 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nixfleet.core.protocol import Finished, OutputLine, TestResult
+from nixfleet.core.protocol import (
+    Finished,
+    OutputLine,
+    PlanReport,
+    TestResult,
+    batch_lines,
+    cut_line,
+)
+
+_SCAN_CHUNK = 1 << 20
 
 
 @dataclass
 class Entry:
-    """One journalled command: its buffered, unacknowledged output and its result."""
+    """One journalled command: how far its output was read and acknowledged, its result.
+
+    Unacknowledged output is not held in memory: it is in output.jsonl already, and a
+    batch is read from there when it is sent (`batch_after`), so the agent's memory stays
+    flat however long the dashboard is away.
+    """
 
     command_id: str
     kind: str
     path: Path
     started_at: float
     acked_seq: int = 0
-    read_seq: int = 0
-    read_offset: int = 0
-    pending: list[OutputLine] = field(default_factory=list)
+    read_seq: int = 0  # complete lines in output.jsonl seen so far (the last sequence)
+    read_offset: int = 0  # byte offset just after line read_seq
     finished: Finished | None = None
     warned: bool = False
+    # Known (sequence → byte offset just after that line), so a batch starts with a seek.
+    _marks: dict[int, int] = field(default_factory=lambda: {0: 0})
 
     # --- what the runner wrote -------------------------------------------------------
-    def read_new_lines(self, limit: int = 1000) -> list[OutputLine]:
-        """Return output lines written since the last call and buffer them until acked."""
+    def scan(self) -> int:
+        """Count the complete lines written since the last call; return how many."""
         out_file = self.path / "output.jsonl"
         if not out_file.exists():
-            return []
-        new: list[OutputLine] = []
+            return 0
+        new, pos = 0, self.read_offset
         with out_file.open("rb") as fh:
-            fh.seek(self.read_offset)
-            while len(new) < limit:
-                raw = fh.readline()
-                if not raw.endswith(b"\n"):
-                    break  # a partial line: the runner is still writing it
-                self.read_offset += len(raw)
-                self.read_seq += 1
-                if self.read_seq <= self.acked_seq:
-                    continue
-                rec = json.loads(raw)
-                stream = {"s": "system"}.get(rec["s"], rec["s"])
-                new.append(OutputLine(seq=self.read_seq, stream=stream, text=rec["t"]))
-        self.pending.extend(new)
+            fh.seek(pos)
+            while chunk := fh.read(_SCAN_CHUNK):
+                if count := chunk.count(b"\n"):
+                    new += count
+                    # A partial last line is still being written: it counts next time.
+                    self.read_offset = pos + chunk.rfind(b"\n") + 1
+                pos += len(chunk)
+        self.read_seq += new
         return new
+
+    def batch_after(self, seq: int) -> list[OutputLine]:
+        """Return the next batch of lines after seq (by bytes, see core.batch_lines), read
+        from the journal; empty when every line read so far is past seq."""
+        start = self._floor(seq)
+        offsets: dict[int, int] = {}
+
+        def lines() -> Iterator[OutputLine]:
+            current = start
+            with (self.path / "output.jsonl").open("rb") as fh:
+                fh.seek(self._marks[start])
+                while current < self.read_seq:
+                    raw = fh.readline()
+                    if not raw.endswith(b"\n"):
+                        return
+                    current += 1
+                    offsets[current] = fh.tell()
+                    if current > seq:
+                        yield _line(current, raw)
+
+        batch = next(batch_lines(lines()), [])
+        if batch:
+            self._remember(batch[-1].seq, offsets[batch[-1].seq])
+        return batch
+
+    def _floor(self, seq: int) -> int:
+        """Return the highest known sequence at or before seq (0, the file's start, is known)."""
+        return max(k for k in self._marks if k <= seq)
+
+    def _remember(self, seq: int, offset: int) -> None:
+        self._marks[seq] = offset
+        if len(self._marks) > 256:  # keep the start, the acknowledged point, the newest
+            keep = {0, self._floor(self.acked_seq), *sorted(self._marks)[-128:]}
+            self._marks = {k: v for k, v in self._marks.items() if k in keep}
 
     def exit_record(self) -> dict[str, Any] | None:
         """Return the runner's exit record, or None while it runs."""
@@ -77,7 +122,7 @@ class Entry:
             return True
         return True
 
-    def finish(self, record: dict[str, Any]) -> Finished:
+    def finish(self, record: dict[str, Any], plan: PlanReport | None = None) -> Finished:
         """Return (and remember) the Finished message for the runner's exit record."""
         tests = [
             TestResult(name=s["name"], ok=s["exit_code"] == 0, exit_code=s["exit_code"])
@@ -93,16 +138,18 @@ class Entry:
             last_seq=self.read_seq,
             detail=str(record.get("detail", ""))[:2000],
             tests=tests,
+            plan=plan,
         )
         return self.finished
 
     # --- what the dashboard acknowledged ---------------------------------------------
     def ack(self, seq: int) -> None:
-        """Drop buffered lines up to seq and persist the mark (replays skip them)."""
+        """Persist the acknowledged mark (replays skip what is before it)."""
         if seq <= self.acked_seq:
             return
         self.acked_seq = seq
-        self.pending = [ln for ln in self.pending if ln.seq > seq]
+        floor = self._floor(seq)
+        self._marks = {k: v for k, v in self._marks.items() if k == 0 or k >= floor}
         self._save_meta()
 
     def request_cancel(self) -> None:
@@ -118,6 +165,19 @@ class Entry:
         tmp = self.path / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.path / "meta.json")
+
+
+def _line(seq: int, raw: bytes) -> OutputLine:
+    """Return one journal record as an output line (cut to the protocol's bound)."""
+    try:
+        rec = json.loads(raw)
+        stream = {"s": "system"}.get(rec["s"], rec["s"])
+        text = cut_line(str(rec["t"]))
+    except (ValueError, KeyError, TypeError):
+        stream, text = "system", "(an unreadable line in the journal)"
+    if stream not in ("stdout", "stderr", "system"):
+        stream = "system"
+    return OutputLine(seq=seq, stream=stream, text=text)
 
 
 class Journal:

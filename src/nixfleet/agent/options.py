@@ -90,6 +90,9 @@ class AgentOptions(BaseSettings):
     branch: str = "main"
     state_dir: Path = Path("/var/lib/nixfleet-agent")
     system_dir: Path = Path("/run")
+    # The system profile; None: /nix/var/nix/profiles/system, or home-manager's own.
+    system_profile: Path | None = None
+    macos_version_file: Path = Path("/System/Library/CoreServices/SystemVersion.plist")
     os: str = "nixos"
     macos_tool: str = "darwin-rebuild"
     systemd_run: str = "auto"

@@ -10,18 +10,27 @@ import asyncio
 import logging
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from nixfleet.agent.executors import Executor, Target, plan, runner_argv
 from nixfleet.agent.journal import Entry, Journal
 from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
-from nixfleet.core.protocol import Warning
+from nixfleet.core.protocol import PlanReport, Warning
 
 log = logging.getLogger("nixfleet.agent.runner")
 
 # Following a file has no readiness event to wait on portably (no inotify on macOS without
 # a dependency); 50 ms keeps the added latency below what a human notices.
 _TAIL_INTERVAL_S = 0.05
+
+# Called with a command's entry and its exit record before the result is reported: records
+# what a switch deployed, and turns a plan's build into its report (None for other kinds).
+Finisher = Callable[[Entry, dict[str, Any]], Awaitable[PlanReport | None]]
+
+
+async def _no_finisher(_entry: Entry, _record: dict[str, Any]) -> PlanReport | None:
+    return None
 
 
 class Runner:
@@ -34,8 +43,10 @@ class Runner:
         target: Target,
         on_change: Callable[[], None],
         rules: Mapping[CommandKind, KindRules] = KIND_RULES,
+        finisher: Finisher = _no_finisher,
     ) -> None:
         self.rules = rules
+        self.finisher = finisher
         self.journal = journal
         self.executor = executor
         self.target = target
@@ -55,13 +66,25 @@ class Runner:
         """Return True while a command's result is still unknown."""
         return any(e.finished is None for e in self.entries.values())
 
-    def start(self, command_id: str, kind: CommandKind) -> Entry:
-        """Journal the plan, launch the detached runner and follow it."""
-        steps = plan(self.executor, kind, self.target, time.time(), self.rules[kind].kill_after_s)
+    def start(
+        self, command_id: str, kind: CommandKind, note: dict[str, str] | None = None
+    ) -> Entry:
+        """Journal the plan (with the caller's note), launch the detached runner, follow it."""
+        if kind == CommandKind.PLAN:
+            (self.target.work_dir / command_id).mkdir(parents=True, exist_ok=True)
+        steps = plan(
+            self.executor,
+            kind,
+            self.target,
+            time.time(),
+            self.rules[kind].kill_after_s,
+            command_id,
+        )
         # Host tests (and anyone reading `ps e`) can tell which host and command they serve.
         env = {"NIXFLEET_HOST_ID": self.target.host_id, "NIXFLEET_COMMAND_ID": command_id}
         for step in steps["steps"]:
             step["env"] = {**step.get("env", {}), **env}
+        steps["agent_note"] = note or {}
         entry = self.journal.create(command_id, kind.value, steps)
         argv = [*self.executor.launcher(command_id), *runner_argv(entry.path)]
         subprocess.Popen(
@@ -102,19 +125,18 @@ class Runner:
         warn_after = self.rules[CommandKind(entry.kind)].warn_after_s
         while True:
             record = entry.exit_record()  # read before the lines: no line can follow it
-            if entry.read_new_lines():
+            if entry.scan():
                 self.on_change()
             if record is None and not entry.runner_alive():
-                entry.read_new_lines()
+                entry.scan()
                 record = {
                     "result": "failed",
                     "exit_code": None,
                     "detail": "the detached runner died without a result",
                 }
             if record is not None:
-                while entry.read_new_lines():
-                    pass
-                entry.finish(record)
+                entry.scan()
+                entry.finish(record, await self._finish(entry, record))
                 self.on_change()
                 return
             if not entry.warned and time.time() - entry.started_at > warn_after:
@@ -127,6 +149,15 @@ class Runner:
                 )
                 self.on_change()
             await asyncio.sleep(_TAIL_INTERVAL_S)
+
+    async def _finish(self, entry: Entry, record: dict[str, Any]) -> PlanReport | None:
+        """Return the plan report for entry; a failure to make one fails no command."""
+        try:
+            return await self.finisher(entry, record)
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.warning("agent: after %s (%s): %s", entry.command_id, entry.kind, exc)
+            record["detail"] = (record.get("detail") or str(exc))[:500]
+            return None
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.protocol import (
     AUTH_CLOSE_CODES,
+    CLOSE_BAD_MESSAGE,
     MAX_MESSAGE_BYTES,
     TLSFailureReport,
     TransportReport,
@@ -320,7 +321,9 @@ class Transport:
         elif isinstance(exc, ConnectionClosed):
             reason = exc.rcvd.reason if exc.rcvd else "no close frame"
             code = exc.rcvd.code if exc.rcvd else None
-            log.info("agent: connection closed (%s %s)", code, reason)
+            # A refused message is a bug on one side or the other: worth a warning.
+            level = logging.WARNING if code in (CLOSE_BAD_MESSAGE, 1009) else logging.INFO
+            log.log(level, "agent: connection closed (%s %r)", code, reason)
         elif not quiet:
             log.info("agent: cannot reach dashboard: %s; retry in %.1f s", _short(exc), delay)
 

@@ -42,7 +42,23 @@ def agent(
         typer.Option(help="Journal of commands in flight.", show_default="/var/lib/nixfleet-agent"),
     ] = None,
     system_dir: Annotated[
-        File, typer.Option(help="Where current-system lives.", show_default="/run")
+        File,
+        typer.Option(help="Where current-system and booted-system live.", show_default="/run"),
+    ] = None,
+    system_profile: Annotated[
+        File,
+        typer.Option(
+            help="The profile whose generations are deployed (default "
+            "/nix/var/nix/profiles/system; with home-manager "
+            "~/.local/state/nix/profiles/home-manager)."
+        ),
+    ] = None,
+    macos_version_file: Annotated[
+        File,
+        typer.Option(
+            help="Where macOS says its version.",
+            show_default="/System/Library/CoreServices/SystemVersion.plist",
+        ),
     ] = None,
     os: Annotated[Text, typer.Option("--os", help="nixos or macos.", show_default="nixos")] = None,
     macos_tool: Annotated[

@@ -49,6 +49,10 @@ def serve(
     # thresholds run collections over it often enough to stall the event loop: at 10,000
     # agents a command's median wait fell from 835 ms to 7 ms with these (docs/benchmarks.md).
     gc.set_threshold(*GC_THRESHOLDS)
+    # What start-up made (modules, the app, its routes, settings) lives as long as the
+    # process: moved out of the collector's generations, no collection walks it again.
+    gc.collect()
+    gc.freeze()
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))

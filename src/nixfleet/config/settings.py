@@ -30,6 +30,7 @@ from pydantic_settings import (
 from nixfleet.core.branch import check_branch
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.errors import ValidationError as NixFleetValidationError
+from nixfleet.core.rollouts import parse_policy, rollout_kind
 
 ENV_PREFIX = "NIXFLEET_"
 MIN_SECRET_LEN = 32
@@ -88,6 +89,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("nixfleet-data")
     database_url: str = ""
+    # Replicas on one PostgreSQL: this process's name among them (default: the machine's
+    # name and a random suffix, new at every start) and how long its lease lasts unrenewed.
+    replica_id: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,48}$")
+    replica_lease_s: float = Field(15, ge=2, le=600)
     # SQLite: how long a write waits for another writer's lock before the answer is 503.
     db_busy_timeout_s: float = Field(10, gt=0, le=300)
     host: str = "127.0.0.1"
@@ -112,6 +117,15 @@ class Settings(BaseSettings):
     config_repo: str = ""
     config_branch: str = "main"
     target_cache_s: float = Field(10, ge=0)
+    # Deploy on push (docs/deploying.md): one secret per forge (empty: that forge's hook
+    # is off); a push to config_branch moves the target, and with hook_action=rollout also
+    # starts a rollout of hook_rollout_command to every host with hook_rollout_policy.
+    hook_github_secret: SecretStr = SecretStr("")
+    hook_gitlab_token: SecretStr = SecretStr("")
+    hook_forgejo_secret: SecretStr = SecretStr("")
+    hook_action: Literal["target", "rollout"] = "target"
+    hook_rollout_policy: str = "canary=1 waves=25% budget=0"
+    hook_rollout_command: str = "pull-switch"
 
     heartbeat_s: float = Field(15, gt=0)
     command_expiry_s: int = Field(3600, ge=1)
@@ -242,6 +256,30 @@ class Settings(BaseSettings):
             return check_branch(value)
         except NixFleetValidationError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("hook_rollout_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        try:
+            parse_policy(value)
+        except NixFleetValidationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("hook_rollout_command")
+    @classmethod
+    def _rollout_kind(cls, value: str) -> str:
+        try:
+            return rollout_kind(value).value
+        except NixFleetValidationError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("hook_github_secret", "hook_gitlab_token", "hook_forgejo_secret")
+    @classmethod
+    def _hook_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 20:
+            raise ValueError("a webhook secret needs at least 20 characters (gen-secret)")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -13,6 +13,9 @@ class CommandKind(StrEnum):
     SWITCH = "switch"
     PULL_SWITCH = "pull-switch"
     TEST = "test"
+    PLAN = "plan"
+    # Back to the previous generation (`nixos-rebuild switch --rollback` and its peers).
+    ROLLBACK = "rollback"
     STOP = "stop"
     RESTART = "restart"
 
@@ -79,6 +82,9 @@ KIND_RULES: dict[CommandKind, KindRules] = {
     CommandKind.SWITCH: KindRules(True, 900, 3600),
     CommandKind.PULL_SWITCH: KindRules(True, 900, 3600),
     CommandKind.TEST: KindRules(True, 300, 900),
+    # A plan builds the target like a switch does, without activating it.
+    CommandKind.PLAN: KindRules(True, 900, 3600),
+    CommandKind.ROLLBACK: KindRules(True, 300, 900),
     # stop and restart act on the agent itself: they are never queued behind other work.
     CommandKind.STOP: KindRules(False, 10, 30),
     CommandKind.RESTART: KindRules(False, 10, 30),
@@ -100,11 +106,16 @@ def parse_timeout(spec: str) -> tuple[CommandKind, KindRules]:
             f"timeout {spec!r} is not KIND=WARN:KILL in seconds, e.g. switch=900:3600"
         ) from None
     if not (0 < warn < kill) or not KIND_RULES[kind].runs_process:
-        raise ValidationError(f"timeout {spec!r}: need 0 < WARN < KILL on a pull/switch/test kind")
+        raise ValidationError(
+            f"timeout {spec!r}: need 0 < WARN < KILL on a pull/switch/test/plan kind"
+        )
     return kind, KindRules(True, warn, kill)
 
 
-SUPERSEDING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH})
+# A rollback replaces a queued switch too: the operator wants the host back, not forward.
+SUPERSEDING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH, CommandKind.ROLLBACK})
+# Commands that activate a system: their outcome is the host's "last deploy".
+DEPLOYING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH})
 
 
 def parse_kind(raw: object) -> CommandKind:

@@ -7,6 +7,8 @@
     │   └── UnknownCommandKind
     ├── NotFound                  the thing asked for does not exist (→ 404)
     ├── Conflict                  legal input, wrong state (→ 409)
+    │   ├── NotEnrolled           no agent can receive it (core.guards)
+    │   └── AlreadyDeploying      a deploy is active; needs `force` (core.guards)
     ├── AuthError                 who you are could not be established (→ 401)
     ├── Forbidden                 known, but not allowed: CSRF, origin (→ 403)
     └── Unavailable               the database is busy or full: try again (→ 503)

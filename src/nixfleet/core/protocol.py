@@ -74,6 +74,30 @@ class _Msg(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True, allow_inf_nan=False)
 
 
+# A git commit (SHA-1 or SHA-256), or "" for none.
+CommitId = Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{40}|[0-9a-f]{64})?$")]
+Unit = Annotated[str, StringConstraints(max_length=255, pattern=_NO_NUL)]
+SizeDelta = Annotated[int, Field(ge=-INT64_MAX, le=INT64_MAX)]
+
+
+class BootFiles(_Msg):
+    """What NixOS compares to decide that a reboot is needed: the boot-relevant files."""
+
+    kernel: StorePath = ""
+    initrd: StorePath = ""
+    kernel_modules: StorePath = ""
+
+
+class DeployOutcome(_Msg):
+    """The agent's own record of its last switch: it survives agent and dashboard restarts."""
+
+    command_id: CommandId
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z-]{1,20}$")]
+    result: Literal["succeeded", "failed", "cancelled", "timed_out"]
+    finished_at: UnixTime
+    detail: Detail = ""
+
+
 class HostStatus(_Msg):
     hostname: Name = ""
     os_kind: Literal["nixos", "macos", "unknown"] = "unknown"
@@ -90,6 +114,17 @@ class HostStatus(_Msg):
     load1: Gauge = 0
     mem_total: Count64 = 0
     mem_available: Count64 = 0
+    # Reboot: the boot files of both systems (None: not applicable, as on macOS).
+    current_boot: BootFiles | None = None
+    booted_boot: BootFiles | None = None
+    kernel: Word = ""
+    # The commit the running system was built from, and how that is known: "system" (its
+    # configuration revision) or "agent" (the agent's record of the switch it ran).
+    deployed_commit: CommitId = ""
+    deployed_from: Literal["system", "agent", ""] = ""
+    # True once this agent has completed a switch: "never deployed" versus "unknown".
+    has_deployed: bool = False
+    last_deploy: DeployOutcome | None = None
 
 
 class HostMeta(_Msg):
@@ -104,6 +139,31 @@ class OutputLine(_Msg):
     seq: Seq = Field(ge=1)
     stream: Literal["stdout", "stderr", "system"] = "stdout"
     text: LineText
+
+
+class PackageChange(_Msg):
+    """One line of `nix store diff-closures`: a package added, removed or changed."""
+
+    name: Annotated[str, StringConstraints(max_length=120, pattern=_NO_NUL)]
+    before: Annotated[str, StringConstraints(max_length=120, pattern=_NO_NUL)] = ""  # "": added
+    after: Annotated[str, StringConstraints(max_length=120, pattern=_NO_NUL)] = ""  # "": removed
+    size_delta: SizeDelta = 0
+
+
+class PlanReport(_Msg):
+    """What switching to the built target would change on this host (a `plan` command)."""
+
+    target_commit: CommitId = ""
+    system: StorePath = ""
+    base_system: StorePath = ""  # the running system it was compared with
+    changed: bool
+    changes: list[PackageChange] = Field(default_factory=list, max_length=500)
+    size_delta: SizeDelta = 0
+    reboot: bool | None = None
+    reboot_reason: Detail = ""
+    restart: list[Unit] = Field(default_factory=list, max_length=200)
+    start: list[Unit] = Field(default_factory=list, max_length=200)
+    stop: list[Unit] = Field(default_factory=list, max_length=200)
 
 
 class TestResult(_Msg):
@@ -232,6 +292,7 @@ class Finished(_Msg):
     last_seq: Seq
     detail: Detail = ""
     tests: list[TestResult] = Field(default_factory=list, max_length=1000)
+    plan: PlanReport | None = None
 
 
 class CredentialSaved(_Msg):

@@ -30,6 +30,8 @@ class EventKind(StrEnum):
     TLS_FAILURE = "tls_failure"
     # An authenticated agent sent a frame the protocol refuses (detail: MessageFault).
     BAD_AGENT_MESSAGE = "bad_agent_message"
+    # A forge push webhook (detail: HookVerdict): refused, replayed, another branch, or acted on.
+    HOOK = "hook"
 
 
 class AuthFactor(StrEnum):

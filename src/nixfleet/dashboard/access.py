@@ -41,6 +41,7 @@ NEEDS: dict[str, Need] = {
     "POST /login": PUBLIC,  # its own Origin check
     "WS /api/agent/ws": PUBLIC,  # agent token or client certificate
     "POST /api/agent/enroll": PUBLIC,  # one-time enrollment code
+    "POST /api/hooks/{forge_name}": PUBLIC,  # the forge signs the body
     "POST /logout": Need(V),
     "POST /logout-everywhere": Need(V),
     # pages

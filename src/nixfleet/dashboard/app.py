@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -15,14 +16,20 @@ from fastapi.templating import Jinja2Templates
 from nixfleet.config import Settings
 from nixfleet.dashboard import access
 from nixfleet.dashboard.context import Context
+from nixfleet.dashboard.fleet.codec import FleetCodec
+from nixfleet.dashboard.fleet.hooks import PushHooks
 from nixfleet.dashboard.fleet.hub import Hub
+from nixfleet.dashboard.fleet.presence import Presence
 from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
-from nixfleet.dashboard.monitoring.alerts import Alerts, load_rules
+from nixfleet.dashboard.fleet.throttling import SharedLoginThrottle
+from nixfleet.dashboard.monitoring.alerts import Alerts, load_deploy_rules, load_rules
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
+from nixfleet.dashboard.monitoring.background import is_transient
+from nixfleet.dashboard.monitoring.deploy_alerts import DeployAlerts
 from nixfleet.dashboard.monitoring.event_store import EventStore
 from nixfleet.dashboard.monitoring.metrics import Metrics
-from nixfleet.dashboard.monitoring.notifier import Message, Notifier
+from nixfleet.dashboard.monitoring.notifier import Notifier
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
 from nixfleet.dashboard.pipeline import errors
 from nixfleet.dashboard.pipeline.accesslog import AccessLog
@@ -42,6 +49,7 @@ from nixfleet.dashboard.routes import (
     enroll,
     events,
     health,
+    hooks,
     hosts,
     logs,
     monitoring,
@@ -57,6 +65,10 @@ from nixfleet.security.tokens import new_secret
 from nixfleet.storage import users as user_store
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
+from nixfleet.storage.replicas import new_replica_id
+
+if TYPE_CHECKING:
+    from nixfleet.storage.pgbus import PgBus
 
 log = logging.getLogger("nixfleet.dashboard")
 ROUTE_MODULES = (
@@ -73,6 +85,7 @@ ROUTE_MODULES = (
     security,
     audit,
     rollouts,
+    hooks,
     users,
 )
 _HERE = Path(__file__).parent
@@ -87,8 +100,11 @@ async def _sweeper(fleet: Fleet, hub: Hub, events: EventStore, streams: Broadcas
             await streams.end_dead_sessions(fleet.db)
             await events.prune_if_due()
             await fleet.prune_output_if_due()
-        except Exception:
-            log.exception("dashboard: sweep failed")
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("dashboard: sweep failed")
+            else:  # a busy or full database: the next sweep tries again
+                log.warning("dashboard: sweep postponed: %s", getattr(exc, "orig", exc))
         await asyncio.sleep(SWEEP_EVERY_S)
 
 
@@ -108,27 +124,53 @@ def _wire_monitoring(ctx: Context) -> None:
     ctx.security.subscribe(ctx.audit.on_security_event)
     ctx.security.subscribe(ctx.alerts)
     ctx.fleet.finished_hooks.append(ctx.metrics.on_command_finished)
+    ctx.fleet.finished_hooks.append(ctx.deploy_alerts.on_command_finished)
     ctx.events.worker.start()
     ctx.audit.worker.start()
     ctx.alerts.notifier.start()
     ctx.alerts.start()
+    ctx.deploy_alerts.start()
+
+
+def _login_throttle(settings: Settings, bus: LocalBus | PgBus, replica: str) -> LoginThrottle:
+    """Return the login throttle: this process's alone, or kept alike on every replica."""
+    limits = {
+        "free_failures": settings.login_free_failures,
+        "base_delay_s": settings.login_base_delay_s,
+        "max_delay_s": settings.login_max_delay_s,
+    }
+    if isinstance(bus, PgBus):
+        return SharedLoginThrottle(bus, replica, **limits)
+    return LoginThrottle(**limits)  # type: ignore[arg-type]
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Return the dashboard app; storage opens and the sweeper starts in its lifespan."""
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     rules = load_rules(settings.alert_rules_file)  # a bad rules file fails start-up
+    deploy_rules = load_deploy_rules(settings.alert_rules_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.db_url, settings.db_busy_timeout_s)
-        bus = LocalBus()
-        fleet = Fleet(settings, db, bus)
+        replica = settings.replica_id or new_replica_id()
+        bus: LocalBus | PgBus
+        if db.is_sqlite:
+            bus = LocalBus()
+        else:
+            # psycopg is loaded only for PostgreSQL (~1.5 MiB a SQLite dashboard never uses).
+            from nixfleet.storage.pgbus import PgBus
+
+            bus = PgBus(db, replica)
+        fleet = Fleet(settings, db, bus, replica=replica)
         hub = Hub(fleet)
         broadcaster = Broadcaster(bus, settings)
         notifier = Notifier(
             settings.alert_url_list, settings.alert_allow_private, settings.alert_retries
         )
+        deploy_alerts = DeployAlerts(deploy_rules, notifier, db)
+        rollouts = Rollouts(fleet, deploy_alerts.rollout_ended)
+        presence: Presence | None = None
         ctx = Context(
             settings,
             db,
@@ -139,12 +181,13 @@ def create_app(settings: Settings) -> FastAPI:
             templates,
             SecurityLog(),
             signer=SessionSigner(_session_secrets(settings)),
-            login_throttle=LoginThrottle(
-                settings.login_free_failures,
-                settings.login_base_delay_s,
-                settings.login_max_delay_s,
+            login_throttle=_login_throttle(settings, bus, replica),
+            metrics=Metrics(
+                hub,
+                broadcaster,
+                "" if db.is_sqlite else replica,
+                lambda: presence.census if presence else None,
             ),
-            metrics=Metrics(hub, broadcaster),
             events=EventStore(db, bus, settings.security_event_retention_days),
             audit=AuditLog(
                 db,
@@ -153,13 +196,18 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.audit_write_timeout_s,
             ),
             alerts=Alerts(rules, notifier, bus),
-            rollouts=Rollouts(
-                fleet, lambda title, body, kind: notifier.send(Message(title, body, kind))
-            ),
+            deploy_alerts=deploy_alerts,
+            rollouts=rollouts,
+            hooks=PushHooks(settings, fleet, rollouts),
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
-        await fleet.startup()
+        if not isinstance(bus, LocalBus):
+            await bus.start(FleetCodec(fleet))
+            presence = Presence(fleet, hub, settings.replica_lease_s)
+            await presence.startup()
+        else:
+            await fleet.startup()  # the only process: no agent can be connected yet
         await fleet.refresh_target(force=True)
         if await user_store.seed_admin(
             db,
@@ -178,9 +226,14 @@ def create_app(settings: Settings) -> FastAPI:
             ctx.hub.close()
             ctx.broadcaster.close()
             await ctx.alerts.shutdown()
+            await ctx.deploy_alerts.shutdown()
             await notifier.shutdown()
             await ctx.events.worker.shutdown()
             await ctx.audit.worker.shutdown()
+            if presence is not None:
+                await presence.shutdown()
+            if not isinstance(bus, LocalBus):
+                await bus.close()
             await db.close()
 
     app = FastAPI(

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
+from nixfleet.dashboard.fleet.hooks import PushHooks
 from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.fleet.rollouts import Rollouts
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.monitoring.alerts import Alerts
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
+from nixfleet.dashboard.monitoring.deploy_alerts import DeployAlerts
 from nixfleet.dashboard.monitoring.event_store import EventStore
 from nixfleet.dashboard.monitoring.metrics import Metrics
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
@@ -38,4 +40,6 @@ class Context:
     events: EventStore
     audit: AuditLog
     alerts: Alerts
+    deploy_alerts: DeployAlerts
     rollouts: Rollouts
+    hooks: PushHooks

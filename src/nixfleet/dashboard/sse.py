@@ -34,7 +34,7 @@ from nixfleet.storage.bus import Event, EventBus
 from nixfleet.storage.db import Database
 
 # Events for agents' eyes only never reach a browser.
-_PRIVATE = frozenset({"agent_control", "session_ended"})
+_PRIVATE = frozenset({"agent_control", "session_ended", "throttle"})
 # How long an ended stream may take to notice before its connection is cut.
 END_GRACE_S = 2.0
 

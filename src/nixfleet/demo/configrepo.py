@@ -1,9 +1,11 @@
-"""Generate the demo's fleet configuration repository.
+"""Generate the demo's fleet configuration repository: a real flake with no inputs.
 
-The demo has no real Nix, but the agent still works on a genuine git checkout and
-hands ``<checkout>#<host>`` to the (fake) rebuild commands, so the repo must look
-like a real flake: a ``flake.nix`` with one configuration per host, a v7
-``flake.lock`` and per-host health-check scripts under ``hosts/<host>/tests``.
+Its outputs are one system per host (`nixosConfigurations.<h>.config.system.build.toplevel`,
+`darwinConfigurations.<h>.system`, `homeConfigurations.<h>.activationPackage`), built by
+real Nix from `standin/lib.nix`, which stands in for nixpkgs with tiny `/bin/sh`
+derivations laid out like the real systems. `standin/pkgs.json` is the stand-in's package
+set and `flake.lock` records which nixpkgs it stands for; `update_nixpkgs` moves both, as
+`nix flake update` would. Per-host health checks live under `hosts/<host>/tests`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,21 @@ import base64
 import hashlib
 import json
 import os
+import platform
 import re
 import subprocess
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-__all__ = ["BARE_NAME", "WORK_NAME", "ConfigRepoError", "commit_change", "create_config_repo"]
+__all__ = [
+    "BARE_NAME",
+    "WORK_NAME",
+    "ConfigRepoError",
+    "commit_change",
+    "create_config_repo",
+    "update_nixpkgs",
+]
 
 BARE_NAME = "fleet-config.git"
 WORK_NAME = "fleet-config"
@@ -28,8 +39,10 @@ OS_KINDS = ("nixos", "macos")
 # literal segment and a Nix string without escapes.
 _HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
-# Pinned to the same day as the fake scripts' "25.05.20250101" system names.
+# The stand-in's first nixpkgs pin: 2025-01-01.
 _LOCK_LAST_MODIFIED = 1735689600
+STANDIN = Path(__file__).with_name("standin")
+PACKAGES = "standin/pkgs.json"
 
 # Passed on every call so the generator works on machines with no global git
 # identity and is not derailed by a user's signing setup.
@@ -69,110 +82,134 @@ def _git(args: Sequence[str], *, cwd: Path | None = None, branch: str = "main") 
     return proc.stdout.strip()
 
 
-def _fake_digest(seed: str) -> bytes:
+def _digest(seed: str) -> bytes:
     return hashlib.sha256(f"nixfleet-demo:{seed}".encode()).digest()
 
 
-def _locked_github(owner: str, repo: str, ref: str) -> dict[str, object]:
-    digest = _fake_digest(f"{owner}/{repo}/{ref}")
+def _system() -> str:
+    """Return the Nix system of this machine's Linux builds (the stand-in builds here)."""
+    machine = platform.machine().lower()
+    return f"{ {'arm64': 'aarch64', 'amd64': 'x86_64'}.get(machine, machine) }-linux"
+
+
+def _package_set(generation: int) -> dict[str, object]:
+    """Return the stand-in's package set after `generation` nixpkgs updates (0 = first).
+
+    Each update moves the lock a week and brings the next 6.6 and 6.12 kernel point
+    releases, as an update of a stable nixpkgs channel does.
+    """
+    day = _LOCK_LAST_MODIFIED + generation * 7 * 86400
+    rev = hashlib.sha1(f"nixpkgs-{generation}".encode(), usedforsecurity=False).hexdigest()
+    date = time.strftime("%Y%m%d", time.gmtime(day))
     return {
-        "locked": {
-            "lastModified": _LOCK_LAST_MODIFIED,
-            "narHash": "sha256-" + base64.b64encode(_fake_digest(digest.hex())).decode(),
-            "owner": owner,
-            "repo": repo,
-            "rev": digest.hex()[:40],
-            "type": "github",
+        "nixpkgs": {
+            "release": "25.05",
+            "codeName": "Warbler",
+            "versionSuffix": f"{date}.{rev[:7]}",
+            "rev": rev,
+            "lastModified": day,
+            "generation": generation,
+            "darwinRev": hashlib.sha1(
+                f"nix-darwin-{generation}".encode(), usedforsecurity=False
+            ).hexdigest()[:7],
         },
-        "original": {"owner": owner, "ref": ref, "repo": repo, "type": "github"},
+        "kernels": {
+            "linux_6_6": {"version": f"6.6.{30 + generation}", "kib": 96 + 4 * generation},
+            "linux_6_12": {"version": f"6.12.{8 + generation}", "kib": 104 + 4 * generation},
+        },
+        "packages": {
+            "openssh": {"version": "9.9p2", "kib": 12},
+            "htop": {"version": "3.3.0", "kib": 10},
+            "git": {"version": "2.47.1", "kib": 40},
+            "vim": {"version": "9.1.0", "kib": 30},
+            "nginx": {"version": "1.26.2", "kib": 20},
+            "coreutils": {"version": "9.5", "kib": 24},
+            "nix": {"version": "2.24.11", "kib": 36},
+            "ripgrep": {"version": "14.1.1", "kib": 16},
+            "fd": {"version": "10.2.0", "kib": 8},
+            "bat": {"version": "0.24.0", "kib": 14},
+        },
     }
 
 
-def _flake_lock(with_darwin: bool) -> str:
-    nodes: dict[str, object] = {"nixpkgs": _locked_github("NixOS", "nixpkgs", "nixos-25.05")}
-    root_inputs: dict[str, str] = {"nixpkgs": "nixpkgs"}
-    if with_darwin:
-        darwin = _locked_github("nix-darwin", "nix-darwin", "nix-darwin-25.05")
-        # Same shape nix writes for `inputs.nixpkgs.follows = "nixpkgs"`.
-        darwin = {"inputs": {"nixpkgs": ["nixpkgs"]}, **darwin}
-        nodes["nix-darwin"] = darwin
-        root_inputs["nix-darwin"] = "nix-darwin"
-    nodes["root"] = {"inputs": root_inputs}
-    lock = {"nodes": nodes, "root": "root", "version": 7}
-    return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+def _flake_lock(package_set: dict[str, object]) -> str:
+    """Return a v7 flake.lock whose `nixpkgs` node says which nixpkgs the stand-in stands for.
+
+    The flake has no inputs, so root lists none; nix keeps a node that root does not
+    reach and never rewrites this file, and the agent reads the pin's age from it.
+    """
+    info: dict[str, object] = package_set["nixpkgs"]  # type: ignore[assignment]
+    rev = str(info["rev"])
+    nar = "sha256-" + base64.b64encode(_digest(rev)).decode()
+    nodes = {
+        "nixpkgs": {
+            "locked": {
+                "lastModified": info["lastModified"],
+                "narHash": nar,
+                "owner": "NixOS",
+                "repo": "nixpkgs",
+                "rev": rev,
+                "type": "github",
+            },
+            "original": {
+                "owner": "NixOS",
+                "ref": "nixos-25.05",
+                "repo": "nixpkgs",
+                "type": "github",
+            },
+        },
+        "root": {},
+    }
+    return (
+        json.dumps({"nodes": nodes, "root": "root", "version": 7}, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def _flake_nix(hosts: Sequence[tuple[str, str]]) -> str:
-    with_darwin = any(kind == "macos" for _, kind in hosts)
-    lines = [
-        "{",
-        '  description = "NixFleet demo fleet configuration";',
-        "",
-        "  inputs = {",
-        '    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";',
-    ]
-    if with_darwin:
-        lines += [
-            '    nix-darwin.url = "github:nix-darwin/nix-darwin/nix-darwin-25.05";',
-            '    nix-darwin.inputs.nixpkgs.follows = "nixpkgs";',
+    def outputs(attr: str, builder: str, kind: str) -> list[str]:
+        rows = [
+            f'        "{h}" = standin.{builder} "{h}" ./hosts/{h};' for h, k in hosts if k == kind
         ]
-    args = "{ self, nixpkgs, nix-darwin, ... }" if with_darwin else "{ self, nixpkgs, ... }"
-    lines += ["  };", "", f"  outputs = {args}: {{", "    nixosConfigurations = {"]
-    for host, kind in hosts:
-        if kind == "nixos":
-            lines += [
-                f'      "{host}" = nixpkgs.lib.nixosSystem {{',
-                '        system = "x86_64-linux";',
-                f"        modules = [ ./hosts/{host}/configuration.nix ];",
-                "      };",
-            ]
-    lines += ["    };", "", "    darwinConfigurations = {"]
-    for host, kind in hosts:
-        if kind == "macos":
-            lines += [
-                f'      "{host}" = nix-darwin.lib.darwinSystem {{',
-                '        system = "aarch64-darwin";',
-                f"        modules = [ ./hosts/{host}/configuration.nix ];",
-                "        specialArgs = { inherit self; };",
-                "      };",
-            ]
-    lines += ["    };", "  };", "}"]
-    return "\n".join(lines) + "\n"
+        return [f"      {attr} = {{", *rows, "      };"]
+
+    return "\n".join(
+        [
+            "{",
+            '  description = "NixFleet demo fleet (no inputs: standin/ stands in for nixpkgs)";',
+            "",
+            "  outputs = { self }:",
+            "    let",
+            f'      standin = import ./standin/lib.nix {{ system = "{_system()}";'
+            " inherit self; };",
+            "    in",
+            "    {",
+            *outputs("nixosConfigurations", "nixosSystem", "nixos"),
+            *outputs("darwinConfigurations", "darwinSystem", "macos"),
+            # A macOS host may be managed by home-manager instead of nix-darwin.
+            *outputs("homeConfigurations", "homeManagerConfiguration", "macos"),
+            "    };",
+            "}",
+            "",
+        ]
+    )
 
 
 def _nixos_configuration(host: str) -> str:
-    return f"""{{ config, lib, pkgs, ... }}:
+    return f"""{{ pkgs, ... }}:
 
 {{
   networking.hostName = "{host}";
   time.timeZone = "UTC";
 
-  boot.loader.systemd-boot.enable = true;
-  boot.loader.efi.canTouchEfiVariables = true;
-
-  fileSystems."/" = {{
-    device = "/dev/disk/by-label/nixos";
-    fsType = "ext4";
-  }};
-  fileSystems."/boot" = {{
-    device = "/dev/disk/by-label/boot";
-    fsType = "vfat";
-  }};
-
-  services.openssh = {{
-    enable = true;
-    settings.PermitRootLogin = "prohibit-password";
-    settings.PasswordAuthentication = false;
-  }};
+  boot.kernelPackage = pkgs.linux_6_6;
+  boot.kernelModules = [ "kvm-intel" ];
+  boot.initrd.availableKernelModules = [ "nvme" "xhci_pci" "ahci" "usb_storage" ];
 
   environment.systemPackages = with pkgs; [ git htop vim ];
 
-  nix.settings.experimental-features = [ "nix-command" "flakes" ];
-  nix.gc = {{
-    automatic = true;
-    dates = "weekly";
-    options = "--delete-older-than 30d";
-  }};
+  services.sshd = {{ package = pkgs.openssh; args = "-D"; }};
+
+  users.motd = "Welcome to {host}.";
 
   system.stateVersion = "25.05";
 }}
@@ -180,21 +217,19 @@ def _nixos_configuration(host: str) -> str:
 
 
 def _darwin_configuration(host: str) -> str:
-    return f"""{{ pkgs, self, ... }}:
+    return f"""{{ pkgs, ... }}:
 
 {{
   networking.hostName = "{host}";
-  networking.computerName = "{host}";
-
-  nixpkgs.hostPlatform = "aarch64-darwin";
 
   environment.systemPackages = with pkgs; [ git htop coreutils ];
 
-  nix.settings.experimental-features = [ "nix-command" "flakes" ];
+  services.nix-daemon = {{ package = pkgs.nix; args = "--daemon"; }};
 
-  security.pam.services.sudo_local.touchIdAuth = true;
+  # Used when the host is managed by home-manager rather than nix-darwin.
+  home.packages = with pkgs; [ ripgrep fd bat ];
+  home.file.".config/git/config" = "[user]\\n  name = {host}";
 
-  system.configurationRevision = self.rev or self.dirtyRev or null;
   system.stateVersion = 6;
 }}
 """
@@ -237,7 +272,10 @@ def _readme(hosts: Sequence[tuple[str, str]]) -> str:
     rows = "\n".join(f"| {host} | {kind} |" for host, kind in hosts)
     return (
         "# fleet-config\n\n"
-        "Demo fleet configuration generated by NixFleet.\n\n"
+        "Demo fleet configuration generated by NixFleet: a flake with no inputs whose\n"
+        "`standin/` builds tiny systems laid out like NixOS, nix-darwin and home-manager\n"
+        "ones with real Nix, e.g.\n"
+        "`nix build .#nixosConfigurations.<host>.config.system.build.toplevel`.\n\n"
         "| host | os |\n|------|----|\n"
         f"{rows}\n"
     )
@@ -297,10 +335,12 @@ def create_config_repo(
     _git(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], cwd=work)
 
     failing_set = set(failing)
-    with_darwin = any(kind == "macos" for _, kind in hosts)
+    package_set = _package_set(0)
     _write(work / "README.md", _readme(hosts))
     _write(work / "flake.nix", _flake_nix(hosts))
-    _write(work / "flake.lock", _flake_lock(with_darwin))
+    _write(work / "flake.lock", _flake_lock(package_set))
+    _write(work / PACKAGES, json.dumps(package_set, indent=2) + "\n")
+    _write(work / "standin" / "lib.nix", (STANDIN / "lib.nix").read_text(encoding="utf-8"))
     scripts: list[str] = []
     for host, kind in hosts:
         host_dir = work / "hosts" / host
@@ -357,3 +397,13 @@ def commit_change(
     _git(["commit", "--quiet", "--allow-empty", "-m", message], cwd=work)
     _git(["push", "--quiet", "origin", "HEAD"], cwd=work)
     return _git(["rev-parse", "HEAD"], cwd=work)
+
+
+def update_nixpkgs(root: Path, message: str = "flake.lock: update nixpkgs") -> str:
+    """Return the commit that moves the stand-in's nixpkgs one week on (kernel included)."""
+    work = Path(root).absolute() / WORK_NAME
+    current = json.loads((work / PACKAGES).read_text(encoding="utf-8"))
+    package_set = _package_set(int(current["nixpkgs"]["generation"]) + 1)
+    (work / "flake.lock").write_text(_flake_lock(package_set), encoding="utf-8")
+    _git(["add", "--", "flake.lock"], cwd=work)
+    return commit_change(root, message, PACKAGES, json.dumps(package_set, indent=2) + "\n")

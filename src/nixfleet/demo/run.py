@@ -6,8 +6,9 @@ The pieces are public so the test-suite starts its fleets the same way the demo 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import json
 import os
+import plistlib
 import secrets
 import shutil
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from nixfleet.config import load_settings
 from nixfleet.dashboard.fleet.service import Fleet
-from nixfleet.demo.configrepo import create_config_repo
+from nixfleet.demo.configrepo import WORK_NAME, create_config_repo
 from nixfleet.security.passwords import hash_password
 from nixfleet.security.tokens import new_secret
 from nixfleet.storage import hosts as host_store
@@ -38,6 +39,29 @@ _NAMES = [
 ]
 _LOCATIONS = ["rack A", "home office", "rack B", "basement", "laptop bag", "edge site"]
 _COLOURS = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2"]
+_MACOS_VERSIONS = ["15.2", "14.7.2", "15.1.1"]
+NIX_MISSING = (
+    "demo: the demo builds its hosts' systems with Nix, which is not installed: "
+    "apt-get install nix-bin (Debian), or see https://nixos.org/download"
+)
+_NIX = [
+    "nix",
+    "--extra-experimental-features",
+    "nix-command flakes",
+    "--option",
+    "substituters",
+    "",
+]
+
+
+class DemoError(RuntimeError):
+    """The demo cannot start; the message says what to do, in one line."""
+
+
+def require_nix() -> None:
+    """Raise DemoError naming the install command when Nix is not on PATH."""
+    if shutil.which("nix") is None or shutil.which("nix-env") is None:
+        raise DemoError(NIX_MISSING)
 
 
 @dataclass
@@ -49,6 +73,31 @@ class DemoHost:
     @property
     def token_file(self) -> Path:
         return self.root / "token"
+
+    @property
+    def tool(self) -> str:
+        """Return the host's deploy tool: one demo Mac uses home-manager, not nix-darwin."""
+        if self.os_kind == "nixos":
+            return "nixos-rebuild"
+        return "home-manager" if self.host_id.startswith("ember") else "darwin-rebuild"
+
+    @property
+    def system_dir(self) -> Path:
+        """What /run and /nix/var/nix/profiles are on a real host: links and the profile."""
+        return self.root / "system"
+
+    @property
+    def profile(self) -> Path:
+        name = "home-manager" if self.tool == "home-manager" else "system"
+        return self.system_dir / "profiles" / name
+
+    @property
+    def flake_attr(self) -> str:
+        return {
+            "nixos-rebuild": f'nixosConfigurations."{self.host_id}".config.system.build.toplevel',
+            "darwin-rebuild": f'darwinConfigurations."{self.host_id}".system',
+            "home-manager": f'homeConfigurations."{self.host_id}".activationPackage',
+        }[self.tool]
 
 
 @dataclass
@@ -77,6 +126,7 @@ def prepare(
     extra_env: dict[str, str] | None = None,
 ) -> DemoFleet:
     """Return a fleet on disk under root, with a fresh admin password and agent tokens."""
+    require_nix()
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     names = demo_hosts(count)
@@ -108,13 +158,16 @@ def prepare(
     }
     fleet = DemoFleet(root, str(bare), env, password)
     tokens = asyncio.run(_issue_tokens(env, names))
-    for (host_id, os_kind), token in zip(names, tokens, strict=True):
+    for i, ((host_id, os_kind), token) in enumerate(zip(names, tokens, strict=True)):
         host = DemoHost(host_id, os_kind, root / "hosts" / host_id)
-        (host.root / "system").mkdir(parents=True, exist_ok=True)
+        (host.system_dir / "profiles").mkdir(parents=True, exist_ok=True)
         host.token_file.write_text(token)
         host.token_file.chmod(0o600)
-        _seed_system(host)
+        if os_kind == "macos":
+            version = {"ProductName": "macOS", "ProductVersion": _MACOS_VERSIONS[i % 3]}
+            (host.root / "SystemVersion.plist").write_bytes(plistlib.dumps(version))
         fleet.hosts.append(host)
+    _install_systems(root, [h for h in fleet.hosts if not h.profile.is_symlink()])
     return fleet
 
 
@@ -150,16 +203,65 @@ async def _issue_tokens(env: dict[str, str], names: list[tuple[str, str]]) -> li
     return tokens
 
 
-def _seed_system(host: DemoHost) -> None:
-    """Give a simulated host a first generation, as a freshly installed machine has."""
-    system = host.root / "system"
-    if (system / "generation").exists():
+def _install_systems(root: Path, hosts: list[DemoHost]) -> None:
+    """Give each new simulated host the system it was installed with: generation 1.
+
+    Built with real Nix from a plain copy of the initial configuration (a `path:` flake, so
+    without a configuration revision, and before any host was broken on purpose): like a
+    machine installed by hand, the fleet has never deployed it.
+    """
+    if not hosts:
         return
-    digest = hashlib.sha256(host.host_id.encode()).hexdigest()[:32]
-    kind = "darwin-system" if host.os_kind == "macos" else "nixos-system"
-    path = f"/nix/store/{digest}-{kind}-{host.host_id}-25.05.20250101.0000000"
-    for name, text in (("generation", "1"), ("current-system", path), ("booted-system", path)):
-        (system / name).write_text(text + "\n")
+    source = root / "installer-config"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(
+        root / "config" / WORK_NAME, source, ignore=shutil.ignore_patterns(".git", "FAIL_BUILD")
+    )
+    # One build per host: nix reports several installables' outputs in no fixed order.
+    built = [_build(f"path:{source}#{h.flake_attr}") for h in hosts]
+    for host, system in zip(hosts, built, strict=True):
+        subprocess.run(["nix-env", "-p", str(host.profile), "--set", system], check=True)
+        names: tuple[str, ...] = ("current-system",)
+        if host.tool == "home-manager":
+            names = ("current-home",)
+        if host.os_kind == "nixos":
+            names += ("booted-system",)
+        for name in names:
+            _relink(host.system_dir / name, system)
+    shutil.rmtree(source, ignore_errors=True)
+
+
+def _build(ref: str) -> str:
+    """Return the store path nix built for the flake output ref."""
+    proc = subprocess.run(
+        [*_NIX, "build", "--no-link", "--json", ref],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise DemoError(f"demo: building {ref} failed: {proc.stderr.strip()[-400:]}")
+    return str(json.loads(proc.stdout)[0]["outputs"]["out"])
+
+
+def _relink(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
+def reboot(host: DemoHost) -> str:
+    """Return the system a demo "reboot" brought up: the profile's current generation.
+
+    As a real reboot does, it boots the default generation, so both booted-system and
+    current-system point at it afterwards.
+    """
+    system = str(host.profile.resolve(strict=True))
+    for name in ("current-system", "booted-system"):
+        _relink(host.system_dir / name, system)
+    return system
 
 
 def start_dashboard(
@@ -207,13 +309,17 @@ def start_agent(
     extra_env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start the real agent for a simulated host, with the fake Nix tools first on PATH."""
-    macos_tool = "home-manager" if host.host_id.startswith("ember") else "darwin-rebuild"
+    """Start the real agent for a simulated host, with the stand-in Nix tools first on PATH.
+
+    build_seconds paces the tools' output (about 15 lines a command), so the demo's
+    builds can be watched; Nix itself builds these tiny systems in well under a second.
+    """
+    macos_tool = "darwin-rebuild" if host.tool == "nixos-rebuild" else host.tool
     env = {
         **os.environ,
         "PATH": f"{fleet.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-        "NIXFLEET_FAKE_STATE_DIR": str(host.root / "system"),
-        "NIXFLEET_FAKE_DURATION": str(build_seconds),
+        "NIXFLEET_DEMO_SYSTEM_DIR": str(host.system_dir),
+        "NIXFLEET_DEMO_PACE": f"{max(build_seconds, 0) / 15:.3f}",
         **(extra_env or {}),
     }
     log = (host.root / "agent.log").open("ab")
@@ -236,7 +342,11 @@ def start_agent(
             "--state-dir",
             str(host.root / "state"),
             "--system-dir",
-            str(host.root / "system"),
+            str(host.system_dir),
+            "--system-profile",
+            str(host.profile),
+            "--macos-version-file",
+            str(host.root / "SystemVersion.plist"),
             "--os",
             host.os_kind,
             "--macos-tool",

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _HASHER = PasswordHasher()
-# Verified against when the user is unknown, so a wrong user name costs the same time.
-_DUMMY_HASH = _HASHER.hash("nixfleet-timing-equaliser")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Return the hash verified against when the user is unknown.
+
+    So a wrong user name costs the same argon2 verification as a wrong password. Made on
+    first use, not at import: one hash costs argon2's full memory (64 MiB) and ~0.1 s, which
+    every process importing this module paid, login or not.
+    """
+    return _HASHER.hash("nixfleet-timing-equaliser")
 
 
 def hash_password(password: str) -> str:
@@ -18,7 +29,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Return True when password matches; always spend one argon2 verification."""
     try:
-        return _HASHER.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        return _HASHER.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 

@@ -16,9 +16,6 @@ import ssl
 from enum import StrEnum
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from nixfleet.core.errors import ConfigError
 
 MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -89,6 +86,10 @@ def parse_pin(text: str) -> str:
 
 def spki_pin(cert_der: bytes) -> str:
     """Return the pin of a DER certificate's public key."""
+    # cryptography is imported where a pin is checked, not by every agent (~4 MiB).
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     key = x509.load_der_x509_certificate(cert_der).public_key()
     spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return "sha256/" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
@@ -96,6 +97,9 @@ def spki_pin(cert_der: bytes) -> str:
 
 def cert_der_from_file(data: bytes) -> bytes:
     """Return the first certificate of a PEM file (or the bytes of a DER one) as DER."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     if b"-----BEGIN CERTIFICATE-----" in data:
         return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
     return x509.load_der_x509_certificate(data).public_bytes(Encoding.DER)

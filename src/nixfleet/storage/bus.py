@@ -3,6 +3,8 @@
 The interface is two methods so that a PostgreSQL LISTEN/NOTIFY bus can replace the
 in-process one for several dashboard replicas without touching the web layer.
 Handlers are called synchronously and must not block: they hand the event to a queue.
+An event with `"scope": "local"` stays in this process: every replica derives it itself
+(the fleet's target commit and the drift it causes).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from nixfleet.core.commands import (
 )
 from nixfleet.core.errors import NotFound
 from nixfleet.storage.db import Database
-from nixfleet.storage.tables import commands
+from nixfleet.storage.tables import commands, hosts
 
 
 def _transition(from_states: Collection[CommandState], to_state: CommandState) -> Update:
@@ -298,20 +298,25 @@ async def busy_hosts(db: Database, host_ids: Sequence[str]) -> set[str]:
     return busy
 
 
-async def claim(db: Database, command_ids: Sequence[str], now: float) -> list[dict[str, Any]]:
+async def claim(
+    db: Database, command_ids: Sequence[str], now: float, holder: str | None = None
+) -> list[dict[str, Any]]:
     """Mark queued commands dispatched; return the rows this call moved.
 
     The UPDATE is guarded by `state = 'queued'`, so a command another replica claimed first
-    is not returned here.
+    is not returned here. With a holder, only commands of hosts whose connection that
+    replica holds are claimed: a replica left with a stale link to an agent that moved on
+    cannot take its commands.
     """
     claimed: list[dict[str, Any]] = []
+    held = select(hosts.c.id).where(hosts.c.replica == holder)
     async with db.engine.begin() as conn:
         for part in _chunks(command_ids):
-            res = await conn.execute(
-                _transition({CommandState.QUEUED}, CommandState.DISPATCHED)
-                .where(commands.c.id.in_(part))
-                .values(dispatched_at=now)
-                .returning(*commands.c)
+            query = _transition({CommandState.QUEUED}, CommandState.DISPATCHED).where(
+                commands.c.id.in_(part)
             )
+            if holder is not None:
+                query = query.where(commands.c.host_id.in_(held))
+            res = await conn.execute(query.values(dispatched_at=now).returning(*commands.c))
             claimed += [_clean(r._mapping) for r in res]
     return claimed

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from psycopg.types import string as pg_string
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -128,22 +127,29 @@ class _NulSafe:
         return super().dump(obj.replace("\x00", "\ufffd"))  # type: ignore[misc]
 
 
-# psycopg picks the last dumper registered for a format, and by oid for typed parameters;
-# registering NUL-safe versions of all of them in psycopg's own order keeps both lookups.
-_STR_DUMPERS = [
-    type(f"NulSafe{base.__name__}", (_NulSafe, base), {})
-    for base in (
-        pg_string.StrBinaryDumperName,
-        pg_string.StrBinaryDumperVarchar,
-        pg_string.StrBinaryDumper,
-        pg_string.StrDumperName,
-        pg_string.StrDumperVarchar,
-        pg_string.StrDumper,
-        pg_string.StrDumperUnknown,
-    )
-]
+@functools.cache
+def _str_dumpers() -> list[type]:
+    """Return NUL-safe versions of psycopg's str dumpers (psycopg loaded only for PostgreSQL).
+
+    psycopg picks the last dumper registered for a format, and by oid for typed parameters;
+    registering NUL-safe versions of all of them in psycopg's own order keeps both lookups.
+    """
+    from psycopg.types import string as pg_string
+
+    return [
+        type(f"NulSafe{base.__name__}", (_NulSafe, base), {})
+        for base in (
+            pg_string.StrBinaryDumperName,
+            pg_string.StrBinaryDumperVarchar,
+            pg_string.StrBinaryDumper,
+            pg_string.StrDumperName,
+            pg_string.StrDumperVarchar,
+            pg_string.StrDumper,
+            pg_string.StrDumperUnknown,
+        )
+    ]
 
 
 def _postgres_session(dbapi_conn: Any, _record: Any) -> None:
-    for dumper in _STR_DUMPERS:
+    for dumper in _str_dumpers():
         dbapi_conn.adapters.register_dumper(str, dumper)

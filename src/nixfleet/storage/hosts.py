@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nixfleet.core.errors import Conflict, NotFound
@@ -63,13 +63,18 @@ async def ids(db: Database) -> set[str]:
         return set((await conn.execute(select(hosts.c.id))).scalars())
 
 
-async def mark_connected(db: Database, host_id: str, status: dict[str, Any], now: float) -> None:
-    """Record that a host's agent connected and what it reported."""
+async def mark_connected(
+    db: Database, host_id: str, status: dict[str, Any], now: float, replica: str | None = None
+) -> None:
+    """Record that a host's agent connected to replica and what it reported.
+
+    The newest connection wins: the host now belongs to this replica, whichever held it.
+    """
     async with db.engine.begin() as conn:
         await conn.execute(
             update(hosts)
             .where(hosts.c.id == host_id)
-            .values(online=True, connected_at=now, last_seen=now, status=status)
+            .values(online=True, connected_at=now, last_seen=now, status=status, replica=replica)
         )
 
 
@@ -110,18 +115,35 @@ async def set_meta(db: Database, host_id: str, meta: dict[str, str]) -> None:
         await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**meta))
 
 
-async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
-    """Record that a host's agent went away."""
+async def mark_disconnected(
+    db: Database, host_id: str, now: float, replica: str | None = None
+) -> bool:
+    """Record that a host's agent left replica; return False if another replica holds it.
+
+    An agent that moved to another replica is still online: the replica it left must not
+    say otherwise (or start its commands' reconnect window).
+    """
+    held = or_(hosts.c.replica.is_(None), hosts.c.replica == replica)
     async with db.engine.begin() as conn:
-        await conn.execute(
-            update(hosts).where(hosts.c.id == host_id).values(online=False, last_seen=now)
+        res = await conn.execute(
+            update(hosts)
+            .where(hosts.c.id == host_id, held)
+            .values(online=False, last_seen=now, replica=None)
         )
+    return bool(res.rowcount == 1)
 
 
 async def save_last_test(db: Database, host_id: str, summary: dict[str, Any]) -> None:
     """Store the summary of a host's latest test run."""
     async with db.engine.begin() as conn:
         await conn.execute(update(hosts).where(hosts.c.id == host_id).values(last_test=summary))
+
+
+async def save_outcome(db: Database, host_id: str, **fields: dict[str, Any]) -> None:
+    """Store a host's last deploy outcome (last_deploy) and/or its latest plan (plan)."""
+    values = {k: v for k, v in fields.items() if k in ("last_deploy", "plan")}
+    async with db.engine.begin() as conn:
+        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**values))
 
 
 async def mark_all_offline(db: Database) -> None:

@@ -103,9 +103,10 @@ def _within_quota(
 async def lines(
     db: Database, command_id: str, after_seq: int = 0, limit: int = 1000
 ) -> list[dict[str, Any]]:
-    """Return up to limit of a command's lines after after_seq, in order."""
+    """Return up to limit of a command's lines after after_seq, in order, each with the
+    time it was stored (`ts`, for the log viewer's time column)."""
     query = (
-        select(output.c.seq, output.c.stream, output.c.text)
+        select(output.c.seq, output.c.stream, output.c.text, output.c.ts)
         .where(output.c.command_id == command_id, output.c.seq > after_seq)
         .order_by(output.c.seq)
         .limit(limit)

@@ -41,7 +41,13 @@ hosts = Table(
     Column("token_used_at", Float, nullable=True),
     Column("token_used_from", String(64), nullable=True),
     Column("cert_sha256", String(64), nullable=True),
+    # The replica holding the host's agent connection (NULL: none); see storage/replicas.py.
+    Column("replica", String(64), nullable=True),
+    # The last switch's outcome and the latest plan's report (migration 0010).
+    Column("last_deploy", JSON, nullable=True),
+    Column("plan", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
+    Index("ix_hosts_replica", "replica"),
 )
 
 commands = Table(
@@ -62,7 +68,7 @@ commands = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Column("warned", Boolean, nullable=False, server_default="0"),
     Column("tests", JSON, nullable=True),
-    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0006).
+    # The output quota (NIXFLEET_OUTPUT_MAX_BYTES) and retention (migration 0010).
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
@@ -200,6 +206,43 @@ rollout_hosts = Table(
     Column("command_id", String(32), nullable=True),
     Index("ix_rollout_hosts_wave", "rollout_id", "wave"),
     Index("ix_rollout_hosts_command", "command_id"),
+)
+
+# What replicas announce to each other (storage/pgbus.py): small references to table rows,
+# kept a few minutes so a replica that lost its PostgreSQL connection can catch up.
+bus_events = Table(
+    "bus_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", Float, nullable=False),
+    Column("origin", String(64), nullable=False),
+    Column("event", JSON, nullable=False),
+    Index("ix_bus_events_at", "at"),
+)
+
+# Dashboard processes sharing the database, each with a lease it renews (storage/replicas.py).
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("started_at", Float, nullable=False),
+    Column("renewed_at", Float, nullable=False),
+    Column("lease_until", Float, nullable=False),
+)
+
+# Forge push deliveries seen (migration 0011). A GitHub or Forgejo signature covers the
+# body only, not the delivery header: the body's digest is unique too, so a captured
+# request replayed under a new delivery id is refused as well.
+hook_deliveries = Table(
+    "hook_deliveries",
+    metadata,
+    Column("forge", String(12), primary_key=True),
+    Column("delivery", String(100), primary_key=True),
+    Column("body_sha256", String(64), nullable=False, unique=True),
+    Column("received_at", Float, nullable=False),
+    Index("ix_hook_deliveries_received", "received_at"),
 )
 
 # People who log in. The env-configured admin becomes the first row at first start

@@ -24,7 +24,7 @@ log = logging.getLogger("nixfleet.hub")
 _CLAIM_AFTER = frozenset({CommandState.QUEUED, *FINAL_STATES})
 
 
-@dataclass
+@dataclass(slots=True)  # one per connected agent: thousands of them
 class AgentLink:
     host_id: str
     ws: WebSocket
@@ -150,8 +150,8 @@ class Hub:
 
     async def _control(self, host_id: str, event: Event) -> None:
         link = self.links.get(host_id)
-        if link is None:
-            return
+        if link is None or event.get("keep") == self.fleet.replica:
+            return  # "keep": the replica that sent it holds the host's new connection
         try:
             if event["action"] == "cancel":
                 await link.send(Cancel(command_id=event["command_id"]).model_dump_json())

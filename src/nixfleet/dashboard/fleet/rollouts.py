@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
 
+from nixfleet.core import guards
 from nixfleet.core import rollouts as rules
 from nixfleet.core.commands import CommandKind
 from nixfleet.core.errors import Conflict, NixFleetError, for_people
@@ -27,8 +28,8 @@ from nixfleet.storage import hosts as host_store
 from nixfleet.storage import rollouts as store
 
 log = logging.getLogger("nixfleet.rollouts")
-# A rollout announces itself to the alert channels when it ends: (title, body, kind).
-Notify = Callable[[str, str, str], None]
+# Told about a rollout (its summary) when it stops or ends: the deploy notifications.
+Notify = Callable[[dict[str, Any]], None]
 # Safety net only: every transition the engine needs wakes it without this.
 IDLE_WAKE_S = 30.0
 
@@ -39,7 +40,7 @@ class Rollouts:
         self.db = fleet.db
         self.bus = fleet.bus
         self.clock = fleet.clock
-        self.notify = notify or (lambda title, body, kind: None)
+        self.notify = notify or (lambda rollout: None)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -143,9 +144,13 @@ class Rollouts:
             except NixFleetError as exc:
                 refused.append({"host_id": raw[:63], "detail": for_people(str(exc))})
         rows = {h["id"]: h for h in await host_store.get_many(self.db, ids)}
-        for host_id in ids:
+        for host_id in dict.fromkeys(ids):
+            reason = guards.undeliverable(rows[host_id]) if host_id in rows else None
             if host_id not in rows:
                 refused.append({"host_id": host_id, "detail": f"There is no host {host_id!r}."})
+            elif reason:
+                refused.append({"host_id": host_id, "detail": for_people(reason)})
+                del rows[host_id]
         return [rows[h] for h in dict.fromkeys(ids) if h in rows], refused
 
     async def create(
@@ -270,11 +275,7 @@ class Rollouts:
         else:
             await store.set_fields(self.db, ro["id"], [to], report=view["report"])
         await self._publish(ro["id"])
-        kind = {RolloutState.COMPLETED: "success", RolloutState.ABORTED: "warning"}.get(
-            to, "failure"
-        )
-        title = f"NixFleet rollout {to.value}: {ro['kind']} on {view['counts']['total']} hosts"
-        self.notify(title, view["report"], kind)
+        self.notify({k: v for k, v in view.items() if k != "waves"})
         log.info("rollouts: %s %s: %s", ro["id"], to.value, view["report"])
         return True
 

@@ -10,16 +10,32 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from nixfleet.config import Settings
 from nixfleet.core import commands as rules
-from nixfleet.core.commands import ACTIVE_STATES, CommandKind, CommandState
-from nixfleet.core.drift import commit_drift, lock_age_days, reboot_needed
-from nixfleet.core.errors import Conflict, NixFleetError, NotFound, for_people
+from nixfleet.core import guards
+from nixfleet.core.commands import ACTIVE_STATES, DEPLOYING, CommandKind, CommandState
+from nixfleet.core.drift import (
+    DeployState,
+    bulk_plan_summary,
+    commit_drift,
+    deploy_state,
+    lock_age_days,
+    plan_summary,
+    reboot_state,
+)
+from nixfleet.core.errors import (
+    Conflict,
+    NixFleetError,
+    NotFound,
+    ValidationError,
+    for_people,
+)
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
+    CLOSE_REPLACED,
     Finished,
     Hello,
     HostMeta,
@@ -30,13 +46,14 @@ from nixfleet.core.protocol import (
     Warning,
     salvage,
 )
+from nixfleet.dashboard.fleet.ancestry import Ancestry
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.fleet.identity import AgentIdentity
 from nixfleet.dashboard.fleet.samples import Samples
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
-from nixfleet.storage.bus import EventBus
+from nixfleet.storage.bus import Event, EventBus
 from nixfleet.storage.db import Database
 
 log = logging.getLogger("nixfleet.fleet")
@@ -55,20 +72,30 @@ class Fleet:
         db: Database,
         bus: EventBus,
         clock: Callable[[], float] = time.time,
+        replica: str = "",
     ) -> None:
         self.settings = settings
         self.db = db
         self.bus = bus
         self.clock = clock
+        # This process's id among the replicas sharing the database ("" when alone).
+        self.replica = replica
         self.target: str | None = None
         self._target_checked = 0.0
         self.identity = AgentIdentity(settings, db, bus, clock)
         # Called with each command that reached its final state here (metrics); must not block.
         self.finished_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.samples = Samples()
+        # Which metadata fields each host's own configuration set in its last hello (the
+        # host page says where a value came from). Memory only: every agent says hello again
+        # when a dashboard starts, so the answer is back within a reconnect.
+        self._meta_from_host: dict[str, frozenset[str]] = {}
         self._known_ids: set[str] | None = None  # host rows seen by the last sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
+        )
+        self.ancestry = Ancestry(
+            settings.config_repo, settings.config_branch, settings.data_dir / "config-mirror.git"
         )
         self._output_pruned_at = 0.0
 
@@ -119,13 +146,50 @@ class Fleet:
             pass  # removed meanwhile
 
     async def host(self, host_id: str) -> dict[str, Any]:
-        return self.host_view(await host_store.get(self.db, host_id))
+        return (await self.views([await host_store.get(self.db, host_id)]))[0]
 
     async def hosts(self) -> list[dict[str, Any]]:
-        return [self.host_view(h) for h in await host_store.list_all(self.db)]
+        return await self.views(await host_store.list_all(self.db))
+
+    async def fleet_view(self, states: list[str], only: Collection[str] = ()) -> dict[str, Any]:
+        """Return the hosts in any of states (all when none), counts per state, plan summary.
+
+        A state is a deploy state (current, behind, diverged, never_deployed, unknown,
+        failed) or one of online, offline, running, reboot. With only, the list and the
+        plan summary are those hosts' (a bulk preview's selection); counts stay the fleet's.
+        """
+        bad = sorted(set(states) - HOST_FILTERS)
+        if bad:
+            raise ValidationError(
+                f"unknown state {bad[0][:40]!r}; accepted: {', '.join(sorted(HOST_FILTERS))}"
+            )
+        hosts = await self.hosts()
+        running = await command_store.busy_hosts(self.db, [h["id"] for h in hosts])
+        tags = {h["id"]: _tags(h, h["id"] in running) for h in hosts}
+        counts = {k: sum(k in t for t in tags.values()) for k in _COUNTED}
+        if states:
+            hosts = [h for h in hosts if tags[h["id"]] & set(states)]
+        if only:
+            wanted = set(only)
+            hosts = [h for h in hosts if h["id"] in wanted]
+        plans = [h["plan"] for h in hosts if h["plan"] and not h["plan"]["expired"]]
+        return {
+            "hosts": hosts,
+            "target": self.target,
+            "counts": counts,
+            "plan_summary": bulk_plan_summary(p for p in plans if not p["error"])
+            if plans
+            else None,
+        }
+
+    async def views(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return host_view of each row, once the ancestry of their deployed commits is known."""
+        deployed = ((r.get("status") or {}).get("deployed_commit", "") for r in rows)
+        await self.ancestry.prepare(deployed, self.target)
+        return [self.host_view(r) for r in rows]
 
     def host_view(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Return a host row with what is derived from it: drift, reboot, lock age, health.
+        """Return a host row with what is derived from it: deploy state, reboot, plan, health.
 
         The stored status is read through today's bounds, so a row written before them
         (a 400-digit number, NaN) cannot break the host list or the event stream.
@@ -133,14 +197,19 @@ class Fleet:
         st = salvage(HostStatus, row["status"]).model_dump() if row.get("status") else {}
         link = row.get("connection") or {}
         now = self.clock()
+        deploy = self._deploy_view(row, st)
+        reboot = reboot_state(st.get("os_kind", ""), st)
         return {
             **row,
             "status": st or None,
-            "drift": commit_drift(st.get("commit", ""), self.target).value,
-            "reboot_needed": reboot_needed(
-                st.get("current_system", ""), st.get("booted_system", "")
-            ),
+            "deploy": deploy,
+            "reboot": reboot,
+            "plan": _plan_view(row.get("plan"), self.target, st.get("current_system", "")),
+            # Kept for older clients: both now come from what is deployed, not checked out.
+            "drift": commit_drift(deploy["deployed_commit"] or "", self.target).value,
+            "reboot_needed": reboot["needed"] is True,
             "lock_age_days": lock_age_days(st.get("lock_modified"), now),
+            "meta_sources": self._meta_sources(row),
             "connection": {
                 "connected_since": row.get("connected_at") if row.get("online") else None,
                 "reconnects_1h": sum(
@@ -149,6 +218,40 @@ class Fleet:
                 "breaker": link.get("breaker"),
                 "tls_failure": link.get("tls_failure"),
             },
+        }
+
+    def _deploy_view(self, row: dict[str, Any], st: dict[str, Any]) -> dict[str, Any]:
+        """Return the host's deployed commit, checkout, generation, last deploy and state."""
+        last = _latest(row.get("last_deploy"), st.get("last_deploy"))
+        deployed = st.get("deployed_commit") or None
+        state = deploy_state(
+            deployed or "",
+            bool(st.get("has_deployed")) or last is not None,
+            self.target,
+            last["result"] if last else None,
+            self.ancestry.get,
+        )
+        if not st:
+            state = DeployState.UNKNOWN  # the agent never reported
+        return {
+            "state": state.value,
+            "deployed_commit": deployed,
+            "checked_out_commit": st.get("commit") or None,
+            "target_commit": self.target,
+            "generation": st.get("generation"),
+            "system": st.get("current_system") or None,
+            "last": last,
+        }
+
+    def _meta_sources(self, row: dict[str, Any]) -> dict[str, str]:
+        """Return who set each metadata field that has a value: the host or an operator."""
+        from_host = self._meta_from_host.get(row["id"])
+        if from_host is None:
+            return {}  # not known until the agent's hello (after a dashboard restart)
+        return {
+            k: "host configuration" if k in from_host else "dashboard"
+            for k in HOST_META_FIELDS
+            if row.get(k)
         }
 
     # --- commands -------------------------------------------------------------------
@@ -166,10 +269,13 @@ class Fleet:
             "expires_at": now + self.settings.command_expiry_s,
         }
 
-    async def dispatch(self, actor: str, raw_id: str, raw_kind: object) -> dict[str, Any]:
+    async def dispatch(
+        self, actor: str, raw_id: str, raw_kind: object, force: bool = False
+    ) -> dict[str, Any]:
         """Return the stored command for kind on host, queued or acted on at once.
 
-        1. Validate kind and host (nothing is written for bad input).
+        1. Validate kind and host (nothing is written for bad input); refuse a host no
+           agent can receive it on, and a deploy while one is active (unless `force`).
         2. stop: ask the agent to cancel its active command; restart: send straight away.
         3. Other kinds are queued (superseding an older queued switch) and the hub
            delivers them when the host is free.
@@ -177,9 +283,11 @@ class Fleet:
         kind = rules.parse_kind(raw_kind)
         host = await host_store.get(self.db, canonical_host_id(raw_id))
         host_id = host["id"]
+        guards.check_deliverable(host)
         now = self.clock()
+        active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=5)
+        guards.check_second_deploy(kind.value, active, force)
         if kind == CommandKind.STOP:
-            active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=1)
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
@@ -254,8 +362,11 @@ class Fleet:
     async def _enqueue_many(
         self, actor: str, host_ids: list[str], kind: CommandKind
     ) -> dict[str, dict[str, Any]]:
-        """Return {host id: result} for the known hosts among host_ids, each now queued."""
-        known = {h["id"] for h in await host_store.get_many(self.db, host_ids)}
+        """Return {host id: result} for the known hosts among host_ids, each now queued;
+        a host no agent could receive it on gets its refusal instead."""
+        rows = await host_store.get_many(self.db, host_ids)
+        refused = {h["id"]: r for h in rows if (r := guards.undeliverable(h))}
+        known = {h["id"] for h in rows} - set(refused)
         now = self.clock()
         rows = [
             self.new_command(actor, host_id, kind, now)
@@ -266,9 +377,9 @@ class Fleet:
             self.db, rows, supersede=rules.supersedes_queued(kind)
         )
         changed = await command_store.get_many(self.db, [*superseded, *(r["id"] for r in rows)])
-        for cmd in changed:
-            await self.bus.publish({"type": "command", "command": cmd})
-        return {r["host_id"]: _queued(r) for r in rows}
+        await self._publish_all({"type": "command", "command": cmd} for cmd in changed)
+        out = {h: _refusal(h, guards.NotEnrolled.code, r) for h, r in refused.items()}
+        return out | {r["host_id"]: _queued(r) for r in rows}
 
     async def cancel_queued(self, command_id: str) -> dict[str, Any]:
         """Cancel a command that has not been delivered yet, or raise Conflict."""
@@ -312,9 +423,10 @@ class Fleet:
                 picks[cmd["host_id"]] = cmd  # the line is jumped even on a busy host
             elif chosen is None and cmd["host_id"] not in busy:
                 picks[cmd["host_id"]] = cmd
-        claimed = await command_store.claim(self.db, [c["id"] for c in picks.values()], now)
-        for cmd in claimed:
-            await self.bus.publish({"type": "command", "command": cmd})
+        claimed = await command_store.claim(
+            self.db, [c["id"] for c in picks.values()], now, holder=self.replica or None
+        )
+        await self._publish_all({"type": "command", "command": cmd} for cmd in claimed)
         return claimed
 
     async def unclaim(self, host_id: str, command_id: str) -> None:
@@ -328,6 +440,11 @@ class Fleet:
             dispatched_at=None,
         ):
             await self._publish_command(command_id)
+
+    async def _publish_all(self, events: Iterable[Event]) -> None:
+        # Together, not one after the other: a bus that journals events for other replicas
+        # writes them in one transaction instead of one each.
+        await asyncio.gather(*(self.bus.publish(e) for e in events))
 
     async def _publish_command(self, command_id: str) -> dict[str, Any]:
         cmd = await command_store.get(self.db, command_id)
@@ -346,11 +463,26 @@ class Fleet:
         await host_store.record_link(
             self.db, host_id, now, _link_report(hello.transport, now), RECONNECT_WINDOW_S
         )
-        await host_store.mark_connected(self.db, host_id, hello.status.model_dump(), now)
-        if hello.meta is not None:
-            # One owner per field: what the host's own configuration sets wins; a field it
-            # leaves empty stays as an operator entered it in the dashboard.
-            await host_store.set_meta(self.db, host_id, _set_fields(hello.meta))
+        await host_store.mark_connected(
+            self.db, host_id, hello.status.model_dump(), now, self.replica or None
+        )
+        if not self.db.is_sqlite:
+            # Another replica may still hold a stale link to this agent: it lets go.
+            await self.bus.publish(
+                {
+                    "type": "agent_control",
+                    "host_id": host_id,
+                    "action": "drop",
+                    "code": CLOSE_REPLACED,
+                    "reason": "a newer connection for this host arrived",
+                    "keep": self.replica,
+                }
+            )
+        # One owner per field: what the host's own configuration sets wins; a field it
+        # leaves empty stays as an operator entered it in the dashboard.
+        fields = _set_fields(hello.meta) if hello.meta is not None else {}
+        await host_store.set_meta(self.db, host_id, fields)
+        self._meta_from_host[host_id] = frozenset(fields)
         known = set(hello.known_commands)
         for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
             if cmd["id"] in known:
@@ -381,7 +513,8 @@ class Fleet:
 
     async def agent_disconnected(self, host_id: str) -> None:
         now = self.clock()
-        await host_store.mark_disconnected(self.db, host_id, now)
+        if not await host_store.mark_disconnected(self.db, host_id, now, self.replica or None):
+            return  # the agent is connected to another replica now
         await command_store.mark_disconnected(self.db, host_id, now)
         try:
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
@@ -395,8 +528,8 @@ class Fleet:
     async def _announce_statuses(self, group: Reports) -> None:
         for host_id, (status, at) in group.items():
             self.samples.record(host_id, status, at)
-        for row in await host_store.get_many(self.db, group):
-            await self.bus.publish({"type": "host", "host": self.host_view(row)})
+        hosts = await self.views(await host_store.get_many(self.db, group))
+        await self._publish_all({"type": "host", "host": h} for h in hosts)
 
     async def record_started(self, host_id: str, msg: Started) -> None:
         if await command_store.move(
@@ -436,19 +569,36 @@ class Fleet:
             self.clock(),
             self.settings.output_max_bytes,
         )
-        if lines:
+        announce = lines or await self._replayed(msg)
+        if announce:
             await self.bus.publish(
-                {"type": "output", "command_id": msg.command_id, "host_id": host_id, "lines": lines}
+                {
+                    "type": "output",
+                    "command_id": msg.command_id,
+                    "host_id": host_id,
+                    "lines": announce,
+                }
             )
-            if truncated:
-                log.warning(
-                    "fleet: output of %s on %s reached %d bytes; the rest is dropped",
-                    msg.command_id,
-                    host_id,
-                    self.settings.output_max_bytes,
-                )
-                await self._publish_command(msg.command_id)
+        if lines and truncated:
+            log.warning(
+                "fleet: output of %s on %s reached %d bytes; the rest is dropped",
+                msg.command_id,
+                host_id,
+                self.settings.output_max_bytes,
+            )
+            await self._publish_command(msg.command_id)
         return acked
+
+    async def _replayed(self, msg: Output) -> list[dict[str, Any]]:
+        """Return the stored lines of a batch that was stored before, to announce again.
+
+        With replicas, the one that stored them may have died before announcing them; the
+        agent replays them here, and the browsers that never saw them would keep a gap.
+        """
+        if self.db.is_sqlite or not msg.lines:
+            return []
+        first = min(ln.seq for ln in msg.lines)
+        return await output_store.lines(self.db, msg.command_id, first - 1, len(msg.lines))
 
     async def record_warning(self, host_id: str, msg: Warning) -> None:
         """Note the agent's warning (still running after …) on an active command only."""
@@ -480,6 +630,8 @@ class Fleet:
         cmd = await self._publish_command(msg.command_id)
         for hook in self.finished_hooks:
             hook(cmd)
+        if await self._record_outcome(host_id, cmd, msg):
+            await self.bus.publish({"type": "host", "host": await self.host(host_id)})
         if cmd["kind"] == CommandKind.TEST:
             summary = {
                 "command_id": msg.command_id,
@@ -490,6 +642,25 @@ class Fleet:
             await host_store.save_last_test(self.db, host_id, summary)
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
 
+    async def _record_outcome(self, host_id: str, cmd: dict[str, Any], msg: Finished) -> bool:
+        """Keep a deploy's outcome and a plan's report on the host row; True if either."""
+        kind = CommandKind(cmd["kind"])
+        if kind in DEPLOYING:
+            last = {"command_id": cmd["id"], "result": cmd["state"]} | {
+                k: cmd[k] for k in ("kind", "finished_at", "detail")
+            }
+            await host_store.save_outcome(self.db, host_id, last_deploy=last)
+            return True
+        if kind != CommandKind.PLAN:
+            return False
+        plan: dict[str, Any] = {"command_id": cmd["id"], "finished_at": cmd["finished_at"]}
+        if msg.plan is not None:
+            plan |= msg.plan.model_dump()
+        else:
+            plan |= {"changed": False, "error": cmd["detail"] or f"the plan {cmd['state']}"}
+        await host_store.save_outcome(self.db, host_id, plan=plan)
+        return True
+
     # --- housekeeping ---------------------------------------------------------------
     async def sweep(self) -> None:
         """Expire queued commands, declare lost the ones whose host never came back."""
@@ -498,8 +669,8 @@ class Fleet:
         changed += await command_store.lose_abandoned(
             self.db, now - self.settings.reconnect_window_s, now
         )
-        for row in changed:
-            await self._publish_command(row["id"])
+        rows = await command_store.get_many(self.db, [r["id"] for r in changed])
+        await self._publish_all({"type": "command", "command": cmd} for cmd in rows)
         await self.refresh_target()
         await self._notice_host_rows()
 
@@ -509,11 +680,12 @@ class Fleet:
         known, self._known_ids = self._known_ids, ids
         if known is None:
             return
-        for host_id in sorted(ids - known):
-            await self.publish_host(host_id)
+        # Every replica notices by itself: these stay in this process.
+        for row in await host_store.get_many(self.db, sorted(ids - known)):
+            await self.bus.publish({"type": "host", "host": self.host_view(row), "scope": "local"})
         for host_id in sorted(known - ids):
             self.samples.forget(host_id)
-            await self.bus.publish({"type": "host_removed", "host_id": host_id})
+            await self.bus.publish({"type": "host_removed", "host_id": host_id, "scope": "local"})
 
     async def refresh_target(self, force: bool = False) -> str | None:
         """Return the fleet's target commit: the head of the configured branch (cached)."""
@@ -535,9 +707,10 @@ class Fleet:
         head = out.decode().split()[0] if proc.returncode == 0 and out.strip() else None
         if head != self.target:
             self.target = head
-            await self.bus.publish({"type": "target", "commit": head})
+            # Every replica reads the target itself, so these stay in this process.
+            await self.bus.publish({"type": "target", "commit": head, "scope": "local"})
             for host in await self.hosts():
-                await self.bus.publish({"type": "host", "host": host})
+                await self.bus.publish({"type": "host", "host": host, "scope": "local"})
         return self.target
 
     async def snapshot(self) -> dict[str, Any]:
@@ -614,9 +787,72 @@ def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:
     return out
 
 
+_LAST_FIELDS = ("command_id", "kind", "result", "finished_at", "detail")
+_COUNTED = ("online", "behind", "failed", "running", "reboot")
+HOST_FILTERS = frozenset(
+    {*(s.value for s in DeployState), "online", "offline", "running", "reboot"}
+)
+
+
+def _tags(host: dict[str, Any], running: bool) -> set[str]:
+    """Return the states a host is in, for ?state= filters and the header's counts."""
+    tags = {host["deploy"]["state"], "online" if host["online"] else "offline"}
+    if running:
+        tags.add("running")
+    if host["reboot"]["needed"]:
+        tags.add("reboot")
+    return tags
+
+
+def _latest(*outcomes: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return the newest of the dashboard's and the agent's record of the last deploy."""
+    known = [o for o in outcomes if o]
+    if not known:
+        return None
+    last = max(known, key=lambda o: float(o.get("finished_at") or 0))
+    return {k: last.get(k) for k in _LAST_FIELDS}
+
+
+def _plan_view(
+    plan: dict[str, Any] | None, target: str | None, current: str
+) -> dict[str, Any] | None:
+    """Return a stored plan as the API shows it; expired once the target or system moved."""
+    if not plan:
+        return None
+    error = plan.get("error")
+    changes = [
+        {"name": c["name"], "from": c["before"], "to": c["after"], "size_delta": c["size_delta"]}
+        for c in plan.get("changes", [])
+    ]
+    view = {
+        "command_id": plan["command_id"],
+        "target_commit": plan.get("target_commit") or None,
+        "changed": bool(plan.get("changed")),
+        "expired": bool(
+            plan.get("target_commit") != target
+            or (plan.get("base_system") and current and plan["base_system"] != current)
+        ),
+        "size_delta": int(plan.get("size_delta", 0)),
+        "reboot": bool(plan.get("reboot")),
+        "reboot_reason": plan.get("reboot_reason", ""),
+        "restart": plan.get("restart", []),
+        "start": plan.get("start", []),
+        "stop": plan.get("stop", []),
+        "changes": changes,
+        "error": error,
+        "finished_at": plan.get("finished_at"),
+    }
+    view["summary"] = f"plan failed: {error}" if error else plan_summary(view)
+    return view
+
+
 def _urgent(cmd: dict[str, Any]) -> bool:
     """Return True for a command that runs no process (restart): it jumps the line."""
     return not rules.KIND_RULES[CommandKind(cmd["kind"])].runs_process
+
+
+def _refusal(host_id: str, code: str, reason: str) -> dict[str, Any]:
+    return {"host_id": host_id, "error": code, "detail": for_people(reason)}
 
 
 def _queued(cmd: dict[str, Any]) -> dict[str, Any]:

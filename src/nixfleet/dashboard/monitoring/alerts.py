@@ -15,23 +15,41 @@ import tomllib
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nixfleet.core.alerts import DEFAULT_RULES, AlertRule, RuleEngine, Transition, parse_rules
+from nixfleet.core.deploy_alerts import (
+    DEFAULT_DEPLOY_RULES,
+    DeployEvent,
+    DeployRule,
+    parse_deploy_rules,
+)
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.secevents import SecurityEvent
 from nixfleet.dashboard.monitoring.notifier import Message, Notifier
 from nixfleet.storage.bus import EventBus
 
 log = logging.getLogger("nixfleet.alerts")
+T = TypeVar("T")
 
 
 def load_rules(path: Path | None) -> list[AlertRule]:
     """Return the rules in the TOML file at path, or the defaults; ConfigError if bad."""
     if path is None:
         return list(DEFAULT_RULES)
+    return _load(path, parse_rules)
+
+
+def load_deploy_rules(path: Path | None) -> dict[DeployEvent, DeployRule]:
+    """Return the `[[deploy]]` rules of the same file over the defaults; ConfigError if bad."""
+    if path is None:
+        return dict(DEFAULT_DEPLOY_RULES)
+    return _load(path, parse_deploy_rules)
+
+
+def _load(path: Path, parse: Callable[[dict[str, Any]], T]) -> T:
     try:
-        return parse_rules(tomllib.loads(path.read_text()))
+        return parse(tomllib.loads(path.read_text()))
     except OSError as exc:
         raise ConfigError(f"config: NIXFLEET_ALERT_RULES_FILE: {exc.strerror}: {path}") from None
     except tomllib.TOMLDecodeError as exc:

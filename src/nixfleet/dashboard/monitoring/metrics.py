@@ -7,16 +7,17 @@ global one) lets several apps live in one process, as they do in tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from nixfleet.core.secevents import AuthFactor, EventKind, MessageFault, SecurityEvent
 from nixfleet.dashboard.fleet.hub import Hub
 from nixfleet.dashboard.sse import Broadcaster
+from nixfleet.storage.replicas import Census
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
@@ -33,8 +34,68 @@ class _DroppedEvents(Collector):
         )
 
 
+class _Replicas(Collector):
+    """What only exists with several replicas: the bus between them, and the fleet-wide
+    counts that one replica at a time (the oldest live one) reads from the database."""
+
+    def __init__(self, hub: Hub, census: Callable[[], Census | None]) -> None:
+        self.hub = hub
+        self.census = census
+
+    def collect(self) -> Iterator[Metric]:
+        bus = self.hub.fleet.bus
+        for name, doc in (
+            ("received", "Events from other replicas delivered here."),
+            ("lost", "Events that could not be journalled for other replicas."),
+            ("reconnects", "Times the PostgreSQL listener reconnected."),
+        ):
+            value = getattr(bus, name, None)
+            if value is not None:
+                yield CounterMetricFamily(f"nixfleet_bus_{name}", doc, value=value)
+        counts = self.census()
+        if counts is None:
+            return
+        hosts = GaugeMetricFamily(
+            "nixfleet_fleet_hosts",
+            "Hosts of the whole fleet (one replica reports).",
+            labels=["online"],
+        )
+        for online, n in counts.hosts.items():
+            hosts.add_metric(["true" if online else "false"], n)
+        yield hosts
+        commands = GaugeMetricFamily(
+            "nixfleet_fleet_commands",
+            "Queued and active commands of the whole fleet (one replica reports).",
+            labels=["state"],
+        )
+        for state, n in counts.commands.items():
+            commands.add_metric([state], n)
+        yield commands
+
+
+class _WithReplica(Collector):
+    """Every sample of the inner registry with a `replica` label."""
+
+    def __init__(self, inner: CollectorRegistry, replica: str) -> None:
+        self.inner = inner
+        self.replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.inner.collect():
+            metric.samples = [
+                s._replace(labels={**s.labels, "replica": self.replica}) for s in metric.samples
+            ]
+            yield metric
+
+
 class Metrics:
-    def __init__(self, hub: Hub, broadcaster: Broadcaster) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        broadcaster: Broadcaster,
+        replica: str = "",
+        census: Callable[[], Census | None] = lambda: None,
+    ) -> None:
         self.registry = r = CollectorRegistry()
         self.auth_failures = Counter(
             "nixfleet_auth_failures", "Refused authentications by factor.", ["kind"], registry=r
@@ -81,6 +142,10 @@ class Metrics:
         )
         streams.set_function(lambda: len(broadcaster.subscribers))
         r.register(_DroppedEvents(broadcaster))
+        r.register(_Replicas(hub, census))
+        self._labelled = CollectorRegistry()
+        self._labelled.register(_WithReplica(r, replica))
+        self.replica = replica
 
     def on_security_event(self, event: SecurityEvent) -> None:
         if event.kind == EventKind.AUTH_FAILURE:
@@ -101,4 +166,4 @@ class Metrics:
             self.command_duration.labels(cmd["kind"]).observe(max(0.0, cmd["finished_at"] - began))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._labelled if self.replica else self.registry)

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import apprise
-
 from nixfleet.security.outbound import private_address
 
 log = logging.getLogger("nixfleet.alerts")
@@ -56,6 +54,8 @@ class Channel:
 
 
 def _channel(url: str) -> Channel:
+    import apprise  # only with channels configured: it costs ~0.7 s and several MiB at import
+
     plugin = apprise.Apprise.instantiate(url)
     if plugin is None:
         scheme = url.split("://", 1)[0][:20] if "://" in url else "?"
@@ -164,6 +164,8 @@ class Notifier:
             bad = private_address(str(plugin.host), getattr(plugin, "port", None))
             if bad:
                 return f"refused: {bad} is a private address (NIXFLEET_ALERT_ALLOW_PRIVATE)"
+        import apprise  # already loaded by _channel
+
         notifier = apprise.Apprise()
         notifier.add(plugin)
         try:

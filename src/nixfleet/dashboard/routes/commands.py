@@ -29,6 +29,8 @@ Text = Annotated[str, AfterValidator(_encodable)]
 class CommandRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     command: Text = Field(max_length=40)
+    # The operator confirmed a second deploy while one is active (guard rail, core.guards).
+    force: bool = False
 
 
 class BulkRequest(BaseModel):
@@ -43,7 +45,7 @@ async def queue_command(
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
     try:
-        cmd = await ctx.fleet.dispatch(session.username, host_id, body.command)
+        cmd = await ctx.fleet.dispatch(session.username, host_id, body.command, body.force)
     except NixFleetError as exc:
         ctx.audit.record_later(
             session.username, "command", result=exc.code,
@@ -52,7 +54,8 @@ async def queue_command(
         raise
     await ctx.audit.record(
         session.username, "command", result="accepted",
-        detail={"command": body.command, "command_id": cmd["id"]}, **fields,
+        detail={"command": body.command, "command_id": cmd["id"], "force": body.force},
+        **fields,
     )  # fmt: skip
     return {"command_id": cmd["id"], "state": cmd["state"]}
 

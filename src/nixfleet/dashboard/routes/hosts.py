@@ -4,9 +4,9 @@ rotate or revoke the token, issue a new enrollment code, bind a client certifica
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -77,8 +77,15 @@ async def _note(
 
 
 @router.get("")
-async def list_hosts(ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
-    return {"hosts": await ctx.fleet.hosts(), "target": ctx.fleet.target}
+async def list_hosts(
+    ctx: Ctx,
+    _: CsrfSession,
+    state: Annotated[list[str] | None, Query(max_length=16)] = None,
+    host_id: Annotated[list[str] | None, Query(max_length=1000)] = None,
+) -> dict[str, Any]:
+    """Return the hosts (in any of the ?state= given, among the ?host_id= given), their
+    counts per state and the summary of their current plans."""
+    return await ctx.fleet.fleet_view(state or [], host_id or [])
 
 
 @router.get("/{host_id}/samples")

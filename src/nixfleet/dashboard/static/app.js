@@ -8,7 +8,7 @@
   const fleet = new NF.Fleet();
   const table = new NF.Table(fleet, { wrap: $("#table-wrap"), body: $("#hosts tbody"), onRender: rendered });
   const dock = new NF.Dock(fleet, $("#dock"));
-  const MENU = [["pull", "Pull"], ["switch", "Switch"], ["pull-switch", "Pull + switch"], ["test", "Test"],
+  const MENU = [["plan", "Preview"], ["pull", "Pull"], ["switch", "Switch"], ["pull-switch", "Pull + switch"], ["test", "Test"],
     ["stop", "Stop the running command"], ["restart", "Restart agent"]];
   let lastSummary = "";
 
@@ -38,6 +38,7 @@
     // One sentence for screen readers, said only when it changes (never per heartbeat).
     const summary = `${n.online} of ${n.total} online, ${n.failed} failed, ${n.behind} behind, ${n.running} running, ${n.reboot} need a reboot`;
     if (summary !== lastSummary) { lastSummary = summary; setText($("#summary"), summary); }
+    refreshPreview();
   }
 
   // --- the stream -----------------------------------------------------------------------
@@ -65,7 +66,7 @@
 
   async function runAction(hostId, kind) {
     try {
-      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: kind });
+      const res = await NF.command(hostId, kind);
       notice(`${kind} on ${hostId}: ${res.state}`);
       if (kind !== "stop" && kind !== "restart") dock.open(res.command_id);
     } catch (err) {
@@ -76,7 +77,41 @@
   function runBulk(kind) {
     const out = $("#bulk-result");
     if (!fleet.selected.size) { out.textContent = "Select hosts first (the boxes at the start of each row)."; return; }
+    if (kind === "plan") { previewBulk(out); return; }
     NF.confirmRollout(kind, [...fleet.selected], out); // rollout-confirm.js
+  }
+
+  // A preview changes nothing, so it needs no rollout: every selected host builds at once,
+  // and the line under the bulk bar says what a deploy would change across them.
+  let preview = null;
+  async function previewBulk(out) {
+    const ids = [...fleet.selected];
+    try {
+      const res = await NF.post("/api/commands/bulk", { command: "plan", host_ids: ids });
+      const byHost = new Map(res.results.filter((r) => r.command_id).map((r) => [r.host_id, r.command_id]));
+      preview = { ids, out, byHost };
+      setText(out, `Preview: building on ${byHost.size} hosts…`);
+    } catch (err) { setText(out, `Preview: ${err.message}`); }
+  }
+
+  // Asked once, when every selected host has reported its plan (or its plan ended without one).
+  function previewDone() {
+    return [...preview.byHost].every(([host, cid]) => {
+      const c = fleet.commands.get(cid), h = fleet.hosts.get(host);
+      if (!c || NF.ACTIVE.has(c.state)) return false;
+      return !["succeeded", "failed"].includes(c.state) || (h && h.plan && h.plan.command_id === cid);
+    });
+  }
+
+  async function refreshPreview() {
+    if (!preview || !previewDone()) return;
+    const { ids, out } = preview;
+    preview = null;
+    try {
+      const query = ids.map((id) => `host_id=${encodeURIComponent(id)}`).join("&");
+      const data = await NF.api(`/api/hosts?${query}`);
+      setText(out, `Preview: ${data.plan_summary || "no plan was made"}`);
+    } catch (err) { setText(out, `Preview: ${err.message}`); }
   }
 
   // --- the row menu -------------------------------------------------------------------------
@@ -86,7 +121,9 @@
   function openMenu(button) {
     const id = button.dataset.menu, active = fleet.active(id), last = fleet.last(id);
     const h = fleet.hosts.get(id) || {};
-    const items = MENU.map(([kind, label]) => {
+    // Preview (a `plan` command) exists where the dashboard reports plans at all.
+    const menuKinds = "plan" in h ? [["plan", "Preview (what a deploy would change)"], ...MENU] : MENU;
+    const items = menuKinds.map(([kind, label]) => {
       const off = (kind === "stop" && !active) || (kind === "restart" && !h.online);
       return el("button", { type: "button", role: "menuitem", tabindex: "-1", "data-action": kind, "data-host": id,
         "aria-disabled": off ? "true" : null, text: label });

@@ -19,12 +19,12 @@ window.NF = window.NF || {};
       this.meta = NF.$("#output-meta", root);
       this.empty = NF.$("#dock-empty", root);
       this.tabList.addEventListener("click", (ev) => {
-        const close = ev.target.closest("[data-close-tab]");
-        if (close) { this.close(close.dataset.closeTab); return; }
         const tab = ev.target.closest("[data-tab]");
         if (tab) this.select(tab.dataset.tab);
       });
+      NF.$("#dock-close", root).addEventListener("click", () => { if (this.current) this.close(this.current); });
       this.tabList.addEventListener("keydown", (ev) => {
+        if (ev.key === "Delete" && this.current) { this.close(this.current); if (this.current) this.tabs.get(this.current).tab.focus(); return; }
         if (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft") return;
         const ids = [...this.tabs.keys()], i = ids.indexOf(this.current);
         const next = ids[(i + (ev.key === "ArrowRight" ? 1 : -1) + ids.length) % ids.length];
@@ -42,13 +42,10 @@ window.NF = window.NF || {};
       const view = new NF.LogView({ title: "Command output",
         download: `/api/commands/${encodeURIComponent(commandId)}/log.txt` });
       const label = el("span", { class: "tab-label" });
-      const tab = el("button", { type: "button", role: "tab", "data-tab": commandId, id: `tab-${commandId}`,
+      const tab = el("button", { type: "button", role: "tab", class: "tab", "data-tab": commandId, id: `tab-${commandId}`,
         "aria-selected": "false", "aria-controls": "dock-view" }, label);
-      const close = el("button", { type: "button", class: "tab-close", "data-close-tab": commandId,
-        "aria-label": "Close this log", text: "×" });
-      const wrap = el("span", { class: "tab", "data-tab-wrap": commandId, role: "presentation" }, tab, close);
-      this.tabList.append(wrap);
-      const entry = { view, tab, wrap, label, loaded: false };
+      this.tabList.append(tab);
+      const entry = { view, tab, label };
       this.tabs.set(commandId, entry);
       this.label(commandId);
       NF.loadOutput(commandId, (lines) => view.add(lines), () => this.tabs.get(commandId) === entry)
@@ -75,7 +72,7 @@ window.NF = window.NF || {};
     close(commandId) {
       const entry = this.tabs.get(commandId);
       if (!entry) return;
-      entry.wrap.remove();
+      entry.tab.remove();
       this.tabs.delete(commandId);
       if (this.current !== commandId) return;
       const next = [...this.tabs.keys()].pop();
@@ -93,7 +90,7 @@ window.NF = window.NF || {};
       const c = this.fleet.commands.get(commandId), entry = this.tabs.get(commandId);
       if (!entry) return;
       setText(entry.label, c ? `${c.host_id} · ${c.kind}` : commandId.slice(0, 8));
-      entry.wrap.dataset.state = c ? c.state : "";
+      entry.tab.dataset.state = c ? c.state : "";
     }
 
     describe(commandId) {
@@ -111,6 +108,7 @@ window.NF = window.NF || {};
       }
       setText(this.meta, bits.join(" · "));
       this.meta.dataset.state = c.state;
+      this.tabs.get(commandId).view.describe(`${c.kind} on ${c.host_id} · ${NF.stateLabel(c)}`, NF.ACTIVE.has(c.state));
     }
 
     onCommand(c) { if (this.tabs.has(c.id)) this.describe(c.id); }

@@ -135,6 +135,7 @@
     if (c.detail) bits.push(c.detail);
     setText($("#output-meta"), bits.join(" · "));
     $("#output-meta").dataset.state = c.state;
+    if (page.view) page.view.describe(`${c.kind} on ${c.host_id} · ${NF.stateLabel(c)}`, NF.ACTIVE.has(c.state));
   }
 
   const LIVE = ["queued", "dispatched", "running"];
@@ -160,9 +161,11 @@
     const now = Date.now() / 1000, span = 86400;
     const svg = NF.svg("svg", { class: "daychart", viewBox: "0 0 288 40", preserveAspectRatio: "none", role: "img",
       "aria-label": `${title} over the last 24 hours` });
-    if (points.length > 1) {
-      const pts = points.map(([t, v]) => `${(288 * (1 - (now - t) / span)).toFixed(1)},${(39 - (v / max) * 37).toFixed(1)}`).join(" ");
-      svg.append(NF.svg("polyline", { points: pts }));
+    const xy = ([t, v]) => [(288 * (1 - (now - t) / span)).toFixed(1), (39 - (v / max) * 37).toFixed(1)];
+    if (points.length > 1) svg.append(NF.svg("polyline", { points: points.map((p) => xy(p).join(",")).join(" ") }));
+    else if (points.length === 1) {
+      const [x, y] = xy(points[0]);
+      svg.append(NF.svg("line", { x1: String(Math.max(0, x - 3)), y1: y, x2: x, y2: y, class: "one" }));
     }
     const latest = values.length ? format(values[values.length - 1]) : "no data yet";
     const peak = values.length ? `, peak ${format(Math.max(...values))}` : "";
@@ -181,7 +184,7 @@
   async function runAction(kind) {
     const out = $("#action-result");
     try {
-      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: kind });
+      const res = await NF.command(hostId, kind);
       out.textContent = `${kind}: ${res.state}`;
       if (kind !== "stop" && kind !== "restart") show(res.command_id);
     } catch (err) { out.textContent = `${kind}: ${err.message}`; }

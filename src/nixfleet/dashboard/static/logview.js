@@ -29,7 +29,7 @@ window.NF = window.NF || {};
       this.ansiState = NF.ansi.fresh();
       this.errors = []; this.warnings = [];
       this.opts = Object.fromEntries(TOGGLES.map(([k, , on]) => [k, on]));
-      this.follow = true; this.unseen = 0;
+      this.follow = true; this.unseen = 0; this.live = true; this.marked = -1;
       this.query = ""; this.hits = []; this.hit = -1;
       this.offsets = null; this.cols = 0;
       this.lastAutoTop = 0;
@@ -46,7 +46,7 @@ window.NF = window.NF || {};
         return b;
       });
       this.firstError = el("button", { type: "button", "data-log": "first-error", disabled: true, text: "First error" });
-      this.firstError.addEventListener("click", () => this.jumpTo(this.errors[0], true));
+      this.firstError.addEventListener("click", () => { this.marked = this.errors[0]; this.jumpTo(this.errors[0]); });
       this.counts = el("span", { class: "log-counts muted", "data-log": "counts" });
       this.search = el("input", { type: "search", "data-log": "search", placeholder: "Search the log",
         "aria-label": "Search the log", maxlength: "200", autocomplete: "off" });
@@ -74,8 +74,9 @@ window.NF = window.NF || {};
       this.resume = el("button", { type: "button", class: "log-resume", "data-log": "resume", hidden: true, text: "Resume following" });
       this.resume.addEventListener("click", () => this.setFollow(true));
       this.probe = el("span", { class: "log-probe", "aria-hidden": "true", text: "0".repeat(100) });
+      this.titleLabel = el("span", { class: "log-title" });
       const tools = el("div", { class: "log-tools", role: "toolbar", "aria-label": "Log tools" },
-        this.firstError, this.counts,
+        this.titleLabel, this.firstError, this.counts,
         el("span", { class: "log-search" }, this.search, this.hitsLabel, prev, next),
         el("span", { class: "log-toggles" }, ...toggles), this.downloadLink, this.fullButton);
       this.root = el("div", { class: "logview opt-numbers" }, tools, this.scroller, this.resume, this.probe);
@@ -89,7 +90,7 @@ window.NF = window.NF || {};
     // --- data -------------------------------------------------------------------
     reset() {
       this.lines = []; this.pending.clear(); this.ansiState = NF.ansi.fresh();
-      this.errors = []; this.warnings = []; this.hits = []; this.hit = -1;
+      this.errors = []; this.warnings = []; this.hits = []; this.hit = -1; this.marked = -1;
       this.offsets = null; this.follow = true; this.unseen = 0;
       this.resume.hidden = true; this.schedule();
     }
@@ -198,7 +199,7 @@ window.NF = window.NF || {};
 
     row(i) {
       const ln = this.lines[i];
-      const cls = ["ln-row", ln.stream, ln.kind].filter(Boolean).join(" ");
+      const cls = ["ln-row", ln.stream, ln.kind, this.marked === i ? "jumped" : ""].filter(Boolean).join(" ");
       const gutter = el("span", { class: "gutter", "aria-hidden": "true" });
       if (this.opts.numbers) gutter.append(el("span", { class: "g-num", text: String(ln.seq) }));
       if (this.opts.time) gutter.append(el("span", { class: "g-time", text: ln.ts ? NF.clock(ln.ts) : "--:--:--" }));
@@ -266,7 +267,15 @@ window.NF = window.NF || {};
 
     sayResume() {
       this.resume.hidden = this.follow;
-      NF.setText(this.resume, this.unseen ? `Resume following (${this.unseen} new lines)` : "Resume following");
+      const text = !this.live ? "Jump to the end"
+        : this.unseen ? `Resume following (${this.unseen} new lines)` : "Resume following";
+      NF.setText(this.resume, text);
+    }
+
+    // What the command is (shown in full screen) and whether more lines can still come.
+    describe(title, live) {
+      NF.setText(this.titleLabel, title);
+      if (this.live !== live) { this.live = live; this.sayResume(); }
     }
 
     // --- search and jumps ---------------------------------------------------------
@@ -274,7 +283,7 @@ window.NF = window.NF || {};
       this.query = q.trim().toLowerCase().slice(0, 200);
       this.hits = []; this.hit = -1;
       if (this.query) this.findIn(0);
-      if (this.hits.length) { this.hit = 0; this.jumpTo(this.hits[0], false); }
+      if (this.hits.length) { this.hit = 0; this.jumpTo(this.hits[0]); }
       this.sayHits(); this.schedule();
     }
 
@@ -291,21 +300,17 @@ window.NF = window.NF || {};
     step(d) {
       if (!this.hits.length) return;
       this.hit = (this.hit + d + this.hits.length) % this.hits.length;
-      this.jumpTo(this.hits[this.hit], false);
+      this.jumpTo(this.hits[this.hit]);
       this.sayHits();
     }
 
-    jumpTo(i, mark) {
+    jumpTo(i) {
       if (i === undefined) return;
       this.setFollow(false);
       if (!this.offsets) this.buildOffsets();
       const lh = this.lineHeight();
       this.scroller.scrollTop = Math.max(0, this.offsets[i] * lh - this.scroller.clientHeight / 3);
       this.render();
-      if (mark) {
-        const row = this.window.querySelector(`[data-seq="${this.lines[i].seq}"]`);
-        if (row) row.classList.add("jumped");
-      }
     }
 
     setOption(key, on) {

@@ -26,6 +26,7 @@ window.NF = window.NF || {};
       new ResizeObserver(() => { this.rowH = 0; this.schedule(); }).observe(wrap);
       window.addEventListener("resize", () => { this.rowH = 0; this.schedule(); });
       this.dirtyView = true; this.dirtyHosts = new Set();
+      this.places = new Map(); // host id -> its last place key (see moved)
     }
 
     // --- scheduling: many events in one frame cost one render ---------------------------
@@ -38,14 +39,27 @@ window.NF = window.NF || {};
       this.frame = requestAnimationFrame(() => { this.frame = null; this.flush(); });
     }
     flush() {
-      // A host's change can move it (sort, filter, group): recompute the order, cheap
-      // next to layout, and let the window reconcile what is on screen.
-      if (this.dirtyView || this.dirtyHosts.size) this.setItems(this.fleet.view());
+      // A host's change can move it (sort, filter, group): then the order is computed
+      // again and the window reconciles what is on screen. A heartbeat usually moves
+      // nothing, and at 5,000 hosts skipping the sort is most of the frame.
+      if (this.dirtyView || this.moved()) this.setItems(this.fleet.view());
       this.dirtyView = false;
       this.renderWindow();
       for (const id of this.dirtyHosts) { const tr = this.rows.get(id); if (tr) this.patch(tr, id); }
       this.dirtyHosts.clear();
       if (this.onRender) this.onRender();
+    }
+
+    // Return true when a changed host's place in the view (shown, sort key, group) changed.
+    moved() {
+      let any = false;
+      for (const id of this.dirtyHosts) {
+        const h = this.fleet.hosts.get(id);
+        const key = h ? JSON.stringify(this.fleet.placeOf(h)) : null;
+        if (this.places.get(id) !== key) any = true;
+        if (key === null) this.places.delete(id); else this.places.set(id, key);
+      }
+      return any;
     }
 
     setItems(items) {
@@ -145,6 +159,7 @@ window.NF = window.NF || {};
       c.seen = el("span", { class: "sub seen" });
       c.deploy = el("span", { class: "badge" });
       c.commit = el("code", { class: "commit" });
+      c.plan = el("span", { class: "badge info", "data-plan": id, hidden: true });
       c.gen = el("span");
       c.lock = el("span", { class: "badge", "data-check": "lock" });
       c.tests = el("span", { class: "badge", "data-check": "tests" });
@@ -168,7 +183,7 @@ window.NF = window.NF || {};
         el("td", { class: "c-sel" }, c.box),
         el("th", { scope: "row", class: "c-host" }, c.dot, el("span", { class: "name-line" }, c.name, c.identity), c.sub),
         el("td", { "data-col": "status" }, c.online, c.word, c.seen),
-        el("td", { "data-col": "deploy" }, c.deploy, c.commit),
+        el("td", { "data-col": "deploy" }, c.deploy, c.commit, c.plan),
         el("td", { "data-col": "generation" }, c.gen),
         el("td", { "data-col": "checks" }, c.lock, c.tests, c.reboot, c.link),
         el("td", { "data-col": "cpu" }, c.load, c.sparkSvg),
@@ -203,8 +218,16 @@ window.NF = window.NF || {};
       setText(c.deploy, d.word);
       setAttr(c.deploy, "data-state", ds);
       const dep = h.deploy || {};
-      setText(c.commit, NF.short(dep.checked_out_commit || dep.deployed_commit || st.commit));
+      // What runs, not what is checked out (issue 14).
+      setText(c.commit, NF.short(dep.deployed_commit || st.commit));
       setAttr(tr.children[3], "title", this.deployTip(h, ds));
+      const plan = h.plan;
+      c.plan.hidden = !plan;
+      if (plan) {
+        setText(c.plan, plan.expired ? "plan expired" : plan.changed === false ? "no change" : "plan");
+        c.plan.className = `badge ${plan.expired ? "neutral" : "info"}`;
+        setAttr(c.plan, "title", `Preview of ${NF.short(plan.target_commit)}: ${plan.summary || "no summary"}${plan.reboot ? " · needs a reboot" : ""}`);
+      }
       setText(c.gen, dep.generation ?? st.generation ?? "—");
 
       this.patchChecks(c, h, now);
@@ -281,6 +304,7 @@ window.NF = window.NF || {};
       const target = dep.target_commit || this.fleet.target;
       if (target) lines.push(`target ${NF.short(target)}`);
       if (dep.last) lines.push(`last ${dep.last.kind} ${NF.words(dep.last.result)} ${NF.ago(dep.last.finished_at)}`);
+      if (h.plan) lines.push(`preview${h.plan.expired ? " (expired)" : ""}: ${h.plan.summary}`);
       return lines.join(" · ");
     }
 

@@ -1,0 +1,93 @@
+"""Presence across replicas: this process's lease, and the hosts of replicas that died.
+
+On PostgreSQL each dashboard process is a replica with an id and a lease it renews every
+third of NIXFLEET_REPLICA_LEASE_S; a host's row names the replica holding its agent. When
+a replica stops renewing (kill -9, a frozen machine, a cut cable), the first other replica
+to see its lease run out releases its hosts: they show offline and their running commands
+enter the reconnect window. Their agents meanwhile reconnect through the balancer to a
+live replica and re-attach, which ends the window.
+
+On SQLite there is one process: start-up marks every host offline (Fleet.startup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from nixfleet.storage import replicas as store
+
+if TYPE_CHECKING:
+    from nixfleet.dashboard.fleet.hub import Hub
+    from nixfleet.dashboard.fleet.service import Fleet
+
+log = logging.getLogger("nixfleet.presence")
+
+
+class Presence:
+    def __init__(self, fleet: Fleet, hub: Hub, lease_s: float) -> None:
+        self.fleet = fleet
+        self.hub = hub
+        self.lease_s = lease_s
+        self._task: asyncio.Task[None] | None = None
+        # The fleet-wide counts, while this replica is the oldest live one (it reports them).
+        self.census: store.Census | None = None
+
+    @property
+    def replica(self) -> str:
+        return self.fleet.replica
+
+    async def startup(self) -> None:
+        """Register with a fresh lease, release dead replicas' hosts, start renewing."""
+        await store.register(self.fleet.db, self.replica, self.fleet.clock(), self.lease_s)
+        await self.release_dead()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def shutdown(self) -> None:
+        """Stop renewing and hand back this replica's hosts (their agents move on)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            released = await store.release_own(self.fleet.db, self.replica, self.fleet.clock())
+            await self._announce(released)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self.renew()
+                await self.release_dead()
+                await self._count_if_oldest()
+            except Exception:
+                log.exception("presence: lease renewal failed")
+
+    async def renew(self) -> None:
+        """Renew the lease; after being taken for dead, register again and take back the
+        hosts whose agents are still connected here."""
+        db, now = self.fleet.db, self.fleet.clock()
+        if await store.renew(db, self.replica, now, self.lease_s):
+            return
+        log.warning("presence: %s was taken for dead; taking its agents back", self.replica)
+        await store.register(db, self.replica, now, self.lease_s)
+        await self._announce(await store.reclaim(db, self.replica, list(self.hub.links), now))
+
+    async def _count_if_oldest(self) -> None:
+        db = self.fleet.db
+        live = await store.live(db, self.fleet.clock())
+        oldest = bool(live) and live[0]["id"] == self.replica
+        self.census = await store.census(db) if oldest else None
+
+    async def release_dead(self) -> None:
+        released = await store.release_dead(self.fleet.db, self.replica, self.fleet.clock())
+        if released:
+            log.info(
+                "presence: %d hosts of replicas whose lease ran out are offline", len(released)
+            )
+        await self._announce(released)
+
+    async def _announce(self, host_ids: list[str]) -> None:
+        await asyncio.gather(*(self.fleet.publish_host(h) for h in host_ids))

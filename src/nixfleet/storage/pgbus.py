@@ -1,0 +1,260 @@
+"""The event bus across replicas: PostgreSQL LISTEN/NOTIFY behind the two-method interface.
+
+1. `publish` delivers to this process's handlers at once (as the local bus does), then
+   waits until the event is in the `bus_events` journal: every publisher waiting at that
+   moment shares one transaction, whose NOTIFY carries the new rows' id range (a few
+   bytes, far under PostgreSQL's 8,000-byte payload limit).
+2. What is journalled is a reference, not the event: the codec shrinks a host or command
+   event to its id and an output event to its sequence range; the replicas that receive it
+   read those rows from their tables and expand it again. Events no table holds (a session
+   that ended, an agent to drop) are journalled whole; they are small.
+3. Each replica listens on one connection of its own. Notifications arrive in commit
+   order, and each origin's rows are committed in id order, so a replica remembers the
+   highest id it has read per origin. After its connection drops it reconnects, listens
+   again and reads from the journal what it missed (no event lost in the gap, none twice).
+4. The journal keeps `retention_s` of events; older rows are pruned by whoever flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.engine import make_url
+
+from nixfleet.storage.bus import Event, Handler, LocalBus
+from nixfleet.storage.db import Database
+from nixfleet.storage.tables import bus_events
+
+log = logging.getLogger("nixfleet.bus")
+
+CHANNEL = "nixfleet_events"
+RETENTION_S = 600.0
+_RECONNECT_MAX_S = 5.0
+_HEALTH_CHECK_S = 5.0
+_FLUSH_MAX = 2000  # events per journal transaction
+_WRITE_PATIENCE_S = 15.0
+_CATCH_UP_PAGE = 5000
+
+
+class Codec(Protocol):
+    """How an event becomes a journal entry and back (the dashboard knows its rows)."""
+
+    def shrink(self, event: Event) -> Event: ...
+
+    async def expand(self, refs: Sequence[Event]) -> list[Event | None]:
+        """Return one event per reference, in order; None where its row is gone."""
+        ...
+
+
+class WholeEvents:
+    """Journal events as they are (for events small enough, and for tests)."""
+
+    def shrink(self, event: Event) -> Event:
+        return event
+
+    async def expand(self, refs: Sequence[Event]) -> list[Event | None]:
+        return list(refs)
+
+
+def listen_conninfo(url: str, origin: str) -> str:
+    """Return the libpq connection string of the listener, named after its replica."""
+    parsed = make_url(url)
+    args = parsed.translate_connect_args(database="dbname", username="user")
+    query = {k: str(v) for k, v in parsed.query.items()}
+    return make_conninfo(**{**args, **query, "application_name": f"nixfleet-bus {origin}"})
+
+
+class PgBus:
+    def __init__(
+        self,
+        db: Database,
+        origin: str,
+        codec: Codec | None = None,
+        retention_s: float = RETENTION_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.origin = origin
+        self.codec: Codec = codec or WholeEvents()
+        self.retention_s = retention_s
+        self.clock = clock
+        self._local = LocalBus()
+        self._outbox: list[tuple[Event, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._seen: dict[str, int] = {}  # origin → highest journal id delivered here
+        self._floor = 0  # journal ids up to here existed before this replica listened
+        self._pruned_at = 0.0
+        self.connected = asyncio.Event()
+        self.received = 0  # events from other replicas delivered here (read by /metrics)
+        self.reconnects = 0
+        self.lost = 0  # events that could not be journalled (read by /metrics)
+
+    # --- the two-method interface ---------------------------------------------------
+    async def publish(self, event: Event) -> None:
+        await self._local.publish(event)
+        if event.get("scope") == "local":
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((self.codec.shrink(event), done))
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        await asyncio.shield(done)
+
+    def subscribe(self, handler: Handler) -> Callable[[], None]:
+        return self._local.subscribe(handler)
+
+    # --- lifecycle ------------------------------------------------------------------
+    async def start(self, codec: Codec | None = None) -> None:
+        """Start listening; return once the first LISTEN is in place (or failed once)."""
+        if codec is not None:
+            self.codec = codec
+        async with self.db.engine.connect() as conn:
+            self._floor = (await conn.execute(select(func.max(bus_events.c.id)))).scalar() or 0
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), 10)
+
+    async def close(self) -> None:
+        """Stop listening after the events already published are journalled."""
+        if self._flushing is not None:
+            with contextlib.suppress(Exception):
+                await self._flushing
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    # --- writing ----------------------------------------------------------------------
+    async def _flush(self) -> None:
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox[:_FLUSH_MAX], self._outbox[_FLUSH_MAX:]
+                await self._write_retrying([ref for ref, _ in batch])
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._flushing = None
+
+    async def _write_retrying(self, refs: list[Event]) -> None:
+        """Journal refs, retrying through a short outage (a PostgreSQL restart).
+
+        Past _WRITE_PATIENCE_S the events are given up: local handlers have them, the
+        state is in the tables, and publishers must not wait forever.
+        """
+        deadline = time.monotonic() + _WRITE_PATIENCE_S
+        delay = 0.1
+        while True:
+            try:
+                await self._write(refs)
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.warning("bus: %d events not sent to other replicas: %s", len(refs), exc)
+                    self.lost += len(refs)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _write(self, refs: list[Event]) -> None:
+        now = self.clock()
+        rows = [{"at": now, "origin": self.origin, "event": ref} for ref in refs]
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(insert(bus_events).returning(bus_events.c.id), rows)
+            ids = list(result.scalars())
+            payload = f"{self.origin} {min(ids)} {max(ids)}"
+            await conn.execute(select(func.pg_notify(CHANNEL, payload)))
+            if now - self._pruned_at > self.retention_s / 10:
+                self._pruned_at = now
+                old = bus_events.c.at < now - self.retention_s
+                await conn.execute(delete(bus_events).where(old))
+
+    # --- reading ----------------------------------------------------------------------
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    listen_conninfo(self.db.url, self.origin), autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await self._catch_up()
+                    self.connected.set()
+                    delay = 0.1
+                    await self._relay(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.connected.is_set():
+                    self.reconnects += 1
+                    log.warning("bus: lost the PostgreSQL listener (%s); reconnecting", exc)
+                self.connected.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
+
+    async def _relay(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Deliver what each notification names; check the connection while it is quiet."""
+        while True:
+            async for note in conn.notifies(timeout=_HEALTH_CHECK_S):
+                origin, first, last = note.payload.split(" ")
+                if origin != self.origin:
+                    await self._read(origin, int(first), int(last))
+            await conn.execute("SELECT 1")  # a dead connection raises here
+
+    async def _read(self, origin: str, first: int, last: int) -> None:
+        first = max(first, self._seen.get(origin, self._floor) + 1)
+        if first > last:
+            return
+        query = (
+            select(bus_events.c.id, bus_events.c.event)
+            .where(
+                bus_events.c.origin == origin,
+                bus_events.c.id >= first,
+                bus_events.c.id <= last,
+            )
+            .order_by(bus_events.c.id)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        await self._deliver(origin, rows)
+
+    async def _catch_up(self) -> None:
+        """Deliver the journal rows of other replicas this one has not seen yet."""
+        after = min([self._floor, *self._seen.values()])
+        while True:
+            query = (
+                select(bus_events.c.id, bus_events.c.origin, bus_events.c.event)
+                .where(bus_events.c.id > after, bus_events.c.origin != self.origin)
+                .order_by(bus_events.c.id)
+                .limit(_CATCH_UP_PAGE)
+            )
+            async with self.db.engine.connect() as conn:
+                rows = list(await conn.execute(query))
+            by_origin: dict[str, list[Any]] = {}
+            for row in rows:
+                if row.id > self._seen.get(row.origin, self._floor):
+                    by_origin.setdefault(row.origin, []).append(row)
+            for origin, mine in by_origin.items():
+                await self._deliver(origin, mine)
+            if len(rows) < _CATCH_UP_PAGE:
+                return
+            after = rows[-1].id
+
+    async def _deliver(self, origin: str, rows: Sequence[Any]) -> None:
+        if not rows:
+            return
+        events = await self.codec.expand([row.event for row in rows])
+        self._seen[origin] = max(self._seen.get(origin, 0), rows[-1].id)
+        for event in events:
+            if event is not None:
+                self.received += 1
+                await self._local.publish(event)
