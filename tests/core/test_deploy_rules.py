@@ -81,8 +81,10 @@ def test_plan_summaries_for_one_host_and_for_a_selection():
     assert plan_summary(same) == "no change"
     assert plan_summary(kernel) == "linux 6.6.30 → 6.6.31; reboot needed (+4.0 KiB)"
     assert plan_summary(config) == "restarts nginx.service (+0.0 KiB)"
-    assert bulk_plan_summary([kernel, kernel, config, same]) == (
-        "4 hosts: 3 would change, 1 identical; linux 6.6.30 → 6.6.31 on 2, reboot on 2"
+    broken = {"changed": False, "error": "the build failed (exit 1)"}
+    assert bulk_plan_summary([kernel, kernel, config, same, broken]) == (
+        "5 hosts: 3 would change, 1 identical, 1 failed to build; "
+        "linux 6.6.30 → 6.6.31 on 2, reboot on 2"
     )
 
 

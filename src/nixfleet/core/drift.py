@@ -162,10 +162,14 @@ def _size(delta: int) -> str:
 def bulk_plan_summary(plans: Iterable[Mapping[str, Any]]) -> str:
     """Return "12 hosts: 9 would change, 3 identical; linux 6.6.30 → 6.6.31 on 4"."""
     plans = list(plans)
-    changing = [p for p in plans if p.get("changed")]
+    failed = sum(1 for p in plans if p.get("error"))
+    changing = [p for p in plans if p.get("changed") and not p.get("error")]
     counts = Counter(words for p in changing for words in _version_changes(p))
     hosts = f"{len(plans)} host{'' if len(plans) == 1 else 's'}"
-    text = f"{hosts}: {len(changing)} would change, {len(plans) - len(changing)} identical"
+    same = len(plans) - len(changing) - failed
+    text = f"{hosts}: {len(changing)} would change, {same} identical"
+    if failed:
+        text += f", {failed} failed to build"
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     common = [f"{what} on {n}" for what, n in ranked[:3]]
     reboots = sum(1 for p in changing if p.get("reboot"))

@@ -39,8 +39,6 @@ OS_KINDS = ("nixos", "macos")
 # literal segment and a Nix string without escapes.
 _HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
-# The stand-in's first nixpkgs pin: 2025-01-01.
-_LOCK_LAST_MODIFIED = 1735689600
 STANDIN = Path(__file__).with_name("standin")
 PACKAGES = "standin/pkgs.json"
 
@@ -92,13 +90,18 @@ def _system() -> str:
     return f"{ {'arm64': 'aarch64', 'amd64': 'x86_64'}.get(machine, machine) }-linux"
 
 
-def _package_set(generation: int) -> dict[str, object]:
+def _first_pin() -> int:
+    """Return the day of the stand-in's first nixpkgs pin: three weeks before today."""
+    return (int(time.time()) // 86400 - 21) * 86400
+
+
+def _package_set(generation: int, first: int) -> dict[str, object]:
     """Return the stand-in's package set after `generation` nixpkgs updates (0 = first).
 
-    Each update moves the lock a week and brings the next 6.6 and 6.12 kernel point
-    releases, as an update of a stable nixpkgs channel does.
+    Each update moves the lock a week on from `first` and brings the next 6.6 and 6.12
+    kernel point releases, as an update of a stable nixpkgs channel does.
     """
-    day = _LOCK_LAST_MODIFIED + generation * 7 * 86400
+    day = first + generation * 7 * 86400
     rev = hashlib.sha1(f"nixpkgs-{generation}".encode(), usedforsecurity=False).hexdigest()
     date = time.strftime("%Y%m%d", time.gmtime(day))
     return {
@@ -109,13 +112,14 @@ def _package_set(generation: int) -> dict[str, object]:
             "rev": rev,
             "lastModified": day,
             "generation": generation,
+            "first": first,
             "darwinRev": hashlib.sha1(
                 f"nix-darwin-{generation}".encode(), usedforsecurity=False
             ).hexdigest()[:7],
         },
         "kernels": {
-            "linux_6_6": {"version": f"6.6.{30 + generation}", "kib": 96 + 4 * generation},
-            "linux_6_12": {"version": f"6.12.{8 + generation}", "kib": 104 + 4 * generation},
+            "linux_6_6": {"version": f"6.6.{30 + generation}", "kib": 96 + 16 * generation},
+            "linux_6_12": {"version": f"6.12.{8 + generation}", "kib": 104 + 16 * generation},
         },
         "packages": {
             "openssh": {"version": "9.9p2", "kib": 12},
@@ -335,7 +339,7 @@ def create_config_repo(
     _git(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], cwd=work)
 
     failing_set = set(failing)
-    package_set = _package_set(0)
+    package_set = _package_set(0, _first_pin())
     _write(work / "README.md", _readme(hosts))
     _write(work / "flake.nix", _flake_nix(hosts))
     _write(work / "flake.lock", _flake_lock(package_set))
@@ -403,7 +407,8 @@ def update_nixpkgs(root: Path, message: str = "flake.lock: update nixpkgs") -> s
     """Return the commit that moves the stand-in's nixpkgs one week on (kernel included)."""
     work = Path(root).absolute() / WORK_NAME
     current = json.loads((work / PACKAGES).read_text(encoding="utf-8"))
-    package_set = _package_set(int(current["nixpkgs"]["generation"]) + 1)
+    pin = current["nixpkgs"]
+    package_set = _package_set(int(pin["generation"]) + 1, int(pin["first"]))
     (work / "flake.lock").write_text(_flake_lock(package_set), encoding="utf-8")
     _git(["add", "--", "flake.lock"], cwd=work)
     return commit_change(root, message, PACKAGES, json.dumps(package_set, indent=2) + "\n")

@@ -177,9 +177,7 @@ class Fleet:
             "hosts": hosts,
             "target": self.target,
             "counts": counts,
-            "plan_summary": bulk_plan_summary(p for p in plans if not p["error"])
-            if plans
-            else None,
+            "plan_summary": bulk_plan_summary(plans) if plans else None,
         }
 
     async def views(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -657,7 +655,10 @@ class Fleet:
         if msg.plan is not None:
             plan |= msg.plan.model_dump()
         else:
-            plan |= {"changed": False, "error": cmd["detail"] or f"the plan {cmd['state']}"}
+            code = f" (exit {cmd['exit_code']})" if cmd.get("exit_code") is not None else ""
+            error = cmd["detail"] or f"the build {cmd['state'].replace('_', ' ')}{code}"
+            # The target it was asked for, so a failed plan expires like a good one.
+            plan |= {"changed": False, "error": error, "target_commit": self.target or ""}
         await host_store.save_outcome(self.db, host_id, plan=plan)
         return True
 

@@ -16,7 +16,9 @@
 
 _shim_nix() {
     # No substituter: everything here is built locally, and offline lookups only cost time.
-    nix --extra-experimental-features 'nix-command flakes' --option substituters '' "$@"
+    # No evaluation cache either: several hosts building at once only contend for it.
+    nix --extra-experimental-features 'nix-command flakes' --option substituters '' \
+        --option eval-cache false "$@"
 }
 
 _shim_usage() {
