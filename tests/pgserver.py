@@ -11,6 +11,7 @@ import glob
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -138,7 +139,30 @@ def create(bindir: Path) -> Cluster:
     with (cluster.data / "postgresql.conf").open("a") as conf:
         conf.write("\n".join(settings) + "\n")
     cluster.start()
+    _watch(cluster)
     return cluster
+
+
+def _watch(cluster: Cluster) -> None:
+    """Stop and delete the cluster once this test process is gone, however it ended.
+
+    A session killed by a timeout or SIGKILL never runs its teardown; without this its
+    server would keep running (and its port and memory) until the machine stops.
+    """
+    stop = [str(cluster.bindir / "pg_ctl"), "stop", "-m", "immediate", "-D", str(cluster.data)]
+    if cluster.run_as:
+        stop = ["runuser", "-u", cluster.run_as, "--", *stop]
+    script = (
+        f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+        f"{shlex.join(stop)} >/dev/null 2>&1; rm -rf {shlex.quote(str(cluster.root))}"
+    )
+    subprocess.Popen(
+        ["sh", "-c", script],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def destroy(cluster: Cluster) -> None:

@@ -139,7 +139,8 @@ def _login_throttle(settings: Settings, bus: LocalBus | PgBus, replica: str) -> 
         "base_delay_s": settings.login_base_delay_s,
         "max_delay_s": settings.login_max_delay_s,
     }
-    if not isinstance(bus, LocalBus):  # PgBus is imported only when PostgreSQL is used
+    # PgBus is imported only where PostgreSQL is used: test for the other kind.
+    if not isinstance(bus, LocalBus):
         return SharedLoginThrottle(bus, replica, **limits)
     return LoginThrottle(**limits)  # type: ignore[arg-type]
 

@@ -224,7 +224,7 @@ window.NF = window.NF || {};
       const plan = h.plan;
       c.plan.hidden = !plan;
       if (plan) {
-        setText(c.plan, plan.expired ? "plan expired" : plan.changed === false ? "no change" : "plan");
+        setText(c.plan, plan.expired ? "plan expired" : plan.error ? "plan failed" : plan.changed === false ? "no change" : "plan");
         c.plan.className = `badge ${plan.expired ? "neutral" : "info"}`;
         setAttr(c.plan, "title", `Preview of ${NF.short(plan.target_commit)}: ${plan.summary || "no summary"}${plan.reboot ? " · needs a reboot" : ""}`);
       }
