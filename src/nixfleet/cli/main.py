@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from nixfleet.cli import admin, alerts, audit, db, hosts
+from nixfleet.cli import admin, alerts, audit, db, hosts, users
 from nixfleet.cli.agent import agent
 from nixfleet.cli.demo import demo
 from nixfleet.cli.serve import serve
@@ -22,6 +22,7 @@ app.add_typer(admin.app, name="admin")
 admin.app.add_typer(hosts.app, name="host")
 admin.app.add_typer(audit.app, name="audit")
 admin.app.add_typer(alerts.app, name="alert")
+admin.app.add_typer(users.app, name="user")
 
 
 def main() -> None:

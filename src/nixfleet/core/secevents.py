@@ -16,6 +16,9 @@ class EventKind(StrEnum):
     LOGOUT = "logout"
     AUTH_FAILURE = "auth_failure"
     CSRF_FAILURE = "csrf_failure"
+    # A known caller asked for a route above its role (detail: the route).
+    ACCESS_DENIED = "access_denied"
+    USER_CHANGED = "user_changed"
     RATE_LIMITED = "rate_limited"
     HOST_ADDED = "host_added"
     HOST_REMOVED = "host_removed"

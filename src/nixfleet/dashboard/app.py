@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
+from nixfleet.dashboard import access
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.codec import FleetCodec
 from nixfleet.dashboard.fleet.hooks import PushHooks
@@ -55,11 +56,13 @@ from nixfleet.dashboard.routes import (
     pages,
     rollouts,
     security,
+    users,
 )
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
+from nixfleet.storage import users as user_store
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
 from nixfleet.storage.replicas import new_replica_id
@@ -68,15 +71,33 @@ if TYPE_CHECKING:
     from nixfleet.storage.pgbus import PgBus
 
 log = logging.getLogger("nixfleet.dashboard")
+ROUTE_MODULES = (
+    health,
+    auth,
+    pages,
+    hosts,
+    commands,
+    logs,
+    events,
+    agent_ws,
+    enroll,
+    monitoring,
+    security,
+    audit,
+    rollouts,
+    hooks,
+    users,
+)
 _HERE = Path(__file__).parent
 SWEEP_EVERY_S = 2.0
 
 
-async def _sweeper(fleet: Fleet, hub: Hub, events: EventStore) -> None:
+async def _sweeper(fleet: Fleet, hub: Hub, events: EventStore, streams: Broadcaster) -> None:
     while True:
         try:
             await fleet.sweep()
             await hub.recheck_credentials()
+            await streams.end_dead_sessions(fleet.db)
             await events.prune_if_due()
             await fleet.prune_output_if_due()
         except Exception as exc:
@@ -189,7 +210,14 @@ def create_app(settings: Settings) -> FastAPI:
         else:
             await fleet.startup()  # the only process: no agent can be connected yet
         await fleet.refresh_target(force=True)
-        sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events))
+        if await user_store.seed_admin(
+            db,
+            settings.admin_user,
+            settings.admin_password_hash.get_secret_value(),
+            settings.totp_secret.get_secret_value(),
+        ):
+            log.info("dashboard: %s is the first user (admin)", settings.admin_user)
+        sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events, ctx.broadcaster))
         ctx.rollouts.start()
         try:
             yield
@@ -218,25 +246,16 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
         # "/api/hosts/" is a 404 JSON error, not a redirect that replays a DELETE elsewhere.
         redirect_slashes=False,
+        # Before every route's own dependencies: the role its line in access.NEEDS names.
+        dependencies=[Depends(access.authorize)],
     )
     errors.install(app)
-    for module in (
-        health,
-        auth,
-        pages,
-        hosts,
-        commands,
-        logs,
-        events,
-        agent_ws,
-        enroll,
-        monitoring,
-        security,
-        audit,
-        rollouts,
-        hooks,
-    ):
+    access.install(app)
+    for module in ROUTE_MODULES:
         app.include_router(module.router)
+    access.check_routes(
+        m.router for m in ROUTE_MODULES
+    )  # a route without a declared role fails start-up
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.state.trusted_proxies = settings.trusted_networks
     # The last added runs first: AccessLog → SecurityHeaders → AllowedHosts → CatchAll →

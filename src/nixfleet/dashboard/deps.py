@@ -1,4 +1,8 @@
-"""Request dependencies: the context, the session, and the one CSRF check."""
+"""Request dependencies: the context, the caller (a session), and the one CSRF check.
+
+Who may call which route is decided once, in `dashboard/access.py`, before any of these
+run for a route; the route's own `CurrentSession` then only hands it the caller.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from nixfleet.core.errors import AuthError, Forbidden
+from nixfleet.core.roles import Role
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.security import csrf, tokens
 from nixfleet.security.clientip import Origin, resolve
 from nixfleet.security.sessions import cookie_name
 from nixfleet.storage import sessions as session_store
+from nixfleet.storage import users as user_store
 
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -30,6 +36,7 @@ class Session:
     id_hash: str
     username: str
     csrf: str
+    role: Role = Role.VIEWER
 
 
 def get_ctx(request: Request) -> Context:
@@ -76,23 +83,27 @@ def is_https(conn: HTTPConnection | Scope) -> bool:
 
 
 async def live_session(ctx: Context, id_hash: str) -> Session | None:
-    """Return the session stored under id_hash if neither idle nor absolute expiry passed.
+    """Return the session stored under id_hash if neither idle nor absolute expiry passed
+    and its user exists and is enabled, with the user's role as it is now.
 
-    Expired rows are deleted on sight.
+    Expired rows, and rows of removed or disabled users, are deleted on sight.
     """
     row = await session_store.get(ctx.db, id_hash)
     if row is None:
         return None
+    user = await user_store.get(ctx.db, row["username"])
     now = time.time()
     if (
-        now - row["last_seen"] > ctx.settings.session_idle_s
+        user is None
+        or user.disabled
+        or now - row["last_seen"] > ctx.settings.session_idle_s
         or now - row["created_at"] > ctx.settings.session_absolute_s
     ):
         await session_store.delete_one(ctx.db, id_hash)
         return None
     if now - row["last_seen"] > _TOUCH_EVERY_S:
         await session_store.touch(ctx.db, id_hash, now)
-    return Session(id_hash, row["username"], row["csrf"])
+    return Session(id_hash, row["username"], row["csrf"], user.role)
 
 
 def session_cookie(ctx: Context) -> str:
@@ -100,20 +111,37 @@ def session_cookie(ctx: Context) -> str:
     return cookie_name(ctx.settings.secure_cookies)
 
 
-async def optional_session(request: Request, ctx: Ctx) -> Session | None:
+_UNRESOLVED = object()
+
+
+async def caller(conn: HTTPConnection) -> Session | None:
+    """Return who sent this request or opened this WebSocket (resolved once), or None."""
+    found = getattr(conn.state, "caller", _UNRESOLVED)
+    if found is _UNRESOLVED:
+        found = await _session_of(conn, conn.app.state.ctx)
+        conn.state.caller = found
+    return found  # type: ignore[return-value]
+
+
+async def optional_session(request: Request) -> Session | None:
+    """Return the live session named by the cookie, or None."""
+    return await caller(request)
+
+
+async def _session_of(conn: HTTPConnection, ctx: Context) -> Session | None:
     """Return the live session named by the cookie, or None.
 
     1. The signature must verify with one of the configured secrets (forged, tampered
        and rotated-out cookies stop here, without a database read).
     2. The row must exist and be within idle and absolute expiry.
     """
-    raw = request.cookies.get(session_cookie(ctx))
+    raw = conn.cookies.get(session_cookie(ctx))
     session_id = ctx.signer.unsign(raw) if raw else None
     if not session_id:
         return None
     session = await live_session(ctx, tokens.hash_session_id(session_id))
     if session is not None:
-        request.state.user = session.username  # for the access log
+        conn.state.user = session.username  # for the access log
     return session
 
 
@@ -131,12 +159,13 @@ def from_this_origin(request: Request) -> bool:
     return csrf.same_origin(headers.get("origin"), headers.get("referer"), headers.get("host"))
 
 
-async def require_csrf(
-    request: Request, ctx: Ctx, session: Annotated[Session, Depends(require_session)]
-) -> Session:
-    """Refuse a state-changing request without this session's CSRF token or from elsewhere."""
+async def check_csrf(request: Request, ctx: Context, session: Session) -> None:
+    """Refuse a state-changing request without this session's CSRF token or from elsewhere.
+
+    Called for every route by `access.authorize`, so no route can forget it.
+    """
     if request.method in SAFE_METHODS:
-        return session
+        return
 
     def refuse(reason: str, message: str) -> Forbidden:
         ctx.security.emit(
@@ -162,8 +191,9 @@ async def require_csrf(
         raise refuse(
             "token", "csrf: missing or wrong CSRF token (send it in the X-CSRF-Token header)"
         )
-    return session
 
 
 CurrentSession = Annotated[Session, Depends(require_session)]
-CsrfSession = Annotated[Session, Depends(require_csrf)]
+# access.authorize has checked CSRF for every unsafe request before the route runs; the
+# name stays so a route says that it changes state.
+CsrfSession = CurrentSession

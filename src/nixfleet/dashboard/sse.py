@@ -29,7 +29,9 @@ from typing import Any
 
 from nixfleet.config import Settings
 from nixfleet.core import jsontext
+from nixfleet.storage import sessions as session_store
 from nixfleet.storage.bus import Event, EventBus
+from nixfleet.storage.db import Database
 
 # Events for agents' eyes only never reach a browser.
 _PRIVATE = frozenset({"agent_control", "session_ended", "throttle"})
@@ -154,6 +156,17 @@ class Broadcaster:
             if not sub.offer(self.seq, event, size):
                 self.dropped += 1
             self.slow_total += sub.needs_resync and not was_slow
+
+    async def end_dead_sessions(self, db: Database) -> None:
+        """End the streams whose session was deleted or whose user was disabled elsewhere
+        (`nixfleet admin user disable` runs in another process, off this bus)."""
+        open_ = {sub.session for sub in self.subscribers if not sub.session.startswith("token:")}
+        if not open_:
+            return
+        live = await session_store.live_of(db, open_)
+        for sub in tuple(self.subscribers):
+            if sub.session in open_ and sub.session not in live:
+                sub.end()
 
     def _remember(self, seq: int, event: Event, size: int) -> None:
         """Keep the event for Last-Event-ID replay, within the ring's count and bytes."""

@@ -32,3 +32,15 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return _HASHER.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
+
+
+MIN_LENGTH = 12
+MAX_LENGTH = 1024
+
+
+def check_new_password(password: str) -> None:
+    """Raise ValidationError unless password may be set (12 to 1024 characters)."""
+    from nixfleet.core.errors import ValidationError
+
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise ValidationError(f"passwords: a password has {MIN_LENGTH} to {MAX_LENGTH} characters")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
 from nixfleet.storage.db import Database
-from nixfleet.storage.tables import sessions
+from nixfleet.storage.tables import sessions, users
 
 
 async def create(
@@ -55,3 +56,16 @@ async def delete_for_user(db: Database, username: str) -> list[str]:
         hashes = [row[0] for row in rows]
         await conn.execute(delete(sessions).where(sessions.c.username == username))
     return hashes
+
+
+async def live_of(db: Database, id_hashes: Collection[str]) -> set[str]:
+    """Return those of id_hashes whose session exists and whose user is enabled."""
+    if not id_hashes:
+        return set()
+    query = (
+        select(sessions.c.id_hash)
+        .join(users, users.c.username == sessions.c.username)
+        .where(sessions.c.id_hash.in_(list(id_hashes)), ~users.c.disabled)
+    )
+    async with db.engine.connect() as conn:
+        return {row[0] for row in await conn.execute(query)}

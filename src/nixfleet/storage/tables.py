@@ -244,3 +244,18 @@ hook_deliveries = Table(
     Column("received_at", Float, nullable=False),
     Index("ix_hook_deliveries_received", "received_at"),
 )
+
+# People who log in. The env-configured admin becomes the first row at first start
+# (storage/users.py `seed_admin`); after that the table is the truth.
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(63), primary_key=True),
+    Column("password_hash", String(200), nullable=False),
+    # Base32; the code check needs the secret itself, so it cannot be hashed.
+    Column("totp_secret", String(64), nullable=True),
+    Column("role", String(10), nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -19,7 +19,8 @@ from nixfleet.storage import audit as store
 router = APIRouter()
 ACTIONS = (
     "login", "logout", "command", "bulk_command", "command_cancel", "host_add", "host_remove",
-    "host_enroll", "enroll_code", "token_rotate", "token_revoke", "cert_bind",
+    "host_enroll", "enroll_code", "token_rotate", "token_revoke", "cert_bind", "user_add",
+    "user_change",
 )  # fmt: skip
 
 

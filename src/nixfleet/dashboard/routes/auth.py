@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import math
 import secrets
 import time
@@ -14,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from nixfleet.core.errors import Forbidden, Unavailable
+from nixfleet.core.errors import Forbidden, Unavailable, ValidationError
+from nixfleet.core.roles import canonical_username
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import (
@@ -27,6 +27,7 @@ from nixfleet.dashboard.deps import (
 from nixfleet.security import passwords, tokens, totp
 from nixfleet.storage import sessions as session_store
 from nixfleet.storage import totp as totp_store
+from nixfleet.storage import users as user_store
 
 router = APIRouter()
 WRONG = "Wrong user name or password."
@@ -37,19 +38,15 @@ DEVICE_MAX_AGE_S = 365 * 86400
 _PROCESS_KEY = secrets.token_bytes(32)
 
 
-def _is_admin(ctx: Context, username: str) -> bool:
-    return hmac.compare_digest(username.encode(), ctx.settings.admin_user.encode())
-
-
-def user_label(ctx: Context, username: str) -> str:
+def user_label(ctx: Context, username: str, known: bool) -> str:
     """Return how a login's user name may be logged, stored and shown.
 
-    The admin's name as is; any other name as a keyed hash and its length, because people
-    type their password into the user-name field, and the log, the security events, the
-    audit log and every open browser would otherwise show it. The same wrong name always
-    gets the same label, so a guessing run is still visible as one.
+    A known user's name as is; any other name as a keyed hash and its length, because
+    people type their password into the user-name field, and the log, the security events,
+    the audit log and every open browser would otherwise show it. The same wrong name
+    always gets the same label, so a guessing run is still visible as one.
     """
-    if _is_admin(ctx, username):
+    if known:
         return username
     key = ctx.settings.audit_key or _PROCESS_KEY
     digest = hashlib.blake2s(username.encode(), key=key[:32], digest_size=4).hexdigest()
@@ -67,33 +64,52 @@ def _known_device(request: Request, ctx: Context, username: str) -> bool:
     return bool(value) and str(value).startswith(f"device:{username}:")
 
 
-def _login_page(request: Request, ctx: Context, error: str = "", status: int = 200) -> Response:
-    wants_code = bool(ctx.settings.totp_secret.get_secret_value())
+async def _wants_code(ctx: Context) -> bool:
+    return ctx.settings.require_totp or await user_store.any_totp(ctx.db)
+
+
+async def _login_page(
+    request: Request, ctx: Context, error: str = "", status: int = 200
+) -> Response:
+    wants_code = await _wants_code(ctx)
     return ctx.templates.TemplateResponse(
-        request, "login.html", {"error": error, "wants_code": wants_code}, status_code=status
+        request,
+        "login.html",
+        {
+            "error": error,
+            "wants_code": wants_code,
+            "code_required": ctx.settings.require_totp,
+        },
+        status_code=status,
     )
 
 
 @router.get("/login")
 async def login_page(request: Request, ctx: Ctx) -> Response:
-    return _login_page(request, ctx)
+    return await _login_page(request, ctx)
 
 
-async def _failed_factor(ctx: Context, username: str, password: str, code: str) -> str | None:
+async def _failed_factor(
+    ctx: Context, user: user_store.User | None, password: str, code: str
+) -> str | None:
     """Return the factor that failed (for the log only), or None when the login is good.
 
-    1. The password, always with one argon2 verification (unknown users cost the same).
-    2. The TOTP code when a TOTP secret is configured: its time step must be newer than
-       the last one this account used, so a code works only once.
+    1. The password, always with one argon2 verification (unknown and disabled users
+       cost the same, and are refused alike).
+    2. The user's TOTP code when they have a TOTP secret (a user without one is refused
+       under NIXFLEET_REQUIRE_TOTP): its time step must be newer than the last one this
+       account used, so a code works only once.
     """
-    settings = ctx.settings
-    stored = settings.admin_password_hash.get_secret_value() if _is_admin(ctx, username) else None
+    usable = user is not None and not user.disabled
+    stored = user.password_hash if user is not None and usable else None
     # argon2 takes ~0.1 s of CPU: off the event loop, or every login stalls every agent.
     if not await asyncio.to_thread(passwords.verify_password, stored, password):
         return AuthFactor.PASSWORD
-    secret = settings.totp_secret.get_secret_value()
+    assert user is not None
+    secret = user.totp_secret
     if not secret:
-        return None
+        return AuthFactor.TOTP if ctx.settings.require_totp else None
+    username = user.username
     step = totp.matching_step(secret, code, time.time())
     if step is None or not await totp_store.claim_step(ctx.db, username, step):
         return AuthFactor.TOTP
@@ -109,7 +125,8 @@ async def login(
     code: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     address = client_address(request)
-    label = user_label(ctx, username)
+    user = await _find_user(ctx, username)
+    label = user_label(ctx, username, user is not None)
     if not from_this_origin(request):
         # Login CSRF: another site's form must not log the browser into some account.
         ctx.security.emit(
@@ -118,7 +135,7 @@ async def login(
         raise Forbidden("csrf: login form posted from another origin")
     throttle = ctx.login_throttle
     account = f"user:{username.lower()}"
-    known = _is_admin(ctx, username) and (
+    known = user is not None and (
         _known_device(request, ctx, username) or throttle.known(account, address)
     )
     # A browser or address the account logged in from is held to its own address's count.
@@ -128,16 +145,17 @@ async def login(
         ctx.security.emit(
             SecurityEvent(EventKind.RATE_LIMITED, address=address, user=label, detail="login")
         )
-        return _too_many(request, ctx, wait)
+        return await _too_many(request, ctx, wait)
     for key in (f"ip:{address}", account):  # counted first: parallel guesses cannot skip
         throttle.failed(key)
-    factor = await _failed_factor(ctx, username, password, code)
-    if factor is not None:
+    factor = await _failed_factor(ctx, user, password, code)
+    if factor is not None or user is None:
         ctx.security.emit(
-            SecurityEvent(EventKind.AUTH_FAILURE, address=address, user=label, detail=factor)
+            SecurityEvent(EventKind.AUTH_FAILURE, address=address, user=label, detail=factor or "")
         )
-        wrong = WRONG_WITH_CODE if ctx.settings.totp_secret.get_secret_value() else WRONG
-        return _login_page(request, ctx, wrong, 401)
+        wrong = WRONG_WITH_CODE if await _wants_code(ctx) else WRONG
+        return await _login_page(request, ctx, wrong, 401)
+    username = user.username
     # Recorded before the session exists: a login the audit log cannot hold is refused.
     await ctx.audit.record(username, "login", address=address, result="ok", before_action=True)
     throttle.succeeded(f"ip:{address}")
@@ -150,13 +168,22 @@ async def login(
     return response
 
 
-def _too_many(request: Request, ctx: Context, wait: float) -> Response:
+async def _too_many(request: Request, ctx: Context, wait: float) -> Response:
     seconds = math.ceil(wait)
-    response = _login_page(
+    response = await _login_page(
         request, ctx, f"Too many failed attempts. Try again in {seconds} s.", 429
     )
     response.headers["Retry-After"] = str(seconds)
     return response
+
+
+async def _find_user(ctx: Context, username: str) -> user_store.User | None:
+    """Return the user a login names (names are stored lower-cased), or None."""
+    try:
+        name = canonical_username(username)
+    except ValidationError:
+        return None
+    return await user_store.get(ctx.db, name)
 
 
 def _set_device_cookie(response: Response, ctx: Context, username: str) -> None:

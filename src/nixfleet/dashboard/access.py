@@ -1,0 +1,160 @@
+"""Who may call which route: the one table, and the check every request passes first.
+
+Every route of the app has a line in `NEEDS`; `create_app` refuses to start when one is
+missing, so a new route cannot go out without a declared role. The table is read by
+`authorize`, an app-wide dependency that runs before the route's own: the caller must
+hold the role, and a state-changing request from a browser session must carry its CSRF
+token. `None` marks the few routes that authenticate their caller themselves (login, the
+agents' WebSocket and enrollment, the scrape-token metrics, health).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute, APIWebSocketRoute
+from starlette.requests import HTTPConnection
+
+from nixfleet.core.errors import AuthError, Forbidden
+from nixfleet.core.roles import Role
+from nixfleet.core.secevents import EventKind, SecurityEvent
+from nixfleet.dashboard.deps import caller, check_csrf, client_address
+
+V, OP, A = Role.VIEWER, Role.OPERATOR, Role.ADMIN
+
+
+@dataclass(frozen=True)
+class Need:
+    role: Role | None  # None: public, or the route authenticates its caller itself
+    page: bool = False  # a browser page: without a session, a redirect to /login
+
+
+PUBLIC = Need(None)
+
+NEEDS: dict[str, Need] = {
+    "GET /health": PUBLIC,
+    "GET /metrics": PUBLIC,  # its own scrape token
+    "GET /login": PUBLIC,
+    "POST /login": PUBLIC,  # its own Origin check
+    "WS /api/agent/ws": PUBLIC,  # agent token or client certificate
+    "POST /api/agent/enroll": PUBLIC,  # one-time enrollment code
+    "POST /api/hooks/{forge_name}": PUBLIC,  # the forge signs the body
+    "POST /logout": Need(V),
+    "POST /logout-everywhere": Need(V),
+    # pages
+    "GET /": Need(V, page=True),
+    "GET /hosts/{host_id}": Need(V, page=True),
+    "GET /rollouts": Need(V, page=True),
+    "GET /rollouts/{rollout_id}": Need(V, page=True),
+    "GET /security": Need(V, page=True),
+    "GET /audit": Need(V, page=True),
+    "GET /users": Need(A, page=True),
+    "GET /security/panel": Need(V),
+    # reading
+    "GET /api/events": Need(V),
+    "GET /api/hosts": Need(V),
+    "GET /api/hosts/{host_id}/samples": Need(V),
+    "GET /api/hosts/{host_id}/commands": Need(V),
+    "GET /api/commands/{command_id}": Need(V),
+    "GET /api/commands/{command_id}/output": Need(V),
+    "GET /api/commands/{command_id}/log.txt": Need(V),
+    "GET /api/rollouts": Need(V),
+    "GET /api/rollouts/{rollout_id}": Need(V),
+    "GET /api/security/summary": Need(V),
+    "GET /api/audit": Need(V),
+    # acting on hosts
+    "POST /api/hosts/{host_id}/command": Need(OP),
+    "POST /api/commands/bulk": Need(OP),
+    "POST /api/commands/{command_id}/cancel": Need(OP),
+    "POST /api/rollouts": Need(OP),
+    "POST /api/rollouts/{rollout_id}/{action}": Need(OP),
+    # hosts, their credentials, users
+    "POST /api/hosts": Need(A),
+    "DELETE /api/hosts/{host_id}": Need(A),
+    "POST /api/hosts/{host_id}/agent-token": Need(A),
+    "DELETE /api/hosts/{host_id}/agent-token": Need(A),
+    "POST /api/hosts/{host_id}/enroll-code": Need(A),
+    "PUT /api/hosts/{host_id}/client-cert": Need(A),
+    "DELETE /api/hosts/{host_id}/client-cert": Need(A),
+    "GET /api/users": Need(A),
+    "POST /api/users": Need(A),
+    "PATCH /api/users/{username}": Need(A),
+}
+
+
+class LoginRequired(Exception):
+    """A page was asked for without a session: the answer is the login page."""
+
+
+def route_keys(routers: Iterable[APIRouter]) -> list[str]:
+    """Return "METHOD path" of every route of routers ("WS path" for a WebSocket).
+
+    Asked of the routers, not the app: FastAPI's app holds lazily included routers.
+    """
+    keys = []
+    for route in (r for router in routers for r in router.routes):
+        if isinstance(route, APIRoute):
+            keys += [f"{method} {route.path}" for method in sorted(route.methods or ())]
+        elif isinstance(route, APIWebSocketRoute):
+            keys.append(f"WS {route.path}")
+    return keys
+
+
+def check_routes(routers: Iterable[APIRouter]) -> None:
+    """Raise RuntimeError naming every route of routers that has no line in NEEDS.
+
+    A route added some other way has no line either, and `authorize` refuses it.
+    """
+    missing = [key for key in route_keys(routers) if key not in NEEDS]
+    if missing:
+        raise RuntimeError(f"access: routes without a declared role: {', '.join(missing)}")
+
+
+def _key(conn: HTTPConnection) -> str:
+    route = conn.scope.get("route")
+    path = getattr(route, "path", "")
+    return f"{conn.scope.get('method', 'WS')} {path}"
+
+
+async def authorize(conn: HTTPConnection) -> None:
+    """Refuse the request unless its caller holds the role its route needs.
+
+    1. Look the route up in NEEDS (an unknown route is refused, never let through).
+    2. Public routes pass; the rest need a caller: none is a 401 (a page: to /login).
+    3. A role below the route's is a 403 and a security event naming the route.
+    4. A state-changing request from a session must pass the CSRF check.
+    """
+    key = _key(conn)
+    need = NEEDS.get(key)
+    if need is None:
+        raise Forbidden("access: this route declares no role")
+    if need.role is None:
+        return
+    who = await caller(conn)
+    if who is None:
+        if need.page:
+            raise LoginRequired
+        raise AuthError("auth: log in first (no valid session)")
+    if who.role < need.role:
+        conn.app.state.ctx.security.emit(
+            SecurityEvent(
+                EventKind.ACCESS_DENIED,
+                address=client_address(conn),
+                user=who.username,
+                detail=key[:120],
+            )
+        )
+        raise Forbidden(f"access: this needs the {need.role.label} role")
+    if isinstance(conn, Request):
+        await check_csrf(conn, conn.app.state.ctx, who)
+
+
+def install(app: FastAPI) -> None:
+    """Answer LoginRequired with the login page (the table itself is checked at start)."""
+
+    @app.exception_handler(LoginRequired)
+    async def _to_login(_: Request, __: LoginRequired) -> Response:
+        return RedirectResponse("/login", status_code=303)
