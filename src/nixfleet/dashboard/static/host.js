@@ -39,7 +39,7 @@
     const last = dep.last;
     facts($("#state-facts"), [
       ["Deploy state", NF.words(ds)],
-      ["Deployed commit", NF.short(dep.deployed_commit || st.commit)],
+      ["Deployed commit", NF.short(dep.deployed_commit)],
       dep.checked_out_commit ? ["Checked out", NF.short(dep.checked_out_commit)] : null,
       ["Target", NF.short(dep.target_commit || page.target)],
       ["Generation", String(dep.generation ?? st.generation ?? "—")],

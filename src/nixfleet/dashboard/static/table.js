@@ -219,7 +219,7 @@ window.NF = window.NF || {};
       setAttr(c.deploy, "data-state", ds);
       const dep = h.deploy || {};
       // What runs, not what is checked out (issue 14).
-      setText(c.commit, NF.short(dep.deployed_commit || st.commit));
+      setText(c.commit, h.deploy ? (dep.deployed_commit ? NF.short(dep.deployed_commit) : "") : NF.short(st.commit));
       setAttr(tr.children[3], "title", this.deployTip(h, ds));
       const plan = h.plan;
       c.plan.hidden = !plan;
@@ -298,7 +298,7 @@ window.NF = window.NF || {};
     deployTip(h, ds) {
       const dep = h.deploy || {}, st = h.status || {};
       const lines = [NF.DEPLOY[ds].tip];
-      const commit = dep.deployed_commit || st.commit;
+      const commit = h.deploy ? dep.deployed_commit : st.commit;
       if (commit) lines.push(`deployed ${NF.short(commit)}`);
       if (dep.checked_out_commit && dep.checked_out_commit !== commit) lines.push(`checked out ${NF.short(dep.checked_out_commit)}`);
       const target = dep.target_commit || this.fleet.target;
