@@ -14,26 +14,15 @@ let
   home = if asUser then config.users.users.${cfg.user}.home else "/var/root";
   stateDir = if asUser then "${home}/.local/state/nixfleet-agent" else "/var/lib/nixfleet-agent";
   logFile = if asUser then "${home}/Library/Logs/nixfleet-agent.log" else "/var/log/nixfleet-agent.log";
-  cred = cfg.repoCredential;
-  knownHosts = if cred.knownHosts == "" then null else pkgs.writeText "nixfleet-agent-known-hosts" cred.knownHosts;
-  gitConfig = import ../git-credential.nix {
-    inherit lib cred;
-    keyPath = cred.sshKeyFile;
-    tokenPath = cred.tokenFile;
-    knownHostsFile = knownHosts;
-  };
-  clone = import ../agent-clone.nix { inherit lib pkgs cfg gitConfig; };
-  configFile = (pkgs.formats.toml { }).generate "nixfleet-agent.toml" (
-    import ../agent-config.nix {
-      inherit lib cfg;
-      extra = {
+  inherit (import ../agent-files.nix {
+    inherit lib pkgs cfg;
+    extra = {
       os = "macos";
       macos_tool = cfg.tool;
       enroll_code_file = cfg.enrollCodeFile;
       client_key = cfg.clientKeyFile;
     };
-    }
-  );
+  }) gitConfig clone configFile;
   args = [ "${cfg.package}/bin/nixfleet" "agent" "--config" "${configFile}" ] ++ cfg.extraArgs;
   q = lib.escapeShellArg;
 in

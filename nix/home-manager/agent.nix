@@ -14,28 +14,17 @@ let
   home = config.home.homeDirectory;
   stateDir = "${home}/.local/state/nixfleet-agent";
   isDarwin = pkgs.stdenv.hostPlatform.isDarwin;
-  cred = cfg.repoCredential;
-  knownHosts = if cred.knownHosts == "" then null else pkgs.writeText "nixfleet-agent-known-hosts" cred.knownHosts;
-  gitConfig = import ../git-credential.nix {
-    inherit lib cred;
-    keyPath = cred.sshKeyFile;
-    tokenPath = cred.tokenFile;
-    knownHostsFile = knownHosts;
-  };
-  clone = import ../agent-clone.nix { inherit lib pkgs cfg gitConfig; };
   # The agent's "macos" executor is the one that runs `home-manager switch`; on Linux it is
   # used for the same reason (the host's own OS is not managed by this agent).
-  configFile = (pkgs.formats.toml { }).generate "nixfleet-agent.toml" (
-    import ../agent-config.nix {
-      inherit lib cfg;
-      extra = {
+  inherit (import ../agent-files.nix {
+    inherit lib pkgs cfg;
+    extra = {
       os = "macos";
       macos_tool = "home-manager";
       enroll_code_file = cfg.enrollCodeFile;
       client_key = cfg.clientKeyFile;
     };
-    }
-  );
+  }) gitConfig clone configFile;
   args = [ "${cfg.package}/bin/nixfleet" "agent" "--config" "${configFile}" ] ++ cfg.extraArgs;
   path = lib.concatStringsSep ":" [
     "${home}/.nix-profile/bin"

@@ -11,24 +11,13 @@ let
   cfg = config.services.nixfleet-agent;
   nflib = import ../lib.nix { inherit lib; };
   stateDir = "/var/lib/nixfleet-agent";
-  cred = cfg.repoCredential;
-  knownHosts = if cred.knownHosts == "" then null else pkgs.writeText "nixfleet-agent-known-hosts" cred.knownHosts;
-  gitConfig = import ../git-credential.nix {
-    inherit lib cred;
-    keyPath = cred.sshKeyFile;
-    tokenPath = cred.tokenFile;
-    knownHostsFile = knownHosts;
-  };
-  clone = import ../agent-clone.nix { inherit lib pkgs cfg gitConfig; };
-  configFile = (pkgs.formats.toml { }).generate "nixfleet-agent.toml" (
-    import ../agent-config.nix {
-      inherit lib cfg;
-      extra = {
-        os = "nixos";
-        systemd_run = "yes";
-      };
-    }
-  );
+  inherit (import ../agent-files.nix {
+    inherit lib pkgs cfg;
+    extra = {
+      os = "nixos";
+      systemd_run = "yes";
+    };
+  }) gitConfig clone configFile;
 in
 {
   options.services.nixfleet-agent = import ../agent-options.nix {
