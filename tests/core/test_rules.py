@@ -35,7 +35,7 @@ def test_bad_host_ids_are_refused_with_the_rule_in_the_message(raw):
 
 def test_an_unknown_command_kind_names_the_valid_ones():
     with pytest.raises(
-        UnknownCommandKind, match="pull, switch, pull-switch, test, plan, stop, restart"
+        UnknownCommandKind, match="pull, switch, pull-switch, test, plan, rollback, stop, restart"
     ):
         parse_kind("reboot")
 

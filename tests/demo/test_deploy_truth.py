@@ -57,6 +57,19 @@ def test_a_fresh_host_is_never_deployed_and_a_switch_makes_a_real_generation(mak
     assert deploy["system"] == os.path.realpath(rf.host("atlas").profile)
     assert deploy["last"]["result"] == "succeeded"
     assert api.host("atlas")["status"]["deployed_from"] == "system"
+    # The host lists its real generations, newest first: the new one running, with its commit;
+    # the first one (installed from a copy without a revision) with none.
+    gens = wait_for(
+        lambda: (
+            len(api.host("atlas")["status"]["generations"]) == 2
+            and api.host("atlas")["status"]["generations"]
+        )
+    )
+    assert [(g["number"], g["current"], g["commit"]) for g in gens] == [
+        (2, True, head),
+        (1, False, ""),
+    ]
+    assert gens[0]["system"] == deploy["system"]
 
 
 def test_a_pull_without_a_switch_leaves_the_host_behind(make_fleet):

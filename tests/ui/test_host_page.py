@@ -31,6 +31,11 @@ def test_the_host_page_shows_state_metadata_history_and_load(fleet, tab):
     expect(page.locator("#host-status")).to_have_text("online")
     facts = page.locator("#state-facts")
     expect(facts.locator('[data-fact="Generation"]')).to_have_text("2")
+    gens = page.locator("#generations tbody tr")
+    expect(gens).to_have_count(2)
+    expect(gens.nth(0).locator("td").nth(0)).to_have_text("2 (running)")
+    expect(gens.nth(1).locator("td").nth(0)).to_have_text("1")
+    expect(gens.nth(0).locator("td").nth(2)).to_have_text(re.compile(r"^[0-9a-f]{7}$"))
     expect(facts.locator('[data-fact="Last test"]')).to_contain_text("passed")
     # The demo's metadata was typed into the dashboard; the host's agent sets none.
     location = page.locator('#meta-facts [data-fact="Location"]')

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nixfleet import __version__
 from nixfleet.agent.deployment import DeployRecord
-from nixfleet.core.protocol import BootFiles, HostStatus, salvage
+from nixfleet.core.protocol import MAX_GENERATIONS, BootFiles, HostStatus, salvage
 
 _GENERATION = re.compile(r"-(\d+)-link$")
 _KERNEL = re.compile(r"^/nix/store/[0-9a-z]{32}-linux-(\d[^/]*?)/")
@@ -87,6 +87,47 @@ def _generation(profile: Path) -> int | None:
     except OSError:
         return None
     return int(match.group(1)) if match else None
+
+
+async def _generations(
+    paths: SystemPaths, record: DeployRecord, revisions: Revisions
+) -> list[dict[str, object]]:
+    """Return the profile's newest generations, newest first, each with its commit if known.
+
+    The profile's siblings `system-N-link` are the generations (what `nix-env
+    --list-generations` reads); a generation's commit is its system's configuration revision,
+    else the agent's record of the switch that built it.
+    """
+    profile = paths.profile
+    prefix = profile.name + "-"
+    current = _generation(profile)
+    found: list[tuple[int, Path]] = []
+    try:
+        for entry in profile.parent.iterdir():
+            match = _GENERATION.search(entry.name)
+            if entry.name.startswith(prefix) and match:
+                found.append((int(match.group(1)), entry))
+    except OSError:
+        return []
+    result: list[dict[str, object]] = []
+    for number, link in sorted(found, reverse=True)[:MAX_GENERATIONS]:
+        system = resolve(link)
+        try:
+            created: float | None = link.lstat().st_mtime
+        except OSError:
+            created = None
+        revision, _ = await revisions.of(system, paths.tool)
+        commit = revision or record.commit_for(system)
+        result.append(
+            dict(
+                number=number,
+                created=created,
+                system=system,
+                commit=commit,
+                current=number == current,
+            )
+        )
+    return result
 
 
 def _read(path: str | Path, limit: int = 65536) -> str:
@@ -246,6 +287,7 @@ async def collect(
         deployed_from="system" if revision else ("agent" if deployed else ""),
         has_deployed=record.has_deployed,
         last_deploy=record.last,
+        generations=await _generations(paths, record, revisions),
         agent_version=__version__,
         commit=await git_head(repo_dir),
         lock_hash=lock_hash,

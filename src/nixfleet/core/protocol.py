@@ -98,6 +98,21 @@ class DeployOutcome(_Msg):
     detail: Detail = ""
 
 
+# How many of a profile's generations a status lists (the newest), so the host page can show
+# them with their commits without one host's long history growing every heartbeat.
+MAX_GENERATIONS = 20
+
+
+class Generation(_Msg):
+    """One generation of the host's system profile."""
+
+    number: Count32
+    created: UnixTime | None = None
+    system: StorePath = ""
+    commit: CommitId = ""
+    current: bool = False
+
+
 class HostStatus(_Msg):
     hostname: Name = ""
     os_kind: Literal["nixos", "macos", "unknown"] = "unknown"
@@ -125,6 +140,7 @@ class HostStatus(_Msg):
     # True once this agent has completed a switch: "never deployed" versus "unknown".
     has_deployed: bool = False
     last_deploy: DeployOutcome | None = None
+    generations: list[Generation] = Field(default_factory=list, max_length=MAX_GENERATIONS)
 
 
 class HostMeta(_Msg):

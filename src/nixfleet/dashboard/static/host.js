@@ -73,6 +73,7 @@
       t ? ["Last TLS failure", `${NF.words(t.kind)}, ${t.count} times, ${NF.ago(t.at)}`] : null,
     ]);
     renderPlan(h.plan);
+    renderGenerations(st.generations || []);
   }
 
   function renderPlan(plan) {
@@ -85,6 +86,18 @@
       el("td", { text: c.name }), el("td", { text: c.from || "—" }), el("td", { text: c.to || "—" }),
       el("td", { class: "delta", text: c.size_delta ? size(c.size_delta) : "" })));
     $("#plan-changes tbody").replaceChildren(...rows);
+  }
+
+  // The profile's generations as the agent lists them; a commit shows only where the system
+  // says it or the agent built it (a generation made by hand has none).
+  function renderGenerations(gens) {
+    const rows = gens.map((g) => el("tr", { "aria-current": g.current ? "true" : null },
+      el("td", { text: g.current ? `${g.number} (running)` : String(g.number) }),
+      el("td", { text: NF.dateTime(g.created) }),
+      el("td", {}, el("code", { text: NF.short(g.commit) })),
+      el("td", { class: "path", text: (g.system || "").replace(/^\/nix\/store\/[a-z0-9]{32}-/, "") || "—" })));
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "The agent reports no generations." })));
+    $("#generations tbody").replaceChildren(...rows);
   }
 
   function size(bytes) {
