@@ -13,7 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from nixfleet.core import guards
@@ -251,8 +251,7 @@ class Rollouts:
             return  # started already, here before a restart or by another replica
         log.info("rollouts: %s: wave %d of %d started", ro["id"], wave + 1, ro["waves"])
         changed = await command_store.get_many(self.db, [*superseded, *(r["id"] for r in rows)])
-        for cmd in changed:
-            await self.bus.publish({"type": "command", "command": cmd})
+        await self._announce(changed)
         await self._publish(ro["id"])
 
     async def _finish(self, ro: dict[str, Any], to: RolloutState, reason: str = "") -> bool:
@@ -265,10 +264,8 @@ class Rollouts:
             return False
         if to != RolloutState.COMPLETED:
             detail = f"cancelled: rollout {to.value}"
-            for cid in await store.cancel_queued(self.db, ro["id"], now, detail):
-                await self.bus.publish(
-                    {"type": "command", "command": await command_store.get(self.db, cid)}
-                )
+            cancelled = await store.cancel_queued(self.db, ro["id"], now, detail)
+            await self._announce(await command_store.get_many(self.db, cancelled))
         view = await self.view(ro["id"])
         if any(view["counts"].get(o.value) for o in rules.PENDING):
             self._settling.add(ro["id"])  # the report is final once they end (tick)
@@ -349,6 +346,13 @@ class Rollouts:
 
     async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         return [await self.summary(r["id"]) for r in await store.recent(self.db, limit)]
+
+    async def _announce(self, commands: Iterable[dict[str, Any]]) -> None:
+        # Together, not one after the other: on PostgreSQL each publish waits for a journal
+        # commit, so a wave of 1,000 announced one by one took about 10 s.
+        await asyncio.gather(
+            *(self.bus.publish({"type": "command", "command": c}) for c in commands)
+        )
 
     async def _publish(self, rollout_id: str) -> None:
         await self.bus.publish({"type": "rollout", "rollout": await self.summary(rollout_id)})
