@@ -217,6 +217,8 @@ def test_logging_in_and_clicking_switch_shows_the_build_output_live(fleet, tab):
     expect(page.locator("#output-meta")).to_have_text(
         re.compile(r"^succeeded · exit 0 · [\d.]+ s$")
     )
+    # The notice that said "queued" follows the command to its end.
+    expect(page.locator("#notice")).to_have_text("switch on atlas: succeeded")
 
     # Every stored line is in the viewer, once and in order (full screen, the log is short
     # enough to be drawn whole), and the download gives the same text.

@@ -52,7 +52,7 @@
     host: (e) => { fleet.host(e.host); table.invalidate(e.host.id); },
     host_removed: (e) => { fleet.removeHost(e.host_id); table.forget(e.host_id); table.invalidate(); },
     target: (e) => { fleet.target = e.commit; table.invalidate(); },
-    command: (e) => { fleet.command(e.command); table.invalidate(e.command.host_id); dock.onCommand(e.command); },
+    command: (e) => { fleet.command(e.command); table.invalidate(e.command.host_id); dock.onCommand(e.command); follow(e.command); },
     output: (e) => { if (fleet.output(e)) table.invalidate(e.host_id); dock.onOutput(e); },
     rollout: (e) => NF.rolloutEvent(e.rollout),
   }, $("#conn"));
@@ -64,10 +64,19 @@
     n.classList.toggle("bad", bad);
   }
 
+  // The notice follows the command it announced to its end: "queued" is only its first word.
+  let watched = null;
+  function follow(cmd) {
+    if (!watched || cmd.id !== watched.id) return;
+    notice(`${watched.label}: ${NF.words(cmd.state)}`, ["failed", "timed_out", "lost"].includes(cmd.state));
+  }
+
   async function runAction(hostId, kind) {
     try {
       const res = await NF.command(hostId, kind);
-      notice(`${kind} on ${hostId}: ${res.state}`);
+      watched = { id: res.command_id, label: `${kind} on ${hostId}` };
+      const known = fleet.commands.get(res.command_id);
+      if (known) follow(known); else notice(`${watched.label}: ${NF.words(res.state)}`);
       if (kind !== "stop" && kind !== "restart") dock.open(res.command_id);
     } catch (err) {
       notice(`${kind} on ${hostId}: ${err.message}`, true);
