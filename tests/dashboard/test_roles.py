@@ -168,3 +168,12 @@ def test_a_weak_password_or_a_bad_name_is_refused_with_a_clear_message(team):
     assert res.status_code == 201 and res.headers["cache-control"] == "no-store"
     assert res.json()["totp_uri"].startswith("otpauth://")
     assert "totp_secret" not in ada.http.get("/api/users").text
+
+
+def test_only_an_admin_sees_the_users_link_on_every_page(team):
+    pages = ["/", "/rollouts", "/audit", "/security", "/hosts/atlas"]
+    for name, sees in (("ada", True), ("otto", False), ("vera", False)):
+        browser = Browser(team.base, name)
+        for path in pages:
+            html = browser.http.get(path).text
+            assert ('href="/users"' in html) == sees, (name, path)
