@@ -143,6 +143,9 @@ class Repeats(logging.Filter):
         return True
 
 
+TRACE = 5  # uvicorn.logging.TRACE_LOG_LEVEL
+
+
 def configure(level: str, fmt: str = "text", access_log: bool = False) -> None:
     """Send every log record to stderr in fmt ("text" or "json").
 
@@ -155,6 +158,9 @@ def configure(level: str, fmt: str = "text", access_log: bool = False) -> None:
     handler.addFilter(Repeats())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # uvicorn's extra level below DEBUG; it names it only when uvicorn is imported, which
+    # is now later than this (imports at first use), so `--log-level trace` names it here.
+    logging.addLevelName(TRACE, "TRACE")
     root.setLevel(level.upper())
     # At DEBUG these libraries print what passes through them: websockets the handshake
     # headers (the agent's bearer token) and frames (a `credential` message), aiosqlite
