@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
+from nixfleet.core.errors import NotFound
 from nixfleet.dashboard import access
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.codec import FleetCodec
@@ -217,6 +218,15 @@ def create_app(settings: Settings) -> FastAPI:
             settings.totp_secret.get_secret_value(),
         ):
             log.info("dashboard: %s is the first user (admin)", settings.admin_user)
+        elif settings.demo:
+            # The demo prints a password for this run only: the run's hash replaces the last
+            # run's, which would otherwise still open the kept database.
+            with contextlib.suppress(NotFound):
+                await user_store.change(
+                    db,
+                    settings.admin_user,
+                    password_hash=settings.admin_password_hash.get_secret_value(),
+                )
         sweeper = asyncio.create_task(_sweeper(fleet, ctx.hub, ctx.events, ctx.broadcaster))
         ctx.rollouts.start()
         try:
