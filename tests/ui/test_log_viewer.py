@@ -136,6 +136,8 @@ def test_colours_errors_and_warnings_render_in_the_viewer(fleet, tab):
 
 def test_follow_pauses_when_scrolling_up_and_the_button_resumes_it(fleet, tab):
     rf = fleet(hosts=1, build_seconds=14)
+    # A real-Nix switch prints a dozen lines: a short window gives the log a box they overflow.
+    tab.page.set_viewport_size({"width": 1400, "height": 380})
     page = log_in(tab, rf)
     page.click('button[data-action="pull-switch"][data-host="atlas"]')
     scroller = page.locator("#dock-view .log-scroll")
