@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from nixfleet.cli.common import dashboard_settings, fail
-from nixfleet.core.errors import NixFleetError
+from nixfleet.cli.common import fail, with_database
 
 if TYPE_CHECKING:
     from nixfleet.dashboard.fleet.service import Fleet
@@ -110,33 +107,9 @@ def host_bind_cert(
 def with_fleet(action: Callable[[Fleet], Awaitable[T]], audit: tuple[str, str] | None = None) -> T:
     """Run action on a Fleet; record it in the audit log as the Unix user (`cli:<name>`)."""
     from nixfleet.dashboard.fleet.service import Fleet
-    from nixfleet.dashboard.monitoring.audit_log import AuditLog
     from nixfleet.storage.bus import LocalBus
-    from nixfleet.storage.db import Database
-    from nixfleet.storage.migrate import upgrade
 
-    settings = dashboard_settings()
-    upgrade(settings.db_url)
-
-    async def go() -> T:
-        db = Database(settings.db_url)
-        try:
-            result = await action(Fleet(settings, db, LocalBus()))
-            if audit:
-                log = AuditLog(
-                    db,
-                    settings.audit_key,
-                    settings.audit_anchor_path,
-                    settings.audit_write_timeout_s,
-                )
-                await log.record(
-                    f"cli:{getpass.getuser()}", audit[0], host=audit[1], address="local"
-                )
-            return result
-        finally:
-            await db.close()
-
-    try:
-        return asyncio.run(go())
-    except NixFleetError as exc:
-        fail(str(exc))
+    return with_database(
+        lambda settings, db: action(Fleet(settings, db, LocalBus())),
+        (audit[0], {"host": audit[1]}) if audit else None,
+    )

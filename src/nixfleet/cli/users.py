@@ -6,7 +6,6 @@ every user of the machine can read them in the process list.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import sys
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from nixfleet.cli.common import dashboard_settings, fail
+from nixfleet.cli.common import fail, with_database
 from nixfleet.core.errors import NixFleetError
 
 if TYPE_CHECKING:
@@ -138,32 +137,6 @@ def _with_db(
     action: Callable[[Database], Awaitable[T]], audit: tuple[str, dict[str, Any]] | None = None
 ) -> T:
     """Run action on the dashboard's database; audit it as the Unix user (`cli:<name>`)."""
-    from nixfleet.dashboard.monitoring.audit_log import AuditLog
-    from nixfleet.storage.db import Database
-    from nixfleet.storage.migrate import upgrade
-
-    settings = dashboard_settings()
-    upgrade(settings.db_url)
-
-    async def go() -> T:
-        db = Database(settings.db_url)
-        try:
-            result = await action(db)
-            if audit:
-                log = AuditLog(
-                    db,
-                    settings.audit_key,
-                    settings.audit_anchor_path,
-                    settings.audit_write_timeout_s,
-                )
-                await log.record(
-                    f"cli:{getpass.getuser()}", audit[0], address="local", detail=audit[1]
-                )
-            return result
-        finally:
-            await db.close()
-
-    try:
-        return asyncio.run(go())
-    except NixFleetError as exc:
-        fail(str(exc))
+    return with_database(
+        lambda _settings, db: action(db), (audit[0], {"detail": audit[1]}) if audit else None
+    )
