@@ -46,6 +46,8 @@ hosts = Table(
     # The last switch's outcome and the latest plan's report (migration 0010).
     Column("last_deploy", JSON, nullable=True),
     Column("plan", JSON, nullable=True),
+    # The host's default health gate for switches (core.gates; migration 0013).
+    Column("health_gate", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
     Index("ix_hosts_replica", "replica"),
 )
@@ -72,6 +74,8 @@ commands = Table(
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
+    # A switch's health gate as sent to the agent (core.gates; migration 0013).
+    Column("gate", JSON, nullable=True),
     Index("ix_commands_host_created", "host_id", "created_at"),
     Index("ix_commands_state", "state"),
     Index("ix_commands_finished", "finished_at"),
