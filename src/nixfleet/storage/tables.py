@@ -264,7 +264,7 @@ users = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-# Request-rate counters shared by the replicas (migration 0013; UNLOGGED on PostgreSQL):
+# Request-rate counters shared by the replicas (migration 0014; UNLOGGED on PostgreSQL):
 # one row per limit, address and window, pruned once both its windows are over.
 rate_counts = Table(
     "rate_counts",

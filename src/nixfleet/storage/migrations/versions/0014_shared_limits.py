@@ -4,8 +4,8 @@ every replica counts against one limit (storage/ratecounts.py, storage/streamsea
 On PostgreSQL both tables are UNLOGGED: no write-ahead log for rows that live seconds to
 minutes (a crash empties them, which only forgets the last window's counts).
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
