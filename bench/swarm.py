@@ -63,14 +63,19 @@ class Swarm:
     heartbeats_sent: int = 0
     failures: list[str] = field(default_factory=list)
 
-    async def connect(self, ids: list[str], parallel: int = 64, timeout: float = 300) -> float:
-        """Connect the agents for ids, `parallel` handshakes at a time; return seconds taken."""
+    async def connect(
+        self, ids: list[str], parallel: int = 64, timeout: float = 300, url: str = ""
+    ) -> float:
+        """Connect the agents for ids, `parallel` handshakes at a time; return seconds taken.
+
+        They dial `url`, or the swarm's `ws_url` (several replicas: one call per replica).
+        """
         start = time.monotonic()
         gate = asyncio.Semaphore(parallel)
 
         async def one(host_id: str) -> None:
             async with gate:
-                agent = SimAgent(self, host_id)
+                agent = SimAgent(self, host_id, url)
                 self.agents[host_id] = agent
                 await agent.start()
 
@@ -95,9 +100,10 @@ class Swarm:
 
 
 class SimAgent:
-    def __init__(self, swarm: Swarm, host_id: str) -> None:
+    def __init__(self, swarm: Swarm, host_id: str, url: str = "") -> None:
         self.swarm = swarm
         self.host_id = host_id
+        self.url = url
         self.ws: ClientConnection | None = None
         self.heartbeat_s = 15.0
         self.tasks: set[asyncio.Task[None]] = set()
@@ -121,7 +127,7 @@ class SimAgent:
         }
         # The real agent's options (agent/daemon.py), so compression and pings match.
         self.ws = await connect(
-            self.swarm.ws_url,
+            self.url or self.swarm.ws_url,
             additional_headers=headers,
             open_timeout=60,
             max_size=2**20,
