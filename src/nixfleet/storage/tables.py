@@ -259,3 +259,12 @@ users = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# How many changes of each kind were made (storage/changes.py, migration 0013): a dashboard
+# re-checks live agent credentials, or rescans hosts, only when its counter moved.
+change_counters = Table(
+    "change_counters",
+    metadata,
+    Column("name", String(20), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
