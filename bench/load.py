@@ -89,6 +89,7 @@ async def connect(target: Target, swarm: Swarm, ids: list[str]) -> dict[str, Any
         "connect_s": round(seconds, 2),
         "connects_per_s": round(len(ids) / seconds, 1),
         "connect_retries": swarm.connect_retries,
+        "last_retry": swarm.last_retry,
         "rss_before_mib": round(before.rss_bytes / 2**20, 1),
         "rss_after_mib": round(after.rss_bytes / 2**20, 1),
     }

@@ -64,6 +64,7 @@ class Swarm:
     heartbeats_sent: int = 0
     failures: list[str] = field(default_factory=list)
     connect_retries: int = 0
+    last_retry: str = ""
 
     async def connect(self, ids: list[str], parallel: int = 64, timeout: float = 300) -> float:
         """Connect the agents for ids, `parallel` handshakes at a time; return seconds taken."""
@@ -85,7 +86,7 @@ class Swarm:
                         if attempt == RETRIES:
                             raise
                         self.connect_retries += 1
-                        self.failures.append(f"{host_id}: retried after {exc!r}"[:200])
+                        self.last_retry = f"{host_id}: {exc!r}"[:200]
                         await asyncio.sleep(1 + attempt)
 
         await asyncio.wait_for(asyncio.gather(*(one(h) for h in ids)), timeout)
