@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import Backend
 from nixfleet.core.commands import CommandState
@@ -215,8 +216,8 @@ async def test_an_enrollment_code_is_redeemed_once_across_replicas(db, replica):
 
 
 async def test_every_credential_change_moves_the_counter_another_replica_reads(db, replica):
-    """The live-credential check runs only when this counter moved: a change that forgot
-    to move it would leave a revoked agent connected (the CLI and replicas write too)."""
+    """The live-credential check runs only when this counter moved: a change it missed
+    would leave a revoked agent connected (the CLI and replicas write too)."""
 
     async def seen() -> tuple[int, int]:
         return (
@@ -245,11 +246,15 @@ async def test_every_credential_change_moves_the_counter_another_replica_reads(d
     assert await seen() == (4, 2)
     await hosts.remove(db, "borealis")
     assert await seen() == (5, 3)
+    # A write that bypasses the store functions (a script, a future one) counts too.
+    async with db.engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE hosts SET token_hash = NULL WHERE id = 'atlas'"))
+    assert await seen() == (6, 3)
     # Changes racing from two replicas are all counted.
     await asyncio.gather(
         *(hosts.add(d, f"web-{i}", None, NOW, {}) for i, d in enumerate((db, replica) * 3))
     )
-    assert await seen() == (5, 9)
+    assert await seen() == (6, 9)
 
 
 async def test_security_events_are_stored_summarised_and_pruned(db):

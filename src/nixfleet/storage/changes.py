@@ -1,32 +1,27 @@
-"""Change counters: one number per kind of change, bumped in the transaction that makes it.
+"""Change counters: one number per kind of change, moved by database triggers (migration
+0013) in the transaction that makes the change, whoever writes it: a dashboard, the CLI,
+another replica, a script.
 
-A dashboard process that must notice changes made elsewhere (the CLI, another replica) reads
-the counter, one small row, and does the expensive check only when the number moved:
-the live-credential check over every connected agent, the scan for hosts added or removed.
-The tables start empty (a missing row reads 0), so `db copy` still finds a fresh target empty.
+A dashboard process that must notice changes made elsewhere reads the counter, one small
+row, and does the expensive check only when the number moved: the live-credential check
+over every connected agent, the scan for hosts added or removed.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import change_counters
 
-CREDENTIALS = "credentials"  # a token rotated, revoked, enrolled or claimed; a host removed
+# A host's token_hash or identity_state written (rotated, revoked, enrolled, first token),
+# or a host removed.
+CREDENTIALS = "credentials"
 HOSTS = "hosts"  # a host added or removed
 
-
-async def bump(db: Database, conn: AsyncConnection, name: str) -> None:
-    """Count one change of kind name, inside conn's transaction (it commits with it)."""
-    upsert = db.upsert(change_counters).values(name=name, value=1)
-    await conn.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[change_counters.c.name],
-            set_={"value": change_counters.c.value + 1},
-        )
-    )
+# The counters belong to the database they count in: `db copy` leaves them out, and the
+# target's own triggers count the rows copied into it.
+NOT_COPIED = frozenset({change_counters.name})
 
 
 async def read(db: Database, name: str) -> int:

@@ -14,7 +14,6 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.errors import NotFound
-from nixfleet.storage import changes
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import enroll_codes, hosts, retired_tokens
 
@@ -109,7 +108,6 @@ async def replace_token(
         )
         if res.rowcount == 0:
             raise NotFound(f"store: no host {host_id!r}")
-        await changes.bump(db, conn, changes.CREDENTIALS)
 
 
 async def revoke(db: Database, host_id: str, now: float) -> None:
@@ -133,7 +131,6 @@ async def revoke(db: Database, host_id: str, now: float) -> None:
                 enroll_codes.c.host_id == host_id, enroll_codes.c.used_at.is_(None)
             )
         )
-        await changes.bump(db, conn, changes.CREDENTIALS)
 
 
 async def claim_first_token(db: Database, host_id: str, new_hash: str) -> bool:
@@ -144,7 +141,6 @@ async def claim_first_token(db: Database, host_id: str, new_hash: str) -> bool:
             .where(hosts.c.id == host_id, hosts.c.identity_state == "none")
             .values(token_hash=new_hash, identity_state="active")
         )
-        await changes.bump(db, conn, changes.CREDENTIALS)
     return res.rowcount == 1
 
 
@@ -224,5 +220,4 @@ async def redeem_enroll_code(
             .where(hosts.c.id == host_id)
             .values(token_hash=new_hash, identity_state="active")
         )
-        await changes.bump(db, conn, changes.CREDENTIALS)
     return "ok"

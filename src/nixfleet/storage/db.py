@@ -81,14 +81,10 @@ class Database:
             return None
         return st.f_bavail * st.f_frsize
 
-    def upsert(self, table: Table) -> Any:
-        """Return this engine's INSERT with ON CONFLICT clauses (SQLite and PostgreSQL)."""
-        dialect = sqlite if self.is_sqlite else postgresql
-        return dialect.insert(table)
-
     def insert_ignore(self, table: Table) -> Any:
         """Return an INSERT that skips rows whose primary key exists (idempotent replays)."""
-        return self.upsert(table).on_conflict_do_nothing()
+        dialect = sqlite if self.is_sqlite else postgresql
+        return dialect.insert(table).on_conflict_do_nothing()
 
     async def write_lock(self, conn: AsyncConnection, name: str) -> None:
         """Hold a lock named name until conn's transaction ends, across processes.

@@ -9,7 +9,6 @@ from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nixfleet.core.errors import Conflict, NotFound
-from nixfleet.storage import changes
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import hosts
 
@@ -28,7 +27,6 @@ async def add(
                     id=host_id, token_hash=token_hash, identity_state=state, created_at=now, **meta
                 )
             )
-            await changes.bump(db, conn, changes.HOSTS)
     except IntegrityError:
         raise Conflict(
             f"store: host {host_id!r} already exists; choose another name or remove that host first"
@@ -39,8 +37,6 @@ async def remove(db: Database, host_id: str) -> None:
     """Delete a host with its commands and output, or raise NotFound."""
     async with db.engine.begin() as conn:
         res = await conn.execute(delete(hosts).where(hosts.c.id == host_id))
-        await changes.bump(db, conn, changes.HOSTS)
-        await changes.bump(db, conn, changes.CREDENTIALS)
     if res.rowcount == 0:
         raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
 
