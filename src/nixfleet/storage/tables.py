@@ -46,6 +46,9 @@ hosts = Table(
     # The last switch's outcome and the latest plan's report (migration 0010).
     Column("last_deploy", JSON, nullable=True),
     Column("plan", JSON, nullable=True),
+    # {key: value} set by an operator, and by the host's configuration (migration 0013).
+    Column("labels", JSON, nullable=True),
+    Column("host_labels", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
     Index("ix_hosts_replica", "replica"),
 )
