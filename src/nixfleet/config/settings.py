@@ -30,6 +30,7 @@ from pydantic_settings import (
 from nixfleet.core.branch import check_branch
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.errors import ValidationError as NixFleetValidationError
+from nixfleet.core.gates import HealthGate
 from nixfleet.core.rollouts import parse_policy, rollout_kind
 
 ENV_PREFIX = "NIXFLEET_"
@@ -129,6 +130,9 @@ class Settings(BaseSettings):
 
     heartbeat_s: float = Field(15, gt=0)
     command_expiry_s: int = Field(3600, ge=1)
+    # The fleet's default health gate for switches (JSON, core.gates); a host's own default
+    # and a command's own gate come first (docs/deploying.md#health-gates).
+    health_gate: HealthGate | None = None
     reconnect_window_s: float = Field(90, gt=0)
     # Agent identity (docs/security.md "Agent identity").
     enroll_code_ttl_s: int = Field(3600, ge=1, le=7 * 86400)

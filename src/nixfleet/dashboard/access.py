@@ -67,6 +67,7 @@ NEEDS: dict[str, Need] = {
     "GET /api/audit": Need(V),
     # acting on hosts
     "POST /api/hosts/{host_id}/command": Need(OP),
+    "PUT /api/hosts/{host_id}/health-gate": Need(OP),
     "POST /api/commands/bulk": Need(OP),
     "POST /api/commands/{command_id}/cancel": Need(OP),
     "POST /api/rollouts": Need(OP),

@@ -46,7 +46,9 @@ hosts = Table(
     # The last switch's outcome and the latest plan's report (migration 0010).
     Column("last_deploy", JSON, nullable=True),
     Column("plan", JSON, nullable=True),
-    # {key: value} set by an operator, and by the host's configuration (migration 0013).
+    # The host's default health gate for switches (core.gates; migration 0013).
+    Column("health_gate", JSON, nullable=True),
+    # {key: value} set by an operator, and by the host's configuration (migration 0014).
     Column("labels", JSON, nullable=True),
     Column("host_labels", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
@@ -75,6 +77,8 @@ commands = Table(
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
+    # A switch's health gate as sent to the agent (core.gates; migration 0013).
+    Column("gate", JSON, nullable=True),
     Index("ix_commands_host_created", "host_id", "created_at"),
     Index("ix_commands_state", "state"),
     Index("ix_commands_finished", "finished_at"),
