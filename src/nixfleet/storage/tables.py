@@ -266,3 +266,28 @@ users = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Request-rate counters shared by the replicas (migration 0014; UNLOGGED on PostgreSQL):
+# one row per limit, address and window, pruned once both its windows are over.
+rate_counts = Table(
+    "rate_counts",
+    metadata,
+    Column("key", String(160), primary_key=True),
+    Column("win", BigInteger, primary_key=True),
+    Column("hits", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_rate_counts_expires", "expires_at"),
+)
+
+# One row per open browser event stream on any replica, with the lease of the replica
+# serving it: a replica that dies stops renewing, and its streams stop counting.
+stream_seats = Table(
+    "stream_seats",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("replica", String(64), nullable=False),
+    Column("session", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("lease_until", Float, nullable=False),
+    Index("ix_stream_seats_replica", "replica"),
+)
