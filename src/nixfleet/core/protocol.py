@@ -21,9 +21,8 @@ from pydantic import (
 )
 
 from nixfleet.core import labels as label_rules
-from nixfleet.core.labels import MAX_LABELS, LabelKey, LabelValue
-
 from nixfleet.core.gates import HealthGate
+from nixfleet.core.labels import MAX_LABELS, LabelKey, LabelValue
 
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
