@@ -48,6 +48,9 @@ hosts = Table(
     Column("plan", JSON, nullable=True),
     # The host's default health gate for switches (core.gates; migration 0013).
     Column("health_gate", JSON, nullable=True),
+    # {key: value} set by an operator, and by the host's configuration (migration 0015).
+    Column("labels", JSON, nullable=True),
+    Column("host_labels", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
     Index("ix_hosts_replica", "replica"),
 )
