@@ -159,11 +159,13 @@ class Settings(BaseSettings):
     sse_keepalive_s: float = Field(15, gt=0)
     sse_max_per_session: int = Field(8, ge=1)
     sse_max_per_address: int = Field(32, ge=1)
+    sse_max_total: int = Field(2000, ge=1)
 
     # Behind a reverse proxy: addresses and CIDRs whose forwarded headers are believed.
     trusted_proxies: str = ""
-    # `limits` storage URI: memory:// per process; redis://… shared between replicas.
-    rate_limit_storage: str = "memory://"
+    # Where request-rate counts live: "" = the database on PostgreSQL (shared by every
+    # replica), memory:// on SQLite; or any `limits` storage URI (memory://, redis://…).
+    rate_limit_storage: str = ""
     rate_limit_login: str = "30/minute"
     # Many hosts can share one NAT address and all reconnect after a dashboard restart.
     rate_limit_agent_ws: str = "600/minute"
@@ -317,6 +319,8 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_storage")
     @classmethod
     def _storage(cls, value: str) -> str:
+        if value == "":
+            return value
         scheme = value.partition("://")[0]
         # limits keeps its registry of schemes in storage.SCHEMES (not in its typed exports).
         known: dict[str, Any] = getattr(limits.storage, "SCHEMES", {})

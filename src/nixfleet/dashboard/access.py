@@ -75,6 +75,7 @@ NEEDS: dict[str, Need] = {
     # hosts, their credentials, users
     "POST /api/hosts": Need(A),
     "DELETE /api/hosts/{host_id}": Need(A),
+    "PUT /api/hosts/{host_id}/labels": Need(A),
     "POST /api/hosts/{host_id}/agent-token": Need(A),
     "DELETE /api/hosts/{host_id}/agent-token": Need(A),
     "POST /api/hosts/{host_id}/enroll-code": Need(A),

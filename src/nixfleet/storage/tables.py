@@ -48,6 +48,9 @@ hosts = Table(
     Column("plan", JSON, nullable=True),
     # The host's default health gate for switches (core.gates; migration 0013).
     Column("health_gate", JSON, nullable=True),
+    # {key: value} set by an operator, and by the host's configuration (migration 0015).
+    Column("labels", JSON, nullable=True),
+    Column("host_labels", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
     Index("ix_hosts_replica", "replica"),
 )
@@ -262,4 +265,29 @@ users = Table(
     Column("disabled", Boolean, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# Request-rate counters shared by the replicas (migration 0014; UNLOGGED on PostgreSQL):
+# one row per limit, address and window, pruned once both its windows are over.
+rate_counts = Table(
+    "rate_counts",
+    metadata,
+    Column("key", String(160), primary_key=True),
+    Column("win", BigInteger, primary_key=True),
+    Column("hits", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_rate_counts_expires", "expires_at"),
+)
+
+# One row per open browser event stream on any replica, with the lease of the replica
+# serving it: a replica that dies stops renewing, and its streams stop counting.
+stream_seats = Table(
+    "stream_seats",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("replica", String(64), nullable=False),
+    Column("session", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("lease_until", Float, nullable=False),
+    Index("ix_stream_seats_replica", "replica"),
 )
