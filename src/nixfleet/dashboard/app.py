@@ -57,8 +57,10 @@ from nixfleet.dashboard.routes import (
     pages,
     rollouts,
     security,
+    sso,
     users,
 )
+from nixfleet.dashboard.signon import SignOn
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle
@@ -75,6 +77,7 @@ log = logging.getLogger("nixfleet.dashboard")
 ROUTE_MODULES = (
     health,
     auth,
+    sso,
     pages,
     hosts,
     commands,
@@ -201,6 +204,7 @@ def create_app(settings: Settings) -> FastAPI:
             deploy_alerts=deploy_alerts,
             rollouts=rollouts,
             hooks=PushHooks(settings, fleet, rollouts),
+            sign_on=SignOn(settings) if settings.oidc_enabled else None,
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
