@@ -12,12 +12,18 @@ import os
 import select
 import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
 import pytest
+
+from conftest import RunningFleet
+from nixfleet.demo.run import prepare
 
 PROVIDER_DIR = Path(__file__).resolve().parent / "sso" / "provider"
 PASSWORD = "provider-password"  # every test account's, in provider.mjs
@@ -104,9 +110,35 @@ def sign_in(client: httpx.Client, dashboard: str, login: str, password: str = PA
         res = client.get(url)
         if res.status_code == 200 and "<form" in res.text:
             action = res.text.split('action="')[1].split('"')[0]
-            res = client.post(
-                urljoin(url, action), data={"login": login, "password": password}
-            )
+            res = client.post(urljoin(url, action), data={"login": login, "password": password})
         assert res.status_code in (302, 303), f"{res.status_code}: {res.text[:300]}"
         url = urljoin(url, res.headers["location"])
     raise AssertionError("the provider never sent the browser back")
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    """The provider for a test module (import this fixture into the module)."""
+    started = start(tmp_path_factory.mktemp("provider") / "provider.log")
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def sso_fleet(
+    provider: Provider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningFleet]:
+    """A dashboard signing in with the provider (one host, no agent), for a test module."""
+    root = tmp_path_factory.mktemp("sso")
+    # Every test signs in a few times from one address: more than a person's login rate.
+    env = provider.dashboard_env(NIXFLEET_RATE_LIMIT_LOGIN="600/minute")
+    # On a worker thread: preparing calls asyncio.run(), refused inside Playwright's loop.
+    with ThreadPoolExecutor(1) as pool:
+        fleet = pool.submit(prepare, root, 1, extra_env=env).result()
+    rf = RunningFleet(fleet, uuid.uuid4().hex, 1)
+    rf.start_dashboard(log_level="info")
+    provider.register(f"{rf.base}/login/oidc/callback")
+    yield rf
+    rf.stop()
+    log = (rf.fleet.root / "dashboard.log").read_text(errors="replace")
+    assert "Traceback" not in log and "unhandled error" not in log

@@ -20,31 +20,9 @@ import oidcprovider
 from conftest import Api, RunningFleet, wait_for
 from nixfleet.config import load_settings
 from nixfleet.core.errors import ConfigError
-from nixfleet.demo.run import DemoFleet, prepare
+from nixfleet.demo.run import DemoFleet
 
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[oidcprovider.Provider]:
-    log = tmp_path_factory.mktemp("provider") / "provider.log"
-    started = oidcprovider.start(log)
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
-def fleet(
-    provider: oidcprovider.Provider, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningFleet]:
-    root = tmp_path_factory.mktemp("sso")
-    # Every test signs in a few times from one address: more than a person's login rate.
-    env = provider.dashboard_env(NIXFLEET_RATE_LIMIT_LOGIN="600/minute")
-    rf = RunningFleet(prepare(root, 1, extra_env=env), uuid.uuid4().hex, 1)
-    rf.start_dashboard(log_level="info")
-    provider.register(f"{rf.base}/login/oidc/callback")
-    yield rf
-    rf.stop()
-    log = (rf.fleet.root / "dashboard.log").read_text(errors="replace")
-    assert "Traceback" not in log and "unhandled error" not in log
+provider, fleet = oidcprovider.provider, oidcprovider.sso_fleet
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +195,9 @@ def test_with_password_login_off_the_password_form_is_refused(fleet, tmp_path):
         "NIXFLEET_DATA_DIR": str(tmp_path / "data"),
         "NIXFLEET_PASSWORD_LOGIN": "false",
     }
-    off = RunningFleet(DemoFleet(tmp_path, fleet.fleet.repo_url, env, fleet.fleet.password), "", 1)
+    off = RunningFleet(
+        DemoFleet(tmp_path, fleet.fleet.repo_url, env, fleet.fleet.password), uuid.uuid4().hex, 1
+    )
     off.start_dashboard()
     try:
         page = httpx.get(f"{off.base}/login", timeout=10).text

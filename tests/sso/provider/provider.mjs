@@ -96,7 +96,7 @@ function interactions(provider) {
     const details = await provider.interactionDetails(ctx.req, ctx.res);
     if (ctx.method === "GET" && !match[2]) {
       ctx.type = "html";
-      ctx.body = `<!doctype html><title>Test provider</title>
+      ctx.body = `<!doctype html><title>Test provider</title><link rel="icon" href="data:,">
 <form method="post" action="/interaction/${details.uid}/login">
 <label>Login <input name="login"></label>
 <label>Password <input name="password" type="password"></label>
