@@ -1,5 +1,5 @@
 """Change counters: one number per kind of change, moved by database triggers (migration
-0015) in the transaction that makes the change, whoever writes it: a dashboard, the CLI,
+0016) in the transaction that makes the change, whoever writes it: a dashboard, the CLI,
 another replica, a script.
 
 A dashboard process that must notice changes made elsewhere reads the counter, one small

@@ -292,7 +292,7 @@ stream_seats = Table(
     Index("ix_stream_seats_replica", "replica"),
 )
 
-# How many changes of each kind were made (storage/changes.py, migration 0015): a dashboard
+# How many changes of each kind were made (storage/changes.py, migration 0016): a dashboard
 # re-checks live agent credentials, or rescans hosts, only when its counter moved.
 change_counters = Table(
     "change_counters",

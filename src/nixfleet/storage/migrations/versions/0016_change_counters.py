@@ -4,8 +4,8 @@ rescans the hosts) only when its counter moved.
 Triggers rather than code in each store function: every write moves the counter, also
 one from the CLI, another replica, a script or a store function written later.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
