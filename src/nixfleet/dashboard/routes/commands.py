@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from nixfleet.core.errors import NixFleetError
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 
 router = APIRouter(prefix="/api")
@@ -39,7 +40,7 @@ class BulkRequest(BaseModel):
     host_ids: list[Annotated[Text, Field(max_length=255)]] = Field(min_length=1, max_length=10000)
 
 
-@router.post("/hosts/{host_id}/command", status_code=202)
+@router.post("/hosts/{host_id}/command", status_code=202, responses=contract.errors(409))
 async def queue_command(
     host_id: str, body: CommandRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -106,7 +107,7 @@ async def get_output(
     return await ctx.fleet.output_page(command_id, after_seq, limit)
 
 
-@router.post("/commands/{command_id}/cancel")
+@router.post("/commands/{command_id}/cancel", responses=contract.errors(409))
 async def cancel_command(
     command_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:
