@@ -65,6 +65,14 @@ def agent(
         Text, typer.Option(help="darwin-rebuild or home-manager.", show_default="darwin-rebuild")
     ] = None,
     systemd_run: Annotated[Text, typer.Option(help="auto, yes or no.", show_default="auto")] = None,
+    systemctl: Annotated[
+        Text,
+        typer.Option(
+            help="The program a health gate's unit check runs as `PROGRAM is-active --quiet "
+            "UNIT` (a stand-in where there is no systemd).",
+            show_default="systemctl",
+        ),
+    ] = None,
     allow_insecure: Annotated[
         bool | None,
         typer.Option(
@@ -122,6 +130,10 @@ def agent(
     location: Annotated[Text, typer.Option(help="Shown in the dashboard.")] = None,
     device_type: Annotated[Text, typer.Option(help="e.g. server, laptop.")] = None,
     theme_color: Annotated[Text, typer.Option(help="#rrggbb for the host's row.")] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE label of this host, e.g. role=web (repeatable)."),
+    ] = None,
     timeout: Annotated[
         list[str] | None,
         typer.Option(help="KIND=WARN:KILL seconds, e.g. switch=900:3600 (repeatable)."),

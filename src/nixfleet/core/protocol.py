@@ -10,7 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from nixfleet.core import labels as label_rules
+from nixfleet.core.gates import HealthGate
+from nixfleet.core.labels import MAX_LABELS, LabelKey, LabelValue
 
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
@@ -93,7 +105,7 @@ class DeployOutcome(_Msg):
 
     command_id: CommandId
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z-]{1,20}$")]
-    result: Literal["succeeded", "failed", "cancelled", "timed_out"]
+    result: Literal["succeeded", "failed", "cancelled", "timed_out", "rolled_back"]
     finished_at: UnixTime
     detail: Detail = ""
 
@@ -149,6 +161,16 @@ class HostMeta(_Msg):
     location: str = Field("", max_length=200)
     device_type: str = Field("", max_length=40)
     theme_color: str = Field("", pattern=r"^(#[0-9a-fA-F]{6})?$")
+    # The labels the host's configuration sets; they win over the operator's (core.labels).
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+
+    @field_validator("labels")
+    @classmethod
+    def _no_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key in label_rules.RESERVED:
+                raise ValueError(f"{key!r} is a host field of its own, not a label")
+        return value
 
 
 class OutputLine(_Msg):
@@ -302,7 +324,8 @@ class Warning(_Msg):
 class Finished(_Msg):
     type: Literal["finished"] = "finished"
     command_id: CommandId
-    result: Literal["succeeded", "failed", "cancelled", "timed_out", "rejected"]
+    # rolled_back: a gated switch's health gate failed and the runner went back by itself.
+    result: Literal["succeeded", "failed", "cancelled", "timed_out", "rolled_back", "rejected"]
     exit_code: Int32 | None
     duration_s: Duration
     last_seq: Seq
@@ -337,6 +360,8 @@ class Command(_Msg):
     command_id: str
     kind: str
     expires_at: float | None = None
+    # A switch's health gate (core.gates); an agent before it ignores the field.
+    gate: HealthGate | None = None
 
 
 class Cancel(_Msg):

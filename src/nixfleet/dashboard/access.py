@@ -68,6 +68,7 @@ NEEDS: dict[str, Need] = {
     "GET /api/openapi.json": Need(V),
     # acting on hosts
     "POST /api/hosts/{host_id}/command": Need(OP),
+    "PUT /api/hosts/{host_id}/health-gate": Need(OP),
     "POST /api/commands/bulk": Need(OP),
     "POST /api/commands/{command_id}/cancel": Need(OP),
     "POST /api/rollouts": Need(OP),
@@ -75,6 +76,7 @@ NEEDS: dict[str, Need] = {
     # hosts, their credentials, users
     "POST /api/hosts": Need(A),
     "DELETE /api/hosts/{host_id}": Need(A),
+    "PUT /api/hosts/{host_id}/labels": Need(A),
     "POST /api/hosts/{host_id}/agent-token": Need(A),
     "DELETE /api/hosts/{host_id}/agent-token": Need(A),
     "POST /api/hosts/{host_id}/enroll-code": Need(A),

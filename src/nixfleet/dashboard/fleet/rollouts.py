@@ -21,7 +21,13 @@ from nixfleet.core import rollouts as rules
 from nixfleet.core.commands import CommandKind
 from nixfleet.core.errors import Conflict, NixFleetError, for_people
 from nixfleet.core.hostid import canonical_host_id
-from nixfleet.core.rollouts import Outcome, RolloutPolicy, RolloutState, WaveVerdict
+from nixfleet.core.rollouts import (
+    Outcome,
+    RolloutPolicy,
+    RolloutState,
+    WaveVerdict,
+    group_value,
+)
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
@@ -123,7 +129,7 @@ class Rollouts:
         """Return what a rollout would do: its waves and the hosts it would leave out."""
         kind = rules.rollout_kind(kind_text)
         wanted, refused = await self._known_hosts(raw_ids)
-        labels = {h["id"]: str(h.get(policy.group_by) or "") for h in wanted}
+        labels = {h["id"]: group_value(h, policy.group_by) for h in wanted}
         waves = rules.plan_waves([h["id"] for h in wanted], policy, labels)
         return {
             "kind": kind.value,
@@ -239,13 +245,17 @@ class Rollouts:
         return None
 
     async def _start_wave(self, ro: dict[str, Any], wave: int, now: float) -> None:
-        hosts = await store.hosts(self.db, ro["id"], wave)
+        wanted = [h["host_id"] for h in await store.hosts(self.db, ro["id"], wave)]
+        known = {h["id"]: h for h in await host_store.get_many(self.db, wanted)}
+        kind = CommandKind(ro["kind"])
+        # A host removed since is not started; each gets its own or the fleet's default gate.
         rows = [
-            self.fleet.new_command(ro["actor"], h["host_id"], CommandKind(ro["kind"]), now)
-            for h in hosts
+            self.fleet.new_command(
+                ro["actor"], i, kind, now, self.fleet.gate_for(kind, known[i], None, False)
+            )
+            for i in wanted
+            if i in known
         ]
-        known = {h["id"] for h in await host_store.get_many(self.db, [r["host_id"] for r in rows])}
-        rows = [r for r in rows if r["host_id"] in known]  # removed since: not started
         superseded = await store.start_wave(self.db, ro["id"], wave, rows, now)
         if superseded is None:
             return  # started already, here before a restart or by another replica

@@ -13,9 +13,12 @@ import uuid
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
+
 from nixfleet.config import Settings
 from nixfleet.core import commands as rules
 from nixfleet.core import guards
+from nixfleet.core import labels as label_rules
 from nixfleet.core.commands import ACTIVE_STATES, DEPLOYING, CommandKind, CommandState
 from nixfleet.core.drift import (
     DeployState,
@@ -33,6 +36,7 @@ from nixfleet.core.errors import (
     ValidationError,
     for_people,
 )
+from nixfleet.core.gates import HealthGate, choose_gate
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     CLOSE_REPLACED,
@@ -50,6 +54,7 @@ from nixfleet.dashboard.fleet.ancestry import Ancestry
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.fleet.identity import AgentIdentity
 from nixfleet.dashboard.fleet.samples import Samples
+from nixfleet.storage import changes
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
@@ -91,6 +96,7 @@ class Fleet:
         # when a dashboard starts, so the answer is back within a reconnect.
         self._meta_from_host: dict[str, frozenset[str]] = {}
         self._known_ids: set[str] | None = None  # host rows seen by the last sweep
+        self._hosts_seen: int | None = None  # the hosts' change counter at that sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
         )
@@ -112,11 +118,15 @@ class Fleet:
             )
 
     # --- hosts ----------------------------------------------------------------------
-    async def add_host(self, raw_id: str, meta: dict[str, str]) -> dict[str, Any]:
+    async def add_host(
+        self, raw_id: str, meta: dict[str, str], labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Return the new host. It has no agent token yet: issue an enrollment code
         (identity.issue_enroll_code) or a token (rotate_token) next."""
         host_id = canonical_host_id(raw_id)
-        clean = {k: v for k, v in meta.items() if k in HOST_META_FIELDS}
+        clean: dict[str, Any] = {k: v for k, v in meta.items() if k in HOST_META_FIELDS}
+        if labels:
+            clean["labels"] = label_rules.check_labels(labels)
         await host_store.add(self.db, host_id, None, self.clock(), clean)
         host = await self.host(host_id)
         await self.bus.publish({"type": "host", "host": host})
@@ -139,6 +149,41 @@ class Fleet:
         await self.identity.revoke(raw_id)
         await self.publish_host(canonical_host_id(raw_id))
 
+    async def set_labels(self, raw_id: str, labels: dict[str, str]) -> dict[str, Any]:
+        """Replace the operator's labels of a host (a key its configuration sets still
+        wins) and return the host."""
+        host_id = canonical_host_id(raw_id)
+        clean = label_rules.check_labels(labels)
+        await host_store.set_labels(self.db, host_id, "labels", clean)
+        host = await self.host(host_id)
+        await self.bus.publish({"type": "host", "host": host})
+        return host
+
+    async def edit_labels(
+        self, raw_id: str, set_: dict[str, str], remove: Collection[str]
+    ) -> dict[str, Any]:
+        """Set and remove some of the operator's labels of a host; return the host."""
+        host = await host_store.get(self.db, canonical_host_id(raw_id))
+        current, _ = label_rules.merged(host.get("labels"), None)
+        for key in remove:
+            current.pop(key, None)
+        return await self.set_labels(host["id"], current | set_)
+
+    async def select(self, selector: str) -> list[str]:
+        """Return the ids of the hosts whose labels match selector (`role=web,tier=1`)."""
+        terms = label_rules.parse_selector(selector)
+        rows = await host_store.list_all(self.db)
+        picked = [
+            r["id"]
+            for r in rows
+            if label_rules.matches(
+                label_rules.merged(r.get("labels"), r.get("host_labels"))[0], terms
+            )
+        ]
+        if not picked:
+            raise NotFound(f"fleet: no host has the labels {selector[:100]!r}")
+        return picked
+
     async def publish_host(self, host_id: str) -> None:
         try:
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
@@ -151,13 +196,17 @@ class Fleet:
     async def hosts(self) -> list[dict[str, Any]]:
         return await self.views(await host_store.list_all(self.db))
 
-    async def fleet_view(self, states: list[str], only: Collection[str] = ()) -> dict[str, Any]:
+    async def fleet_view(
+        self, states: list[str], only: Collection[str] = (), label: str = ""
+    ) -> dict[str, Any]:
         """Return the hosts in any of states (all when none), counts per state, plan summary.
 
         A state is a deploy state (current, behind, diverged, never_deployed, unknown,
         failed) or one of online, offline, running, reboot. With only, the list and the
-        plan summary are those hosts' (a bulk preview's selection); counts stay the fleet's.
+        plan summary are those hosts' (a bulk preview's selection); with label, those whose
+        labels match that selector; counts stay the fleet's.
         """
+        terms = label_rules.parse_selector(label) if label else []
         bad = sorted(set(states) - HOST_FILTERS)
         if bad:
             raise ValidationError(
@@ -172,6 +221,8 @@ class Fleet:
         if only:
             wanted = set(only)
             hosts = [h for h in hosts if h["id"] in wanted]
+        if terms:
+            hosts = [h for h in hosts if label_rules.matches(h["labels"], terms)]
         plans = [h["plan"] for h in hosts if h["plan"] and not h["plan"]["expired"]]
         return {
             "hosts": hosts,
@@ -197,6 +248,7 @@ class Fleet:
         now = self.clock()
         deploy = self._deploy_view(row, st)
         reboot = reboot_state(st.get("os_kind", ""), st)
+        labels, label_sources = label_rules.merged(row.get("labels"), row.get("host_labels"))
         return {
             **row,
             "status": st or None,
@@ -207,7 +259,11 @@ class Fleet:
             "drift": commit_drift(deploy["deployed_commit"] or "", self.target).value,
             "reboot_needed": reboot["needed"] is True,
             "lock_age_days": lock_age_days(st.get("lock_modified"), now),
-            "meta_sources": self._meta_sources(row),
+            "labels": labels,
+            "admin_labels": label_rules.merged(row.get("labels"), None)[0],
+            "label_sources": label_sources,
+            "meta_sources": self._meta_sources(row)
+            | {f"labels.{k}": v for k, v in label_sources.items()},
             "connection": {
                 "connected_since": row.get("connected_at") if row.get("online") else None,
                 "reconnects_1h": sum(
@@ -254,10 +310,16 @@ class Fleet:
 
     # --- commands -------------------------------------------------------------------
     def new_command(
-        self, actor: str, host_id: str, kind: CommandKind, now: float
+        self,
+        actor: str,
+        host_id: str,
+        kind: CommandKind,
+        now: float,
+        gate: HealthGate | None = None,
     ) -> dict[str, Any]:
         """Return the row of a new queued command (it expires after NIXFLEET_COMMAND_EXPIRY_S)."""
         return {
+            "gate": gate.model_dump() if gate is not None else None,
             "id": uuid.uuid4().hex,
             "host_id": host_id,
             "kind": kind.value,
@@ -267,12 +329,26 @@ class Fleet:
             "expires_at": now + self.settings.command_expiry_s,
         }
 
+    def gate_for(
+        self, kind: CommandKind, host: dict[str, Any], gate: HealthGate | None, off: bool
+    ) -> HealthGate | None:
+        """Return the gate a new command of kind for host carries (core.gates.choose_gate)."""
+        return choose_gate(
+            kind.value, gate, off, stored_gate(host.get("health_gate")), self.settings.health_gate
+        )
+
     async def dispatch(
-        self, actor: str, raw_id: str, raw_kind: object, force: bool = False
+        self,
+        actor: str,
+        raw_id: str,
+        raw_kind: object,
+        force: bool = False,
+        gate: HealthGate | None = None,
+        no_gate: bool = False,
     ) -> dict[str, Any]:
         """Return the stored command for kind on host, queued or acted on at once.
 
-        1. Validate kind and host (nothing is written for bad input); refuse a host no
+        1. Validate kind, gate and host (nothing is written for bad input); refuse a host no
            agent can receive it on, and a deploy while one is active (unless `force`).
         2. stop: ask the agent to cancel its active command; restart: send straight away.
         3. Other kinds are queued (superseding an older queued switch) and the hub
@@ -281,6 +357,7 @@ class Fleet:
         kind = rules.parse_kind(raw_kind)
         host = await host_store.get(self.db, canonical_host_id(raw_id))
         host_id = host["id"]
+        chosen = self.gate_for(kind, host, gate, no_gate)
         guards.check_deliverable(host)
         now = self.clock()
         active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=5)
@@ -289,7 +366,7 @@ class Fleet:
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
-        row = self.new_command(actor, host_id, kind, now)
+        row = self.new_command(actor, host_id, kind, now, chosen)
         if kind == CommandKind.STOP:
             # A stop is never queued: it is recorded as done and acts on the active command.
             row |= {
@@ -362,12 +439,14 @@ class Fleet:
     ) -> dict[str, dict[str, Any]]:
         """Return {host id: result} for the known hosts among host_ids, each now queued;
         a host no agent could receive it on gets its refusal instead."""
-        rows = await host_store.get_many(self.db, host_ids)
-        refused = {h["id"]: r for h in rows if (r := guards.undeliverable(h))}
-        known = {h["id"] for h in rows} - set(refused)
+        hosts = {h["id"]: h for h in await host_store.get_many(self.db, host_ids)}
+        refused = {i: r for i, h in hosts.items() if (r := guards.undeliverable(h))}
+        known = set(hosts) - set(refused)
         now = self.clock()
         rows = [
-            self.new_command(actor, host_id, kind, now)
+            self.new_command(
+                actor, host_id, kind, now, self.gate_for(kind, hosts[host_id], None, False)
+            )
             for host_id in dict.fromkeys(host_ids)
             if host_id in known
         ]
@@ -393,6 +472,16 @@ class Fleet:
         ):
             raise Conflict(f"commands: {command_id} is {cmd['state']}, not queued; use stop")
         return await self._publish_command(command_id)
+
+    async def set_health_gate(self, raw_id: str, gate: HealthGate | None) -> dict[str, Any]:
+        """Return the host after storing its default gate (None: the fleet's default)."""
+        host_id = canonical_host_id(raw_id)
+        await host_store.set_health_gate(
+            self.db, host_id, gate.model_dump() if gate is not None else None
+        )
+        host = await self.host(host_id)
+        await self.bus.publish({"type": "host", "host": host})
+        return host
 
     async def host_commands(self, raw_id: str, limit: int = 50) -> list[dict[str, Any]]:
         host_id = canonical_host_id(raw_id)
@@ -481,6 +570,9 @@ class Fleet:
         fields = _set_fields(hello.meta) if hello.meta is not None else {}
         await host_store.set_meta(self.db, host_id, fields)
         self._meta_from_host[host_id] = frozenset(fields)
+        if hello.meta is not None:
+            # The host's configuration owns its whole set: a label it dropped goes.
+            await host_store.set_labels(self.db, host_id, "host_labels", dict(hello.meta.labels))
         known = set(hello.known_commands)
         for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
             if cmd["id"] in known:
@@ -676,7 +768,12 @@ class Fleet:
         await self._notice_host_rows()
 
     async def _notice_host_rows(self) -> None:
-        """Announce hosts added or removed by another process (the CLI writes the DB)."""
+        """Announce hosts added or removed by another process (the CLI writes the DB).
+        The host ids are read only when the hosts' change counter moved."""
+        seen = await changes.read(self.db, changes.HOSTS)
+        if seen == self._hosts_seen:
+            return
+        self._hosts_seen = seen
         ids = await host_store.ids(self.db)
         known, self._known_ids = self._known_ids, ids
         if known is None:
@@ -757,9 +854,20 @@ class Fleet:
         return total
 
 
+def stored_gate(raw: object) -> HealthGate | None:
+    """Return a stored gate, or None when there is none or it no longer fits today's bounds."""
+    if not raw:
+        return None
+    try:
+        return HealthGate.model_validate(raw)
+    except PydanticValidationError:
+        log.warning("fleet: a stored health gate no longer fits its bounds; ignoring it")
+        return None
+
+
 def _set_fields(meta: HostMeta) -> dict[str, str]:
     """Return the metadata fields the agent set (non-empty); the others are not its to blank."""
-    return {k: v for k, v in meta.model_dump().items() if v}
+    return {k: v for k, v in meta.model_dump(exclude={"labels"}).items() if v}
 
 
 def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:

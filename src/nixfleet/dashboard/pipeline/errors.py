@@ -132,7 +132,9 @@ def install(app: FastAPI) -> None:
         code, detail = trouble
         if code == "storage_full":
             request.app.state.storage_full_at = time.monotonic()  # for /health
-        log.warning("dashboard: %s %s answered 503: %s", request.method, request.url.path, exc.orig)
+        # An agent's handshake lands here too, as a WebSocket (no method): 503 all the same.
+        method = request.scope.get("method", "WEBSOCKET")
+        log.warning("dashboard: %s %s answered 503: %s", method, request.url.path, exc.orig)
         return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)

@@ -1,4 +1,5 @@
-"""Commands: per host, in bulk, their state and output, and cancelling queued ones."""
+"""Commands: per host, in bulk, their state and output, cancelling queued ones, and the
+health gate a host's switches carry by default."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from nixfleet.core.errors import NixFleetError
+from nixfleet.core.gates import HealthGate
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 
@@ -32,12 +34,31 @@ class CommandRequest(BaseModel):
     command: Text = Field(max_length=40)
     # The operator confirmed a second deploy while one is active (guard rail, core.guards).
     force: bool = False
+    # A switch's own health gate (core.gates); none: the host's default, else the fleet's.
+    gate: HealthGate | None = None
+    # Switch without the default gate.
+    no_gate: bool = False
+
+
+class GateDefault(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # None: the host's switches carry the fleet's default (NIXFLEET_HEALTH_GATE).
+    gate: HealthGate | None
 
 
 class BulkRequest(BaseModel):
+    """The hosts are named (host_ids) or chosen by a label selector (label=role=web)."""
+
     model_config = ConfigDict(extra="forbid")
     command: Text = Field(max_length=40)
-    host_ids: list[Annotated[Text, Field(max_length=255)]] = Field(min_length=1, max_length=10000)
+    host_ids: list[Annotated[Text, Field(max_length=255)]] = Field([], max_length=10000)
+    label: Text = Field("", max_length=400)
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> BulkRequest:
+        if bool(self.host_ids) == bool(self.label):
+            raise ValueError("name the hosts (host_ids) or give a label selector (label), one")
+        return self
 
 
 @router.post("/hosts/{host_id}/command", status_code=202, responses=contract.errors(409))
@@ -46,7 +67,9 @@ async def queue_command(
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
     try:
-        cmd = await ctx.fleet.dispatch(session.username, host_id, body.command, body.force)
+        cmd = await ctx.fleet.dispatch(
+            session.username, host_id, body.command, body.force, body.gate, body.no_gate
+        )
     except NixFleetError as exc:
         ctx.audit.record_later(
             session.username, "command", result=exc.code,
@@ -55,10 +78,26 @@ async def queue_command(
         raise
     await ctx.audit.record(
         session.username, "command", result="accepted",
-        detail={"command": body.command, "command_id": cmd["id"], "force": body.force},
+        detail={
+            "command": body.command, "command_id": cmd["id"], "force": body.force,
+            "gate": cmd["gate"],
+        },
         **fields,
     )  # fmt: skip
-    return {"command_id": cmd["id"], "state": cmd["state"]}
+    return {"command_id": cmd["id"], "state": cmd["state"], "gate": cmd["gate"]}
+
+
+@router.put("/hosts/{host_id}/health-gate")
+async def set_health_gate(
+    host_id: str, body: GateDefault, request: Request, ctx: Ctx, session: CsrfSession
+) -> dict[str, Any]:
+    """Set (or with null clear) the health gate the host's switches carry by default."""
+    host = await ctx.fleet.set_health_gate(host_id, body.gate)
+    await ctx.audit.record(
+        session.username, "health_gate", host=host["id"], address=client_address(request),
+        detail={"gate": host["health_gate"]},
+    )  # fmt: skip
+    return {"host_id": host["id"], "health_gate": host["health_gate"]}
 
 
 @router.post("/commands/bulk", status_code=202)
@@ -66,7 +105,8 @@ async def queue_bulk(
     body: BulkRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
     """Give each host its own command: one bad or offline host never fails the rest."""
-    results = await ctx.fleet.dispatch_many(session.username, body.host_ids, body.command)
+    host_ids = body.host_ids or await ctx.fleet.select(body.label)
+    results = await ctx.fleet.dispatch_many(session.username, host_ids, body.command)
     refused = sum(1 for r in results if "error" in r)
     await ctx.audit.record(
         session.username,
@@ -75,6 +115,7 @@ async def queue_bulk(
         result="accepted" if not refused else f"partial ({refused} refused)",
         detail={
             "command": body.command,
+            **({"label": body.label} if body.label else {}),
             "hosts": [r["host_id"] for r in results][:500],
             "refused": [r["host_id"] for r in results if "error" in r][:500],
         },

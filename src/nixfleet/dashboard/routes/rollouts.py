@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nixfleet.core.errors import NixFleetError, NotFound
 from nixfleet.core.rollouts import MAX_HOSTS, RolloutPolicy, describe_plan
@@ -19,13 +19,20 @@ router = APIRouter()
 
 
 class RolloutRequest(BaseModel):
+    """The hosts are named (host_ids) or chosen by a label selector (label=role=web)."""
+
     model_config = ConfigDict(extra="forbid")
     command: str = Field(max_length=40)
-    host_ids: list[Annotated[str, Field(max_length=100)]] = Field(
-        min_length=1, max_length=MAX_HOSTS
-    )
+    host_ids: list[Annotated[str, Field(max_length=100)]] = Field([], max_length=MAX_HOSTS)
+    label: str = Field("", max_length=400)
     policy: RolloutPolicy = RolloutPolicy()
     dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> RolloutRequest:
+        if bool(self.host_ids) == bool(self.label):
+            raise ValueError("name the hosts (host_ids) or give a label selector (label), one")
+        return self
 
 
 @router.post("/api/rollouts", responses=contract.errors(409))
@@ -33,12 +40,13 @@ async def create_rollout(
     body: RolloutRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> Response:
     """Return the plan in words (dry_run), or start the rollout: 201 with its record."""
+    host_ids = body.host_ids or await ctx.fleet.select(body.label)
     if body.dry_run:
-        plan = await ctx.rollouts.plan(body.host_ids, body.command, body.policy)
+        plan = await ctx.rollouts.plan(host_ids, body.command, body.policy)
         plan["summary"] = describe_plan(plan["kind"], plan["waves"], body.policy)
         return FiniteJSONResponse(plan)
     try:
-        ro = await ctx.rollouts.create(session.username, body.host_ids, body.command, body.policy)
+        ro = await ctx.rollouts.create(session.username, host_ids, body.command, body.policy)
     except NixFleetError as exc:
         _audit_refusal(ctx, request, session, "rollout_start", exc, {"command": body.command[:40]})
         raise
