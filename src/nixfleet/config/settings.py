@@ -281,6 +281,14 @@ class Settings(BaseSettings):
         except NixFleetValidationError as exc:
             raise ValueError(str(exc)) from None
 
+    @field_validator("health_gate", mode="before")
+    @classmethod
+    def _gate_json(cls, value: Any) -> Any:
+        # From the environment it arrives decoded; as a keyword (the CLI, the demo) as text.
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else None
+        return value
+
     @field_validator("hook_rollout_policy")
     @classmethod
     def _policy(cls, value: str) -> str:

@@ -67,6 +67,7 @@ NEEDS: dict[str, Need] = {
     "GET /api/rollouts/{rollout_id}": Need(V),
     "GET /api/security/summary": Need(V),
     "GET /api/audit": Need(V),
+    "GET /api/openapi.json": Need(V),
     # acting on hosts
     "POST /api/hosts/{host_id}/command": Need(OP),
     "PUT /api/hosts/{host_id}/health-gate": Need(OP),

@@ -305,3 +305,12 @@ stream_seats = Table(
     Column("lease_until", Float, nullable=False),
     Index("ix_stream_seats_replica", "replica"),
 )
+
+# How many changes of each kind were made (storage/changes.py, migration 0016): a dashboard
+# re-checks live agent credentials, or rescans hosts, only when its counter moved.
+change_counters = Table(
+    "change_counters",
+    metadata,
+    Column("name", String(20), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)

@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from nixfleet.core.errors import Forbidden, Unavailable, ValidationError
 from nixfleet.core.roles import canonical_username
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import (
     CsrfSession,
@@ -88,7 +89,7 @@ async def render_login(
     )
 
 
-@router.get("/login")
+@router.get("/login", responses=contract.page(200))
 async def login_page(request: Request, ctx: Ctx) -> Response:
     return await render_login(request, ctx)
 
@@ -120,7 +121,9 @@ async def _failed_factor(
     return None
 
 
-@router.post("/login")
+@router.post(
+    "/login", responses={**contract.redirect(), **contract.page(401, 429), **contract.errors(403)}
+)
 async def login(
     request: Request,
     ctx: Ctx,
@@ -263,7 +266,7 @@ async def _audit_logout(request: Request, ctx: Context, user: str, everywhere: b
         )
 
 
-@router.post("/logout")
+@router.post("/logout", responses=contract.redirect())
 async def logout(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
     await _audit_logout(request, ctx, session.username, everywhere=False)
     ctx.security.emit(
@@ -279,7 +282,7 @@ async def logout(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
     return _to_login(ctx)
 
 
-@router.post("/logout-everywhere")
+@router.post("/logout-everywhere", responses=contract.redirect())
 async def logout_everywhere(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
     """End every session of this user, on every browser; their open streams close."""
     await _audit_logout(request, ctx, session.username, everywhere=True)
