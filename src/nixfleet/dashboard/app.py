@@ -58,8 +58,10 @@ from nixfleet.dashboard.routes import (
     pages,
     rollouts,
     security,
+    sso,
     users,
 )
+from nixfleet.dashboard.signon import SignOn
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.dashboard.streamseats import SharedSeats
 from nixfleet.security.sessions import SessionSigner
@@ -78,6 +80,7 @@ log = logging.getLogger("nixfleet.dashboard")
 ROUTE_MODULES = (
     health,
     auth,
+    sso,
     pages,
     hosts,
     commands,
@@ -220,6 +223,7 @@ def create_app(settings: Settings) -> FastAPI:
             deploy_alerts=deploy_alerts,
             rollouts=rollouts,
             hooks=PushHooks(settings, fleet, rollouts),
+            sign_on=SignOn(settings) if settings.oidc_enabled else None,
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
