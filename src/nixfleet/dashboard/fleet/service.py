@@ -54,6 +54,7 @@ from nixfleet.dashboard.fleet.ancestry import Ancestry
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.fleet.identity import AgentIdentity
 from nixfleet.dashboard.fleet.samples import Samples
+from nixfleet.storage import changes
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
@@ -95,6 +96,7 @@ class Fleet:
         # when a dashboard starts, so the answer is back within a reconnect.
         self._meta_from_host: dict[str, frozenset[str]] = {}
         self._known_ids: set[str] | None = None  # host rows seen by the last sweep
+        self._hosts_seen: int | None = None  # the hosts' change counter at that sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
         )
@@ -775,7 +777,12 @@ class Fleet:
         await self._notice_host_rows()
 
     async def _notice_host_rows(self) -> None:
-        """Announce hosts added or removed by another process (the CLI writes the DB)."""
+        """Announce hosts added or removed by another process (the CLI writes the DB).
+        The host ids are read only when the hosts' change counter moved."""
+        seen = await changes.read(self.db, changes.HOSTS)
+        if seen == self._hosts_seen:
+            return
+        self._hosts_seen = seen
         ids = await host_store.ids(self.db)
         known, self._known_ids = self._known_ids, ids
         if known is None:
