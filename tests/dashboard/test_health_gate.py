@@ -4,6 +4,7 @@ generation, and every field of a gate is bounded."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RunningFleet
+from conftest import RunningFleet, wait_for
 from nixfleet.core.errors import for_people
 from nixfleet.demo.configrepo import WORK_NAME, commit_change
 from nixfleet.demo.run import prepare, start_agent, start_network
@@ -139,6 +140,51 @@ def test_a_switch_that_cuts_the_host_off_is_rolled_back_by_the_host_alone(make_f
     finally:
         network.terminate()
         network.wait(5)
+
+
+def lines_of(api: Any, command_id: str) -> list[str]:
+    return [ln["text"] for ln in api.get(f"/api/commands/{command_id}").json()["output"]]
+
+
+def test_the_gate_outlives_its_agent_and_a_stop_during_it_rolls_back(deployed):
+    rf, before = deployed
+    api = rf.api()
+    with socket.socket() as probe:  # a port nothing listens on, until the test opens it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gate = {"deadline_s": 60, "checks": [{"kind": "tcp", "name": "db", "port": port}]}
+    res = api.post("/api/hosts/atlas/command", {"command": "pull-switch", "gate": gate})
+    cid = res.json()["command_id"]
+    wait_for(lambda: "health gate: the agent reached the dashboard" in lines_of(api, cid), 40)
+    rf.kill_agent("atlas")  # the runner goes on waiting for the check by itself
+    with socket.create_server(("127.0.0.1", port)):
+        rf.start_agent("atlas")
+        cmd = api.wait_state(cid, {"succeeded", "failed", "rolled_back"}, 40)
+    assert cmd["state"] == "succeeded", cmd["detail"]
+    assert "PASS db" in lines_of(api, cid)
+    kept = generation(rf.host("atlas").profile)
+    assert kept[0] == before[0] + 1
+
+    def stopped_in_gate(kind: str) -> dict[str, Any]:
+        res = api.post("/api/hosts/atlas/command", {"command": kind, "gate": gate})
+        cid = res.json()["command_id"]
+        wait_for(lambda: any(t.startswith("health gate: keep") for t in lines_of(api, cid)), 40)
+        assert api.post("/api/hosts/atlas/command", {"command": "stop"}).status_code == 202
+        return dict(api.wait_state(cid, {"succeeded", "failed", "rolled_back", "cancelled"}, 40))
+
+    # The port is closed again. A switch to the running system makes no new generation:
+    # stopped during its gate, nothing is undone (that would undo the deploy before) and it
+    # fails; a switch that made one is rolled back at once.
+    cmd = stopped_in_gate("switch")
+    assert cmd["state"] == "failed"
+    assert cmd["detail"] == (
+        "stopped during the health gate; the switch made no new generation, so none was undone"
+    )
+    assert generation(rf.host("atlas").profile) == kept
+    commit_change(rf.fleet.root / "config", "newer", "hosts/atlas/motd.txt", "newer\n")
+    cmd = stopped_in_gate("pull-switch")
+    assert (cmd["state"], cmd["detail"]) == ("rolled_back", "stopped during the health gate")
+    assert generation(rf.host("atlas").profile) == kept
 
 
 def test_a_host_default_gate_is_carried_by_its_switches_and_failing_tests_roll_back(deployed):

@@ -61,6 +61,9 @@ def test_a_rolled_back_canary_stops_the_rollout_and_shows_why(fleet, tab, tmp_pa
         page.screenshot(path=str(shots / "rollout-rolled-back.png"), full_page=True)
 
         page.goto(f"{rf.base}/hosts/atlas")
+        expect(page.locator('[data-fact="Health gate"]')).to_have_text(
+            "gate 1 s: agent, web (this host's default)"
+        )
         first = page.locator("#history tbody tr").first
         expect(first.locator(".badge")).to_have_text("rolled back")
         expect(first).to_contain_text("gate 1 s: agent, web")

@@ -422,7 +422,9 @@ class Agent:
         else:
             gate = None
             if msg.gate is not None:
-                gate = gate_plan(self.executor, self.target, msg.gate, [self.opts.systemctl])
+                gate = gate_plan(
+                    self.executor, self.target, msg.gate, [self.opts.systemctl], self.paths.profile
+                )
             note = {"system_before": self.paths.current()}
             entry = self.runner.start(msg.command_id, kind, note, gate)
             await ws.send(

@@ -149,6 +149,9 @@ def run_plan(jdir: Path) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     result = "succeeded"
     exit_code = 0
+    if plan.get("gate"):
+        # Read before the switch: only a switch that made a new generation has one to undo.
+        plan["gate"]["generation_before"] = _generation(plan["gate"].get("profile"))
     try:
         for step in plan["steps"]:
             outcome = _run_step(step, jdir, sink, plan.get("deadline"))
@@ -307,8 +310,25 @@ def _probe_argv(argv: list[str], timeout: float, cwd: str | None) -> str | None:
     return f"exit {proc.returncode}{last}"
 
 
+def _generation(profile: str | None) -> str:
+    """Return the generation link the profile points at ("" when unknown)."""
+    try:
+        return os.readlink(profile) if profile else ""
+    except OSError:
+        return ""
+
+
 def _roll_back(plan: dict[str, Any], jdir: Path, sink: _Sink, why: str) -> tuple[str, int, str]:
-    """Return the result of going back to the previous generation because of why."""
+    """Return the result of going back to the previous generation because of why.
+
+    A switch to the system that was already current makes no new generation: going back
+    one would undo an earlier deploy, so that one stays and the command fails instead.
+    """
+    gate = plan["gate"]
+    before = gate.get("generation_before", "")
+    if before and before == _generation(gate.get("profile")):
+        sink.write("system", f"health gate failed: {why}; the switch made no new generation")
+        return "failed", 1, f"{why}; the switch made no new generation, so none was undone"
     sink.write("system", f"health gate failed: {why}; rolling back to the previous generation")
     (jdir / "cancel").unlink(missing_ok=True)  # a stop asked for this rollback, not against it
     outcome = _run_step(plan["gate"]["rollback"], jdir, sink, None)

@@ -79,9 +79,10 @@ def _preview_steps(executor: Executor, t: Target, command_id: str) -> list[Step]
 
 
 def gate_plan(
-    executor: Executor, t: Target, gate: HealthGate, systemctl: list[str]
+    executor: Executor, t: Target, gate: HealthGate, systemctl: list[str], profile: Path
 ) -> dict[str, Any]:
-    """Return the runner's form of a health gate: its checks as probes, the rollback step.
+    """Return the runner's form of a health gate: its checks as probes, the rollback step,
+    and the profile whose generation the switch moves.
 
     A unit check runs `<systemctl> is-active --quiet UNIT`; systemctl is the agent's
     option, so a host without systemd (the demo, the tests) names its stand-in.
@@ -104,6 +105,7 @@ def gate_plan(
         "confirm": gate.confirm,
         "checks": checks,
         "rollback": rollback,
+        "profile": str(profile),
     }
 
 
