@@ -149,9 +149,6 @@ def run_plan(jdir: Path) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     result = "succeeded"
     exit_code = 0
-    if plan.get("gate"):
-        # Read before the switch: only a switch that made a new generation has one to undo.
-        plan["gate"]["generation_before"] = _generation(plan["gate"].get("profile"))
     try:
         for step in plan["steps"]:
             outcome = _run_step(step, jdir, sink, plan.get("deadline"))
@@ -331,12 +328,13 @@ def _roll_back(plan: dict[str, Any], jdir: Path, sink: _Sink, why: str) -> tuple
         return "failed", 1, f"{why}; the switch made no new generation, so none was undone"
     sink.write("system", f"health gate failed: {why}; rolling back to the previous generation")
     (jdir / "cancel").unlink(missing_ok=True)  # a stop asked for this rollback, not against it
-    outcome = _run_step(plan["gate"]["rollback"], jdir, sink, None)
-    if outcome == 0:
-        sink.write("system", "rolled back to the previous generation")
-        return "rolled_back", 0, why
-    code = outcome if isinstance(outcome, int) else 1
-    return "failed", code, f"{why}; the rollback failed too (exit {code})"
+    for step in gate["rollback"]:
+        outcome = _run_step(step, jdir, sink, None)
+        if outcome != 0:
+            code = outcome if isinstance(outcome, int) else 1
+            return "failed", code, f"{why}; the rollback failed too (exit {code})"
+    sink.write("system", "rolled back to the previous generation")
+    return "rolled_back", 0, why
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
