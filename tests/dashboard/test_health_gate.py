@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RunningFleet, wait_for
+from conftest import RunningFleet, run_cli, wait_for
 from nixfleet.core.errors import for_people
 from nixfleet.demo.configrepo import WORK_NAME, commit_change
 from nixfleet.demo.run import prepare, start_agent, start_network
@@ -295,3 +295,25 @@ def test_a_gate_on_a_kind_that_activates_nothing_is_refused(idle):
     )
     assert res.status_code == 404
     assert api.get("/api/hosts/atlas/commands").json()["commands"] == []
+
+
+def test_a_host_default_gate_is_set_from_the_cli_audited_and_bounded(idle):
+    env = idle.fleet.env
+    bad = run_cli(["admin", "host", "gate", "atlas", '{"deadline_s": 0}'], env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().endswith(
+        "host gate: deadline_s: Input should be greater than or equal to 1"
+    )
+    gate = '{"deadline_s": 30, "checks": [{"kind": "unit", "unit": "nginx"}]}'
+    res = run_cli(["admin", "host", "gate", "atlas", gate], env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith('atlas: {"deadline_s": 30.0, "confirm": true, "checks": [')
+    assert res.stdout.strip().endswith("(the host's default)")
+    api = idle.api()
+    shown = api.host("atlas")["deploy"]["gate"]
+    assert (shown["source"], shown["checks"][0]["unit"]) == ("host", "nginx")
+    entries = api.get("/api/audit").json()["entries"]
+    assert any(e["action"] == "health_gate" and e["actor"].startswith("cli:") for e in entries)
+    cleared = run_cli(["admin", "host", "gate", "atlas", "none"], env)
+    assert cleared.stdout.strip() == "atlas: no health gate"
+    assert api.host("atlas")["deploy"]["gate"] is None
