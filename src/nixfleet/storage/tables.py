@@ -265,6 +265,20 @@ users = Table(
     Column("disabled", Boolean, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # "local" (a password) or "oidc" (single sign-on: no password, the provider's subject).
+    Column("source", String(10), nullable=False, server_default="local"),
+    Column("subject", String(255), nullable=True),
+)
+
+# Single sign-ons under way: one row per state, taken (deleted) by the callback that uses it.
+oidc_logins = Table(
+    "oidc_logins",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("nonce", String(64), nullable=False),
+    Column("verifier", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_oidc_logins_created", "created_at"),
 )
 
 # Request-rate counters shared by the replicas (migration 0014; UNLOGGED on PostgreSQL):

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.gates import HealthGate
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 
 router = APIRouter(prefix="/api")
@@ -60,7 +61,7 @@ class BulkRequest(BaseModel):
         return self
 
 
-@router.post("/hosts/{host_id}/command", status_code=202)
+@router.post("/hosts/{host_id}/command", status_code=202, responses=contract.errors(409))
 async def queue_command(
     host_id: str, body: CommandRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -147,7 +148,7 @@ async def get_output(
     return await ctx.fleet.output_page(command_id, after_seq, limit)
 
 
-@router.post("/commands/{command_id}/cancel")
+@router.post("/commands/{command_id}/cancel", responses=contract.errors(409))
 async def cancel_command(
     command_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:
