@@ -44,6 +44,7 @@
       ["Target", NF.short(dep.target_commit || page.target)],
       ["Generation", String(dep.generation ?? st.generation ?? "—")],
       ["System", dep.system || st.current_system || "—"],
+      ["Health gate", dep.gate ? `${NF.gateWords(dep.gate)} (${dep.gate.source === "host" ? "this host's" : "the fleet's"} default)` : "none"],
       last ? ["Last deployment", `${last.kind} ${NF.words(last.result)} · ${NF.dateTime(last.finished_at)}${last.detail ? ` · ${last.detail}` : ""}`] : null,
       ["Reboot", reboot === null ? "not applicable" : reboot ? `needed${h.reboot && h.reboot.reason ? `: ${h.reboot.reason}` : ""}` : "not needed"],
       ["OS", `${st.os_kind || "unknown"} ${st.os_version || ""}`.trim()],
@@ -74,6 +75,28 @@
     ]);
     renderPlan(h.plan);
     renderGenerations(st.generations || []);
+    const input = $("#labels-input");
+    // The operator's own labels, for editing; not while someone is typing in the field.
+    if (input && document.activeElement !== input && !input.dataset.edited) {
+      input.value = Object.entries(h.admin_labels || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+    }
+  }
+
+  async function saveLabels(ev) {
+    ev.preventDefault();
+    const out = $("#labels-result"), input = $("#labels-input");
+    try {
+      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/labels`, { labels: NF.parseLabels(input.value) }, "PUT");
+      delete input.dataset.edited;
+      const n = Object.keys(res.admin_labels).length;
+      out.textContent = `Saved ${n} label${n === 1 ? "" : "s"}.`;
+      if (page.host) { page.host = { ...page.host, ...res }; renderHost(); }
+    } catch (err) { out.textContent = err.message; }
+  }
+  const labelsForm = $("#labels-form");
+  if (labelsForm) {
+    labelsForm.addEventListener("submit", saveLabels);
+    $("#labels-input").addEventListener("input", (ev) => { ev.target.dataset.edited = "1"; });
   }
 
   function renderPlan(plan) {
