@@ -57,6 +57,7 @@ from nixfleet.dashboard.routes import (
     pages,
     rollouts,
     security,
+    tokens,
     users,
 )
 from nixfleet.dashboard.sse import Broadcaster
@@ -88,6 +89,7 @@ ROUTE_MODULES = (
     rollouts,
     hooks,
     users,
+    tokens,
 )
 _HERE = Path(__file__).parent
 SWEEP_EVERY_S = 2.0
