@@ -208,4 +208,4 @@ def test_open_event_streams_per_address_are_capped_across_sessions(make_fleet):
         next(lines)  # open and counted
         refused = second.get("/api/events")
         _assert_rate_limited(refused)
-        assert "this address" in refused.json()["detail"]
+        assert refused.json()["detail"] == "This address already has 1 open event streams."

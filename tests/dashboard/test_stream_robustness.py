@@ -169,3 +169,20 @@ async def test_a_last_event_id_older_than_the_ring_gets_a_resync():
         await anext(again)
         assert _parse(await anext(again)) == (caster.seq, "resync")
         await again.aclose()
+
+
+async def test_past_the_total_cap_no_session_or_address_gets_another_stream():
+    caster = Broadcaster(LocalBus(), StreamLimits(per_session=8, per_address=8, total=3))
+    streams = []
+    for i in range(3):  # three sessions from three addresses: each under its own caps
+        stream = caster.stream(f"s{i}", _snapshot, _valid, address=f"10.0.0.{i}")
+        await anext(stream)
+        streams.append(stream)
+    assert await caster.admit("s9", "10.0.0.9") == (
+        None,
+        "the dashboard already serves 3 open event streams",
+    )
+    await streams.pop().aclose()
+    assert await caster.admit("s9", "10.0.0.9") == (None, None)  # one closed: room again
+    for stream in streams:
+        await stream.aclose()

@@ -27,7 +27,7 @@ from websockets.exceptions import WebSocketException
 from nixfleet import __version__
 from nixfleet.agent import status
 from nixfleet.agent.deployment import DeployRecord
-from nixfleet.agent.executors import Target, make_executor
+from nixfleet.agent.executors import Target, gate_plan, make_executor
 from nixfleet.agent.journal import Entry, Journal
 from nixfleet.agent.options import AgentOptions
 from nixfleet.agent.preview import preview
@@ -316,7 +316,7 @@ class Agent:
             {
                 "command_id": entry.command_id,
                 "kind": entry.kind,
-                "result": result if result in ("succeeded", "cancelled", "timed_out") else "failed",
+                "result": result if result in _DEPLOY_RESULTS else "failed",
                 "finished_at": finished_at if isinstance(finished_at, float) else time.time(),
                 "detail": str(record.get("detail", ""))[:2000],
             }
@@ -420,10 +420,17 @@ class Agent:
                 ).model_dump_json()
             )
         else:
-            entry = self.runner.start(msg.command_id, kind, {"system_before": self.paths.current()})
+            gate = None
+            if msg.gate is not None:
+                gate = gate_plan(self.executor, self.target, msg.gate, [self.opts.systemctl])
+            note = {"system_before": self.paths.current()}
+            entry = self.runner.start(msg.command_id, kind, note, gate)
             await ws.send(
                 Started(command_id=msg.command_id, started_at=entry.started_at).model_dump_json()
             )
+
+
+_DEPLOY_RESULTS = ("succeeded", "cancelled", "timed_out", "rolled_back")
 
 
 def _default_profile(tool: str) -> Path:

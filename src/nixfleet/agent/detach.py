@@ -11,6 +11,8 @@ Files in JOURNAL_DIR (the agent reads them; a file outlives the agent, a pipe do
     step.pgid     process group of the step now running (the agent signals it to stop)
     output.jsonl  one JSON object per output line: {"s": stream, "t": text}
     cancel        created by the agent to ask for a stop
+    gate.json     a gated switch, once activated: the line the dashboard must acknowledge
+    confirmed     created by the agent when the dashboard acknowledged that line
     exit.json     written last, atomically: exit code, how it ended, per-step results
 
 Stdlib only, so it starts fast and never imports the rest of the agent.
@@ -35,12 +37,17 @@ class _Sink:
     def __init__(self, path: Path) -> None:
         self._fh = path.open("a", encoding="utf-8")
         self._lock = threading.Lock()
+        # Lines in the file: a line's sequence number is its line number (agent.journal).
+        self.count = path.read_bytes().count(b"\n")
 
-    def write(self, stream: str, text: str) -> None:
+    def write(self, stream: str, text: str) -> int:
+        """Write one line; return its sequence number."""
         record = json.dumps({"s": stream, "t": text}, ensure_ascii=False)
         with self._lock:
             self._fh.write(record + "\n")
             self._fh.flush()
+            self.count += 1
+            return self.count
 
     def close(self) -> None:
         self._fh.close()
@@ -156,9 +163,166 @@ def run_plan(jdir: Path) -> dict[str, Any]:
                 result, exit_code = "failed", exit_code or outcome
                 if not plan.get("keep_going"):
                     break
+        detail = ""
+        if result == "succeeded" and plan.get("gate"):
+            result, exit_code, detail = _gated(plan, jdir, sink)
     finally:
         sink.close()
-    return {"result": result, "exit_code": exit_code, "steps": steps, "finished_at": time.time()}
+    record = {"result": result, "exit_code": exit_code, "steps": steps, "finished_at": time.time()}
+    return record | ({"detail": detail} if detail else {})
+
+
+# --- the health gate of a switch (nixfleet.core.gates) -------------------------------------
+_PROBE_EVERY_S = 0.5  # between two rounds of the checks that have not passed yet
+_TICK_S = 0.05  # how soon the agent's confirmation (a file) is noticed
+
+
+def _gated(plan: dict[str, Any], jdir: Path, sink: _Sink) -> tuple[str, int, str]:
+    """Return (result, exit code, detail) of a switch that activated, after its gate.
+
+    1. Note the line the dashboard must acknowledge (gate.json): only a dashboard reached
+       after the activation can acknowledge it, and the agent then creates `confirmed`.
+    2. Until the deadline, probe the checks that have not passed yet, every half second.
+    3. Confirmed and every check passed: keep the new generation. Otherwise (deadline, or a
+       stop) roll back to the previous generation, here, with no dashboard needed.
+    """
+    gate = plan["gate"]
+    limit = float(gate["deadline_s"])
+    deadline = time.time() + limit
+    checks = list(gate["checks"])
+    seq = sink.write(
+        "system",
+        f"health gate: keeping this generation only if, within {limit:g} s, "
+        + _gate_terms(bool(gate["confirm"]), len(checks)),
+    )
+    _write_json(jdir / "gate.json", {"confirm_seq": seq, "deadline": deadline})
+    confirmed = not gate["confirm"]
+    reasons: dict[str, str] = {}
+    probed_at = 0.0
+    while True:
+        if not confirmed and (jdir / "confirmed").exists():
+            confirmed = True
+            sink.write("system", "health gate: the agent reached the dashboard")
+        if checks and time.monotonic() - probed_at >= _PROBE_EVERY_S:
+            probed_at = time.monotonic()
+            checks = _probe_round(checks, reasons, deadline, sink)
+        if confirmed and not checks:
+            sink.write("system", "health gate passed: keeping the new generation")
+            return "succeeded", 0, ""
+        if (jdir / "cancel").exists():
+            return _roll_back(plan, jdir, sink, "stopped during the health gate")
+        if time.time() >= deadline:
+            break
+        time.sleep(_TICK_S)
+    if checks:
+        label = checks[0]["label"]
+        why = f"health check {label}: {reasons.get(label, 'did not pass in time')}"
+    else:
+        why = f"the agent did not reach the dashboard within {limit:g} s"
+    return _roll_back(plan, jdir, sink, why)
+
+
+def _gate_terms(confirm: bool, checks: int) -> str:
+    terms = ["the agent reaches the dashboard"] if confirm else []
+    if checks:
+        terms.append("its check passes" if checks == 1 else f"its {checks} checks pass")
+    return " and ".join(terms)
+
+
+def _probe_round(
+    checks: list[dict[str, Any]], reasons: dict[str, str], deadline: float, sink: _Sink
+) -> list[dict[str, Any]]:
+    """Return the checks still failing after one probe of each; note why each failed."""
+    failing = []
+    for check in checks:
+        budget = max(0.2, min(5.0, deadline - time.time()))
+        why = _probe(check, budget)
+        if why is None:
+            sink.write("system", f"PASS {check['label']}")
+        else:
+            reasons[check["label"]] = why
+            failing.append(check)
+    return failing
+
+
+def _probe(check: dict[str, Any], timeout: float) -> str | None:
+    """Return None when the check passes, else why it failed (a few words)."""
+    kind = check["kind"]
+    try:
+        if kind == "tcp":
+            import socket
+
+            socket.create_connection((check["host"], check["port"]), timeout=timeout).close()
+            return None
+        if kind == "http":
+            return _probe_http(check["url"], timeout)
+        if kind == "tests":
+            scripts = sorted(Path(check["dir"]).glob("T*.sh"))
+            for script in scripts:
+                why = _probe_argv([str(script)], timeout, check.get("cwd"))
+                if why is not None:
+                    return f"{script.name} {why}"
+            return None
+        return _probe_argv(check["argv"], timeout, None)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def _probe_http(url: str, timeout: float) -> str | None:
+    import urllib.error
+    import urllib.request
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *_args: Any, **_kw: Any) -> None:
+            return None  # a 3xx is not a 2xx: it fails the check
+
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(url, timeout=timeout) as res:
+            code = int(res.status)
+    except urllib.error.HTTPError as exc:
+        code = exc.code
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        return getattr(reason, "strerror", None) or str(reason)[:120]
+    return None if 200 <= code < 300 else f"HTTP {code}"
+
+
+def _probe_argv(argv: list[str], timeout: float, cwd: str | None) -> str | None:
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"gave no answer within {timeout:.0f} s"
+    if proc.returncode == 0:
+        return None
+    said = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip().splitlines()
+    last = f": {said[-1][:120]}" if said else ""
+    return f"exit {proc.returncode}{last}"
+
+
+def _roll_back(plan: dict[str, Any], jdir: Path, sink: _Sink, why: str) -> tuple[str, int, str]:
+    """Return the result of going back to the previous generation because of why."""
+    sink.write("system", f"health gate failed: {why}; rolling back to the previous generation")
+    (jdir / "cancel").unlink(missing_ok=True)  # a stop asked for this rollback, not against it
+    outcome = _run_step(plan["gate"]["rollback"], jdir, sink, None)
+    if outcome == 0:
+        sink.write("system", "rolled back to the previous generation")
+        return "rolled_back", 0, why
+    code = outcome if isinstance(outcome, int) else 1
+    return "failed", code, f"{why}; the rollback failed too (exit {code})"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
 
 
 def main() -> None:
@@ -166,10 +330,7 @@ def main() -> None:
     (jdir / "pid").write_text(str(os.getpid()))
     # The agent's own SIGTERM (or a service restart) must not end the command.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    record = run_plan(jdir)
-    tmp = jdir / "exit.json.tmp"
-    tmp.write_text(json.dumps(record))
-    tmp.replace(jdir / "exit.json")
+    _write_json(jdir / "exit.json", run_plan(jdir))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from nixfleet.core.commands import CommandKind
+from nixfleet.core.commands import GATED, CommandKind
+from nixfleet.core.gates import HealthGate, TestsCheck, UnitCheck, check_label
 
 Step = dict[str, Any]
 
@@ -77,6 +78,35 @@ def _preview_steps(executor: Executor, t: Target, command_id: str) -> list[Step]
     ]
 
 
+def gate_plan(
+    executor: Executor, t: Target, gate: HealthGate, systemctl: list[str]
+) -> dict[str, Any]:
+    """Return the runner's form of a health gate: its checks as probes, the rollback step.
+
+    A unit check runs `<systemctl> is-active --quiet UNIT`; systemctl is the agent's
+    option, so a host without systemd (the demo, the tests) names its stand-in.
+    """
+    checks: list[Step] = []
+    for check in gate.checks:
+        probe: Step = {"label": check_label(check), **check.model_dump(exclude={"name"})}
+        if isinstance(check, TestsCheck):
+            probe |= {
+                "dir": str(t.repo_dir / "hosts" / t.host_id / "tests"),
+                "cwd": str(t.repo_dir),
+            }
+        elif isinstance(check, UnitCheck):
+            probe = {"label": probe["label"], "kind": "command"}
+            probe["argv"] = [*systemctl, "is-active", "--quiet", check.unit]
+        checks.append(probe)
+    rollback = {"name": "rollback", "argv": executor.rollback_argv(), "cwd": str(t.repo_dir)}
+    return {
+        "deadline_s": gate.deadline_s,
+        "confirm": gate.confirm,
+        "checks": checks,
+        "rollback": rollback,
+    }
+
+
 def plan(
     executor: Executor,
     kind: CommandKind,
@@ -84,8 +114,10 @@ def plan(
     now: float,
     kill_after_s: float,
     command_id: str = "",
+    gate: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Return the runner's plan for kind: ordered steps, the hard deadline, keep_going."""
+    """Return the runner's plan for kind: ordered steps, the hard deadline, keep_going,
+    and for a switch its health gate (`gate_plan`), if it has one."""
     switch = {
         "name": "switch",
         "argv": executor.tool_argv("switch", t.flake()),
@@ -108,6 +140,7 @@ def plan(
         "steps": steps,
         "deadline": now + kill_after_s,
         "keep_going": kind == CommandKind.TEST,
+        "gate": gate if kind in GATED else None,
     }
 
 

@@ -46,6 +46,7 @@ class Entry:
     read_offset: int = 0  # byte offset just after line read_seq
     finished: Finished | None = None
     warned: bool = False
+    gate_confirmed: bool = False
     # Known (sequence → byte offset just after that line), so a batch starts with a seek.
     _marks: dict[int, int] = field(default_factory=lambda: {0: 0})
 
@@ -151,6 +152,22 @@ class Entry:
         floor = self._floor(seq)
         self._marks = {k: v for k, v in self._marks.items() if k == 0 or k >= floor}
         self._save_meta()
+
+    def confirm_gate(self, seq: int) -> None:
+        """Tell a gated switch's runner that the dashboard acknowledged line seq.
+
+        The runner waits for the line it wrote after the activation (gate.json): only a
+        dashboard reached since then can acknowledge it, which is what the gate asks.
+        """
+        if self.gate_confirmed:
+            return
+        try:
+            need = int(json.loads((self.path / "gate.json").read_text())["confirm_seq"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return  # no gate, or not activated yet
+        if seq >= need:
+            (self.path / "confirmed").touch()
+            self.gate_confirmed = True
 
     def request_cancel(self) -> None:
         (self.path / "cancel").touch()

@@ -96,6 +96,8 @@ class AgentOptions(BaseSettings):
     os: str = "nixos"
     macos_tool: str = "darwin-rebuild"
     systemd_run: str = "auto"
+    # The program a health gate's unit check asks (`PROGRAM is-active --quiet UNIT`).
+    systemctl: str = Field("systemctl", min_length=1, max_length=1024, pattern=r"^[^\x00]*$")
     allow_insecure: bool = False
     ca_file: Path | None = None
     pin: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -67,9 +67,14 @@ class Runner:
         return any(e.finished is None for e in self.entries.values())
 
     def start(
-        self, command_id: str, kind: CommandKind, note: dict[str, str] | None = None
+        self,
+        command_id: str,
+        kind: CommandKind,
+        note: dict[str, str] | None = None,
+        gate: dict[str, Any] | None = None,
     ) -> Entry:
-        """Journal the plan (with the caller's note), launch the detached runner, follow it."""
+        """Journal the plan (with the caller's note and a switch's health gate, in the
+        runner's form: executors.gate_plan), launch the detached runner, follow it."""
         if kind == CommandKind.PLAN:
             (self.target.work_dir / command_id).mkdir(parents=True, exist_ok=True)
         steps = plan(
@@ -79,6 +84,7 @@ class Runner:
             time.time(),
             self.rules[kind].kill_after_s,
             command_id,
+            gate,
         )
         # Host tests (and anyone reading `ps e`) can tell which host and command they serve.
         env = {"NIXFLEET_HOST_ID": self.target.host_id, "NIXFLEET_COMMAND_ID": command_id}
@@ -112,6 +118,7 @@ class Runner:
         if entry is None:
             return
         entry.ack(seq)
+        entry.confirm_gate(seq)
         if final and entry.finished is not None:
             self.journal.remove(entry)
             del self.entries[command_id]

@@ -65,6 +65,14 @@ def agent(
         Text, typer.Option(help="darwin-rebuild or home-manager.", show_default="darwin-rebuild")
     ] = None,
     systemd_run: Annotated[Text, typer.Option(help="auto, yes or no.", show_default="auto")] = None,
+    systemctl: Annotated[
+        Text,
+        typer.Option(
+            help="The program a health gate's unit check runs as `PROGRAM is-active --quiet "
+            "UNIT` (a stand-in where there is no systemd).",
+            show_default="systemctl",
+        ),
+    ] = None,
     allow_insecure: Annotated[
         bool | None,
         typer.Option(

@@ -30,6 +30,7 @@ from pydantic_settings import (
 from nixfleet.core.branch import check_branch
 from nixfleet.core.errors import ConfigError
 from nixfleet.core.errors import ValidationError as NixFleetValidationError
+from nixfleet.core.gates import HealthGate
 from nixfleet.core.rollouts import parse_policy, rollout_kind
 
 ENV_PREFIX = "NIXFLEET_"
@@ -129,6 +130,9 @@ class Settings(BaseSettings):
 
     heartbeat_s: float = Field(15, gt=0)
     command_expiry_s: int = Field(3600, ge=1)
+    # The fleet's default health gate for switches (JSON, core.gates); a host's own default
+    # and a command's own gate come first (docs/deploying.md#health-gates).
+    health_gate: HealthGate | None = None
     reconnect_window_s: float = Field(90, gt=0)
     # Agent identity (docs/security.md "Agent identity").
     enroll_code_ttl_s: int = Field(3600, ge=1, le=7 * 86400)
@@ -155,11 +159,13 @@ class Settings(BaseSettings):
     sse_keepalive_s: float = Field(15, gt=0)
     sse_max_per_session: int = Field(8, ge=1)
     sse_max_per_address: int = Field(32, ge=1)
+    sse_max_total: int = Field(2000, ge=1)
 
     # Behind a reverse proxy: addresses and CIDRs whose forwarded headers are believed.
     trusted_proxies: str = ""
-    # `limits` storage URI: memory:// per process; redis://… shared between replicas.
-    rate_limit_storage: str = "memory://"
+    # Where request-rate counts live: "" = the database on PostgreSQL (shared by every
+    # replica), memory:// on SQLite; or any `limits` storage URI (memory://, redis://…).
+    rate_limit_storage: str = ""
     rate_limit_login: str = "30/minute"
     # Many hosts can share one NAT address and all reconnect after a dashboard restart.
     rate_limit_agent_ws: str = "600/minute"
@@ -311,6 +317,8 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_storage")
     @classmethod
     def _storage(cls, value: str) -> str:
+        if value == "":
+            return value
         scheme = value.partition("://")[0]
         # limits keeps its registry of schemes in storage.SCHEMES (not in its typed exports).
         known: dict[str, Any] = getattr(limits.storage, "SCHEMES", {})

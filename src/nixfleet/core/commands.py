@@ -29,6 +29,9 @@ class CommandState(StrEnum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     LOST = "lost"
+    # A gated switch whose health gate failed: the runner went back to the previous
+    # generation by itself (core.gates); the detail says why.
+    ROLLED_BACK = "rolled_back"
 
 
 FINAL_STATES = frozenset(
@@ -38,6 +41,7 @@ FINAL_STATES = frozenset(
         CommandState.CANCELLED,
         CommandState.TIMED_OUT,
         CommandState.LOST,
+        CommandState.ROLLED_BACK,
     }
 )
 ACTIVE_STATES = frozenset({CommandState.DISPATCHED, CommandState.RUNNING})
@@ -58,6 +62,7 @@ _ALLOWED: dict[CommandState, frozenset[CommandState]] = {
             CommandState.FAILED,
             CommandState.CANCELLED,
             CommandState.TIMED_OUT,
+            CommandState.ROLLED_BACK,
         }
     ),
 }
@@ -116,6 +121,8 @@ def parse_timeout(spec: str) -> tuple[CommandKind, KindRules]:
 SUPERSEDING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH, CommandKind.ROLLBACK})
 # Commands that activate a system: their outcome is the host's "last deploy".
 DEPLOYING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH})
+# Kinds that may carry a health gate: the ones that activate a new generation.
+GATED = DEPLOYING
 
 
 def parse_kind(raw: object) -> CommandKind:

@@ -24,11 +24,11 @@ class DeployState(StrEnum):
     DIVERGED = "diverged"  # built from a commit the target does not contain (ahead or aside)
     NEVER_DEPLOYED = "never_deployed"  # no revision, and the agent never switched
     UNKNOWN = "unknown"  # a system of unknown origin, or no target to compare with
-    FAILED = "failed"  # the last deploy failed or timed out (until one succeeds)
+    FAILED = "failed"  # the last deploy failed, timed out or rolled back (until one succeeds)
 
 
 # Results of a deploy command that leave the host "failed" until a later one succeeds.
-FAILED_RESULTS = frozenset({"failed", "timed_out", "lost"})
+FAILED_RESULTS = frozenset({"failed", "timed_out", "lost", "rolled_back"})
 
 
 def commit_drift(host_commit: str, target_commit: str | None) -> Drift:
@@ -47,7 +47,8 @@ def deploy_state(
 ) -> DeployState:
     """Return the host's deploy state.
 
-    1. A last deploy that failed, timed out or was lost wins: the operator must see it.
+    1. A last deploy that failed, timed out, was lost or rolled back wins: the operator
+       must see it.
     2. No known deployed commit: never deployed when the agent never switched, else unknown.
     3. Equal to the target: current. An ancestor of it: behind. Anything else (newer, on
        another branch, unknown to the repository): diverged. Ancestry not known yet: unknown.

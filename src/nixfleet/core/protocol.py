@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
+from nixfleet.core.gates import HealthGate
+
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 
@@ -93,7 +95,7 @@ class DeployOutcome(_Msg):
 
     command_id: CommandId
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z-]{1,20}$")]
-    result: Literal["succeeded", "failed", "cancelled", "timed_out"]
+    result: Literal["succeeded", "failed", "cancelled", "timed_out", "rolled_back"]
     finished_at: UnixTime
     detail: Detail = ""
 
@@ -302,7 +304,8 @@ class Warning(_Msg):
 class Finished(_Msg):
     type: Literal["finished"] = "finished"
     command_id: CommandId
-    result: Literal["succeeded", "failed", "cancelled", "timed_out", "rejected"]
+    # rolled_back: a gated switch's health gate failed and the runner went back by itself.
+    result: Literal["succeeded", "failed", "cancelled", "timed_out", "rolled_back", "rejected"]
     exit_code: Int32 | None
     duration_s: Duration
     last_seq: Seq
@@ -337,6 +340,8 @@ class Command(_Msg):
     command_id: str
     kind: str
     expires_at: float | None = None
+    # A switch's health gate (core.gates); an agent before it ignores the field.
+    gate: HealthGate | None = None
 
 
 class Cancel(_Msg):

@@ -75,6 +75,7 @@ NEEDS: dict[str, Need] = {
     "GET /api/audit": Need(V),
     # acting on hosts
     "POST /api/hosts/{host_id}/command": Need(OP, scope="command"),
+    "PUT /api/hosts/{host_id}/health-gate": Need(OP, scope="host"),
     "POST /api/commands/bulk": Need(OP, scope="command"),
     "POST /api/commands/{command_id}/cancel": Need(OP, scope="command"),
     "POST /api/rollouts": Need(OP, scope="command"),

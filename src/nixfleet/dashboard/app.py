@@ -61,6 +61,7 @@ from nixfleet.dashboard.routes import (
     users,
 )
 from nixfleet.dashboard.sse import Broadcaster
+from nixfleet.dashboard.streamseats import SharedSeats
 from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
@@ -68,6 +69,7 @@ from nixfleet.storage import users as user_store
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
 from nixfleet.storage.replicas import new_replica_id
+from nixfleet.storage.streamseats import Caps
 
 if TYPE_CHECKING:
     from nixfleet.storage.pgbus import PgBus
@@ -148,6 +150,20 @@ def _login_throttle(settings: Settings, bus: LocalBus | PgBus, replica: str) -> 
     return LoginThrottle(**limits)  # type: ignore[arg-type]
 
 
+def _stream_seats(
+    settings: Settings, db: Database, replica: str, broadcaster: Broadcaster
+) -> SharedSeats:
+    """Return the event-stream caps counted across replicas, in the database."""
+    caps = Caps(settings.sse_max_per_session, settings.sse_max_per_address, settings.sse_max_total)
+    return SharedSeats(
+        db,
+        replica,
+        caps,
+        settings.replica_lease_s,
+        lambda: [sub.seat for sub in broadcaster.subscribers],
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Return the dashboard app; storage opens and the sweeper starts in its lifespan."""
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
@@ -175,6 +191,7 @@ def create_app(settings: Settings) -> FastAPI:
         deploy_alerts = DeployAlerts(deploy_rules, notifier, db)
         rollouts = Rollouts(fleet, deploy_alerts.rollout_ended)
         presence: Presence | None = None
+        seats: SharedSeats | None = None
         ctx = Context(
             settings,
             db,
@@ -210,6 +227,8 @@ def create_app(settings: Settings) -> FastAPI:
             await bus.start(FleetCodec(fleet))
             presence = Presence(fleet, hub, settings.replica_lease_s)
             await presence.startup()
+            seats = broadcaster.seats = _stream_seats(settings, db, replica, broadcaster)
+            seats.start()
         else:
             await fleet.startup()  # the only process: no agent can be connected yet
         await fleet.refresh_target(force=True)
@@ -243,6 +262,8 @@ def create_app(settings: Settings) -> FastAPI:
             await notifier.shutdown()
             await ctx.events.worker.shutdown()
             await ctx.audit.worker.shutdown()
+            if seats is not None:
+                await seats.shutdown()
             if presence is not None:
                 await presence.shutdown()
             if not isinstance(bus, LocalBus):

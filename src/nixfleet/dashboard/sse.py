@@ -25,7 +25,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nixfleet.config import Settings
 from nixfleet.core import jsontext
@@ -33,6 +33,9 @@ from nixfleet.storage import api_tokens as token_store
 from nixfleet.storage import sessions as session_store
 from nixfleet.storage.bus import Event, EventBus
 from nixfleet.storage.db import Database
+
+if TYPE_CHECKING:
+    from nixfleet.dashboard.streamseats import SharedSeats
 
 # Events for agents' eyes only never reach a browser.
 _PRIVATE = frozenset({"agent_control", "session_ended", "throttle"})
@@ -49,6 +52,7 @@ class StreamLimits:
     per_address: int = 32
     queue_bytes: int = 8 << 20
     replay_bytes: int = 16 << 20
+    total: int = 2000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamLimits:
@@ -60,6 +64,7 @@ class StreamLimits:
             settings.sse_max_per_address,
             settings.sse_queue_bytes,
             settings.sse_replay_bytes,
+            settings.sse_max_total,
         )
 
 
@@ -71,6 +76,7 @@ class Subscriber:
         address: str = "",
         max_bytes: int = 8 << 20,
         abort: Callable[[], None] | None = None,
+        seat: str | None = None,
     ) -> None:
         self.queue: asyncio.Queue[tuple[int, Event, int]] = asyncio.Queue(maxsize=size)
         self.needs_resync = False  # "slow": it missed an event and must start over
@@ -82,6 +88,7 @@ class Subscriber:
         self.queued_bytes = 0
         self.max_bytes = max_bytes
         self._abort = abort
+        self.seat = seat  # its place under the caps shared by replicas (streamseats.py)
 
     def end(self) -> None:
         """Stop this stream; the marker wakes a reader blocked on an empty queue.
@@ -137,6 +144,8 @@ class Broadcaster:
         self._frames_max = max(limits.queue_size, limits.replay_size, 1)
         self._frames_bytes = 0
         self._unsubscribe = bus.subscribe(self._on_event)
+        # On PostgreSQL the caps count every replica's streams (set by create_app).
+        self.seats: SharedSeats | None = None
 
     def close(self) -> None:
         self._unsubscribe()
@@ -191,7 +200,20 @@ class Broadcaster:
         addresses = Counter(sub.address for sub in self.subscribers)
         if addresses[address] >= self.limits.per_address:
             return f"this address already has {self.limits.per_address} open event streams"
+        if len(self.subscribers) >= self.limits.total:
+            return f"the dashboard already serves {self.limits.total} open event streams"
         return None
+
+    async def admit(self, session: str, address: str) -> tuple[str | None, str | None]:
+        """Return (seat, None) if one more stream may open, else (None, why not).
+
+        This process's own streams are checked first; with replicas, a seat in the
+        database then counts the streams of all of them (the seat is None without).
+        """
+        refusal = self.refusal(session, address)
+        if refusal or self.seats is None:
+            return None, refusal
+        return await self.seats.take(session, address)
 
     def missed(self, last_id: int) -> list[tuple[int, Event]] | None:
         """Return the events after last_id, or None when the ring no longer holds them all."""
@@ -208,6 +230,7 @@ class Broadcaster:
         address: str = "",
         last_event_id: int | None = None,
         abort: Callable[[], None] | None = None,
+        seat: str | None = None,
     ) -> AsyncIterator[str]:
         """Yield SSE frames for one browser until it goes away or its session ends.
 
@@ -219,10 +242,13 @@ class Broadcaster:
         """
         if self.refusal(session, address):
             # Only reachable in a race with another stream opening (the route checks first).
+            if seat is not None and self.seats is not None:
+                self.seats.give_back(seat)
             yield "event: too_many_streams\ndata: {}\n\n"
             return
         missed = None if last_event_id is None else self.missed(last_event_id)
-        sub = Subscriber(self.limits.queue_size, session, address, self.limits.queue_bytes, abort)
+        limits = self.limits
+        sub = Subscriber(limits.queue_size, session, address, limits.queue_bytes, abort, seat)
         self.subscribers.add(sub)
         at = self.seq
         try:
@@ -254,6 +280,8 @@ class Broadcaster:
         finally:
             sub.closed = True
             self.subscribers.discard(sub)
+            if seat is not None and self.seats is not None:
+                self.seats.give_back(seat)
 
     def _encoded(self, seq: int, event: Event) -> str:
         """Return the frame of a broadcast event, encoding it only the first time."""

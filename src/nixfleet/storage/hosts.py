@@ -146,6 +146,19 @@ async def save_outcome(db: Database, host_id: str, **fields: dict[str, Any]) -> 
         await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**values))
 
 
+async def set_health_gate(db: Database, host_id: str, gate: dict[str, Any] | None) -> None:
+    """Store a host's default health gate (None: the fleet's), or raise NotFound."""
+    async with db.engine.begin() as conn:
+        res = await conn.execute(
+            update(hosts)
+            .where(hosts.c.id == host_id)
+            .values(health_gate=gate)
+            .returning(hosts.c.id)
+        )
+        if res.first() is None:
+            raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
+
+
 async def mark_all_offline(db: Database) -> None:
     """Mark every host offline: called at start-up, when no agent can be connected yet."""
     async with db.engine.begin() as conn:

@@ -46,6 +46,8 @@ hosts = Table(
     # The last switch's outcome and the latest plan's report (migration 0010).
     Column("last_deploy", JSON, nullable=True),
     Column("plan", JSON, nullable=True),
+    # The host's default health gate for switches (core.gates; migration 0013).
+    Column("health_gate", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
     Index("ix_hosts_replica", "replica"),
 )
@@ -72,6 +74,8 @@ commands = Table(
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
+    # A switch's health gate as sent to the agent (core.gates; migration 0013).
+    Column("gate", JSON, nullable=True),
     Index("ix_commands_host_created", "host_id", "created_at"),
     Index("ix_commands_state", "state"),
     Index("ix_commands_finished", "finished_at"),
@@ -260,7 +264,32 @@ users = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-# API tokens (migration 0013). Only the HMAC of a token is kept; it is also the lookup key.
+# Request-rate counters shared by the replicas (migration 0014; UNLOGGED on PostgreSQL):
+# one row per limit, address and window, pruned once both its windows are over.
+rate_counts = Table(
+    "rate_counts",
+    metadata,
+    Column("key", String(160), primary_key=True),
+    Column("win", BigInteger, primary_key=True),
+    Column("hits", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_rate_counts_expires", "expires_at"),
+)
+
+# One row per open browser event stream on any replica, with the lease of the replica
+# serving it: a replica that dies stops renewing, and its streams stop counting.
+stream_seats = Table(
+    "stream_seats",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("replica", String(64), nullable=False),
+    Column("session", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("lease_until", Float, nullable=False),
+    Index("ix_stream_seats_replica", "replica"),
+)
+
+# API tokens (migration 0015). Only the HMAC of a token is kept; it is also the lookup key.
 # owner NULL: a service token, managed by admins. scope: core.apitokens.TokenScope.stored.
 api_tokens = Table(
     "api_tokens",

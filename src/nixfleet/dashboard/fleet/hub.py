@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 
 from nixfleet.core.commands import FINAL_STATES, CommandState
 from nixfleet.core.protocol import CLOSE_HOST_REMOVED, Cancel, Command
-from nixfleet.dashboard.fleet.service import Fleet
+from nixfleet.dashboard.fleet.service import Fleet, stored_gate
 from nixfleet.storage.bus import Event
 
 log = logging.getLogger("nixfleet.hub")
@@ -117,7 +117,12 @@ class Hub:
     async def _deliver(self, cmd: dict[str, Any]) -> None:
         host_id = cmd["host_id"]
         link = self.links.get(host_id)
-        msg = Command(command_id=cmd["id"], kind=cmd["kind"], expires_at=cmd["expires_at"])
+        msg = Command(
+            command_id=cmd["id"],
+            kind=cmd["kind"],
+            expires_at=cmd["expires_at"],
+            gate=stored_gate(cmd.get("gate")),
+        )
         try:
             if link is None:
                 raise ConnectionError("no link")

@@ -239,13 +239,17 @@ class Rollouts:
         return None
 
     async def _start_wave(self, ro: dict[str, Any], wave: int, now: float) -> None:
-        hosts = await store.hosts(self.db, ro["id"], wave)
+        wanted = [h["host_id"] for h in await store.hosts(self.db, ro["id"], wave)]
+        known = {h["id"]: h for h in await host_store.get_many(self.db, wanted)}
+        kind = CommandKind(ro["kind"])
+        # A host removed since is not started; each gets its own or the fleet's default gate.
         rows = [
-            self.fleet.new_command(ro["actor"], h["host_id"], CommandKind(ro["kind"]), now)
-            for h in hosts
+            self.fleet.new_command(
+                ro["actor"], i, kind, now, self.fleet.gate_for(kind, known[i], None, False)
+            )
+            for i in wanted
+            if i in known
         ]
-        known = {h["id"] for h in await host_store.get_many(self.db, [r["host_id"] for r in rows])}
-        rows = [r for r in rows if r["host_id"] in known]  # removed since: not started
         superseded = await store.start_wave(self.db, ro["id"], wave, rows, now)
         if superseded is None:
             return  # started already, here before a restart or by another replica

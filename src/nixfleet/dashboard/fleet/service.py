@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
+
 from nixfleet.config import Settings
 from nixfleet.core import commands as rules
 from nixfleet.core import guards
@@ -33,6 +35,7 @@ from nixfleet.core.errors import (
     ValidationError,
     for_people,
 )
+from nixfleet.core.gates import HealthGate, choose_gate
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     CLOSE_REPLACED,
@@ -254,10 +257,16 @@ class Fleet:
 
     # --- commands -------------------------------------------------------------------
     def new_command(
-        self, actor: str, host_id: str, kind: CommandKind, now: float
+        self,
+        actor: str,
+        host_id: str,
+        kind: CommandKind,
+        now: float,
+        gate: HealthGate | None = None,
     ) -> dict[str, Any]:
         """Return the row of a new queued command (it expires after NIXFLEET_COMMAND_EXPIRY_S)."""
         return {
+            "gate": gate.model_dump() if gate is not None else None,
             "id": uuid.uuid4().hex,
             "host_id": host_id,
             "kind": kind.value,
@@ -267,12 +276,26 @@ class Fleet:
             "expires_at": now + self.settings.command_expiry_s,
         }
 
+    def gate_for(
+        self, kind: CommandKind, host: dict[str, Any], gate: HealthGate | None, off: bool
+    ) -> HealthGate | None:
+        """Return the gate a new command of kind for host carries (core.gates.choose_gate)."""
+        return choose_gate(
+            kind.value, gate, off, stored_gate(host.get("health_gate")), self.settings.health_gate
+        )
+
     async def dispatch(
-        self, actor: str, raw_id: str, raw_kind: object, force: bool = False
+        self,
+        actor: str,
+        raw_id: str,
+        raw_kind: object,
+        force: bool = False,
+        gate: HealthGate | None = None,
+        no_gate: bool = False,
     ) -> dict[str, Any]:
         """Return the stored command for kind on host, queued or acted on at once.
 
-        1. Validate kind and host (nothing is written for bad input); refuse a host no
+        1. Validate kind, gate and host (nothing is written for bad input); refuse a host no
            agent can receive it on, and a deploy while one is active (unless `force`).
         2. stop: ask the agent to cancel its active command; restart: send straight away.
         3. Other kinds are queued (superseding an older queued switch) and the hub
@@ -281,6 +304,7 @@ class Fleet:
         kind = rules.parse_kind(raw_kind)
         host = await host_store.get(self.db, canonical_host_id(raw_id))
         host_id = host["id"]
+        chosen = self.gate_for(kind, host, gate, no_gate)
         guards.check_deliverable(host)
         now = self.clock()
         active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=5)
@@ -289,7 +313,7 @@ class Fleet:
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
-        row = self.new_command(actor, host_id, kind, now)
+        row = self.new_command(actor, host_id, kind, now, chosen)
         if kind == CommandKind.STOP:
             # A stop is never queued: it is recorded as done and acts on the active command.
             row |= {
@@ -362,12 +386,14 @@ class Fleet:
     ) -> dict[str, dict[str, Any]]:
         """Return {host id: result} for the known hosts among host_ids, each now queued;
         a host no agent could receive it on gets its refusal instead."""
-        rows = await host_store.get_many(self.db, host_ids)
-        refused = {h["id"]: r for h in rows if (r := guards.undeliverable(h))}
-        known = {h["id"] for h in rows} - set(refused)
+        hosts = {h["id"]: h for h in await host_store.get_many(self.db, host_ids)}
+        refused = {i: r for i, h in hosts.items() if (r := guards.undeliverable(h))}
+        known = set(hosts) - set(refused)
         now = self.clock()
         rows = [
-            self.new_command(actor, host_id, kind, now)
+            self.new_command(
+                actor, host_id, kind, now, self.gate_for(kind, hosts[host_id], None, False)
+            )
             for host_id in dict.fromkeys(host_ids)
             if host_id in known
         ]
@@ -393,6 +419,16 @@ class Fleet:
         ):
             raise Conflict(f"commands: {command_id} is {cmd['state']}, not queued; use stop")
         return await self._publish_command(command_id)
+
+    async def set_health_gate(self, raw_id: str, gate: HealthGate | None) -> dict[str, Any]:
+        """Return the host after storing its default gate (None: the fleet's default)."""
+        host_id = canonical_host_id(raw_id)
+        await host_store.set_health_gate(
+            self.db, host_id, gate.model_dump() if gate is not None else None
+        )
+        host = await self.host(host_id)
+        await self.bus.publish({"type": "host", "host": host})
+        return host
 
     async def host_commands(self, raw_id: str, limit: int = 50) -> list[dict[str, Any]]:
         host_id = canonical_host_id(raw_id)
@@ -755,6 +791,17 @@ class Fleet:
         if total:
             log.info("fleet: removed the output of %d commands past the retention", total)
         return total
+
+
+def stored_gate(raw: object) -> HealthGate | None:
+    """Return a stored gate, or None when there is none or it no longer fits today's bounds."""
+    if not raw:
+        return None
+    try:
+        return HealthGate.model_validate(raw)
+    except PydanticValidationError:
+        log.warning("fleet: a stored health gate no longer fits its bounds; ignoring it")
+        return None
 
 
 def _set_fields(meta: HostMeta) -> dict[str, str]:

@@ -15,8 +15,10 @@ A request with an API token (`Authorization: Bearer nft_…`) also counts agains
 token, wherever it comes from (a CI job's token shared by many runners). The token is
 named by its SHA-256 in the counts, never in clear.
 
-Counts live in a `limits` storage (NIXFLEET_RATE_LIMIT_STORAGE): memory:// keeps them per
-process; several replicas share one limit through e.g. redis://.
+Counts live where NIXFLEET_RATE_LIMIT_STORAGE says. Left empty, they live in the database
+on PostgreSQL (storage/ratecounts.py: every replica counts against one limit, with no
+extra service) and in memory on SQLite (one process). Any `limits` storage URI (memory://,
+redis://…) chooses that storage instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from typing import Protocol
 
 import limits
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -34,6 +37,8 @@ from nixfleet.config import Settings
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.deps import request_origin
 from nixfleet.dashboard.pipeline.errors import send_error
+from nixfleet.storage.db import Database
+from nixfleet.storage.ratecounts import WindowCounts
 
 
 def route_name(scope: Scope) -> str | None:
@@ -64,11 +69,48 @@ def _async_uri(uri: str) -> str:
     return uri if uri.startswith("async+") else f"async+{uri}"
 
 
+class Counter(Protocol):
+    async def hit(self, key: str, item: limits.RateLimitItem) -> int | None:
+        """Count one hit; return None if it fits, else the seconds until it would."""
+        ...
+
+
+class LibraryCounter:
+    """The `limits` library's sliding-window counter on one of its storages."""
+
+    def __init__(self, uri: str) -> None:
+        self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(_async_uri(uri)))
+
+    async def hit(self, key: str, item: limits.RateLimitItem) -> int | None:
+        if await self.limiter.hit(item, key):
+            return None
+        stats = await self.limiter.get_window_stats(item, key)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+class DatabaseCounter:
+    """The same counter in PostgreSQL, shared by the replicas (storage/ratecounts.py)."""
+
+    def __init__(self, db: Database) -> None:
+        self.counts = WindowCounts(db)
+
+    async def hit(self, key: str, item: limits.RateLimitItem) -> int | None:
+        return await self.counts.hit(f"{key}/{item}", item.amount, item.get_expiry())
+
+
+def counter_for(storage: str, db: Database) -> Counter:
+    """Return the counter NIXFLEET_RATE_LIMIT_STORAGE names ("" = the database's choice)."""
+    if storage:
+        return LibraryCounter(storage)
+    return LibraryCounter("memory://") if db.is_sqlite else DatabaseCounter(db)
+
+
 class RateLimit:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        storage = storage_from_string(_async_uri(settings.rate_limit_storage))
-        self.limiter = SlidingWindowCounterRateLimiter(storage)
+        self.storage = settings.rate_limit_storage
+        # Chosen at the first request: the database is opened in the app's lifespan.
+        self.counter: Counter | None = None
         configured = {
             "login": settings.rate_limit_login,
             "agent_ws": settings.rate_limit_agent_ws,
@@ -90,11 +132,11 @@ class RateLimit:
         if name == "agent_ws":
             await self.app(scope, receive, self._count_refusals(scope, send, address))
             return
-        retry_after = await self._hit(name, address)
+        retry_after = await self._hit(scope, name, address)
         token = _token_key(scope) if retry_after is None else None
         if token is not None:
             name = "token"
-            retry_after = await self._hit(name, token)
+            retry_after = await self._hit(scope, name, token)
         if retry_after is None:
             await self.app(scope, receive, send)
             return
@@ -113,7 +155,7 @@ class RateLimit:
                 401,
                 403,
             ):
-                retry_after = await self._hit("agent_ws", address)
+                retry_after = await self._hit(scope, "agent_ws", address)
                 if retry_after is not None:
                     swallow = True
                     scope["app"].state.ctx.security.emit(
@@ -127,12 +169,14 @@ class RateLimit:
 
         return counting
 
-    async def _hit(self, name: str, address: str) -> int | None:
+    async def _hit(self, scope: Scope, name: str, address: str) -> int | None:
         """Return None if the request may pass, else the seconds until it may retry."""
+        if self.counter is None:
+            self.counter = counter_for(self.storage, scope["app"].state.ctx.db)
         for item in self.rates[name]:
-            if not await self.limiter.hit(item, name, address):
-                stats = await self.limiter.get_window_stats(item, name, address)
-                return max(1, math.ceil(stats.reset_time - time.time()))
+            retry_after = await self.counter.hit(f"{name}/{address}", item)
+            if retry_after is not None:
+                return retry_after
         return None
 
 

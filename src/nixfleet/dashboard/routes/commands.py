@@ -1,4 +1,5 @@
-"""Commands: per host, in bulk, their state and output, and cancelling queued ones."""
+"""Commands: per host, in bulk, their state and output, cancelling queued ones, and the
+health gate a host's switches carry by default."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from nixfleet.core.commands import parse_kind
 from nixfleet.core.errors import NixFleetError
+from nixfleet.core.gates import HealthGate
 from nixfleet.dashboard import apitokens
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 
@@ -33,6 +35,16 @@ class CommandRequest(BaseModel):
     command: Text = Field(max_length=40)
     # The operator confirmed a second deploy while one is active (guard rail, core.guards).
     force: bool = False
+    # A switch's own health gate (core.gates); none: the host's default, else the fleet's.
+    gate: HealthGate | None = None
+    # Switch without the default gate.
+    no_gate: bool = False
+
+
+class GateDefault(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # None: the host's switches carry the fleet's default (NIXFLEET_HEALTH_GATE).
+    gate: HealthGate | None
 
 
 class BulkRequest(BaseModel):
@@ -48,7 +60,9 @@ async def queue_command(
     fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
     try:
         apitokens.check_scope(request, session, [host_id], parse_kind(body.command))
-        cmd = await ctx.fleet.dispatch(session.username, host_id, body.command, body.force)
+        cmd = await ctx.fleet.dispatch(
+            session.username, host_id, body.command, body.force, body.gate, body.no_gate
+        )
     except NixFleetError as exc:
         ctx.audit.record_later(
             session.username, "command", result=exc.code,
@@ -57,10 +71,26 @@ async def queue_command(
         raise
     await ctx.audit.record(
         session.username, "command", result="accepted",
-        detail={"command": body.command, "command_id": cmd["id"], "force": body.force},
+        detail={
+            "command": body.command, "command_id": cmd["id"], "force": body.force,
+            "gate": cmd["gate"],
+        },
         **fields,
     )  # fmt: skip
-    return {"command_id": cmd["id"], "state": cmd["state"]}
+    return {"command_id": cmd["id"], "state": cmd["state"], "gate": cmd["gate"]}
+
+
+@router.put("/hosts/{host_id}/health-gate")
+async def set_health_gate(
+    host_id: str, body: GateDefault, request: Request, ctx: Ctx, session: CsrfSession
+) -> dict[str, Any]:
+    """Set (or with null clear) the health gate the host's switches carry by default."""
+    host = await ctx.fleet.set_health_gate(host_id, body.gate)
+    await ctx.audit.record(
+        session.username, "health_gate", host=host["id"], address=client_address(request),
+        detail={"gate": host["health_gate"]},
+    )  # fmt: skip
+    return {"host_id": host["id"], "health_gate": host["health_gate"]}
 
 
 @router.post("/commands/bulk", status_code=202)

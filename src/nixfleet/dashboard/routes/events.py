@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from nixfleet.core.errors import for_people
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.deps import Ctx, CurrentSession, client_address, still_live
 
@@ -27,7 +28,7 @@ async def events(
     request: Request, ctx: Ctx, session: CurrentSession
 ) -> StreamingResponse | JSONResponse:
     address = client_address(request)
-    refusal = ctx.broadcaster.refusal(session.id_hash, address)
+    seat, refusal = await ctx.broadcaster.admit(session.id_hash, address)
     if refusal:
         ctx.security.emit(
             SecurityEvent(
@@ -35,7 +36,7 @@ async def events(
             )
         )
         return JSONResponse(
-            {"error": "rate_limited", "detail": f"events: {refusal}"},
+            {"error": "rate_limited", "detail": for_people(refusal)},
             status_code=429,
             headers={"Retry-After": str(RETRY_STREAM_S)},
         )
@@ -54,6 +55,7 @@ async def events(
             address=address,
             last_event_id=_last_event_id(request),
             abort=abort,
+            seat=seat,
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

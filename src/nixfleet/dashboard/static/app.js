@@ -68,7 +68,7 @@
   let watched = null;
   function follow(cmd) {
     if (!watched || cmd.id !== watched.id) return;
-    notice(`${watched.label}: ${NF.words(cmd.state)}`, ["failed", "timed_out", "lost"].includes(cmd.state));
+    notice(`${watched.label}: ${NF.words(cmd.state)}`, ["failed", "timed_out", "lost", "rolled_back"].includes(cmd.state));
   }
 
   async function runAction(hostId, kind) {

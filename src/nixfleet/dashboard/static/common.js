@@ -97,7 +97,15 @@ window.NF = window.NF || {};
     // A running command whose agent dropped is waiting for it, not failed (yet).
     if (NF.ACTIVE.has(c.state) && c.disconnected_at) return `${c.state}, awaiting reconnect`;
     if (c.state === "running" && c.warned) return "running, over its expected time";
+    if (c.state === "rolled_back") return "rolled back";
     return c.state;
+  };
+  // A switch's health gate in a few words: "gate 120 s: agent, web, tests".
+  NF.gateWords = function gateWords(gate) {
+    if (!gate) return "";
+    const what = [gate.confirm ? "agent" : null, ...(gate.checks || []).map((k) => k.name || k.unit || k.url
+      || (k.port ? `${k.host}:${k.port}` : k.kind))].filter(Boolean);
+    return `gate ${gate.deadline_s} s${what.length ? `: ${what.join(", ")}` : ""}`;
   };
 
   // The host's deploy state: the dashboard's own `deploy` field when it sends one, else

@@ -8,7 +8,7 @@
   const page = { host: null, commands: new Map(), target: null, shown: null, view: null };
   const IDENTITY = { none: "not enrolled", active: "own token", revoked: "revoked" };
   const TONE = { running: "info", dispatched: "info", queued: "neutral", succeeded: "ok", failed: "bad",
-    lost: "bad", timed_out: "bad", cancelled: "neutral" };
+    lost: "bad", timed_out: "bad", rolled_back: "warn", cancelled: "neutral" };
 
   function facts(dl, pairs) {
     dl.replaceChildren(...pairs.filter(Boolean).flatMap(([k, v, source]) => {
@@ -111,7 +111,7 @@
         : c.started_at && NF.ACTIVE.has(c.state) ? `${NF.duration(Date.now() / 1000 - c.started_at)} so far` : "—";
       const commits = c.from_commit || c.to_commit ? `${NF.short(c.from_commit)} → ${NF.short(c.to_commit)}` : "—";
       const detail = [c.exit_code !== null && c.exit_code !== undefined ? `exit ${c.exit_code}` : "",
-        c.tests ? `${c.tests.filter((x) => x.ok).length}/${c.tests.length} tests passed` : "", c.detail || ""].filter(Boolean).join(" · ");
+        c.tests ? `${c.tests.filter((x) => x.ok).length}/${c.tests.length} tests passed` : "", NF.gateWords(c.gate), c.detail || ""].filter(Boolean).join(" · ");
       const tr = el("tr", { tabindex: "0", "data-show": c.id, "aria-current": c.id === page.shown ? "true" : null,
         title: "Show this command's output" },
         el("td", { text: NF.dateTime(c.created_at) }), el("td", { text: c.kind }),

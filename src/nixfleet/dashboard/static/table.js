@@ -274,7 +274,7 @@ window.NF = window.NF || {};
       c.none.hidden = !!cmd; c.chip.hidden = !cmd;
       if (!cmd) { c.actSub.hidden = true; return; }
       const tone = { running: "info", dispatched: "info", queued: "neutral", succeeded: "ok", failed: "bad",
-        lost: "bad", timed_out: "bad", cancelled: "neutral" }[cmd.state] || "neutral";
+        lost: "bad", timed_out: "bad", rolled_back: "warn", cancelled: "neutral" }[cmd.state] || "neutral";
       setAttr(c.chip, "data-open-log", cmd.id);
       setAttr(c.chip, "title", `Show the output of ${cmd.kind} on ${h.id}`);
       c.chipBadge.className = `badge ${tone}`;

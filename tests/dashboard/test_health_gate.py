@@ -1,0 +1,186 @@
+"""Health-gated switches ("magic rollback") on real Nix profiles, real agents and a real
+dashboard: a failing check rolls the host back by itself, a passing gate keeps the new
+generation, and every field of a gate is bounded."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import RunningFleet
+from nixfleet.core.errors import for_people
+from nixfleet.demo.configrepo import commit_change
+from nixfleet.demo.run import prepare
+
+
+class _Web:
+    """A loopback web service a check probes; `code` is what it answers."""
+
+    def __init__(self) -> None:
+        self.code = 200
+        web = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(web.code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/health"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def web() -> Iterator[_Web]:
+    service = _Web()
+    yield service
+    service.server.shutdown()
+    service.server.server_close()
+
+
+def generation(profile: Path) -> tuple[int, str]:
+    """Return the profile's current generation number and system, read from its links."""
+    link = profile.readlink().name  # system-N-link
+    return int(link.split("-")[-2]), str(profile.resolve())
+
+
+def switch(api: Any, gate: dict[str, Any] | None) -> dict[str, Any]:
+    res = api.post("/api/hosts/atlas/command", {"command": "pull-switch", "gate": gate})
+    assert res.status_code == 202, res.text
+    return dict(
+        api.wait_state(res.json()["command_id"], {"succeeded", "failed", "rolled_back"}, 60)
+    )
+
+
+@pytest.fixture
+def deployed(make_fleet: Any) -> tuple[RunningFleet, tuple[int, str]]:
+    """Return a one-host fleet deployed once, with a newer commit waiting, and its generation."""
+    rf: RunningFleet = make_fleet(hosts=1, build_seconds=0, failing=())
+    first = switch(rf.api(), None)
+    assert first["state"] == "succeeded", first["detail"]
+    commit_change(rf.fleet.root / "config", "a newer config", "hosts/atlas/motd.txt", "new\n")
+    return rf, generation(rf.host("atlas").profile)
+
+
+def test_a_failing_health_check_rolls_the_host_back_to_its_previous_generation(deployed, web):
+    rf, before = deployed
+    web.code = 502
+    gate = {"deadline_s": 2, "checks": [{"kind": "http", "name": "web", "url": web.url}]}
+    cmd = switch(rf.api(), gate)
+    assert cmd["state"] == "rolled_back"
+    assert cmd["detail"] == "health check web: HTTP 502"
+    # The real profile: a new generation was made, then the rollback made the old one current.
+    number, system = generation(rf.host("atlas").profile)
+    assert (number, system) == before
+    assert (rf.host("atlas").system_dir / "current-system").resolve() == Path(system)
+    lines = [ln["text"] for ln in rf.api().get(f"/api/commands/{cmd['id']}").json()["output"]]
+    assert any("rolling back to the previous generation" in t for t in lines)
+    host = rf.api().host("atlas")
+    assert host["deploy"]["state"] == "failed"
+    assert host["deploy"]["last"]["result"] == "rolled_back"
+
+
+def test_a_passing_gate_keeps_the_new_generation(deployed, web):
+    rf, before = deployed
+    gate = {"deadline_s": 20, "checks": [{"kind": "http", "name": "web", "url": web.url}]}
+    cmd = switch(rf.api(), gate)
+    assert cmd["state"] == "succeeded", cmd["detail"]
+    assert cmd["gate"]["checks"][0]["name"] == "web"
+    number, system = generation(rf.host("atlas").profile)
+    assert number == before[0] + 1 and system != before[1]
+    lines = [ln["text"] for ln in rf.api().get(f"/api/commands/{cmd['id']}").json()["output"]]
+    assert "health gate: the agent reached the dashboard" in lines
+    assert "PASS web" in lines
+    assert "health gate passed: keeping the new generation" in lines
+
+
+def test_a_host_default_gate_is_carried_by_its_switches_and_failing_tests_roll_back(deployed):
+    rf, before = deployed
+    api = rf.api()
+    res = api.http.put(
+        "/api/hosts/atlas/health-gate",
+        json={"gate": {"deadline_s": 2, "checks": [{"kind": "tests"}]}},
+        headers={"X-CSRF-Token": api.csrf},
+    )
+    assert res.status_code == 200, res.text
+    # The new commit's host tests fail: the switch is rolled back by the host's default gate.
+    commit_change(
+        rf.fleet.root / "config",
+        "a broken service",
+        "hosts/atlas/tests/T09-web.sh",
+        "#!/bin/sh\necho 'web answers 502'\nexit 1\n",
+    )
+    res = api.post("/api/hosts/atlas/command", {"command": "pull-switch"})
+    assert res.status_code == 202, res.text
+    assert res.json()["gate"]["checks"] == [{"kind": "tests", "name": None}]
+    cmd = api.wait_state(res.json()["command_id"], {"succeeded", "failed", "rolled_back"}, 60)
+    assert cmd["state"] == "rolled_back"
+    assert cmd["detail"] == "health check tests: T09-web.sh exit 1: web answers 502"
+    assert generation(rf.host("atlas").profile) == before
+    audit = api.get("/api/audit").json()
+    assert any(e["action"] == "health_gate" for e in audit["entries"])
+    # no_gate switches without it: the new generation stays although its tests fail.
+    res = api.post("/api/hosts/atlas/command", {"command": "pull-switch", "no_gate": True})
+    assert res.json()["gate"] is None
+    cmd = api.wait_state(res.json()["command_id"], {"succeeded", "failed", "rolled_back"}, 60)
+    assert cmd["state"] == "succeeded"
+    assert generation(rf.host("atlas").profile)[0] > before[0]
+
+
+@pytest.fixture(scope="module")
+def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+    """One dashboard without agents for the refusals: nothing may ever be queued on it."""
+    rf = RunningFleet(prepare(tmp_path_factory.mktemp("gates"), 1, failing=()), "", 0)
+    rf.start_dashboard()
+    yield rf
+    rf.stop()
+
+
+def gated(*checks: dict[str, Any], **gate: Any) -> dict[str, Any]:
+    return {"command": "switch", "gate": {**gate, **({"checks": list(checks)} if checks else {})}}
+
+
+@pytest.mark.parametrize(
+    ("body", "sentence"),
+    [
+        (gated(deadline_s=0.5), "deadline_s"),
+        (gated(deadline_s=3601), "deadline_s"),
+        (gated(*[{"kind": "tests"}] * 17), "checks"),
+        (gated({"kind": "unit", "unit": "a b"}), "unit"),
+        (gated({"kind": "tcp", "port": 0}), "port"),
+        (gated({"kind": "http", "url": "file:///etc/shadow"}), "url"),
+        (gated({"kind": "http", "url": "http://x/" + "a" * 2100}), "url"),
+        (gated({"kind": "shell", "argv": ["rm", "-rf", "/"]}), "shell"),
+        (gated({"kind": "tests", "name": "x" * 41}), "name"),
+        (gated(deadline_s=10, extra=1), "extra"),
+    ],
+)
+def test_a_gate_out_of_bounds_is_refused_with_422_and_nothing_queued(idle, body, sentence):
+    api = idle.api()
+    res = api.post("/api/hosts/atlas/command", body)
+    assert res.status_code == 422, res.text
+    assert sentence in res.json()["detail"]
+    assert api.get("/api/hosts/atlas/commands").json()["commands"] == []
+
+
+def test_a_gate_on_a_kind_that_activates_nothing_is_refused(idle):
+    api = idle.api()
+    res = api.post("/api/hosts/atlas/command", {"command": "rollback", "gate": {"deadline_s": 5}})
+    assert res.status_code == 422, res.text
+    assert res.json()["detail"] == for_people(
+        "commands: a health gate goes with switch or pull-switch, not on 'rollback'"
+    )
+    res = api.http.put(
+        "/api/hosts/nohost/health-gate", json={"gate": None}, headers={"X-CSRF-Token": api.csrf}
+    )
+    assert res.status_code == 404
+    assert api.get("/api/hosts/atlas/commands").json()["commands"] == []
