@@ -88,6 +88,8 @@ async def connect(target: Target, swarm: Swarm, ids: list[str]) -> dict[str, Any
         "agents": len(ids),
         "connect_s": round(seconds, 2),
         "connects_per_s": round(len(ids) / seconds, 1),
+        "connect_retries": swarm.connect_retries,
+        "last_retry": swarm.last_retry,
         "rss_before_mib": round(before.rss_bytes / 2**20, 1),
         "rss_after_mib": round(after.rss_bytes / 2**20, 1),
     }
@@ -287,6 +289,12 @@ async def _with_fleet(root: Path, n: int, p: Profile, body: Any) -> dict[str, An
         out["agent_failures"] = len(swarm.failures)
         out["first_failures"] = swarm.failures[:5]
         return out
+    except BaseException:
+        log = root / "dashboard.log"
+        if log.exists():  # the temp dir goes away: keep what the dashboard said
+            tail = log.read_text(errors="replace").splitlines()[-40:]
+            print("bench: the dashboard's log ends:", *tail, sep="\n", file=sys.stderr)
+        raise
     finally:
         gc.unfreeze()
         if client is not None:

@@ -28,6 +28,7 @@ lib.filterAttrs (_: v: v != null && v != [ ] && v != { }) (
     location = cfg.location;
     device_type = cfg.deviceType;
     theme_color = cfg.themeColor;
+    label = cfg.labels;
     timeout = lib.mapAttrs (_: t: "${toString t.warn}:${toString t.kill}") cfg.timeouts;
     log_level = cfg.logLevel;
   }

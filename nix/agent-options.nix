@@ -157,6 +157,21 @@ in
     '';
   };
 
+  labels = mkOption {
+    type = types.attrsOf (types.strMatching "[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?");
+    default = { };
+    example = {
+      role = "web";
+      site = "ams1";
+    };
+    description = ''
+      Labels of this host (at most 16; keys of lower-case letters, digits, `.`, `-`, `_`),
+      used in the dashboard to search, group and select hosts and by rollouts' `group=`.
+      A key set here wins over the dashboard's label of that key; the dashboard's other
+      labels stay.
+    '';
+  };
+
   allowInsecure = mkOption {
     type = types.bool;
     default = false;

@@ -93,7 +93,8 @@ def test_policies_are_read_from_words_and_bad_ones_are_refused_by_name():
         canary=2, wave_percent=25, pause_s=60, failure_budget=1, group_by="location"
     )
     assert parse_policy("canary=10%").canary_percent == 10
-    for bad, word in [("canary=-1", "canary"), ("speed=3", "speed"), ("group=colour", "group"),
+    assert parse_policy("group=role").group_by == "role"  # any label key
+    for bad, word in [("canary=-1", "canary"), ("speed=3", "speed"), ("group=Colour!", "group"),
                       ("pause=nan", "pause"), ("waves=200%", "wave_percent")]:  # fmt: skip
         with pytest.raises(ValidationError, match=word):
             parse_policy(bad)

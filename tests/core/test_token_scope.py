@@ -9,18 +9,19 @@ from nixfleet.core.commands import CommandKind
 from nixfleet.core.errors import ValidationError
 
 
-def test_a_label_scope_covers_only_hosts_with_every_label():
-    web = scope_from(labels=["web"])
-    assert web.covers_host("db-01", ["web", "eu"])
-    assert not web.covers_host("db-01", ["db"])
+def test_a_label_scope_covers_only_hosts_matching_every_term():
+    web = scope_from(labels="role=web,site")
+    assert web.covers_host("db-01", {"role": "web", "site": "fra", "tier": "1"})
+    assert not web.covers_host("web-01", {"role": "db", "site": "fra"})
+    assert not web.covers_host("web-01", {"role": "web"}), "every term must match"
     assert not web.covers_host("web-01"), "a host without labels is outside a label scope"
 
 
 def test_hosts_and_labels_together_need_both():
-    both = scope_from(hosts=["web-01"], labels=["web"])
-    assert both.covers_host("web-01", ["web"])
-    assert not both.covers_host("web-02", ["web"])
-    assert not both.covers_host("web-01", [])
+    both = scope_from(hosts=["web-01"], labels="role=web")
+    assert both.covers_host("web-01", {"role": "web"})
+    assert not both.covers_host("web-02", {"role": "web"})
+    assert not both.covers_host("web-01", {})
 
 
 def test_a_kind_scope_allows_only_its_kinds_and_an_empty_scope_allows_all():
@@ -30,9 +31,13 @@ def test_a_kind_scope_allows_only_its_kinds_and_an_empty_scope_allows_all():
 
 
 def test_a_stored_scope_reads_back_the_same():
-    scope = scope_from(["Web-01 ", "db-01"], ["web"], ["switch", "plan"])
+    scope = scope_from(["Web-01 ", "db-01"], "tier=1,role=web", ["switch", "plan"])
     assert scope_of(scope.stored()) == scope
-    assert scope.stored()["hosts"] == ["db-01", "web-01"]
+    assert scope.stored() == {
+        "hosts": ["db-01", "web-01"],
+        "labels": "role=web,tier=1",
+        "kinds": ["plan", "switch"],
+    }
 
 
 @pytest.mark.parametrize("bad", ["0d", "367d", "5s", "d", "1e3d", ""])
@@ -46,6 +51,6 @@ def test_lifetimes_in_minutes_hours_and_days():
 
 
 def test_bad_hosts_kinds_and_labels_are_refused():
-    for parts in ({"hosts": ["-bad-"]}, {"kinds": ["format-disk"]}, {"labels": ["a b"]}):
+    for parts in ({"hosts": ["-bad-"]}, {"kinds": ["format-disk"]}, {"labels": "a b"}):
         with pytest.raises(ValidationError):
             scope_from(**parts)

@@ -111,6 +111,34 @@ def test_a_token_for_one_host_cannot_switch_another_and_its_refusal_names_the_to
     assert (me, "command", "accepted") in audited()
 
 
+def set_labels(admin: Api, host: str, labels: dict[str, str]) -> None:
+    res = admin.http.put(
+        f"/api/hosts/{host}/labels", json={"labels": labels}, headers={"X-CSRF-Token": admin.csrf}
+    )
+    assert res.status_code == 200, res.text
+
+
+def test_a_token_for_label_web_cannot_switch_a_db_host(rf, admin):
+    set_labels(admin, "atlas", {"role": "web"})
+    set_labels(admin, "borealis", {"role": "db"})
+    _, secret = new_token(admin, role="operator", labels="role=web")
+    with bearer(rf, secret) as http:
+        refused = http.post("/api/hosts/borealis/command", json={"command": "switch"})
+        assert refused.status_code == 403
+        assert refused.json()["detail"] == "This token's scope does not cover borealis."
+        assert http.post("/api/hosts/atlas/command", json={"command": "switch"}).status_code == 202
+        by_label = {"command": "pull", "label": "role=db"}
+        assert http.post("/api/commands/bulk", json=by_label).status_code == 403
+        # Labels decide the scope: a scoped token cannot relabel a host into it.
+        relabel = http.put("/api/hosts/borealis/labels", json={"labels": {"role": "web"}})
+        assert relabel.status_code == 403
+    assert queued(rf, "borealis", "switch") == 0 and queued(rf, "borealis", "pull") == 0
+    set_labels(admin, "borealis", {"role": "web"})
+    with bearer(rf, secret) as http:
+        moved = http.post("/api/hosts/borealis/command", json={"command": "test"})
+        assert moved.status_code == 202, "the scope follows the host's labels as they are now"
+
+
 def test_a_plan_only_token_can_plan_but_not_switch(rf, admin):
     _, secret = new_token(admin, role="operator", kinds=["plan"])
     with bearer(rf, secret) as http:

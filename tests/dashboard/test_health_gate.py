@@ -14,8 +14,8 @@ import pytest
 
 from conftest import RunningFleet
 from nixfleet.core.errors import for_people
-from nixfleet.demo.configrepo import commit_change
-from nixfleet.demo.run import prepare
+from nixfleet.demo.configrepo import WORK_NAME, commit_change
+from nixfleet.demo.run import prepare, start_agent, start_network
 
 
 class _Web:
@@ -63,11 +63,8 @@ def switch(api: Any, gate: dict[str, Any] | None) -> dict[str, Any]:
 
 @pytest.fixture
 def deployed(make_fleet: Any) -> tuple[RunningFleet, tuple[int, str]]:
-    """Return a one-host fleet deployed once, with a newer commit waiting, and its generation."""
+    """Return a one-host fleet and the generation it was installed with (the one before)."""
     rf: RunningFleet = make_fleet(hosts=1, build_seconds=0, failing=())
-    first = switch(rf.api(), None)
-    assert first["state"] == "succeeded", first["detail"]
-    commit_change(rf.fleet.root / "config", "a newer config", "hosts/atlas/motd.txt", "new\n")
     return rf, generation(rf.host("atlas").profile)
 
 
@@ -91,8 +88,8 @@ def test_a_failing_health_check_rolls_the_host_back_to_its_previous_generation(d
 
 def test_a_passing_gate_keeps_the_new_generation(deployed, web):
     rf, before = deployed
-    gate = {"deadline_s": 20, "checks": [{"kind": "http", "name": "web", "url": web.url}]}
-    cmd = switch(rf.api(), gate)
+    checks = [{"kind": "http", "name": "web", "url": web.url}, {"kind": "unit", "unit": "sshd"}]
+    cmd = switch(rf.api(), {"deadline_s": 20, "checks": checks})
     assert cmd["state"] == "succeeded", cmd["detail"]
     assert cmd["gate"]["checks"][0]["name"] == "web"
     number, system = generation(rf.host("atlas").profile)
@@ -100,7 +97,48 @@ def test_a_passing_gate_keeps_the_new_generation(deployed, web):
     lines = [ln["text"] for ln in rf.api().get(f"/api/commands/{cmd['id']}").json()["output"]]
     assert "health gate: the agent reached the dashboard" in lines
     assert "PASS web" in lines
+    assert "PASS sshd" in lines  # `systemctl is-active` (the demo's stand-in) on the new system
     assert "health gate passed: keeping the new generation" in lines
+
+
+def test_a_switch_that_cuts_the_host_off_is_rolled_back_by_the_host_alone(make_fleet):
+    """The new system drops outgoing connections (the demo's network stand-in honours it):
+    the agent cannot reach the dashboard, the runner rolls back on its own, the network is
+    back, and the row says rolled_back with the reason once the agent reconnects."""
+    rf: RunningFleet = make_fleet(hosts=1, build_seconds=0, failing=(), agents=False)
+    host = rf.host("atlas")
+    network, ports = start_network(rf.fleet, [host], rf.port)
+    try:
+        rf.agents["atlas"] = start_agent(
+            rf.fleet, host, ports["atlas"], 0, {"NIXFLEET_TEST_MARK": rf.mark},
+            ["--backoff-cap", "0.3", "--probe-interval", "0.3"],
+        )  # fmt: skip
+        api = rf.api()
+        api.wait_online(["atlas"])
+        before = generation(host.profile)
+        path = "hosts/atlas/configuration.nix"
+        config = (rf.fleet.root / "config" / WORK_NAME / path).read_text()
+        broken = config.replace(
+            "  time.timeZone", "  networking.firewall.dropOutgoing = true;\n  time.timeZone"
+        )
+        commit_change(rf.fleet.root / "config", "firewall: drop outgoing", path, broken)
+
+        cmd = switch(api, {"deadline_s": 3})
+        assert cmd["state"] == "rolled_back"
+        assert cmd["detail"] == "the agent did not reach the dashboard within 3 s"
+        assert generation(host.profile) == before
+        log = (rf.fleet.root / "network.log").read_text()
+        # The agent was cut off by the new system and tried again while it ran, in vain.
+        assert "atlas: cut the agent's connection to the dashboard" in log
+        assert "atlas: refused a connection to the dashboard" in log
+        lines = [ln["text"] for ln in api.get(f"/api/commands/{cmd['id']}").json()["output"]]
+        assert "health gate: the agent reached the dashboard" not in lines
+        assert "rolled back to the previous generation" in lines
+        api.wait_online(["atlas"])
+        assert api.host("atlas")["deploy"]["last"]["result"] == "rolled_back"
+    finally:
+        network.terminate()
+        network.wait(5)
 
 
 def test_a_host_default_gate_is_carried_by_its_switches_and_failing_tests_roll_back(deployed):

@@ -18,6 +18,7 @@ from tests.nix.moduleeval import (
 )
 
 from nixfleet.core.commands import CommandKind
+from nixfleet.core.protocol import HostMeta
 
 pytestmark = needs_lib
 
@@ -48,6 +49,7 @@ def full(tmp: Path) -> str:
       location = "rack 3 — 50% full, $HOME \\"east\\"";
       deviceType = "server";
       themeColor = "#3B82f6";
+      labels = {{ role = "web"; "site.code" = "ams-1"; }};
       caFile = "/etc/ssl/fleet-ca.pem";
       pins = [ "{PIN}" ];
       minTls = "1.3";
@@ -85,7 +87,8 @@ def test_a_minimal_agent_unit_starts_the_agent_for_this_host(monkeypatch):
     assert opts.repo_dir == Path("/var/lib/nixfleet-agent/config")
     assert opts.state_dir == Path("/var/lib/nixfleet-agent")
     assert (opts.os, opts.systemd_run) == ("nixos", "yes")
-    assert opts.meta is None, "metadata the module does not set must not be sent"
+    # Unset metadata is sent empty: it blanks nothing, and the host owns no labels.
+    assert opts.meta == HostMeta(), "metadata the module does not set must be empty"
     assert opts.enroll_code == ""
     assert unit["restartIfChanged"] is False
     assert "network-online.target" in unit["after"] and "network-online.target" in unit["wants"]
@@ -110,6 +113,7 @@ def test_every_agent_option_reaches_the_agent(tmp_path, monkeypatch):
     assert opts.enroll_code == "enroll-secret"
     assert opts.meta.location == 'rack 3 — 50% full, $HOME "east"'
     assert (opts.meta.device_type, opts.meta.theme_color) == ("server", "#3B82f6")
+    assert opts.meta.labels == {"role": "web", "site.code": "ams-1"}
     t = opts.transport
     assert t.ca_file == Path("/etc/ssl/fleet-ca.pem")
     assert len(t.pins) == 1 and t.min_tls == "1.3"
@@ -145,6 +149,7 @@ def test_every_agent_option_reaches_the_agent(tmp_path, monkeypatch):
     [
         ('hostId = "web_01";', "services.nixfleet-agent.hostId"),
         ('themeColor = "blue";', "services.nixfleet-agent.themeColor"),
+        ('labels = { role = "web server"; };', "services.nixfleet-agent.labels"),
         ("tokenFile = ./tests/nix/moduleeval.py;", "services.nixfleet-agent.tokenFile"),
         ('tokenFile = "${./tests/nix/moduleeval.py}";', "services.nixfleet-agent.tokenFile"),
         ('enrollCodeFile = "relative/code";', "services.nixfleet-agent.enrollCodeFile"),

@@ -32,7 +32,7 @@ async def db(backend: Backend) -> AsyncIterator[Database]:
 
 
 def _token(tid: str, owner: str | None, expires: float = NOW + 3600) -> ApiToken:
-    scope = scope_from(["web-01"], (), ["plan"])
+    scope = scope_from(["web-01"], "role=web", ["plan"])
     return ApiToken(tid, f"n-{tid}", owner, "ada", Role.OPERATOR, scope, NOW, expires,
                     None, None, None)  # fmt: skip
 
@@ -41,7 +41,7 @@ async def test_a_token_is_found_by_its_hash_alone_with_its_scope_intact(db):
     await store.add(db, _token("t1", "otto"), "h" * 64)
     found = await store.by_hash(db, "h" * 64)
     assert found is not None and found.id == "t1" and found.actor == "token:t1 of otto"
-    assert found.scope == scope_from(["web-01"], (), ["plan"])
+    assert found.scope == scope_from(["web-01"], "role=web", ["plan"])
     assert await store.by_hash(db, "g" * 64) is None
     assert "token_hash" not in found.public()
 

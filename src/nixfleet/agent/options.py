@@ -45,10 +45,12 @@ from nixfleet.core.branch import check_branch
 from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules, parse_timeout
 from nixfleet.core.errors import ConfigError, NixFleetError
 from nixfleet.core.hostid import canonical_host_id
+from nixfleet.core.labels import check_labels, parse_assignments
 from nixfleet.core.protocol import HostMeta
 from nixfleet.security.tls import MIN_VERSIONS, parse_pin
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 ENV_PREFIX = "NIXFLEET_AGENT_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -61,12 +63,12 @@ def _words(value: str) -> list[str]:
     return [p for p in re.split(r"[\s,]+", value) if p]
 
 
-def _project_error(parse: Callable[[str], T], value: str) -> T:
+def _project_error(parse: Callable[[V], T], value: V) -> T:
     """Return parse(value), turning the project's error into the ValueError pydantic reports."""
     try:
         return parse(value)
     except NixFleetError as exc:
-        raise ValueError(str(exc).removeprefix("agent: ")) from None
+        raise ValueError(str(exc).removeprefix("agent: ").removeprefix("labels: ")) from None
 
 
 class _ConfigFile(PydanticBaseSettingsSource):
@@ -110,6 +112,8 @@ class AgentOptions(BaseSettings):
     location: str = ""
     device_type: str = ""
     theme_color: str = ""
+    # KEY=VALUE labels of this host (core.labels); they win over the operator's.
+    label: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     timeout: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     enroll_code_file: Path | None = None
     # The code itself; after loading, the content of enroll_code_file when that is given.
@@ -204,6 +208,21 @@ class AgentOptions(BaseSettings):
             raise ValueError(exc.errors()[0]["msg"]) from None
         return value
 
+    @field_validator("label", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        """Return {key: value} from a table, a list of KEY=VALUE, or a string of them."""
+        if isinstance(value, str):
+            value = _words(value)
+        if isinstance(value, list | tuple):
+            pairs = _project_error(parse_assignments, [str(v) for v in value])
+            if pairs[1]:
+                raise ValueError("KEY- (remove) has no meaning here; write KEY=VALUE")
+            value = pairs[0]
+        if isinstance(value, Mapping):
+            value = _project_error(check_labels, dict(value))
+        return value
+
     @field_validator("timeout", mode="before")
     @classmethod
     def _timeouts(cls, value: Any) -> Any:
@@ -251,12 +270,14 @@ class AgentOptions(BaseSettings):
         return rules
 
     @property
-    def meta(self) -> HostMeta | None:
-        """Return what the agent tells the dashboard about the host, if anything."""
-        if not (self.location or self.device_type or self.theme_color):
-            return None
+    def meta(self) -> HostMeta:
+        """Return what the agent tells the dashboard about the host (an empty field or
+        label set: the operator's values stay)."""
         return HostMeta(
-            location=self.location, device_type=self.device_type, theme_color=self.theme_color
+            location=self.location,
+            device_type=self.device_type,
+            theme_color=self.theme_color,
+            labels=self.label,
         )
 
     @property

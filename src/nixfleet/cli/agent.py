@@ -130,6 +130,10 @@ def agent(
     location: Annotated[Text, typer.Option(help="Shown in the dashboard.")] = None,
     device_type: Annotated[Text, typer.Option(help="e.g. server, laptop.")] = None,
     theme_color: Annotated[Text, typer.Option(help="#rrggbb for the host's row.")] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE label of this host, e.g. role=web (repeatable)."),
+    ] = None,
     timeout: Annotated[
         list[str] | None,
         typer.Option(help="KIND=WARN:KILL seconds, e.g. switch=900:3600 (repeatable)."),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from nixfleet.cli.common import fail, with_database
+from nixfleet.core.errors import NixFleetError
+from nixfleet.core.hostid import canonical_host_id
 
 if TYPE_CHECKING:
     from nixfleet.dashboard.fleet.service import Fleet
@@ -26,11 +28,15 @@ def host_add(
     token: Annotated[
         bool, typer.Option("--token", help="Print an agent token instead of an enrollment code.")
     ] = False,
+    label: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE label (repeatable), e.g. role=web.")
+    ] = None,
 ) -> None:
     """Add a host and print its one-time enrollment code (or, with --token, its token)."""
+    labels = _assignments(label or [])[0]
 
     async def add(f: Fleet) -> str:
-        await f.add_host(host_id, {"location": location, "device_type": device_type})
+        await f.add_host(host_id, {"location": location, "device_type": device_type}, labels)
         if token:
             return str(await f.rotate_token(host_id))
         code, _ = await f.identity.issue_enroll_code(host_id)
@@ -39,6 +45,37 @@ def host_add(
     secret = with_fleet(add, audit=("host_add", host_id))
     typer.echo("shown once; " + ("agent token" if token else "enrollment code") + ":", err=True)
     typer.echo(secret)
+
+
+@app.command("label")
+def host_label(
+    host_id: str,
+    changes: Annotated[
+        list[str] | None,
+        typer.Argument(help="KEY=VALUE sets a label, KEY- removes it; none: list them."),
+    ] = None,
+) -> None:
+    """Set or remove a host's labels (the dashboard's own; a key the host's configuration
+    sets wins), then print them with where each came from."""
+    set_, remove = _assignments(changes or [])
+
+    async def edit(f: Fleet) -> dict[str, Any]:
+        if not changes:
+            return await f.host(canonical_host_id(host_id))
+        return await f.edit_labels(host_id, set_, remove)
+
+    host = with_fleet(edit, audit=("host_labels", host_id) if changes else None)
+    for key, value in host["labels"].items():
+        typer.echo(f"{key}={value}\t(from {host['label_sources'][key]})")
+
+
+def _assignments(words: list[str]) -> tuple[dict[str, str], set[str]]:
+    from nixfleet.core.labels import parse_assignments
+
+    try:
+        return parse_assignments(words)
+    except NixFleetError as exc:
+        fail(str(exc))
 
 
 @app.command("enroll-code")

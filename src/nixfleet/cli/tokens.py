@@ -32,6 +32,7 @@ def token_create(
     user: Annotated[str, typer.Option(help="The user it belongs to (its role caps it).")] = "",
     service: Annotated[bool, typer.Option(help="A service token: no user's.")] = False,
     host: Annotated[list[str] | None, typer.Option(help="Only this host (repeat).")] = None,
+    labels: Annotated[str, typer.Option(help="Only hosts matching: role=web,tier=1.")] = "",
     kind: Annotated[list[str] | None, typer.Option(help="Only this command (repeat).")] = None,
     expires: Annotated[str, typer.Option(help="Lifetime: 30d, 12h, 90m (≤ 366d).")] = "90d",
 ) -> None:
@@ -43,7 +44,7 @@ def token_create(
         fail("admin: name the token's owner with --user, or make it a --service token")
     try:
         parsed = Role.parse(role)
-        scope = rules.scope_from(host or (), (), kind or ())
+        scope = rules.scope_from(host or (), labels, kind or ())
         lifetime = rules.lifetime_s(expires)
         label, owner = rules.canonical_name(name), canonical_username(user) if user else None
     except NixFleetError as exc:

@@ -1,28 +1,28 @@
 """API tokens' rules: what a token's scope covers, its name and its lifetime.
 
 A token acts with a role (never above its creator's) and, optionally, a scope: a set of
-host ids, a label selector (hosts that carry every one of the labels), and the command
-kinds it may queue. The scope bounds what the token may change; reading follows the role.
+host ids, a label selector (`role=web`, as core.labels reads it: hosts matching every
+term), and the command kinds it may queue. The scope bounds what the token may change;
+reading follows the role.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nixfleet.core.commands import CommandKind, parse_kind
 from nixfleet.core.errors import Forbidden, ValidationError
 from nixfleet.core.hostid import canonical_host_id
+from nixfleet.core.labels import matches, parse_selector
 from nixfleet.core.roles import Role
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
-_LABEL = re.compile(r"^[a-z0-9][a-z0-9._/=-]{0,62}$")
 _DURATION = re.compile(r"^(\d{1,5})([mhd])$")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400}
 MAX_HOSTS = 1000
-MAX_LABELS = 16
 DEFAULT_LIFETIME_S = 90 * 86400
 MAX_LIFETIME_S = 366 * 86400
 
@@ -32,18 +32,23 @@ class TokenScope:
     """What a token may act on; empty parts do not narrow it."""
 
     hosts: frozenset[str] = field(default_factory=frozenset)
-    labels: frozenset[str] = field(default_factory=frozenset)
+    # The parsed selector's terms: (key, value), or (key, None) for any value.
+    selector: tuple[tuple[str, str | None], ...] = ()
     kinds: frozenset[CommandKind] = field(default_factory=frozenset)
 
     @property
     def narrowed(self) -> bool:
-        return bool(self.hosts or self.labels or self.kinds)
+        return bool(self.hosts or self.selector or self.kinds)
 
     @property
     def by_host(self) -> bool:
-        return bool(self.hosts or self.labels)
+        return bool(self.hosts or self.selector)
 
-    def covers_host(self, host_id: str, labels: Collection[str] = ()) -> bool:
+    @property
+    def selector_text(self) -> str:
+        return ",".join(k if v is None else f"{k}={v}" for k, v in self.selector)
+
+    def covers_host(self, host_id: str, labels: Mapping[str, str] | None = None) -> bool:
         """Return whether the token may act on a host with these labels.
 
         With both a host set and a selector, a host must be in the set and match the
@@ -51,16 +56,16 @@ class TokenScope:
         """
         if self.hosts and host_id not in self.hosts:
             return False
-        return self.labels <= set(labels)
+        return not self.selector or matches(labels or {}, list(self.selector))
 
     def allows_kind(self, kind: CommandKind) -> bool:
         return not self.kinds or kind in self.kinds
 
-    def stored(self) -> dict[str, list[str]]:
-        """Return the scope as the database and the API show it (sorted lists)."""
+    def stored(self) -> dict[str, Any]:
+        """Return the scope as the database and the API show it."""
         return {
             "hosts": sorted(self.hosts),
-            "labels": sorted(self.labels),
+            "labels": self.selector_text,
             "kinds": sorted(k.value for k in self.kinds),
         }
 
@@ -69,39 +74,32 @@ class TokenScope:
         parts = []
         if self.hosts:
             parts.append("hosts " + ",".join(sorted(self.hosts)))
-        if self.labels:
-            parts.append("labels " + ",".join(sorted(self.labels)))
+        if self.selector:
+            parts.append("labels " + self.selector_text)
         if self.kinds:
             parts.append("only " + ",".join(sorted(k.value for k in self.kinds)))
         return "; ".join(parts) or "any host, any command"
 
 
 def scope_from(
-    hosts: Iterable[str] = (), labels: Iterable[str] = (), kinds: Iterable[str] = ()
+    hosts: Iterable[str] = (), labels: str = "", kinds: Iterable[str] = ()
 ) -> TokenScope:
-    """Return the scope named by the given parts, or raise ValidationError naming the bad one."""
+    """Return the scope named by the given parts, or raise ValidationError naming the bad one.
+
+    labels is a selector (`role=web,tier=1`); its terms are kept sorted, so one scope has
+    one spelling.
+    """
     host_set = frozenset(canonical_host_id(h) for h in hosts)
-    label_set = frozenset(_label(label) for label in labels)
-    if len(host_set) > MAX_HOSTS or len(label_set) > MAX_LABELS:
-        raise ValidationError(
-            f"tokens: a scope names at most {MAX_HOSTS} hosts and {MAX_LABELS} labels"
-        )
-    return TokenScope(host_set, label_set, frozenset(parse_kind(k) for k in kinds))
+    if len(host_set) > MAX_HOSTS:
+        raise ValidationError(f"tokens: a scope names at most {MAX_HOSTS} hosts")
+    selector = tuple(sorted(set(parse_selector(labels)), key=str)) if labels.strip() else ()
+    return TokenScope(host_set, selector, frozenset(parse_kind(k) for k in kinds))
 
 
 def scope_of(stored: Mapping[str, Any] | None) -> TokenScope:
     """Return the scope a database row holds (written by `TokenScope.stored`)."""
     stored = stored or {}
-    return scope_from(stored.get("hosts", ()), stored.get("labels", ()), stored.get("kinds", ()))
-
-
-def _label(raw: str) -> str:
-    label = raw.strip().lower()
-    if not _LABEL.match(label):
-        raise ValidationError(
-            f"tokens: label {raw[:40]!r} is not valid: 1-63 of a-z, 0-9, '.', '_', '-', '/', '='"
-        )
-    return label
+    return scope_from(stored.get("hosts", ()), stored.get("labels", ""), stored.get("kinds", ()))
 
 
 def canonical_name(raw: str) -> str:

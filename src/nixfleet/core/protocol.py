@@ -10,9 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
+from nixfleet.core import labels as label_rules
 from nixfleet.core.gates import HealthGate
+from nixfleet.core.labels import MAX_LABELS, LabelKey, LabelValue
 
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
@@ -151,6 +161,16 @@ class HostMeta(_Msg):
     location: str = Field("", max_length=200)
     device_type: str = Field("", max_length=40)
     theme_color: str = Field("", pattern=r"^(#[0-9a-fA-F]{6})?$")
+    # The labels the host's configuration sets; they win over the operator's (core.labels).
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=MAX_LABELS)
+
+    @field_validator("labels")
+    @classmethod
+    def _no_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key in label_rules.RESERVED:
+                raise ValueError(f"{key!r} is a host field of its own, not a label")
+        return value
 
 
 class OutputLine(_Msg):

@@ -11,15 +11,15 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nixfleet.core.commands import KIND_RULES, CommandKind
 from nixfleet.core.errors import ValidationError as NixValidationError
+from nixfleet.core.labels import merged
 
 MAX_HOSTS = 10_000
-# A host label a rollout may group by: waves never mix hosts of two values.
+# Host fields a rollout may group by besides any label key: waves never mix two values.
 GROUP_LABELS = ("location", "device_type")
 
 
@@ -39,7 +39,10 @@ class RolloutPolicy(BaseModel):
     wave_percent: float = Field(0, ge=0, le=100)
     pause_s: float = Field(0, ge=0, le=7 * 86400)
     failure_budget: int = Field(0, ge=0, le=MAX_HOSTS)
-    group_by: Literal["", "location", "device_type"] = ""
+    # "", a host field of GROUP_LABELS, or a label key (core.labels).
+    group_by: str = Field(
+        "", pattern=r"^(location|device_type|[a-z0-9]([a-z0-9._-]{0,30}[a-z0-9])?)?$"
+    )
 
     @model_validator(mode="after")
     def _finite(self) -> RolloutPolicy:
@@ -91,6 +94,14 @@ def parse_policy(spec: str) -> RolloutPolicy:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "policy"
         raise NixValidationError(f"rollouts: policy {where}: {err['msg']}") from None
+
+
+def group_value(host: Mapping[str, object], group_by: str) -> str:
+    """Return the value a stored host row has for group_by: a host field or a label."""
+    if group_by in GROUP_LABELS:
+        return str(host.get(group_by) or "")
+    labels, _ = merged(host.get("labels"), host.get("host_labels"))
+    return labels.get(group_by, "")
 
 
 def _share(total: int, count: int, percent: float) -> int:
@@ -276,7 +287,12 @@ def describe_plan(kind: str, waves: Sequence[Sequence[str]], policy: RolloutPoli
     if len(waves) > 1 and policy.pause_s:
         text += f" It waits {policy.pause_s:g} s after each wave that passed."
     if policy.group_by:
-        text += f" Waves never mix hosts of two {policy.group_by.replace('_', ' ')}s."
+        what = (
+            f"{policy.group_by.replace('_', ' ')}s"
+            if policy.group_by in GROUP_LABELS
+            else f"values of the label {policy.group_by}"
+        )
+        text += f" Waves never mix hosts of two {what}."
     budget = policy.failure_budget
     what = (
         "one host of a wave fails, times out or rolls back"

@@ -46,6 +46,8 @@ NEEDS: dict[str, Need] = {
     "GET /metrics": PUBLIC,  # its own scrape token
     "GET /login": PUBLIC,
     "POST /login": PUBLIC,  # its own Origin check
+    "GET /login/oidc": PUBLIC,  # single sign-on: off to the provider
+    "GET /login/oidc/callback": PUBLIC,  # the state (one-time, this browser's) and ID token
     "WS /api/agent/ws": PUBLIC,  # agent token or client certificate
     "POST /api/agent/enroll": PUBLIC,  # one-time enrollment code
     "POST /api/hooks/{forge_name}": PUBLIC,  # the forge signs the body
@@ -73,6 +75,7 @@ NEEDS: dict[str, Need] = {
     "GET /api/rollouts/{rollout_id}": Need(V),
     "GET /api/security/summary": Need(V),
     "GET /api/audit": Need(V),
+    "GET /api/openapi.json": Need(V),
     # acting on hosts
     "POST /api/hosts/{host_id}/command": Need(OP, scope="command"),
     "PUT /api/hosts/{host_id}/health-gate": Need(OP, scope="host"),
@@ -83,6 +86,8 @@ NEEDS: dict[str, Need] = {
     # hosts, their credentials, users
     "POST /api/hosts": Need(A),
     "DELETE /api/hosts/{host_id}": Need(A, scope="host"),
+    # Labels decide label scopes: a scoped token never sets them.
+    "PUT /api/hosts/{host_id}/labels": Need(A),
     "POST /api/hosts/{host_id}/agent-token": Need(A, scope="host"),
     "DELETE /api/hosts/{host_id}/agent-token": Need(A, scope="host"),
     "POST /api/hosts/{host_id}/enroll-code": Need(A, scope="host"),
@@ -159,7 +164,7 @@ async def authorize(conn: HTTPConnection) -> None:
     if who.role < need.role:
         raise _denied(conn, who, key, f"this needs the {need.role.label} role")
     if who.token is not None:
-        apitokens.check_route(conn, key, need.scope, who)
+        await apitokens.check_route(conn, key, need.scope, who)
     elif isinstance(conn, Request):
         await check_csrf(conn, conn.app.state.ctx, who)
 

@@ -18,6 +18,7 @@ from nixfleet.core.apitokens import TokenScope, check_role
 from nixfleet.core.commands import CommandKind, parse_kind
 from nixfleet.core.errors import Forbidden, InvalidHostId
 from nixfleet.core.hostid import canonical_host_id
+from nixfleet.core.labels import merged
 from nixfleet.core.roles import Role
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
@@ -25,6 +26,7 @@ from nixfleet.dashboard.deps import SAFE_METHODS, Session, client_address
 from nixfleet.security import tokens
 from nixfleet.storage import api_tokens as store
 from nixfleet.storage import commands as command_store
+from nixfleet.storage import hosts as host_store
 from nixfleet.storage.api_tokens import ApiToken
 
 
@@ -105,7 +107,7 @@ def _announce(ctx: Context, who: Session, address: str, token: ApiToken, what: s
     )
 
 
-def check_route(conn: HTTPConnection, key: str, needs_scope: str, who: Session) -> None:
+async def check_route(conn: HTTPConnection, key: str, needs_scope: str, who: Session) -> None:
     """Refuse a token on a route its scope does not reach (a security event names it).
 
     Reading follows the role. A change needs a route that checks scope: "host" routes
@@ -118,23 +120,35 @@ def check_route(conn: HTTPConnection, key: str, needs_scope: str, who: Session) 
     if needs_scope == "command" or (needs_scope == "host" and not token.scope.kinds):
         host_id = conn.path_params.get("host_id")
         if host_id is not None:
-            check_scope(conn, who, [host_id])
+            await check_scope(conn.app.state.ctx, conn, who, [host_id])
         return
     raise _out_of_scope(conn, who, key, "this token's scope does not reach this route")
 
 
-def check_scope(
-    conn: HTTPConnection, who: Session, host_ids: Iterable[str], kind: CommandKind | None = None
+async def check_scope(
+    ctx: Context,
+    conn: HTTPConnection,
+    who: Session,
+    host_ids: Iterable[str],
+    kind: CommandKind | None = None,
 ) -> None:
-    """Raise Forbidden unless who's token (if any) covers every host and the kind."""
+    """Raise Forbidden unless who's token (if any) covers every host and the kind.
+
+    A label selector is matched against each host's labels as they are now (both
+    owners', core.labels.merged); a host that does not exist matches no selector.
+    """
     token = who.token
     if token is None or not token.scope.narrowed:
         return
     scope = token.scope
     if kind is not None and not scope.allows_kind(kind):
         raise _out_of_scope(conn, who, f"kind {kind.value}", f"this token may not {kind.value}")
-    # Hosts carry no labels yet: a label-scoped token covers no host until they do.
-    outside = sorted({h for h in map(_canonical, host_ids) if not scope.covers_host(h)})
+    wanted = sorted({_canonical(h) for h in host_ids})
+    labels: dict[str, dict[str, str]] = {}
+    if scope.selector:
+        rows = await host_store.get_many(ctx.db, wanted)
+        labels = {r["id"]: merged(r.get("labels"), r.get("host_labels"))[0] for r in rows}
+    outside = [h for h in wanted if not scope.covers_host(h, labels.get(h))]
     if outside:
         shown = ", ".join(outside[:5]) + (", …" if len(outside) > 5 else "")
         raise _out_of_scope(
@@ -166,7 +180,7 @@ async def check_command(ctx: Context, conn: HTTPConnection, who: Session, comman
     if who.token is None or not who.token.scope.narrowed:
         return
     cmd = await command_store.get(ctx.db, command_id[:64])
-    check_scope(conn, who, [cmd["host_id"]], parse_kind(cmd["kind"]))
+    await check_scope(ctx, conn, who, [cmd["host_id"]], parse_kind(cmd["kind"]))
 
 
 async def check_rollout(ctx: Context, conn: HTTPConnection, who: Session, rollout_id: str) -> None:
@@ -175,4 +189,4 @@ async def check_rollout(ctx: Context, conn: HTTPConnection, who: Session, rollou
         return
     ro = await ctx.rollouts.view(rollout_id[:64])
     hosts = [h["host_id"] for wave in ro["waves"] for h in wave["hosts"]]
-    check_scope(conn, who, hosts, parse_kind(ro["kind"]))
+    await check_scope(ctx, conn, who, hosts, parse_kind(ro["kind"]))

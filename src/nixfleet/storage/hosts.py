@@ -16,7 +16,7 @@ _PUBLIC = [c for c in hosts.c if c.name != "token_hash"]
 
 
 async def add(
-    db: Database, host_id: str, token_hash: str | None, now: float, meta: dict[str, str]
+    db: Database, host_id: str, token_hash: str | None, now: float, meta: dict[str, Any]
 ) -> None:
     """Insert a host (with a token, or none yet) or raise Conflict if the id is taken."""
     state = "active" if token_hash else "none"
@@ -113,6 +113,21 @@ async def set_meta(db: Database, host_id: str, meta: dict[str, str]) -> None:
         return
     async with db.engine.begin() as conn:
         await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**meta))
+
+
+async def set_labels(db: Database, host_id: str, owner: str, labels: dict[str, str]) -> None:
+    """Replace one owner's labels ("labels": the operator's, "host_labels": the host's),
+    or raise NotFound."""
+    column = {"labels": hosts.c.labels, "host_labels": hosts.c.host_labels}[owner]
+    async with db.engine.begin() as conn:
+        res = await conn.execute(
+            update(hosts)
+            .where(hosts.c.id == host_id)
+            .values({column: labels})
+            .returning(hosts.c.id)
+        )
+        if res.first() is None:
+            raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
 
 
 async def mark_disconnected(

@@ -48,6 +48,9 @@ hosts = Table(
     Column("plan", JSON, nullable=True),
     # The host's default health gate for switches (core.gates; migration 0013).
     Column("health_gate", JSON, nullable=True),
+    # {key: value} set by an operator, and by the host's configuration (migration 0015).
+    Column("labels", JSON, nullable=True),
+    Column("host_labels", JSON, nullable=True),
     Index("ix_hosts_token_hash", "token_hash", unique=True),
     Index("ix_hosts_replica", "replica"),
 )
@@ -262,6 +265,20 @@ users = Table(
     Column("disabled", Boolean, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # "local" (a password) or "oidc" (single sign-on: no password, the provider's subject).
+    Column("source", String(10), nullable=False, server_default="local"),
+    Column("subject", String(255), nullable=True),
+)
+
+# Single sign-ons under way: one row per state, taken (deleted) by the callback that uses it.
+oidc_logins = Table(
+    "oidc_logins",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("nonce", String(64), nullable=False),
+    Column("verifier", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_oidc_logins_created", "created_at"),
 )
 
 # Request-rate counters shared by the replicas (migration 0014; UNLOGGED on PostgreSQL):
@@ -289,7 +306,16 @@ stream_seats = Table(
     Index("ix_stream_seats_replica", "replica"),
 )
 
-# API tokens (migration 0015). Only the HMAC of a token is kept; it is also the lookup key.
+# How many changes of each kind were made (storage/changes.py, migration 0016): a dashboard
+# re-checks live agent credentials, or rescans hosts, only when its counter moved.
+change_counters = Table(
+    "change_counters",
+    metadata,
+    Column("name", String(20), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+# API tokens (migration 0017). Only the HMAC of a token is kept; it is also the lookup key.
 # owner NULL: a service token, managed by admins. scope: core.apitokens.TokenScope.stored.
 api_tokens = Table(
     "api_tokens",

@@ -21,7 +21,13 @@ from nixfleet.core import rollouts as rules
 from nixfleet.core.commands import CommandKind
 from nixfleet.core.errors import Conflict, NixFleetError, for_people
 from nixfleet.core.hostid import canonical_host_id
-from nixfleet.core.rollouts import Outcome, RolloutPolicy, RolloutState, WaveVerdict
+from nixfleet.core.rollouts import (
+    Outcome,
+    RolloutPolicy,
+    RolloutState,
+    WaveVerdict,
+    group_value,
+)
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
@@ -123,7 +129,7 @@ class Rollouts:
         """Return what a rollout would do: its waves and the hosts it would leave out."""
         kind = rules.rollout_kind(kind_text)
         wanted, refused = await self._known_hosts(raw_ids)
-        labels = {h["id"]: str(h.get(policy.group_by) or "") for h in wanted}
+        labels = {h["id"]: group_value(h, policy.group_by) for h in wanted}
         waves = rules.plan_waves([h["id"] for h in wanted], policy, labels)
         return {
             "kind": kind.value,

@@ -18,6 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 from nixfleet.config import Settings
 from nixfleet.core import commands as rules
 from nixfleet.core import guards
+from nixfleet.core import labels as label_rules
 from nixfleet.core.commands import ACTIVE_STATES, DEPLOYING, CommandKind, CommandState
 from nixfleet.core.drift import (
     DeployState,
@@ -53,6 +54,7 @@ from nixfleet.dashboard.fleet.ancestry import Ancestry
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.fleet.identity import AgentIdentity
 from nixfleet.dashboard.fleet.samples import Samples
+from nixfleet.storage import changes
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
@@ -94,6 +96,7 @@ class Fleet:
         # when a dashboard starts, so the answer is back within a reconnect.
         self._meta_from_host: dict[str, frozenset[str]] = {}
         self._known_ids: set[str] | None = None  # host rows seen by the last sweep
+        self._hosts_seen: int | None = None  # the hosts' change counter at that sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
         )
@@ -115,11 +118,15 @@ class Fleet:
             )
 
     # --- hosts ----------------------------------------------------------------------
-    async def add_host(self, raw_id: str, meta: dict[str, str]) -> dict[str, Any]:
+    async def add_host(
+        self, raw_id: str, meta: dict[str, str], labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Return the new host. It has no agent token yet: issue an enrollment code
         (identity.issue_enroll_code) or a token (rotate_token) next."""
         host_id = canonical_host_id(raw_id)
-        clean = {k: v for k, v in meta.items() if k in HOST_META_FIELDS}
+        clean: dict[str, Any] = {k: v for k, v in meta.items() if k in HOST_META_FIELDS}
+        if labels:
+            clean["labels"] = label_rules.check_labels(labels)
         await host_store.add(self.db, host_id, None, self.clock(), clean)
         host = await self.host(host_id)
         await self.bus.publish({"type": "host", "host": host})
@@ -142,6 +149,41 @@ class Fleet:
         await self.identity.revoke(raw_id)
         await self.publish_host(canonical_host_id(raw_id))
 
+    async def set_labels(self, raw_id: str, labels: dict[str, str]) -> dict[str, Any]:
+        """Replace the operator's labels of a host (a key its configuration sets still
+        wins) and return the host."""
+        host_id = canonical_host_id(raw_id)
+        clean = label_rules.check_labels(labels)
+        await host_store.set_labels(self.db, host_id, "labels", clean)
+        host = await self.host(host_id)
+        await self.bus.publish({"type": "host", "host": host})
+        return host
+
+    async def edit_labels(
+        self, raw_id: str, set_: dict[str, str], remove: Collection[str]
+    ) -> dict[str, Any]:
+        """Set and remove some of the operator's labels of a host; return the host."""
+        host = await host_store.get(self.db, canonical_host_id(raw_id))
+        current, _ = label_rules.merged(host.get("labels"), None)
+        for key in remove:
+            current.pop(key, None)
+        return await self.set_labels(host["id"], current | set_)
+
+    async def select(self, selector: str) -> list[str]:
+        """Return the ids of the hosts whose labels match selector (`role=web,tier=1`)."""
+        terms = label_rules.parse_selector(selector)
+        rows = await host_store.list_all(self.db)
+        picked = [
+            r["id"]
+            for r in rows
+            if label_rules.matches(
+                label_rules.merged(r.get("labels"), r.get("host_labels"))[0], terms
+            )
+        ]
+        if not picked:
+            raise NotFound(f"fleet: no host has the labels {selector[:100]!r}")
+        return picked
+
     async def publish_host(self, host_id: str) -> None:
         try:
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
@@ -154,13 +196,17 @@ class Fleet:
     async def hosts(self) -> list[dict[str, Any]]:
         return await self.views(await host_store.list_all(self.db))
 
-    async def fleet_view(self, states: list[str], only: Collection[str] = ()) -> dict[str, Any]:
+    async def fleet_view(
+        self, states: list[str], only: Collection[str] = (), label: str = ""
+    ) -> dict[str, Any]:
         """Return the hosts in any of states (all when none), counts per state, plan summary.
 
         A state is a deploy state (current, behind, diverged, never_deployed, unknown,
         failed) or one of online, offline, running, reboot. With only, the list and the
-        plan summary are those hosts' (a bulk preview's selection); counts stay the fleet's.
+        plan summary are those hosts' (a bulk preview's selection); with label, those whose
+        labels match that selector; counts stay the fleet's.
         """
+        terms = label_rules.parse_selector(label) if label else []
         bad = sorted(set(states) - HOST_FILTERS)
         if bad:
             raise ValidationError(
@@ -175,6 +221,8 @@ class Fleet:
         if only:
             wanted = set(only)
             hosts = [h for h in hosts if h["id"] in wanted]
+        if terms:
+            hosts = [h for h in hosts if label_rules.matches(h["labels"], terms)]
         plans = [h["plan"] for h in hosts if h["plan"] and not h["plan"]["expired"]]
         return {
             "hosts": hosts,
@@ -200,6 +248,7 @@ class Fleet:
         now = self.clock()
         deploy = self._deploy_view(row, st)
         reboot = reboot_state(st.get("os_kind", ""), st)
+        labels, label_sources = label_rules.merged(row.get("labels"), row.get("host_labels"))
         return {
             **row,
             "status": st or None,
@@ -210,7 +259,11 @@ class Fleet:
             "drift": commit_drift(deploy["deployed_commit"] or "", self.target).value,
             "reboot_needed": reboot["needed"] is True,
             "lock_age_days": lock_age_days(st.get("lock_modified"), now),
-            "meta_sources": self._meta_sources(row),
+            "labels": labels,
+            "admin_labels": label_rules.merged(row.get("labels"), None)[0],
+            "label_sources": label_sources,
+            "meta_sources": self._meta_sources(row)
+            | {f"labels.{k}": v for k, v in label_sources.items()},
             "connection": {
                 "connected_since": row.get("connected_at") if row.get("online") else None,
                 "reconnects_1h": sum(
@@ -517,6 +570,9 @@ class Fleet:
         fields = _set_fields(hello.meta) if hello.meta is not None else {}
         await host_store.set_meta(self.db, host_id, fields)
         self._meta_from_host[host_id] = frozenset(fields)
+        if hello.meta is not None:
+            # The host's configuration owns its whole set: a label it dropped goes.
+            await host_store.set_labels(self.db, host_id, "host_labels", dict(hello.meta.labels))
         known = set(hello.known_commands)
         for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
             if cmd["id"] in known:
@@ -712,7 +768,12 @@ class Fleet:
         await self._notice_host_rows()
 
     async def _notice_host_rows(self) -> None:
-        """Announce hosts added or removed by another process (the CLI writes the DB)."""
+        """Announce hosts added or removed by another process (the CLI writes the DB).
+        The host ids are read only when the hosts' change counter moved."""
+        seen = await changes.read(self.db, changes.HOSTS)
+        if seen == self._hosts_seen:
+            return
+        self._hosts_seen = seen
         ids = await host_store.ids(self.db)
         known, self._known_ids = self._known_ids, ids
         if known is None:
@@ -806,7 +867,7 @@ def stored_gate(raw: object) -> HealthGate | None:
 
 def _set_fields(meta: HostMeta) -> dict[str, str]:
     """Return the metadata fields the agent set (non-empty); the others are not its to blank."""
-    return {k: v for k, v in meta.model_dump().items() if v}
+    return {k: v for k, v in meta.model_dump(exclude={"labels"}).items() if v}
 
 
 def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from nixfleet.core.commands import parse_kind
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.gates import HealthGate
-from nixfleet.dashboard import apitokens
+from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 
 router = APIRouter(prefix="/api")
@@ -48,18 +48,27 @@ class GateDefault(BaseModel):
 
 
 class BulkRequest(BaseModel):
+    """The hosts are named (host_ids) or chosen by a label selector (label=role=web)."""
+
     model_config = ConfigDict(extra="forbid")
     command: Text = Field(max_length=40)
-    host_ids: list[Annotated[Text, Field(max_length=255)]] = Field(min_length=1, max_length=10000)
+    host_ids: list[Annotated[Text, Field(max_length=255)]] = Field([], max_length=10000)
+    label: Text = Field("", max_length=400)
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> BulkRequest:
+        if bool(self.host_ids) == bool(self.label):
+            raise ValueError("name the hosts (host_ids) or give a label selector (label), one")
+        return self
 
 
-@router.post("/hosts/{host_id}/command", status_code=202)
+@router.post("/hosts/{host_id}/command", status_code=202, responses=contract.errors(409))
 async def queue_command(
     host_id: str, body: CommandRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
     try:
-        apitokens.check_scope(request, session, [host_id], parse_kind(body.command))
+        await apitokens.check_scope(ctx, request, session, [host_id], parse_kind(body.command))
         cmd = await ctx.fleet.dispatch(
             session.username, host_id, body.command, body.force, body.gate, body.no_gate
         )
@@ -101,15 +110,16 @@ async def queue_bulk(
 
     A token's scope is the exception: one host outside it refuses the whole request.
     """
+    host_ids = body.host_ids or await ctx.fleet.select(body.label)
     try:
-        apitokens.check_scope(request, session, body.host_ids, parse_kind(body.command))
+        await apitokens.check_scope(ctx, request, session, host_ids, parse_kind(body.command))
     except NixFleetError as exc:
         ctx.audit.record_later(
             session.username, "bulk_command", address=client_address(request), result=exc.code,
             detail={"command": body.command, "error": str(exc)[:200]},
         )  # fmt: skip
         raise
-    results = await ctx.fleet.dispatch_many(session.username, body.host_ids, body.command)
+    results = await ctx.fleet.dispatch_many(session.username, host_ids, body.command)
     refused = sum(1 for r in results if "error" in r)
     await ctx.audit.record(
         session.username,
@@ -118,6 +128,7 @@ async def queue_bulk(
         result="accepted" if not refused else f"partial ({refused} refused)",
         detail={
             "command": body.command,
+            **({"label": body.label} if body.label else {}),
             "hosts": [r["host_id"] for r in results][:500],
             "refused": [r["host_id"] for r in results if "error" in r][:500],
         },
@@ -150,7 +161,7 @@ async def get_output(
     return await ctx.fleet.output_page(command_id, after_seq, limit)
 
 
-@router.post("/commands/{command_id}/cancel")
+@router.post("/commands/{command_id}/cancel", responses=contract.errors(409))
 async def cancel_command(
     command_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:

@@ -1,5 +1,6 @@
-"""Hosts: list, add (an enrollment code is shown once), remove, and the agent credentials:
-rotate or revoke the token, issue a new enrollment code, bind a client certificate."""
+"""Hosts: list, add (an enrollment code is shown once), remove, label, and the agent
+credentials: rotate or revoke the token, issue a new enrollment code, bind a client
+certificate."""
 
 from __future__ import annotations
 
@@ -10,10 +11,20 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from nixfleet.core.errors import NixFleetError
+from nixfleet.core.labels import MAX_LABELS
 from nixfleet.core.secevents import EventKind, SecurityEvent
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, Session, client_address
 
 router = APIRouter(prefix="/api/hosts")
+
+
+# Only size caps here: core.labels decides, so API, CLI and UI give the same sentences.
+LabelSet = Annotated[
+    dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=200)]],
+    Field(max_length=4 * MAX_LABELS),
+]
 
 
 class NewHost(BaseModel):
@@ -23,6 +34,12 @@ class NewHost(BaseModel):
     location: str = Field("", max_length=200)
     device_type: str = Field("", max_length=40)
     theme_color: str = Field("", pattern=r"^(#[0-9a-fA-F]{6})?$")
+    labels: LabelSet = Field(default_factory=dict)
+
+
+class Labels(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    labels: LabelSet
 
 
 class Rotation(BaseModel):
@@ -82,10 +99,11 @@ async def list_hosts(
     _: CsrfSession,
     state: Annotated[list[str] | None, Query(max_length=16)] = None,
     host_id: Annotated[list[str] | None, Query(max_length=1000)] = None,
+    label: Annotated[str, Query(max_length=400)] = "",
 ) -> dict[str, Any]:
-    """Return the hosts (in any of the ?state= given, among the ?host_id= given), their
-    counts per state and the summary of their current plans."""
-    return await ctx.fleet.fleet_view(state or [], host_id or [])
+    """Return the hosts (in any of the ?state= given, among the ?host_id= given, matching
+    the ?label= selector), their counts per state and the summary of their current plans."""
+    return await ctx.fleet.fleet_view(state or [], host_id or [], label)
 
 
 @router.get("/{host_id}/samples")
@@ -95,14 +113,40 @@ async def host_samples(host_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]
     return {"host_id": host["id"], "samples": ctx.fleet.samples.points(host["id"], time.time())}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=contract.errors(409))
 async def add_host(
     body: NewHost, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
-    host = await ctx.fleet.add_host(body.host_id, body.model_dump(exclude={"host_id"}))
+    meta = body.model_dump(exclude={"host_id", "labels"})
+    host = await ctx.fleet.add_host(body.host_id, meta, body.labels)
     code, expires = await ctx.fleet.identity.issue_enroll_code(host["id"])
     await _note(request, ctx, session, EventKind.HOST_ADDED, host["id"])
     return {"host": host, "enroll_code": code, "enroll_expires_at": expires}
+
+
+@router.put("/{host_id}/labels")
+async def set_labels(
+    host_id: str, body: Labels, request: Request, ctx: Ctx, session: CsrfSession
+) -> dict[str, Any]:
+    """Replace the operator's labels of the host; a key its configuration sets still wins."""
+    fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
+    try:
+        host = await ctx.fleet.set_labels(host_id, body.labels)
+    except NixFleetError as exc:
+        ctx.audit.record_later(
+            session.username, "host_labels", result=exc.code,
+            detail={"error": str(exc)[:200]}, **fields,
+        )  # fmt: skip
+        raise
+    await ctx.audit.record(
+        session.username, "host_labels", detail={"labels": host["admin_labels"]}, **fields
+    )
+    return {
+        "host_id": host["id"],
+        "labels": host["labels"],
+        "admin_labels": host["admin_labels"],
+        "label_sources": host["label_sources"],
+    }
 
 
 @router.delete("/{host_id}")

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nixfleet.core.commands import parse_kind
 from nixfleet.core.errors import NixFleetError, NotFound
 from nixfleet.core.rollouts import MAX_HOSTS, RolloutPolicy, describe_plan
-from nixfleet.dashboard import apitokens
+from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import CsrfSession, Ctx, Session, client_address, optional_session
 from nixfleet.dashboard.responses import FiniteJSONResponse
@@ -20,28 +20,36 @@ router = APIRouter()
 
 
 class RolloutRequest(BaseModel):
+    """The hosts are named (host_ids) or chosen by a label selector (label=role=web)."""
+
     model_config = ConfigDict(extra="forbid")
     command: str = Field(max_length=40)
-    host_ids: list[Annotated[str, Field(max_length=100)]] = Field(
-        min_length=1, max_length=MAX_HOSTS
-    )
+    host_ids: list[Annotated[str, Field(max_length=100)]] = Field([], max_length=MAX_HOSTS)
+    label: str = Field("", max_length=400)
     policy: RolloutPolicy = RolloutPolicy()
     dry_run: bool = False
 
+    @model_validator(mode="after")
+    def _one_selection(self) -> RolloutRequest:
+        if bool(self.host_ids) == bool(self.label):
+            raise ValueError("name the hosts (host_ids) or give a label selector (label), one")
+        return self
 
-@router.post("/api/rollouts")
+
+@router.post("/api/rollouts", responses=contract.errors(409))
 async def create_rollout(
     body: RolloutRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> Response:
     """Return the plan in words (dry_run), or start the rollout: 201 with its record."""
+    host_ids = body.host_ids or await ctx.fleet.select(body.label)
     if body.dry_run:
-        apitokens.check_scope(request, session, body.host_ids, parse_kind(body.command))
-        plan = await ctx.rollouts.plan(body.host_ids, body.command, body.policy)
+        await apitokens.check_scope(ctx, request, session, host_ids, parse_kind(body.command))
+        plan = await ctx.rollouts.plan(host_ids, body.command, body.policy)
         plan["summary"] = describe_plan(plan["kind"], plan["waves"], body.policy)
         return FiniteJSONResponse(plan)
     try:
-        apitokens.check_scope(request, session, body.host_ids, parse_kind(body.command))
-        ro = await ctx.rollouts.create(session.username, body.host_ids, body.command, body.policy)
+        await apitokens.check_scope(ctx, request, session, host_ids, parse_kind(body.command))
+        ro = await ctx.rollouts.create(session.username, host_ids, body.command, body.policy)
     except NixFleetError as exc:
         _audit_refusal(ctx, request, session, "rollout_start", exc, {"command": body.command[:40]})
         raise
@@ -63,7 +71,7 @@ async def get_rollout(rollout_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, An
     return await ctx.rollouts.view(rollout_id[:64])
 
 
-@router.post("/api/rollouts/{rollout_id}/{action}")
+@router.post("/api/rollouts/{rollout_id}/{action}", responses=contract.errors(409))
 async def act_on_rollout(
     rollout_id: str, action: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -107,14 +115,14 @@ def _audit_refusal(
     )  # fmt: skip
 
 
-@router.get("/rollouts")
+@router.get("/rollouts", responses=contract.page(200))
 async def rollouts_page(
     request: Request, ctx: Ctx, session: Annotated[Session | None, Depends(optional_session)]
 ) -> Response:
     return _page(request, ctx, session, "")
 
 
-@router.get("/rollouts/{rollout_id}")
+@router.get("/rollouts/{rollout_id}", responses=contract.page(200))
 async def rollout_page(
     rollout_id: str,
     request: Request,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nixfleet.core.apitokens import DEFAULT_LIFETIME_S, canonical_name, lifetime_s, scope_from
 from nixfleet.core.roles import Role
-from nixfleet.dashboard import apitokens
+from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, CurrentSession, client_address
 
 router = APIRouter()
@@ -22,12 +22,13 @@ class NewToken(BaseModel):
     name: str = Field(max_length=40)
     role: str = Field(pattern="^(viewer|operator|admin)$")
     hosts: list[_Host] = Field(default_factory=list, max_length=1000)
+    labels: str = Field("", max_length=600, description="a label selector: role=web,tier=1")
     kinds: list[Annotated[str, Field(max_length=20)]] = Field(default_factory=list, max_length=10)
     expires_in: str = Field("", max_length=8, description='e.g. "30d", "12h"; default 90 days')
     service: bool = False
 
 
-@router.get("/tokens")
+@router.get("/tokens", responses=contract.page(200))
 async def tokens_page(request: Request, ctx: Ctx, session: CurrentSession) -> Response:
     return ctx.templates.TemplateResponse(
         request,
@@ -59,7 +60,7 @@ async def create_token(
         client_address(request),
         canonical_name(body.name),
         Role.parse(body.role),
-        scope_from(body.hosts, (), body.kinds),
+        scope_from(body.hosts, body.labels, body.kinds),
         lifetime_s(body.expires_in) if body.expires_in else DEFAULT_LIFETIME_S,
         body.service,
     )

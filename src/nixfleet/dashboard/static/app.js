@@ -46,10 +46,10 @@
     snapshot: (snap) => {
       const ids = new Set(snap.hosts.map((h) => h.id));
       for (const id of [...table.rows.keys()]) if (!ids.has(id)) table.forget(id);
-      fleet.snapshot(snap); table.invalidate();
+      fleet.snapshot(snap); table.invalidate(); offerLabelKeys(snap.hosts);
       for (const id of dock.tabs.keys()) dock.describe(id);
     },
-    host: (e) => { fleet.host(e.host); table.invalidate(e.host.id); },
+    host: (e) => { fleet.host(e.host); table.invalidate(e.host.id); offerLabelKeys([e.host]); },
     host_removed: (e) => { fleet.removeHost(e.host_id); table.forget(e.host_id); table.invalidate(); },
     target: (e) => { fleet.target = e.commit; table.invalidate(); },
     command: (e) => { fleet.command(e.command); table.invalidate(e.command.host_id); dock.onCommand(e.command); follow(e.command); },
@@ -231,13 +231,19 @@
       if (first) table.focusRow(first);
     }
   });
-  $("#group-by").addEventListener("focus", () => {
-    // Label keys are only known once hosts are in: offer them when the list opens.
+  // Group by any label key a host has: offered as soon as a host brings a new one (at
+  // most 50 keys, so one odd fleet cannot grow the list without end).
+  const offeredKeys = new Set();
+  function offerLabelKeys(hosts) {
     const select = $("#group-by");
-    for (const key of fleet.labelKeys()) {
-      if (!select.querySelector(`option[value="label:${CSS.escape(key)}"]`)) select.append(el("option", { value: `label:${key}`, text: `label ${key}` }));
+    for (const h of hosts) {
+      for (const key of Object.keys(h.labels || {})) {
+        if (offeredKeys.has(key) || offeredKeys.size >= 50) continue;
+        offeredKeys.add(key);
+        select.append(el("option", { value: `label:${key}`, text: `label ${key}` }));
+      }
     }
-  });
+  }
 
   // --- keyboard -------------------------------------------------------------------------------
   const typing = (t) => t.closest("input, select, textarea, dialog, [role=menu]");
@@ -275,7 +281,9 @@
     const form = new FormData(ev.target);
     const out = $("#add-host-result");
     try {
-      const res = await NF.post("/api/hosts", Object.fromEntries(form.entries()));
+      const body = Object.fromEntries(form.entries());
+      body.labels = NF.parseLabels(body.labels || "");
+      const res = await NF.post("/api/hosts", body);
       const until = new Date(res.enroll_expires_at * 1000).toLocaleTimeString();
       out.replaceChildren(`Added ${res.host.id}. Its one-time enrollment code, shown only now: `,
         el("span", { class: "token", text: res.enroll_code }),

@@ -88,6 +88,10 @@ window.NF = window.NF || {};
     return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
   };
   NF.words = (w) => String(w || "").replaceAll("_", " ");
+  // "role=web, site=ams1" -> {role: "web", site: "ams1"}; the dashboard checks the rules
+  // (a word without "=" becomes an empty value, which it refuses in words).
+  NF.parseLabels = (text) => Object.fromEntries(String(text).split(/[\s,]+/).filter(Boolean)
+    .map((w) => { const i = w.indexOf("="); return i < 0 ? [w, ""] : [w.slice(0, i), w.slice(i + 1)]; }));
   NF.short = (commit) => commit ? String(commit).slice(0, 7) : "—";
 
   NF.ACTIVE = new Set(["queued", "dispatched", "running"]);

@@ -74,6 +74,28 @@
     ]);
     renderPlan(h.plan);
     renderGenerations(st.generations || []);
+    const input = $("#labels-input");
+    // The operator's own labels, for editing; not while someone is typing in the field.
+    if (input && document.activeElement !== input && !input.dataset.edited) {
+      input.value = Object.entries(h.admin_labels || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+    }
+  }
+
+  async function saveLabels(ev) {
+    ev.preventDefault();
+    const out = $("#labels-result"), input = $("#labels-input");
+    try {
+      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/labels`, { labels: NF.parseLabels(input.value) }, "PUT");
+      delete input.dataset.edited;
+      const n = Object.keys(res.admin_labels).length;
+      out.textContent = `Saved ${n} label${n === 1 ? "" : "s"}.`;
+      if (page.host) { page.host = { ...page.host, ...res }; renderHost(); }
+    } catch (err) { out.textContent = err.message; }
+  }
+  const labelsForm = $("#labels-form");
+  if (labelsForm) {
+    labelsForm.addEventListener("submit", saveLabels);
+    $("#labels-input").addEventListener("input", (ev) => { ev.target.dataset.edited = "1"; });
   }
 
   function renderPlan(plan) {

@@ -153,6 +153,7 @@ window.NF = window.NF || {};
       c.dot = el("span", { class: "swatch", "aria-hidden": "true" });
       c.name = el("a", { href: `/hosts/${encodeURIComponent(id)}`, class: "host-link", "data-host-link": id, text: id });
       c.sub = el("span", { class: "sub" });
+      c.labels = el("span", { class: "sub labels", "data-labels": id });
       c.identity = el("span", { class: "badge bad", hidden: true });
       c.online = el("span", { class: "dot", "aria-hidden": "true" });
       c.word = el("span", { class: "word" });
@@ -181,7 +182,7 @@ window.NF = window.NF || {};
         "aria-expanded": "false", "aria-label": `More actions for ${id}`, text: "⋯" });
       const tr = el("tr", { class: "host", "data-host": id, tabindex: "-1" },
         el("td", { class: "c-sel" }, c.box),
-        el("th", { scope: "row", class: "c-host" }, c.dot, el("span", { class: "name-line" }, c.name, c.identity), c.sub),
+        el("th", { scope: "row", class: "c-host" }, c.dot, el("span", { class: "name-line" }, c.name, c.identity), c.sub, c.labels),
         el("td", { "data-col": "status" }, c.online, c.word, c.seen),
         el("td", { "data-col": "deploy" }, c.deploy, c.commit, c.plan),
         el("td", { "data-col": "generation" }, c.gen),
@@ -205,6 +206,10 @@ window.NF = window.NF || {};
       tr.classList.toggle("selected", sel);
       if (h.theme_color && c.dot.dataset.color !== h.theme_color) { c.dot.style.background = h.theme_color; c.dot.dataset.color = h.theme_color; }
       setText(c.sub, [h.location, h.device_type].filter(Boolean).join(" · ") || (st.os_kind && st.os_kind !== "unknown" ? st.os_kind : ""));
+      const pairs = Object.entries(h.labels || {}).map(([k, v]) => `${k}=${v}`);
+      setText(c.labels, pairs.length > 3 ? `${pairs.slice(0, 3).join(" ")} +${pairs.length - 3}` : pairs.join(" "));
+      c.labels.hidden = !pairs.length;
+      setAttr(c.labels, "title", pairs.length ? `Labels: ${pairs.join(", ")}` : null);
       const idWord = IDENTITY[h.identity_state];
       c.identity.hidden = !idWord; if (idWord) setText(c.identity, idWord);
 

@@ -14,7 +14,7 @@
   function scopeText(s) {
     const parts = [];
     if (s.hosts.length) parts.push(`hosts ${s.hosts.join(", ")}`);
-    if (s.labels.length) parts.push(`labels ${s.labels.join(", ")}`);
+    if (s.labels) parts.push(`labels ${s.labels}`);
     if (s.kinds.length) parts.push(`only ${s.kinds.join(", ")}`);
     return parts.join("; ") || "any host, any command";
   }
@@ -70,6 +70,7 @@
       name: f.name.value,
       role: f.role.value,
       hosts: f.hosts.value.split(/[\s,]+/).filter(Boolean),
+      labels: f.labels.value.trim(),
       kinds: [...f.querySelectorAll('input[name="kinds"]:checked')].map((i) => i.value),
       expires_in: f.expires_in.value,
       service: Boolean(f.service && f.service.checked),
