@@ -315,7 +315,7 @@ change_counters = Table(
     Column("value", BigInteger, nullable=False),
 )
 
-# API tokens (migration 0017). Only the HMAC of a token is kept; it is also the lookup key.
+# API tokens (migration 0018). Only the HMAC of a token is kept; it is also the lookup key.
 # owner NULL: a service token, managed by admins. scope: core.apitokens.TokenScope.stored.
 api_tokens = Table(
     "api_tokens",
