@@ -37,6 +37,7 @@ from nixfleet.core.errors import (
     for_people,
 )
 from nixfleet.core.gates import HealthGate, choose_gate
+from nixfleet.core.generations import check_rollback_target
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     CLOSE_REPLACED,
@@ -343,11 +344,13 @@ class Fleet:
         force: bool = False,
         gate: HealthGate | None = None,
         no_gate: bool = False,
+        generation: int | None = None,
     ) -> dict[str, Any]:
         """Return the stored command for kind on host, queued or acted on at once.
 
-        1. Validate kind, gate and host (nothing is written for bad input); refuse a host no
-           agent can receive it on, and a deploy while one is active (unless `force`).
+        1. Validate kind, gate, a rollback's generation and host (nothing is written for
+           bad input); refuse a host no agent can receive it on, and a deploy while one
+           is active (unless `force`).
         2. stop: ask the agent to cancel its active command; restart: send straight away.
         3. Other kinds are queued (superseding an older queued switch) and the hub
            delivers them when the host is free.
@@ -356,6 +359,8 @@ class Fleet:
         host = await host_store.get(self.db, canonical_host_id(raw_id))
         host_id = host["id"]
         chosen = self.gate_for(kind, host, gate, no_gate)
+        if generation is not None:
+            _check_generation(host, kind, generation)
         guards.check_deliverable(host)
         now = self.clock()
         active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=5)
@@ -364,7 +369,7 @@ class Fleet:
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
-        row = self.new_command(actor, host_id, kind, now, chosen)
+        row = self.new_command(actor, host_id, kind, now, chosen) | {"generation": generation}
         if kind == CommandKind.STOP:
             # A stop is never queued: it is recorded as done and acts on the active command.
             row |= {
@@ -712,6 +717,7 @@ class Fleet:
             detail=detail,
             tests=tests,
             disconnected_at=None,
+            change=msg.change.model_dump() if msg.change is not None else None,
         )
         if not moved:
             return
@@ -856,6 +862,16 @@ def stored_gate(raw: object) -> HealthGate | None:
     except PydanticValidationError:
         log.warning("fleet: a stored health gate no longer fits its bounds; ignoring it")
         return None
+
+
+def _check_generation(host: dict[str, Any], kind: CommandKind, generation: int) -> None:
+    """Refuse a generation for another kind than rollback, or one the host did not report."""
+    if kind != CommandKind.ROLLBACK:
+        raise ValidationError(
+            f"commands: only a rollback takes a generation, not {kind.value}; leave it out"
+        )
+    st = salvage(HostStatus, host["status"]) if host.get("status") else HostStatus()
+    check_rollback_target(host["id"], generation, [g.model_dump() for g in st.generations])
 
 
 def _set_fields(meta: HostMeta) -> dict[str, str]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.gates import HealthGate
@@ -37,6 +37,8 @@ class CommandRequest(BaseModel):
     gate: HealthGate | None = None
     # Switch without the default gate.
     no_gate: bool = False
+    # A rollback's target: one of the host's reported generations (None: the previous).
+    generation: StrictInt | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class GateDefault(BaseModel):
@@ -67,8 +69,9 @@ async def queue_command(
     fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
     try:
         cmd = await ctx.fleet.dispatch(
-            session.username, host_id, body.command, body.force, body.gate, body.no_gate
-        )
+            session.username, host_id, body.command, body.force, body.gate, body.no_gate,
+            body.generation,
+        )  # fmt: skip
     except NixFleetError as exc:
         ctx.audit.record_later(
             session.username, "command", result=exc.code,
@@ -79,7 +82,7 @@ async def queue_command(
         session.username, "command", result="accepted",
         detail={
             "command": body.command, "command_id": cmd["id"], "force": body.force,
-            "gate": cmd["gate"],
+            "gate": cmd["gate"], "generation": cmd["generation"],
         },
         **fields,
     )  # fmt: skip
