@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from nixfleet.core.protocol import (
     PROTOCOL_VERSION,
@@ -40,6 +40,7 @@ from nixfleet.core.protocol import (
 )
 
 OUTPUT_MARK = "bench-t="
+RETRIES = 5  # handshakes a simulated agent tries before the run fails
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Swarm:
     output_plan: OutputPlan = field(default_factory=OutputPlan)
     heartbeats_sent: int = 0
     failures: list[str] = field(default_factory=list)
+    connect_retries: int = 0
+    last_retry: str = ""
 
     async def connect(self, ids: list[str], parallel: int = 64, timeout: float = 300) -> float:
         """Connect the agents for ids, `parallel` handshakes at a time; return seconds taken."""
@@ -70,9 +73,21 @@ class Swarm:
 
         async def one(host_id: str) -> None:
             async with gate:
-                agent = SimAgent(self, host_id)
-                self.agents[host_id] = agent
-                await agent.start()
+                for attempt in range(RETRIES + 1):
+                    agent = SimAgent(self, host_id)
+                    self.agents[host_id] = agent
+                    try:
+                        await agent.start()
+                        return
+                    except (InvalidStatus, ConnectionClosed) as exc:
+                        # A busy database answers 503 (or drops a half-open link): the real
+                        # agent backs off and dials again, and so does this one, counted.
+                        await agent.close()
+                        if attempt == RETRIES:
+                            raise
+                        self.connect_retries += 1
+                        self.last_retry = f"{host_id}: {exc!r}"[:200]
+                        await asyncio.sleep(1 + attempt)
 
         await asyncio.wait_for(asyncio.gather(*(one(h) for h in ids)), timeout)
         return time.monotonic() - start

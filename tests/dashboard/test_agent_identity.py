@@ -174,7 +174,9 @@ def test_a_revoked_or_rotated_token_is_refused_and_the_live_agent_cut_off(
     assert_nowhere_in_clear(rf, [old, *([new] if new else [])])
 
 
-def test_revocation_from_the_cli_cuts_off_the_live_agent(make_fleet):
+def test_revocation_from_the_cli_cuts_off_the_live_agent(make_fleet, backend):
+    # The CLI writes the database from another process, off the dashboard's bus: only the
+    # credential change counter tells the dashboard to look (SQLite and PostgreSQL).
     rf = make_fleet(hosts=1, agents=False)
     rf.start_agent("atlas", args=INFO)
     api = rf.api()
@@ -203,6 +205,24 @@ def test_a_rotation_with_overlap_keeps_the_old_token_working_until_cut(make_flee
     wait_for(lambda: _closed_with(rf, "atlas", 4410), 20, "the agent closed with 4410")
     assert handshake(rf.base, "atlas", newest) == 101
     assert handshake(rf.base, "atlas", new) == 401
+
+
+def test_an_overlap_that_runs_out_cuts_the_agent_still_on_the_old_token(make_fleet):
+    # Nothing is written when an overlap ends: the dashboard must watch the clock for it.
+    rf = make_fleet(hosts=2, agents=False)
+    for h in ("atlas", "borealis"):
+        rf.start_agent(h, args=INFO)
+    api = rf.api()
+    api.wait_online(["atlas", "borealis"])
+    old = rf.host("atlas").token_file.read_text().strip()
+    res = api.post("/api/hosts/atlas/agent-token", {"overlap_s": 3})
+    new = res.json()["agent_token"]
+    assert handshake(rf.base, "atlas", old) == 101  # still good during the overlap
+    api.wait_online(["atlas"])  # the agent is back on its old token
+    wait_for(lambda: _closed_with(rf, "atlas", 4410), 20, "the agent closed with 4410")
+    assert handshake(rf.base, "atlas", old) == 401
+    assert handshake(rf.base, "atlas", new) == 101
+    assert api.host("borealis")["online"]  # nobody else is touched
 
 
 def _shared_token_env(tmp_path, allow: bool, auto: bool = False) -> tuple[str, dict[str, str]]:

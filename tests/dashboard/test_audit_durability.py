@@ -4,12 +4,15 @@ with an id that is not valid text is refused whole; certificate binding is audit
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
 
 import httpx
 import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
 
 from conftest import wait_for
 
@@ -90,6 +93,29 @@ def test_a_locked_database_answers_503_and_loses_no_audit_entry_or_event(impatie
     assert api.host("atlas")["connected_at"] == connected_at
     seqs = [line["seq"] for line in done["output"]]
     assert seqs == list(range(1, len(seqs) + 1)) and seqs
+
+
+def test_an_agent_handshake_on_a_locked_database_is_told_to_come_back(impatient):
+    # Thousands of agents connecting at once meet a busy database: a 503 makes them retry.
+    fleet = impatient
+    db_path = fleet.fleet.root / "dashboard" / "nixfleet.db"
+    token = fleet.host("atlas").token_file.read_text().strip()
+    _hold_write_lock(db_path, 3)
+    headers = {"Authorization": f"Bearer {token}", "X-NixFleet-Host": "atlas"}
+    url = fleet.base.replace("http://", "ws://") + "/api/agent/ws"
+
+    async def attempt() -> int:
+        try:
+            ws = await websockets.connect(url, additional_headers=headers, open_timeout=10)
+        except InvalidStatus as exc:
+            return exc.response.status_code
+        await ws.close()
+        return 101
+
+    assert asyncio.run(attempt()) == 503
+    text = (fleet.fleet.root / "dashboard.log").read_text()
+    assert "unhandled error" not in text and "Traceback" not in text
+    fleet.api().wait_online(["atlas"])  # the lock gone, the agent is back
 
 
 def test_a_bulk_command_with_an_invalid_id_is_refused_whole(make_fleet):

@@ -7,12 +7,22 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import Backend
 from nixfleet.core.commands import CommandState
 from nixfleet.core.errors import Conflict, NotFound
 from nixfleet.core.secevents import EventKind, SecurityEvent
-from nixfleet.storage import audit, commands, credentials, hosts, output, security_events, totp
+from nixfleet.storage import (
+    audit,
+    changes,
+    commands,
+    credentials,
+    hosts,
+    output,
+    security_events,
+    totp,
+)
 from nixfleet.storage import sessions as session_store
 from nixfleet.storage.db import Database
 from nixfleet.storage.migrate import upgrade
@@ -203,6 +213,48 @@ async def test_an_enrollment_code_is_redeemed_once_across_replicas(db, replica):
     assert sorted(outcomes) == ["ok", "used", "used", "used"]
     ident = await credentials.identity(db, "atlas")
     assert ident is not None and ident.identity_state == "active"
+
+
+async def test_every_credential_change_moves_the_counter_another_replica_reads(db, replica):
+    """The live-credential check runs only when this counter moved: a change it missed
+    would leave a revoked agent connected (the CLI and replicas write too)."""
+
+    async def seen() -> tuple[int, int]:
+        return (
+            await changes.read(replica, changes.CREDENTIALS),
+            await changes.read(replica, changes.HOSTS),
+        )
+
+    assert await seen() == (0, 0)
+    await hosts.add(db, "atlas", None, NOW, {})
+    await hosts.add(db, "borealis", "b" * 64, NOW, {})
+    assert await seen() == (0, 2)
+    steps = [
+        credentials.claim_first_token(db, "atlas", "a" * 64),
+        credentials.replace_token(db, "atlas", "1" * 64, NOW, NOW + 60),
+        credentials.revoke(db, "atlas", NOW),
+    ]
+    for i, step in enumerate(steps, start=1):
+        await step
+        assert await seen() == (i, 2)
+    await credentials.add_enroll_code(db, "atlas", "c" * 64, NOW, NOW + 3600)
+    assert await credentials.redeem_enroll_code(db, "atlas", "c" * 64, "2" * 64, NOW, "x") == "ok"
+    assert await seen() == (4, 2)
+    # What happens all day on a connected fleet moves neither counter.
+    await credentials.note_use(db, "atlas", NOW, "192.0.2.9")
+    await hosts.save_statuses(db, {"atlas": ({"load": 0.5}, NOW)})
+    assert await seen() == (4, 2)
+    await hosts.remove(db, "borealis")
+    assert await seen() == (5, 3)
+    # A write that bypasses the store functions (a script, a future one) counts too.
+    async with db.engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE hosts SET token_hash = NULL WHERE id = 'atlas'"))
+    assert await seen() == (6, 3)
+    # Changes racing from two replicas are all counted.
+    await asyncio.gather(
+        *(hosts.add(d, f"web-{i}", None, NOW, {}) for i, d in enumerate((db, replica) * 3))
+    )
+    assert await seen() == (6, 9)
 
 
 async def test_security_events_are_stored_summarised_and_pruned(db):

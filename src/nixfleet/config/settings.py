@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import limits
 import limits.storage
@@ -28,10 +29,11 @@ from pydantic_settings import (
 )
 
 from nixfleet.core.branch import check_branch
-from nixfleet.core.errors import ConfigError
+from nixfleet.core.errors import ConfigError, for_people
 from nixfleet.core.errors import ValidationError as NixFleetValidationError
 from nixfleet.core.gates import HealthGate
 from nixfleet.core.rollouts import parse_policy, rollout_kind
+from nixfleet.core.signon import RoleRule, parse_role_map
 
 ENV_PREFIX = "NIXFLEET_"
 MIN_SECRET_LEN = 32
@@ -110,6 +112,22 @@ class Settings(BaseSettings):
     session_absolute_s: int = Field(7 * 86400, ge=60)
     require_totp: bool = False
     totp_secret: SecretStr = SecretStr("")
+    # Single sign-on with OpenID Connect (docs/sso.md): on when an issuer is set. The
+    # roles map names groups (or CLAIM:VALUE) and the role they give; a user matching none
+    # is refused unless a default role is set. PASSWORD_LOGIN=false leaves SSO the only way.
+    oidc_issuer: str = Field("", max_length=500)
+    oidc_client_id: str = Field("", max_length=200)
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_scopes: str = Field("openid profile email", max_length=500)
+    oidc_groups_claim: str = Field("groups", pattern=r"^[A-Za-z0-9_.:/-]{1,100}$")
+    oidc_username_claim: str = Field("preferred_username", pattern=r"^[A-Za-z0-9_.:/-]{1,100}$")
+    oidc_roles: str = Field("", max_length=4000)
+    oidc_default_role: Literal["", "viewer", "operator", "admin"] = ""
+    oidc_provider_name: str = Field("SSO", min_length=1, max_length=40)
+    # The callback URL registered at the provider (default: this dashboard's own address).
+    oidc_redirect_uri: str = Field("", max_length=500)
+    oidc_timeout_s: float = Field(10, gt=0, le=120)
+    password_login: bool = True
     # Login throttling: this many failures are free, then each one doubles the wait.
     login_free_failures: int = Field(5, ge=1)
     login_base_delay_s: float = Field(1.0, gt=0)
@@ -265,6 +283,14 @@ class Settings(BaseSettings):
         except NixFleetValidationError as exc:
             raise ValueError(str(exc)) from None
 
+    @field_validator("health_gate", mode="before")
+    @classmethod
+    def _gate_json(cls, value: Any) -> Any:
+        # From the environment it arrives decoded; as a keyword (the CLI, the demo) as text.
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else None
+        return value
+
     @field_validator("hook_rollout_policy")
     @classmethod
     def _policy(cls, value: str) -> str:
@@ -321,6 +347,48 @@ class Settings(BaseSettings):
         if not scheme or f"async+{scheme.removeprefix('async+')}" not in known:
             raise ValueError(f"{value!r} is not a storage URI of the limits library")
         return value
+
+    @field_validator("oidc_roles")
+    @classmethod
+    def _role_map(cls, value: str) -> str:
+        try:
+            parse_role_map(value)
+        except NixFleetValidationError as exc:
+            raise ValueError(for_people(str(exc))) from None
+        return value
+
+    @property
+    def oidc_role_map(self) -> tuple[RoleRule, ...]:
+        """Return NIXFLEET_OIDC_ROLES parsed (validated at start-up)."""
+        return parse_role_map(self.oidc_roles)
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer)
+
+    @model_validator(mode="after")
+    def _coherent_sso(self) -> Settings:
+        if not self.oidc_issuer:
+            if not self.password_login:
+                raise ValueError(
+                    "NIXFLEET_PASSWORD_LOGIN=false needs single sign-on (NIXFLEET_OIDC_ISSUER)"
+                )
+            return self
+        url = urlsplit(self.oidc_issuer)
+        if url.scheme != "https" and not (
+            url.scheme == "http" and _is_loopback(url.hostname or "")
+        ):
+            raise ValueError("NIXFLEET_OIDC_ISSUER must be an https:// URL")
+        if not self.oidc_client_id:
+            raise ValueError("NIXFLEET_OIDC_ISSUER needs NIXFLEET_OIDC_CLIENT_ID")
+        if "openid" not in self.oidc_scopes.split():
+            raise ValueError("NIXFLEET_OIDC_SCOPES must include openid")
+        if not self.oidc_role_map and not self.oidc_default_role:
+            raise ValueError(
+                "NIXFLEET_OIDC_ISSUER needs NIXFLEET_OIDC_ROLES (or NIXFLEET_OIDC_DEFAULT_ROLE):"
+                " without them nobody could sign in"
+            )
+        return self
 
     @property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

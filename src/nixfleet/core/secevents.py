@@ -47,6 +47,19 @@ class AuthFactor(StrEnum):
     ENROLL_CODE = "enroll_code"
     CLIENT_CERT = "client_cert"
     METRICS_TOKEN = "metrics_token"
+    # Single sign-on (security/oidc.py, dashboard/signon.py): why a sign-in was refused.
+    PASSWORD_OFF = "password_off"  # a password login while NIXFLEET_PASSWORD_LOGIN=false
+    OIDC_STATE = "oidc_state"  # unknown, replayed, expired, or another browser's state
+    OIDC_PROVIDER = "oidc_provider"  # unreachable, refused, or an answer that is no answer
+    OIDC_SIGNATURE = "oidc_signature"
+    OIDC_EXPIRED = "oidc_expired"
+    OIDC_AUDIENCE = "oidc_audience"
+    OIDC_ISSUER = "oidc_issuer"
+    OIDC_NONCE = "oidc_nonce"
+    OIDC_TOKEN = "oidc_token"  # any other claim wrong or missing
+    OIDC_UNMAPPED = "oidc_unmapped"  # no rule of NIXFLEET_OIDC_ROLES matches, no default
+    OIDC_USER = "oidc_user"  # no usable name, a local user's name, or another subject's
+    OIDC_DISABLED = "oidc_disabled"
 
 
 class MessageFault(StrEnum):

@@ -39,6 +39,8 @@ NEEDS: dict[str, Need] = {
     "GET /metrics": PUBLIC,  # its own scrape token
     "GET /login": PUBLIC,
     "POST /login": PUBLIC,  # its own Origin check
+    "GET /login/oidc": PUBLIC,  # single sign-on: off to the provider
+    "GET /login/oidc/callback": PUBLIC,  # the state (one-time, this browser's) and ID token
     "WS /api/agent/ws": PUBLIC,  # agent token or client certificate
     "POST /api/agent/enroll": PUBLIC,  # one-time enrollment code
     "POST /api/hooks/{forge_name}": PUBLIC,  # the forge signs the body
@@ -66,6 +68,7 @@ NEEDS: dict[str, Need] = {
     "GET /api/rollouts/{rollout_id}": Need(V),
     "GET /api/security/summary": Need(V),
     "GET /api/audit": Need(V),
+    "GET /api/openapi.json": Need(V),
     # acting on hosts
     "POST /api/hosts/{host_id}/command": Need(OP),
     "PUT /api/hosts/{host_id}/health-gate": Need(OP),

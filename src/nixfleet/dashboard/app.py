@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
 from nixfleet.core.errors import NotFound
-from nixfleet.dashboard import access
+from nixfleet.dashboard import access, contract
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.fleet.codec import FleetCodec
 from nixfleet.dashboard.fleet.hooks import PushHooks
@@ -54,11 +54,14 @@ from nixfleet.dashboard.routes import (
     hosts,
     logs,
     monitoring,
+    openapi,
     pages,
     rollouts,
     security,
+    sso,
     users,
 )
+from nixfleet.dashboard.signon import SignOn
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.dashboard.streamseats import SharedSeats
 from nixfleet.security.sessions import SessionSigner
@@ -77,6 +80,7 @@ log = logging.getLogger("nixfleet.dashboard")
 ROUTE_MODULES = (
     health,
     auth,
+    sso,
     pages,
     hosts,
     commands,
@@ -90,6 +94,7 @@ ROUTE_MODULES = (
     rollouts,
     hooks,
     users,
+    openapi,
 )
 _HERE = Path(__file__).parent
 SWEEP_EVERY_S = 2.0
@@ -218,6 +223,7 @@ def create_app(settings: Settings) -> FastAPI:
             deploy_alerts=deploy_alerts,
             rollouts=rollouts,
             hooks=PushHooks(settings, fleet, rollouts),
+            sign_on=SignOn(settings) if settings.oidc_enabled else None,
         )
         app.state.ctx = ctx
         _wire_monitoring(ctx)
@@ -282,11 +288,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     access.install(app)
+    contract.install(app)
     for module in ROUTE_MODULES:
         app.include_router(module.router)
     access.check_routes(
         m.router for m in ROUTE_MODULES
     )  # a route without a declared role fails start-up
+    app.state.route_keys = access.route_keys(m.router for m in ROUTE_MODULES)  # for Allow
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.state.trusted_proxies = settings.trusted_networks
     # The last added runs first: AccessLog → SecurityHeaders → AllowedHosts → CatchAll →

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi.templating import Jinja2Templates
 
@@ -22,6 +23,9 @@ from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle
 from nixfleet.storage.bus import EventBus
 from nixfleet.storage.db import Database
+
+if TYPE_CHECKING:
+    from nixfleet.dashboard.signon import SignOn
 
 
 @dataclass
@@ -43,3 +47,4 @@ class Context:
     deploy_alerts: DeployAlerts
     rollouts: Rollouts
     hooks: PushHooks
+    sign_on: SignOn | None = None  # single sign-on, when NIXFLEET_OIDC_ISSUER is set

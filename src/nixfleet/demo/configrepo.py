@@ -316,14 +316,17 @@ def create_config_repo(
     *,
     branch: str = "main",
     failing: Collection[str] = (),
+    breaking: Collection[str] = (),
 ) -> Path:
     """Return the path of a bare git repo (root / "fleet-config.git") holding a demo flake config.
 
-    hosts: (host_id, os_kind) with os_kind "nixos" or "macos".
+    hosts: (host_id, os_kind) with os_kind "nixos" or "macos". failing: hosts whose build
+    fails (a FAIL_BUILD file); breaking: hosts whose system, once switched to, cuts them off
+    the network (a BREAK_NETWORK file: the demo's health-gated rollback).
     The working clone used to author it stays at root / "fleet-config" so that
     commit_change() can add commits later.
     """
-    _validate(hosts, failing, branch)
+    _validate(hosts, [*failing, *breaking], branch)
     root = Path(root).absolute()
     bare = root / BARE_NAME
     work = root / WORK_NAME
@@ -357,6 +360,12 @@ def create_config_repo(
             _write(
                 host_dir / "FAIL_BUILD",
                 f"demo: {host} is set up to fail its build; delete this file to fix it\n",
+            )
+        if host in breaking:
+            _write(
+                host_dir / "BREAK_NETWORK",
+                f"demo: once switched to, this system cuts {host} off the network (a firewall "
+                "that drops outgoing connections); delete this file to fix it\n",
             )
 
     _git(["add", "--all"], cwd=work)

@@ -40,6 +40,9 @@ _NAMES = [
 _LOCATIONS = ["rack A", "home office", "rack B", "basement", "laptop bag", "edge site"]
 _COLOURS = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2"]
 _MACOS_VERSIONS = ["15.2", "14.7.2", "15.1.1"]
+# The demo host whose next system cuts it off the network, and the demo's fleet-wide gate.
+BREAKING_HOST = "fjord"
+DEMO_GATE_S = 20
 NIX_MISSING = (
     "demo: the demo builds its hosts' systems with Nix, which is not installed: "
     "apt-get install nix-bin (Debian), or see https://nixos.org/download"
@@ -124,8 +127,13 @@ def prepare(
     count: int,
     failing: tuple[str, ...] = ("dune",),
     extra_env: dict[str, str] | None = None,
+    breaking: tuple[str, ...] = (),
 ) -> DemoFleet:
-    """Return a fleet on disk under root, with a fresh admin password and agent tokens."""
+    """Return a fleet on disk under root, with a fresh admin password and agent tokens.
+
+    failing: hosts whose build fails; breaking: hosts whose next system cuts them off the
+    network (configrepo.create_config_repo), for a health-gated switch to roll back.
+    """
     require_nix()
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -138,11 +146,16 @@ def prepare(
             path.chmod(0o600)
     bare = root / "config" / "fleet-config.git"
     if not bare.exists():
-        create_config_repo(root / "config", names, failing=[f for f in failing if f in dict(names)])
+        create_config_repo(
+            root / "config",
+            names,
+            failing=[f for f in failing if f in dict(names)],
+            breaking=[b for b in breaking if b in dict(names)],
+        )
     bindir = root / "bin"
     if not bindir.exists():
         shutil.copytree(FAKEBIN, bindir)
-        for tool in ("nixos-rebuild", "darwin-rebuild", "home-manager"):
+        for tool in ("nixos-rebuild", "darwin-rebuild", "home-manager", "systemctl"):
             (bindir / tool).chmod(0o755)
     password = secrets.token_urlsafe(12)
     env = {
@@ -215,7 +228,9 @@ def _install_systems(root: Path, hosts: list[DemoHost]) -> None:
     source = root / "installer-config"
     shutil.rmtree(source, ignore_errors=True)
     shutil.copytree(
-        root / "config" / WORK_NAME, source, ignore=shutil.ignore_patterns(".git", "FAIL_BUILD")
+        root / "config" / WORK_NAME,
+        source,
+        ignore=shutil.ignore_patterns(".git", "FAIL_BUILD", "BREAK_NETWORK"),
     )
     # One build per host: nix reports several installables' outputs in no fixed order.
     built = [_build(f"path:{source}#{h.flake_attr}") for h in hosts]
@@ -301,6 +316,39 @@ def start_dashboard(
     raise RuntimeError("demo: dashboard did not start within 30 s")
 
 
+def start_network(
+    fleet: DemoFleet, hosts: list[DemoHost], dashboard_port: int
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """Start the hosts' network stand-in (demo.network); return it and each host's port.
+
+    An agent given its host's port reaches the dashboard only while the host's running
+    system does not drop outgoing connections.
+    """
+    port_file = fleet.root / "network.ports"
+    port_file.unlink(missing_ok=True)
+    out = (fleet.root / "network.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nixfleet.demo.network",
+            str(port_file),
+            str(dashboard_port),
+            *(str(h.system_dir) for h in hosts),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"demo: the network stand-in did not start; see {out.name}")
+        time.sleep(0.05)
+    ports = json.loads(port_file.read_text())
+    return proc, {h.host_id: int(ports[str(h.system_dir)]) for h in hosts}
+
+
 def start_agent(
     fleet: DemoFleet,
     host: DemoHost,
@@ -373,12 +421,23 @@ def start_agent(
 
 def run_demo(hosts: int, port: int, data_dir: Path, build_seconds: float) -> None:
     """Prepare, start everything, print the URL and password, stop everything on Ctrl-C."""
-    fleet = prepare(data_dir, hosts)
+    # Every switch is health-gated: kept only when the agent is back within 20 s. fjord's
+    # next system breaks its network, so switching it shows the host rolling back alone.
+    gate = {"NIXFLEET_HEALTH_GATE": json.dumps({"deadline_s": DEMO_GATE_S})}
+    fleet = prepare(data_dir, hosts, extra_env=gate, breaking=(BREAKING_HOST,))
     server, bound = start_dashboard(fleet, port)
-    agents = [start_agent(fleet, h, bound, build_seconds) for h in fleet.hosts]
+    network, ports = start_network(fleet, fleet.hosts, bound)
+    agents = [start_agent(fleet, h, ports[h.host_id], build_seconds) for h in fleet.hosts]
     print(f"NixFleet demo: http://127.0.0.1:{bound}/", flush=True)
     print(f"  user: admin   password (this run only): {fleet.password}", flush=True)
     print(f"  {len(agents)} simulated hosts; data in {fleet.root}. Ctrl-C stops.", flush=True)
+    if BREAKING_HOST in ports:
+        print(
+            f"  Switch {BREAKING_HOST}: its new config breaks its network, and it rolls back "
+            f"by itself within {DEMO_GATE_S} s (docs/deploying.md).",
+            flush=True,
+        )
+    agents.append(network)
     stop = {"now": False}
 
     def on_signal(_sig: int, _frame: object) -> None:

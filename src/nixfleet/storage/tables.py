@@ -78,7 +78,7 @@ commands = Table(
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
     # A rollback's chosen generation (NULL: the previous one) and, once a switch or a
-    # rollback finished, {"before": {generation, commit}, "after": {…}} (migration 0016).
+    # rollback finished, {"before": {generation, commit}, "after": {…}} (migration 0018).
     Column("generation", Integer, nullable=True),
     Column("change", JSON, nullable=True),
     # A switch's health gate as sent to the agent (core.gates; migration 0013).
@@ -89,7 +89,7 @@ commands = Table(
 )
 
 # Each host's state changes over time (online, deploy state, reboot), a bounded number
-# per host and pruned by age (storage/host_states.py; migration 0016).
+# per host and pruned by age (storage/host_states.py; migration 0018).
 host_states = Table(
     "host_states",
     metadata,
@@ -284,6 +284,20 @@ users = Table(
     Column("disabled", Boolean, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # "local" (a password) or "oidc" (single sign-on: no password, the provider's subject).
+    Column("source", String(10), nullable=False, server_default="local"),
+    Column("subject", String(255), nullable=True),
+)
+
+# Single sign-ons under way: one row per state, taken (deleted) by the callback that uses it.
+oidc_logins = Table(
+    "oidc_logins",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("nonce", String(64), nullable=False),
+    Column("verifier", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_oidc_logins_created", "created_at"),
 )
 
 # Request-rate counters shared by the replicas (migration 0014; UNLOGGED on PostgreSQL):
@@ -309,4 +323,13 @@ stream_seats = Table(
     Column("address", String(64), nullable=False),
     Column("lease_until", Float, nullable=False),
     Index("ix_stream_seats_replica", "replica"),
+)
+
+# How many changes of each kind were made (storage/changes.py, migration 0016): a dashboard
+# re-checks live agent credentials, or rescans hosts, only when its counter moved.
+change_counters = Table(
+    "change_counters",
+    metadata,
+    Column("name", String(20), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )

@@ -7,6 +7,7 @@
 4. Everything is written in one target transaction: a failure leaves the target empty.
 5. Identity sequences (security event ids) are moved past the copied rows on PostgreSQL.
 6. The row counts are compared before the commit.
+7. The change counters are not copied: the target's triggers count what is copied into it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from sqlalchemy import Table, func, select, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from nixfleet.storage.changes import NOT_COPIED
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import metadata
 
 PAGE = 2000
+TABLES = [t for t in metadata.sorted_tables if t.name not in NOT_COPIED]
 
 
 class TransferError(Exception):
@@ -36,7 +39,7 @@ async def copy_all(
     async with source.engine.connect() as src, target.engine.begin() as dst:
         await _snapshot(source, src)
         await _refuse_non_empty(dst)
-        for table in metadata.sorted_tables:
+        for table in TABLES:
             counts[table.name] = await _copy_table(src, dst, table)
             if progress:
                 progress(table.name, counts[table.name])
@@ -57,7 +60,7 @@ async def _snapshot(source: Database, src: AsyncConnection) -> None:
 
 
 async def _refuse_non_empty(dst: AsyncConnection) -> None:
-    for table in metadata.sorted_tables:
+    for table in TABLES:
         if (await dst.execute(select(func.count()).select_from(table))).scalar_one():
             raise TransferError(
                 f"the target database already holds data (table {table.name}); "
@@ -91,7 +94,7 @@ def _why(table: Table, exc: DBAPIError) -> str:
 
 
 async def _check_counts(dst: AsyncConnection, counts: dict[str, int]) -> None:
-    for table in metadata.sorted_tables:
+    for table in TABLES:
         stored = (await dst.execute(select(func.count()).select_from(table))).scalar_one()
         if stored != counts[table.name]:
             raise TransferError(
@@ -101,7 +104,7 @@ async def _check_counts(dst: AsyncConnection, counts: dict[str, int]) -> None:
 
 async def _advance_sequences(dst: AsyncConnection) -> None:
     # Rows were inserted with their ids; the next id the sequence hands out must follow them.
-    for table in metadata.sorted_tables:
+    for table in TABLES:
         for column in table.primary_key.columns:
             if column.autoincrement is True:
                 highest = select(func.max(column)).scalar_subquery()

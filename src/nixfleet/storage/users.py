@@ -21,6 +21,8 @@ class User:
     role: Role
     disabled: bool
     created_at: float
+    source: str = "local"  # or "oidc": signs in through the provider, has no password
+    subject: str | None = None  # the provider's `sub` for the user (oidc only)
 
     def public(self) -> dict[str, object]:
         """Return what the API and the CLI show: never the hash or the TOTP secret."""
@@ -29,6 +31,7 @@ class User:
             "role": self.role.label,
             "disabled": self.disabled,
             "totp": self.totp_secret is not None,
+            "source": self.source,
             "created_at": self.created_at,
         }
 
@@ -42,6 +45,8 @@ def _user(row: object) -> User:
         Role.parse(m["role"]),
         bool(m["disabled"]),
         m["created_at"],
+        m["source"],
+        m["subject"],
     )
 
 
@@ -87,6 +92,29 @@ async def add(
         if added.first() is None:
             raise Conflict(f"users: user {username!r} already exists")
     return User(username, password_hash, totp_secret, role, False, now)
+
+
+async def add_external(db: Database, username: str, subject: str, role: Role) -> User:
+    """Store a user who signs in through the provider (no password); Conflict if taken."""
+    now = time.time()
+    values = {
+        "username": username,
+        "password_hash": "",  # no argon2 hash: a password login as this user always fails
+        "totp_secret": None,
+        "role": role.label,
+        "disabled": False,
+        "created_at": now,
+        "updated_at": now,
+        "source": "oidc",
+        "subject": subject,
+    }
+    async with db.engine.begin() as conn:
+        added = await conn.execute(
+            db.insert_ignore(users).values(**values).returning(users.c.username)
+        )
+        if added.first() is None:
+            raise Conflict(f"users: user {username!r} already exists")
+    return User(username, "", None, role, False, now, "oidc", subject)
 
 
 async def seed_admin(

@@ -46,6 +46,11 @@ class Hub:
         self._pumping: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe = fleet.bus.subscribe(self._on_event)
+        # The live-credential check (recheck_credentials): the change counter it last saw,
+        # the hosts connected since, and when overlap tokens still in use stop working.
+        self._credentials_seen: int | None = None
+        self._unchecked: set[str] = set()
+        self._overlap_ends: dict[str, float] = {}
 
     def close(self) -> None:
         self._unsubscribe()
@@ -54,12 +59,14 @@ class Hub:
         """Register a connection; return the one it replaces (same host), if any."""
         old = self.links.get(link.host_id)
         self.links[link.host_id] = link
+        self._unchecked.add(link.host_id)
         return old
 
     def detach(self, link: AgentLink) -> bool:
         """Forget a connection; return False when a newer one already replaced it."""
         if self.links.get(link.host_id) is link:
             del self.links[link.host_id]
+            self._overlap_ends.pop(link.host_id, None)
             return True
         return False
 
@@ -136,23 +143,48 @@ class Hub:
 
     async def recheck_credentials(self) -> None:
         """Drop every connection whose credential was rotated out, revoked or removed,
-        also by another process (the CLI, a replica), with the close code that says why."""
-        links = {
-            h: link for h, link in self.links.items() if link.credential and not link.committing
-        }
+        also by another process (the CLI, a replica), with the close code that says why.
+
+        Cheap when nothing changed: one read of the credential change counter. Only when it
+        moved are all links checked; otherwise only the links attached since the last
+        check (authenticated before a change this check may have missed) and those whose
+        rotation overlap has ended by now (an expiry that no write announces).
+        """
+        seen = await self.fleet.identity.changes_seen()
+        now = self.fleet.clock()
+        if seen != self._credentials_seen:
+            due, self._unchecked = set(self.links), set()
+        else:
+            due, self._unchecked = self._unchecked, set()
+            due.update(h for h, until in self._overlap_ends.items() if until <= now)
+        self._credentials_seen = seen
+        links = {h: self.links[h] for h in due if h in self.links and self.links[h].credential}
+        # A link moving to its own token is left alone meanwhile, and looked at next time.
+        self._unchecked.update(h for h, link in links.items() if link.committing)
+        links = {h: link for h, link in links.items() if not link.committing}
         checked = {h: link.credential for h, link in links.items()}
-        verdicts = await self.fleet.identity.invalid_links(checked)
-        for host_id, code in verdicts.items():
-            link = links[host_id]
-            if self.links.get(host_id) is not link or link.committing:
-                continue
-            if link.credential != checked[host_id]:
-                continue  # it moved to its own token while we looked
-            log.info("hub: dropping %s: its credential is no longer valid (%s)", host_id, code)
-            try:
-                await link.ws.close(code, "agent credential no longer valid")
-            except Exception:
-                log.debug("hub: link to %s already closed", host_id)
+        try:
+            verdicts = await self.fleet.identity.check_links(checked)
+        except BaseException:
+            self._unchecked.update(due)  # the next sweep tries these again
+            raise
+        for host_id in checked:
+            self._overlap_ends.pop(host_id, None)
+        self._overlap_ends.update(verdicts.valid_until)
+        for host_id, code in verdicts.closes.items():
+            await self._cut(links[host_id], checked[host_id], code)
+
+    async def _cut(self, link: AgentLink, checked: str, code: int) -> None:
+        host_id = link.host_id
+        if self.links.get(host_id) is not link or link.committing:
+            return
+        if link.credential != checked:
+            return  # it moved to its own token while we looked
+        log.info("hub: dropping %s: its credential is no longer valid (%s)", host_id, code)
+        try:
+            await link.ws.close(code, "agent credential no longer valid")
+        except Exception:
+            log.debug("hub: link to %s already closed", host_id)
 
     async def _control(self, host_id: str, event: Event) -> None:
         link = self.links.get(host_id)

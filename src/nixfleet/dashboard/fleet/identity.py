@@ -14,7 +14,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nixfleet.config import Settings
 from nixfleet.core.errors import Conflict
@@ -23,6 +23,7 @@ from nixfleet.core.protocol import CLOSE_HOST_REMOVED, CLOSE_TOKEN_REVOKED, CLOS
 from nixfleet.core.secevents import AuthFactor
 from nixfleet.security import tokens
 from nixfleet.security.clientcert import parse_fingerprint
+from nixfleet.storage import changes
 from nixfleet.storage import credentials as store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage.bus import EventBus
@@ -40,6 +41,14 @@ class AgentAuth:
     migrate: bool = False  # shared token: hand the agent its own token over the connection
     factor: AuthFactor | None = None
     reason: str = ""
+
+
+@dataclass
+class LinkVerdicts:
+    """What a live-credential check found (AgentIdentity.check_links)."""
+
+    closes: dict[str, int] = field(default_factory=dict)  # host id → close code
+    valid_until: dict[str, float] = field(default_factory=dict)  # overlap ends, per host
 
 
 def _refuse(factor: AuthFactor, reason: str) -> AgentAuth:
@@ -133,27 +142,34 @@ class AgentIdentity:
             return _refuse(AuthFactor.SHARED_TOKEN, "host already has its own token")
         return AgentAuth(raw_id, credential=self._shared, migrate=True)
 
-    async def invalid_links(self, credentials: dict[str, str]) -> dict[str, int]:
-        """Return, for each connected host (host id → credential HMAC) whose credential
-        stopped being valid, the close code that says why. This live check also catches
-        changes made by the CLI or another replica, which the in-process bus never sees."""
+    async def changes_seen(self) -> int:
+        """Return the credential change counter: it moves with every rotation, revocation,
+        enrollment, first token or host removal, made by any process."""
+        return await changes.read(self.db, changes.CREDENTIALS)
+
+    async def check_links(self, credentials: dict[str, str]) -> LinkVerdicts:
+        """Judge each connected host's credential (host id → credential HMAC): the close
+        code of each that stopped being valid, and when each one still valid only by a
+        rotation's overlap stops (that happens without any write to notice)."""
         current = await store.identities(self.db, list(credentials))
-        verdicts: dict[str, int] = {}
+        verdicts = LinkVerdicts()
         for host_id, cred in credentials.items():
             ident = current.get(host_id)
             if ident is None:
-                verdicts[host_id] = CLOSE_HOST_REMOVED
+                verdicts.closes[host_id] = CLOSE_HOST_REMOVED
             elif ident.token_hash == cred:
                 continue
             elif cred == self._shared:
                 if not (self.settings.allow_shared_token and ident.identity_state == "none"):
-                    verdicts[host_id] = CLOSE_TOKEN_ROTATED
+                    verdicts.closes[host_id] = CLOSE_TOKEN_ROTATED
             else:
                 row = await store.retired(self.db, cred)
                 if row is None or row["reason"] == "revoked":
-                    verdicts[host_id] = CLOSE_TOKEN_REVOKED
+                    verdicts.closes[host_id] = CLOSE_TOKEN_REVOKED
                 elif row["valid_until"] is None or row["valid_until"] <= self.clock():
-                    verdicts[host_id] = CLOSE_TOKEN_ROTATED
+                    verdicts.closes[host_id] = CLOSE_TOKEN_ROTATED
+                else:
+                    verdicts.valid_until[host_id] = row["valid_until"]
         return verdicts
 
     # --- issuing and retiring -------------------------------------------------------

@@ -55,6 +55,7 @@ from nixfleet.dashboard.fleet.ancestry import Ancestry
 from nixfleet.dashboard.fleet.heartbeats import Reports, StatusWriter
 from nixfleet.dashboard.fleet.identity import AgentIdentity
 from nixfleet.dashboard.fleet.samples import Samples
+from nixfleet.storage import changes
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import host_states as state_store
 from nixfleet.storage import hosts as host_store
@@ -97,6 +98,7 @@ class Fleet:
         # when a dashboard starts, so the answer is back within a reconnect.
         self._meta_from_host: dict[str, frozenset[str]] = {}
         self._known_ids: set[str] | None = None  # host rows seen by the last sweep
+        self._hosts_seen: int | None = None  # the hosts' change counter at that sweep
         self._statuses = StatusWriter(
             lambda group: host_store.save_statuses(db, group), self._announce_statuses
         )
@@ -298,7 +300,16 @@ class Fleet:
             "generation": st.get("generation"),
             "system": st.get("current_system") or None,
             "last": last,
+            # What the host's next switch carries unless it asks otherwise, and from where.
+            "gate": self._default_gate(row),
         }
+
+    def _default_gate(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        own = stored_gate(row.get("health_gate"))
+        gate = own or self.settings.health_gate
+        if gate is None:
+            return None
+        return {**gate.model_dump(), "source": "host" if own else "fleet"}
 
     def _meta_sources(self, row: dict[str, Any]) -> dict[str, str]:
         """Return who set each metadata field that has a value: the host or an operator."""
@@ -809,7 +820,12 @@ class Fleet:
         await self._notice_host_rows()
 
     async def _notice_host_rows(self) -> None:
-        """Announce hosts added or removed by another process (the CLI writes the DB)."""
+        """Announce hosts added or removed by another process (the CLI writes the DB).
+        The host ids are read only when the hosts' change counter moved."""
+        seen = await changes.read(self.db, changes.HOSTS)
+        if seen == self._hosts_seen:
+            return
+        self._hosts_seen = seen
         ids = await host_store.ids(self.db)
         known, self._known_ids = self._known_ids, ids
         if known is None:

@@ -26,7 +26,9 @@ from nixfleet.storage import audit as store
 from nixfleet.storage.db import Database
 
 log = logging.getLogger("nixfleet.audit")
-_LOGIN_FACTORS = {AuthFactor.PASSWORD.value, AuthFactor.TOTP.value}
+_LOGIN_FACTORS = {AuthFactor.PASSWORD.value, AuthFactor.TOTP.value} | {
+    f.value for f in AuthFactor if f.value.startswith("oidc_") or f == AuthFactor.PASSWORD_OFF
+}
 _RETRY_S = 0.25
 
 

@@ -6,8 +6,10 @@ route, sends the same shape with `send_error`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -16,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import Send
 
 from nixfleet.core.errors import NixFleetError, Unavailable, for_people
@@ -35,18 +37,28 @@ def error_response(
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def _allowed_methods(request: Request) -> str:
-    """Return the methods some route of this path accepts (for a 405's Allow header).
+@functools.cache
+def _pattern(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
 
-    Asked of the router method by method: routes of one path may sit in several routers.
+
+def _allowed_methods(request: Request) -> str:
+    """Return the methods the resource at this path accepts (for a 405's Allow header).
+
+    1. Of the app's routes (`app.state.route_keys`, "METHOD /path/{param}"), take those
+       whose template matches the path.
+    2. The template with the fewest parameters names the resource: /api/commands/bulk is
+       not the command "bulk" of /api/commands/{command_id}.
     """
-    routes = request.app.router.routes
-    allowed = [
-        method
-        for method in _METHODS
-        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
-    ]
-    return ", ".join(allowed)
+    found: dict[str, set[str]] = {}
+    for key in getattr(request.app.state, "route_keys", ()):
+        method, _, template = key.partition(" ")
+        if method in _METHODS and _pattern(template).match(request.scope["path"]):
+            found.setdefault(template, set()).add(method)
+    if not found:
+        return ""
+    resource = min(found, key=lambda template: template.count("{"))
+    return ", ".join(m for m in _METHODS if m in found[resource])
 
 
 def _database_trouble(exc: OperationalError) -> tuple[str, str] | None:
@@ -84,10 +96,22 @@ async def send_error(
     await send({"type": f"{kind}.response.body", "body": body})
 
 
-def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def _describe(exc: RequestValidationError, content_type: str) -> tuple[int, str, str]:
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":
         return 400, "malformed_json", "request body is not valid JSON"
+    # FastAPI reads a JSON body only when it is labelled JSON; anything else reaches the
+    # model as raw bytes and fails with "not an object", which says nothing useful.
+    whole_body = tuple(first.get("loc", ())) == ("body",) and first.get("type") != "missing"
+    if whole_body and not _is_json(content_type):
+        return 415, "unsupported_media_type", "Send the request body as application/json."
     loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     where = f"{loc}: " if loc else ""
     return 422, "invalid", f"{where}{first.get('msg', 'invalid request')}"
@@ -108,12 +132,14 @@ def install(app: FastAPI) -> None:
         code, detail = trouble
         if code == "storage_full":
             request.app.state.storage_full_at = time.monotonic()  # for /health
-        log.warning("dashboard: %s %s answered 503: %s", request.method, request.url.path, exc.orig)
+        # An agent's handshake lands here too, as a WebSocket (no method): 503 all the same.
+        method = request.scope.get("method", "WEBSOCKET")
+        log.warning("dashboard: %s %s answered 503: %s", method, request.url.path, exc.orig)
         return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(*_describe(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(*_describe(exc, request.headers.get("content-type", "")))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

@@ -45,6 +45,8 @@ def route_name(scope: Scope) -> str | None:
         return None
     if path == "/login":
         return "login" if scope["method"] == "POST" else None
+    if path.startswith("/login/oidc"):  # each start stores a row; each callback asks the provider
+        return "login"
     if path == "/api/events":
         return "events"
     return "api" if path.startswith("/api/") else None

@@ -13,7 +13,9 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from nixfleet.core.errors import ValidationError
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession, Session, optional_session
+from nixfleet.dashboard.replies import AuditEntries
 from nixfleet.storage import audit as store
 
 router = APIRouter()
@@ -65,7 +67,7 @@ def _fmt(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
 
-@router.get("/audit")
+@router.get("/audit", responses=contract.page(200))
 async def audit_page(
     request: Request,
     ctx: Ctx,
@@ -90,7 +92,10 @@ async def audit_page(
     )
 
 
-@router.get("/api/audit")
+@router.get(
+    "/api/audit",
+    responses=contract.reply(AuditEntries, also="application/x-ndjson"),  # format=jsonl
+)
 async def audit_api(ctx: Ctx, _: CurrentSession, f: Annotated[AuditFilter, Query()]) -> Response:
     """Return entries newest first as JSON, or oldest first as JSON lines (an export)."""
     entries = await _search(ctx, f)

@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from nixfleet.core.errors import Forbidden, Unavailable, ValidationError
 from nixfleet.core.roles import canonical_username
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import (
     CsrfSession,
@@ -68,25 +69,29 @@ async def _wants_code(ctx: Context) -> bool:
     return ctx.settings.require_totp or await user_store.any_totp(ctx.db)
 
 
-async def _login_page(
+async def render_login(
     request: Request, ctx: Context, error: str = "", status: int = 200
 ) -> Response:
-    wants_code = await _wants_code(ctx)
+    """Return the login page: the password form (unless turned off), the SSO button."""
+    settings = ctx.settings
+    wants_code = settings.password_login and await _wants_code(ctx)
     return ctx.templates.TemplateResponse(
         request,
         "login.html",
         {
             "error": error,
             "wants_code": wants_code,
-            "code_required": ctx.settings.require_totp,
+            "code_required": settings.require_totp,
+            "password_login": settings.password_login,
+            "sso_name": settings.oidc_provider_name if settings.oidc_enabled else "",
         },
         status_code=status,
     )
 
 
-@router.get("/login")
+@router.get("/login", responses=contract.page(200))
 async def login_page(request: Request, ctx: Ctx) -> Response:
-    return await _login_page(request, ctx)
+    return await render_login(request, ctx)
 
 
 async def _failed_factor(
@@ -116,7 +121,9 @@ async def _failed_factor(
     return None
 
 
-@router.post("/login")
+@router.post(
+    "/login", responses={**contract.redirect(), **contract.page(401, 429), **contract.errors(403)}
+)
 async def login(
     request: Request,
     ctx: Ctx,
@@ -133,6 +140,19 @@ async def login(
             SecurityEvent(EventKind.CSRF_FAILURE, address=address, user=label, detail="login")
         )
         raise Forbidden("csrf: login form posted from another origin")
+    if not ctx.settings.password_login:
+        ctx.security.emit(
+            SecurityEvent(
+                EventKind.AUTH_FAILURE,
+                address=address,
+                user=label,
+                detail=AuthFactor.PASSWORD_OFF,
+            )
+        )
+        name = ctx.settings.oidc_provider_name
+        return await render_login(
+            request, ctx, f"Password login is turned off. Sign in with {name}.", 403
+        )
     throttle = ctx.login_throttle
     account = f"user:{username.lower()}"
     known = user is not None and (
@@ -154,7 +174,7 @@ async def login(
             SecurityEvent(EventKind.AUTH_FAILURE, address=address, user=label, detail=factor or "")
         )
         wrong = WRONG_WITH_CODE if await _wants_code(ctx) else WRONG
-        return await _login_page(request, ctx, wrong, 401)
+        return await render_login(request, ctx, wrong, 401)
     username = user.username
     # Recorded before the session exists: a login the audit log cannot hold is refused.
     await ctx.audit.record(username, "login", address=address, result="ok", before_action=True)
@@ -163,14 +183,14 @@ async def login(
         throttle.succeeded(account)
     throttle.remember(account, address)
     ctx.security.emit(SecurityEvent(EventKind.LOGIN, outcome="ok", address=address, user=label))
-    response = await _start_session(ctx, username, address)
+    response = await start_session(ctx, username, address)
     _set_device_cookie(response, ctx, username)
     return response
 
 
 async def _too_many(request: Request, ctx: Context, wait: float) -> Response:
     seconds = math.ceil(wait)
-    response = await _login_page(
+    response = await render_login(
         request, ctx, f"Too many failed attempts. Try again in {seconds} s.", 429
     )
     response.headers["Retry-After"] = str(seconds)
@@ -198,7 +218,7 @@ def _set_device_cookie(response: Response, ctx: Context, username: str) -> None:
     )
 
 
-async def _start_session(ctx: Context, username: str, address: str) -> Response:
+async def start_session(ctx: Context, username: str, address: str) -> Response:
     """Return the redirect to the dashboard carrying a brand-new signed session cookie."""
     session_id = tokens.new_session_id()  # always a fresh id: no session fixation
     await session_store.create(
@@ -246,7 +266,7 @@ async def _audit_logout(request: Request, ctx: Context, user: str, everywhere: b
         )
 
 
-@router.post("/logout")
+@router.post("/logout", responses=contract.redirect())
 async def logout(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
     await _audit_logout(request, ctx, session.username, everywhere=False)
     ctx.security.emit(
@@ -262,7 +282,7 @@ async def logout(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
     return _to_login(ctx)
 
 
-@router.post("/logout-everywhere")
+@router.post("/logout-everywhere", responses=contract.redirect())
 async def logout_everywhere(request: Request, ctx: Ctx, session: CsrfSession) -> Response:
     """End every session of this user, on every browser; their open streams close."""
     await _audit_logout(request, ctx, session.username, everywhere=True)

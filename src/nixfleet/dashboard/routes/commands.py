@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, mo
 
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.gates import HealthGate
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 
 router = APIRouter(prefix="/api")
@@ -62,7 +63,7 @@ class BulkRequest(BaseModel):
         return self
 
 
-@router.post("/hosts/{host_id}/command", status_code=202)
+@router.post("/hosts/{host_id}/command", status_code=202, responses=contract.errors(409))
 async def queue_command(
     host_id: str, body: CommandRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -102,7 +103,7 @@ async def set_health_gate(
     return {"host_id": host["id"], "health_gate": host["health_gate"]}
 
 
-@router.post("/commands/bulk", status_code=202)
+@router.post("/commands/bulk", status_code=202, responses=contract.errors(404))
 async def queue_bulk(
     body: BulkRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -150,7 +151,7 @@ async def get_output(
     return await ctx.fleet.output_page(command_id, after_seq, limit)
 
 
-@router.post("/commands/{command_id}/cancel")
+@router.post("/commands/{command_id}/cancel", responses=contract.errors(409))
 async def cancel_command(
     command_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:

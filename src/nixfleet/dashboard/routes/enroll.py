@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nixfleet.core.errors import AuthError
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, client_address
 
 router = APIRouter()
@@ -27,7 +28,7 @@ class Enrollment(BaseModel):
     code: str = Field(min_length=1, max_length=100, repr=False)
 
 
-@router.post("/api/agent/enroll")
+@router.post("/api/agent/enroll", responses=contract.errors(401))
 async def enroll(body: Enrollment, request: Request, ctx: Ctx) -> dict[str, Any]:
     address = client_address(request)
     token, outcome = await ctx.fleet.identity.enroll(body.host_id, body.code, address)

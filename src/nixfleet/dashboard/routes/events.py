@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from nixfleet.core.errors import for_people
 from nixfleet.core.secevents import EventKind, SecurityEvent
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession, client_address, live_session
 
 router = APIRouter()
@@ -23,7 +24,7 @@ def _last_event_id(request: Request) -> int | None:
         return None  # not one of our ids: start over with a snapshot
 
 
-@router.get("/api/events", response_model=None)
+@router.get("/api/events", response_model=None, responses=contract.body("text/event-stream"))
 async def events(
     request: Request, ctx: Ctx, session: CurrentSession
 ) -> StreamingResponse | JSONResponse:

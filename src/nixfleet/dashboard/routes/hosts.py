@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.labels import MAX_LABELS
 from nixfleet.core.secevents import EventKind, SecurityEvent
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, Session, client_address
 
 router = APIRouter(prefix="/api/hosts")
@@ -120,7 +121,7 @@ async def host_states(
     return {"host_id": host_id[:63], "states": await ctx.fleet.state_history(host_id, limit)}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=contract.errors(409))
 async def add_host(
     body: NewHost, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:

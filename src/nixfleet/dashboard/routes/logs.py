@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import output as output_store
@@ -19,7 +20,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;:?<=>]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-@router.get("/{command_id}/log.txt")
+@router.get("/{command_id}/log.txt", responses=contract.body("text/plain"))
 async def download_log(
     command_id: str,
     ctx: Ctx,

@@ -8,13 +8,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, client_address
 from nixfleet.security.scrape import refusal
 
 router = APIRouter()
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses={**contract.body("text/plain"), **contract.errors(401, 403)})
 async def metrics(request: Request, ctx: Ctx) -> Response:
     settings = ctx.settings
     address = client_address(request)

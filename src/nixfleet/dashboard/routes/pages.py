@@ -10,13 +10,14 @@ from fastapi.responses import RedirectResponse, Response
 
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.hostid import canonical_host_id
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, Session, optional_session
 from nixfleet.storage import hosts as host_store
 
 router = APIRouter()
 
 
-@router.get("/")
+@router.get("/", responses=contract.page(200))
 async def index(
     request: Request, ctx: Ctx, session: Annotated[Session | None, Depends(optional_session)]
 ) -> Response:
@@ -33,7 +34,7 @@ async def index(
     )
 
 
-@router.get("/hosts/{host_id}")
+@router.get("/hosts/{host_id}", responses=contract.page(200, 404))
 async def host_page(
     host_id: str,
     request: Request,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nixfleet.core.errors import NixFleetError, NotFound
 from nixfleet.core.rollouts import MAX_HOSTS, RolloutPolicy, describe_plan
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import CsrfSession, Ctx, Session, client_address, optional_session
 from nixfleet.dashboard.responses import FiniteJSONResponse
@@ -34,7 +35,7 @@ class RolloutRequest(BaseModel):
         return self
 
 
-@router.post("/api/rollouts")
+@router.post("/api/rollouts", responses=contract.errors(404, 409))
 async def create_rollout(
     body: RolloutRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> Response:
@@ -67,7 +68,7 @@ async def get_rollout(rollout_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, An
     return await ctx.rollouts.view(rollout_id[:64])
 
 
-@router.post("/api/rollouts/{rollout_id}/{action}")
+@router.post("/api/rollouts/{rollout_id}/{action}", responses=contract.errors(409))
 async def act_on_rollout(
     rollout_id: str, action: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -110,14 +111,14 @@ def _audit_refusal(
     )  # fmt: skip
 
 
-@router.get("/rollouts")
+@router.get("/rollouts", responses=contract.page(200))
 async def rollouts_page(
     request: Request, ctx: Ctx, session: Annotated[Session | None, Depends(optional_session)]
 ) -> Response:
     return _page(request, ctx, session, "")
 
 
-@router.get("/rollouts/{rollout_id}")
+@router.get("/rollouts/{rollout_id}", responses=contract.page(200))
 async def rollout_page(
     rollout_id: str,
     request: Request,

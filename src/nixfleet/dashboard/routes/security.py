@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession, Session, optional_session
 from nixfleet.dashboard.monitoring import panel as security_panel
 
@@ -18,7 +19,7 @@ def _fmt(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "—"
 
 
-@router.get("/security")
+@router.get("/security", responses=contract.page(200))
 async def security_page(
     request: Request, ctx: Ctx, session: Annotated[Session | None, Depends(optional_session)]
 ) -> Response:
@@ -32,7 +33,7 @@ async def security_page(
     )
 
 
-@router.get("/security/panel")
+@router.get("/security/panel", responses=contract.page(200))
 async def security_fragment(request: Request, ctx: Ctx, _: CurrentSession) -> Response:
     """Return the panel's HTML alone; the page swaps it in when a security event arrives."""
     data = await security_panel.summary(ctx)

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from nixfleet.core.roles import Role
-from nixfleet.dashboard import accounts
+from nixfleet.dashboard import accounts, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, CurrentSession, client_address
 from nixfleet.security import totp
 from nixfleet.storage import users as user_store
@@ -33,7 +33,7 @@ class UserChange(BaseModel):
     password: str | None = Field(None, max_length=1024)
 
 
-@router.get("/users")
+@router.get("/users", responses=contract.page(200))
 async def users_page(request: Request, ctx: Ctx, session: CurrentSession) -> Response:
     return ctx.templates.TemplateResponse(
         request, "users.html", {"csrf": session.csrf, "user": session.username}
@@ -45,7 +45,7 @@ async def list_users(ctx: Ctx, _: CurrentSession) -> dict[str, Any]:
     return {"users": [u.public() for u in await user_store.list_all(ctx.db)]}
 
 
-@router.post("/api/users", status_code=201)
+@router.post("/api/users", status_code=201, responses=contract.errors(409))
 async def add_user(body: NewUser, request: Request, ctx: Ctx, session: CsrfSession) -> JSONResponse:
     user, secret = await accounts.add(
         ctx,
@@ -64,7 +64,7 @@ async def add_user(body: NewUser, request: Request, ctx: Ctx, session: CsrfSessi
     return JSONResponse(shown, status_code=201, headers={"Cache-Control": "no-store"})
 
 
-@router.patch("/api/users/{username}")
+@router.patch("/api/users/{username}", responses=contract.errors(409))
 async def change_user(
     username: str, body: UserChange, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:

@@ -53,6 +53,13 @@ let
     "ExecStart=${s.package}/bin/${s.package.pname or name} ${s.args or ""}"
   ] ++ map (e: "Environment=${e}") (s.environment or [ ])
     ++ (if s.failsToStart or false then [ "# stand-in: this unit fails to start" ] else [ ]));
+  # networking.firewall.dropOutgoing (or a BREAK_NETWORK file): the host's new system cuts
+  # it off the network. The demo's network stand-in (nixfleet.demo.network) reads this file
+  # of the running system and drops the agent's connection to the dashboard while it exists.
+  firewall = cfg:
+    if cfg.networking.firewall.dropOutgoing or false then {
+      "etc/firewall/drop-outgoing" = "# stand-in: this system drops every outgoing connection";
+    } else { };
   failure = host: msg:
     if msg == null then "" else ''
       echo "checking the configuration of ${host}..." >&2
@@ -122,7 +129,7 @@ let
             ''BUILD_ID="${version}"''
           ];
           "etc/motd" = cfg.users.motd or "";
-        } // builtins.listToAttrs (map (n: {
+        } // firewall cfg // builtins.listToAttrs (map (n: {
           name = "etc/systemd/system/${n}.service"; value = unit n services.${n};
         }) (names services)))}
       '';
@@ -161,7 +168,7 @@ let
       services = cfg.services or { };
       etc = shell "etc" ''
         ${failure host (cfg.failure or null)}
-        ${writeFiles { "etc/hostname" = host; "etc/motd" = cfg.users.motd or ""; }}
+        ${writeFiles ({ "etc/hostname" = host; "etc/motd" = cfg.users.motd or ""; } // firewall cfg)}
       '';
       sw = systemPath (cfg.environment.systemPackages or [ ]);
       label = "${version}+darwin6.${data.nixpkgs.darwinRev or "0000000"}";
@@ -208,15 +215,22 @@ let
       }}
       ${executables [ "activate" ]}
     '';
-  # A host directory holds configuration.nix; a FAIL_BUILD file there breaks its build.
+  # A host directory holds configuration.nix; a FAIL_BUILD file there breaks its build, a
+  # BREAK_NETWORK file its network (as networking.firewall.dropOutgoing = true does).
   configure = dir:
     let
       cfg = import (dir + "/configuration.nix") { inherit pkgs; };
       marker = dir + "/FAIL_BUILD";
       clean = builtins.replaceStrings [ "\n" "\"" "$" "`" ] [ "" "'" "" "'" ];
+      fw = (cfg.networking or { }).firewall or { };
     in
     cfg // {
       failure = if builtins.pathExists marker then clean (builtins.readFile marker) else null;
+      networking = (cfg.networking or { }) // {
+        firewall = fw // {
+          dropOutgoing = fw.dropOutgoing or (builtins.pathExists (dir + "/BREAK_NETWORK"));
+        };
+      };
     };
 in
 {

@@ -1,0 +1,170 @@
+"""The published contract: /api/openapi.json is true of the running dashboard.
+
+schemathesis reads the schema the dashboard serves and sends what it declares (and what it
+does not: wrong types, missing fields, unknown methods) to a real `nixfleet serve` on a
+loopback port with a real database and a few hosts. Every answer must be declared: its
+status, its content type, its body's shape; no answer may be a 5xx.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from schemathesis.config import SchemathesisConfig
+
+from conftest import RunningFleet
+from nixfleet.config import Settings
+from nixfleet.dashboard.app import create_app
+from nixfleet.demo.run import prepare
+
+# The checks the contract promises; the others judge API design, not its description.
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "unsupported_method",  # a method a path does not take is a 405 with Allow
+    "allow_header_conformance",
+)
+# Bounded for CI: a fixed seed, derandomised, a few examples per operation (the coverage
+# phase adds its own boundary cases on top of these).
+MAX_EXAMPLES = 12
+SEED = 20261202
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+    """Return a running dashboard with three hosts and no agents."""
+    env = {
+        # The limits answer 429 (declared); here they would only cut the run short.
+        "NIXFLEET_RATE_LIMIT_API": "off",
+        "NIXFLEET_RATE_LIMIT_LOGIN": "off",
+        "NIXFLEET_LOGIN_FREE_FAILURES": "1000000",
+    }
+    fleet = prepare(tmp_path_factory.mktemp("contract"), 3, extra_env=env)
+    rf = RunningFleet(fleet, uuid.uuid4().hex, 1.0)
+    rf.start_dashboard()
+    yield rf
+    rf.stop()
+    log = (fleet.root / "dashboard.log").read_text(errors="replace")
+    assert "unhandled error" not in log, "the dashboard answered 500 (see its log)"
+
+
+class Login:
+    """A browser session of the fleet's admin: its cookie and its CSRF token."""
+
+    def __init__(self, base: str, password: str) -> None:
+        self.base, self.password = base, password
+        self.headers = self._log_in()
+
+    def _log_in(self) -> dict[str, str]:
+        with httpx.Client(base_url=self.base, timeout=10, follow_redirects=False) as http:
+            res = http.post("/login", data={"username": "admin", "password": self.password})
+            assert res.status_code == 303, res.text
+            page = http.get("/").text
+            csrf = page.split('name="csrf-token" content="')[1].split('"')[0]
+            cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+        return {"Cookie": cookie, "X-CSRF-Token": csrf}
+
+    def after(self, case: Any, status: int) -> None:
+        """Log in again when the case ended the session, so the run goes on logged in."""
+        if case.path in ("/logout", "/logout-everywhere") and status == 303:
+            self.headers = self._log_in()
+
+
+def _schema_of_the_app() -> dict[str, Any]:
+    # Made in this process, at import: schemathesis makes one test per operation while
+    # pytest collects, before any dashboard runs. The first test checks the running
+    # dashboard serves exactly this schema.
+    return create_app(Settings(demo=True, data_dir=Path("/nonexistent"))).openapi()
+
+
+SCHEMA = _schema_of_the_app()
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "seed": SEED,
+        "request-timeout": 10,
+        "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True},
+        "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+        "phases": {"stateful": {"enabled": False}},
+        "warnings": False,
+    }
+)
+# /api/events is a Server-Sent Events stream: it answers 200 and then never ends, so no
+# request to it finishes for a check to read. The agents' WebSocket is not an OpenAPI
+# operation at all.
+schema = schemathesis.openapi.from_dict(SCHEMA, config=CONFIG).exclude(path="/api/events")
+
+
+def _locks_itself_out(case: Any) -> bool:
+    # Disabling, demoting or re-keying the run's own account ends or shrinks its session:
+    # every later answer would be a (declared) 401 or 403 that tests nothing.
+    username = (case.path_parameters or {}).get("username", "")
+    return case.method == "PATCH" and str(username).strip().lower() == "admin"
+
+
+@pytest.fixture(scope="module")
+def admin(dashboard: RunningFleet) -> Login:
+    return Login(dashboard.base, dashboard.fleet.password)
+
+
+def test_the_dashboard_serves_the_schema_the_run_checks(
+    dashboard: RunningFleet, admin: Login
+) -> None:
+    with httpx.Client(base_url=dashboard.base, timeout=10) as http:
+        served = http.get("/api/openapi.json", headers=admin.headers)
+    assert served.status_code == 200
+    assert served.json() == SCHEMA
+
+
+@schema.parametrize()
+def test_every_answer_of_the_running_dashboard_is_declared_in_its_schema(
+    case: Any, dashboard: RunningFleet, admin: Login
+) -> None:
+    if _locks_itself_out(case):
+        return
+    # A redirect is an answer of its own (a page's 303 to /login, a logout's): not followed.
+    response = case.call(base_url=dashboard.base, headers=admin.headers, allow_redirects=False)
+    case.validate_response(response)
+    admin.after(case, response.status_code)
+
+
+def test_the_schema_is_refused_without_a_session(dashboard: RunningFleet) -> None:
+    res = httpx.get(f"{dashboard.base}/api/openapi.json", timeout=10)
+    assert res.status_code == 401
+    assert res.json()["error"] == "unauthorized"
+    assert "paths" not in res.text
+    for docs in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        assert httpx.get(f"{dashboard.base}{docs}", timeout=10).status_code == 404
+
+
+def test_a_method_a_path_does_not_take_is_a_405_naming_the_methods_it_does(
+    dashboard: RunningFleet,
+) -> None:
+    for path, allowed in (("/api/hosts", {"GET", "POST"}), ("/api/commands/bulk", {"POST"})):
+        # /api/commands/bulk is also the command "bulk" of GET /api/commands/{command_id};
+        # Allow names the methods of the resource itself.
+        res = httpx.put(f"{dashboard.base}{path}", timeout=10)
+        assert res.status_code == 405
+        assert {m.strip() for m in res.headers["allow"].split(",")} == allowed
+        assert res.json()["error"] == "method_not_allowed"
+
+
+def test_a_body_that_is_not_json_is_a_415_and_changes_nothing(
+    dashboard: RunningFleet, admin: Login
+) -> None:
+    with httpx.Client(base_url=dashboard.base, timeout=10, headers=admin.headers) as http:
+        res = http.post("/api/hosts", data={"host_id": "formed"})
+        assert res.status_code == 415
+        assert res.json() == {
+            "error": "unsupported_media_type",
+            "detail": "Send the request body as application/json.",
+        }
+        assert all(h["id"] != "formed" for h in http.get("/api/hosts").json()["hosts"])
