@@ -36,7 +36,7 @@ class RolloutRequest(BaseModel):
         return self
 
 
-@router.post("/api/rollouts", responses=contract.errors(409))
+@router.post("/api/rollouts", responses=contract.errors(404, 409))
 async def create_rollout(
     body: RolloutRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> Response:
