@@ -2,6 +2,8 @@
 
 Run from the repository root:  python -m bench            (quick profile, < 5 minutes)
                                python -m bench --full     (N up to 10,000 agents)
+                               python -m bench --replicas (bench/replicas.py: two
+                                 replicas on PostgreSQL against one on SQLite)
 
 1. For each fleet size N: a fresh dashboard (`nixfleet serve`, SQLite in a temp dir,
    generated secrets) with N hosts; N simulated agents connect (bench/swarm.py) and
@@ -33,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -427,6 +429,28 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _replicas(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import replicas
+
+    p = replicas.profile(PROFILES["full"], args.sizes)
+    p = replace(p, **{k: v for k, v in (("commands", args.commands), ("idle_s", args.idle_s),
+                ("heartbeat_s", args.heartbeat_s)) if v is not None})  # fmt: skip
+    if args.pg_url and len(p.sizes) > 1:
+        raise SystemExit("bench: --pg-url holds one fleet: give one size (--sizes N)")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    partial = args.out_dir / f"{args.name or 'replicas'}.partial.json"
+    result = replicas.run(p, args.pg_url, args.budget_s, partial)
+    result |= {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": _commit(),
+               "machine": machine(), "profile": asdict(p)}  # fmt: skip
+    name = args.name or "replicas"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = replicas.markdown(result)
+    (args.out_dir / f"{name}.md").write_text(table)
+    print(table)
+    return result
+
+
 def _commit() -> str:
     res = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
@@ -453,7 +477,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--gc-probe", action="store_true", help="log the dashboard's GC pauses")
     parser.add_argument("--name", help="name of the result files (default: the profile)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--replicas", action="store_true", help="two replicas on PostgreSQL vs one on SQLite"
+    )
+    parser.add_argument("--pg-url", help="--replicas: an empty database (default: a throwaway)")
+    parser.add_argument("--budget-s", type=float, default=3000, help="--replicas: stop after")
     args = parser.parse_args(argv)
+    if args.replicas:
+        return _replicas(args)
     p = PROFILES["full" if args.full else "quick"]
     overrides = {
         "sizes": args.sizes,

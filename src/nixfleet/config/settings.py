@@ -170,6 +170,8 @@ class Settings(BaseSettings):
     # long the output of finished commands is kept.
     output_max_bytes: int = Field(64 * 2**20, ge=4096, le=2**40)
     output_retention_days: float = Field(30, gt=0)
+    # Each host's state history (online, deploy state, reboot) is kept this long.
+    state_history_days: float = Field(30, gt=0)
     sse_queue_size: int = Field(1000, ge=10)
     sse_replay_size: int = Field(1000, ge=0)
     sse_queue_bytes: int = Field(8 << 20, ge=64 * 1024)
@@ -189,6 +191,8 @@ class Settings(BaseSettings):
     rate_limit_agent_ws: str = "600/minute"
     rate_limit_api: str = "50/second"
     rate_limit_events: str = "60/minute"
+    # Per API token, on top of the address's limit: a CI job's token shared by many runners.
+    rate_limit_token: str = "20/second;3000/hour"  # noqa: S105 - a rate
     access_log: bool = True
     log_format: Literal["text", "json"] = "text"
 
@@ -320,7 +324,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "rate_limit_login", "rate_limit_agent_ws", "rate_limit_api", "rate_limit_events"
+        "rate_limit_login",
+        "rate_limit_agent_ws",
+        "rate_limit_api",
+        "rate_limit_events",
+        "rate_limit_token",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

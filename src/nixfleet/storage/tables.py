@@ -77,11 +77,30 @@ commands = Table(
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
+    # A rollback's chosen generation (NULL: the previous one) and, once a switch or a
+    # rollback finished, {"before": {generation, commit}, "after": {…}} (migration 0019).
+    Column("generation", Integer, nullable=True),
+    Column("change", JSON, nullable=True),
     # A switch's health gate as sent to the agent (core.gates; migration 0013).
     Column("gate", JSON, nullable=True),
     Index("ix_commands_host_created", "host_id", "created_at"),
     Index("ix_commands_state", "state"),
     Index("ix_commands_finished", "finished_at"),
+)
+
+# Each host's state changes over time (online, deploy state, reboot), a bounded number
+# per host and pruned by age (storage/host_states.py; migration 0019).
+host_states = Table(
+    "host_states",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host_id", String(63), ForeignKey("hosts.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("field", String(20), nullable=False),
+    Column("value", String(40), nullable=False),
+    Column("detail", String(200), nullable=False, server_default=""),
+    Index("ix_host_states_host_at", "host_id", "at"),
+    Index("ix_host_states_at", "at"),
 )
 
 output = Table(
@@ -313,4 +332,24 @@ change_counters = Table(
     metadata,
     Column("name", String(20), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+# API tokens (migration 0018). Only the HMAC of a token is kept; it is also the lookup key.
+# owner NULL: a service token, managed by admins. scope: core.apitokens.TokenScope.stored.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("name", String(40), nullable=False),
+    Column("owner", String(63), nullable=True),
+    Column("created_by", String(100), nullable=False),
+    Column("role", String(10), nullable=False),
+    Column("scope", JSON, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+    Column("last_used_from", String(64), nullable=True),
+    Index("ix_api_tokens_owner", "owner"),
 )

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from nixfleet.core.commands import parse_kind
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.gates import HealthGate
-from nixfleet.dashboard import contract
+from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 
 router = APIRouter(prefix="/api")
@@ -38,6 +39,8 @@ class CommandRequest(BaseModel):
     gate: HealthGate | None = None
     # Switch without the default gate.
     no_gate: bool = False
+    # A rollback's target: one of the host's reported generations (None: the previous).
+    generation: StrictInt | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class GateDefault(BaseModel):
@@ -67,9 +70,11 @@ async def queue_command(
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
     try:
+        await apitokens.check_scope(ctx, request, session, [host_id], parse_kind(body.command))
         cmd = await ctx.fleet.dispatch(
-            session.username, host_id, body.command, body.force, body.gate, body.no_gate
-        )
+            session.username, host_id, body.command, body.force, body.gate, body.no_gate,
+            body.generation,
+        )  # fmt: skip
     except NixFleetError as exc:
         ctx.audit.record_later(
             session.username, "command", result=exc.code,
@@ -80,7 +85,7 @@ async def queue_command(
         session.username, "command", result="accepted",
         detail={
             "command": body.command, "command_id": cmd["id"], "force": body.force,
-            "gate": cmd["gate"],
+            "gate": cmd["gate"], "generation": cmd["generation"],
         },
         **fields,
     )  # fmt: skip
@@ -100,12 +105,23 @@ async def set_health_gate(
     return {"host_id": host["id"], "health_gate": host["health_gate"]}
 
 
-@router.post("/commands/bulk", status_code=202)
+@router.post("/commands/bulk", status_code=202, responses=contract.errors(404))
 async def queue_bulk(
     body: BulkRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
-    """Give each host its own command: one bad or offline host never fails the rest."""
+    """Give each host its own command: one bad or offline host never fails the rest.
+
+    A token's scope is the exception: one host outside it refuses the whole request.
+    """
     host_ids = body.host_ids or await ctx.fleet.select(body.label)
+    try:
+        await apitokens.check_scope(ctx, request, session, host_ids, parse_kind(body.command))
+    except NixFleetError as exc:
+        ctx.audit.record_later(
+            session.username, "bulk_command", address=client_address(request), result=exc.code,
+            detail={"command": body.command, "error": str(exc)[:200]},
+        )  # fmt: skip
+        raise
     results = await ctx.fleet.dispatch_many(session.username, host_ids, body.command)
     refused = sum(1 for r in results if "error" in r)
     await ctx.audit.record(
@@ -153,6 +169,7 @@ async def cancel_command(
     command_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:
     try:
+        await apitokens.check_command(ctx, request, session, command_id)
         cmd = await ctx.fleet.cancel_queued(command_id)
     except NixFleetError as exc:
         ctx.audit.record_later(

@@ -113,6 +113,14 @@ async def host_samples(host_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]
     return {"host_id": host["id"], "samples": ctx.fleet.samples.points(host["id"], time.time())}
 
 
+@router.get("/{host_id}/states")
+async def host_states(
+    host_id: str, ctx: Ctx, _: CsrfSession, limit: int = Query(100, ge=1, le=200)
+) -> dict[str, Any]:
+    """Return the host's state changes (online, deploy state, reboot), newest first."""
+    return {"host_id": host_id[:63], "states": await ctx.fleet.state_history(host_id, limit)}
+
+
 @router.post("", status_code=201, responses=contract.errors(409))
 async def add_host(
     body: NewHost, request: Request, ctx: Ctx, session: CsrfSession
