@@ -136,6 +136,62 @@ def test_every_answer_of_the_running_dashboard_is_declared_in_its_schema(
     admin.after(case, response.status_code)
 
 
+EVERYDAY = (
+    ("POST", "/api/hosts", {"host_id": "contract-01", "location": "rack B"}),
+    ("PUT", "/api/hosts/contract-01/labels", {"labels": {"role": "web"}}),
+    ("POST", "/api/hosts/contract-01/agent-token", None),
+    ("POST", "/api/hosts/contract-01/enroll-code", None),
+    ("PUT", "/api/hosts/contract-01/client-cert", {"sha256": "ab" * 32}),
+    ("DELETE", "/api/hosts/contract-01/client-cert", None),
+    ("DELETE", "/api/hosts/contract-01/agent-token", None),
+    ("GET", "/api/hosts", None),
+    ("GET", "/api/hosts/contract-01/samples", None),
+    ("GET", "/api/hosts/contract-01/commands", None),
+    ("POST", "/api/hosts/contract-01/command", {"command": "switch"}),
+    ("POST", "/api/commands/bulk", {"command": "plan", "host_ids": ["contract-01", "nope"]}),
+    ("POST", "/api/rollouts", {"command": "plan", "host_ids": ["contract-01"], "dry_run": True}),
+    ("POST", "/api/rollouts", {"command": "plan", "host_ids": ["contract-01"]}),
+    ("GET", "/api/rollouts", None),
+    ("POST", "/api/users", {"username": "cara", "password": "a long enough password",
+                            "role": "viewer", "totp": True}),
+    ("PATCH", "/api/users/cara", {"role": "operator"}),
+    ("GET", "/api/users", None),
+    ("GET", "/api/security/summary", None),
+    ("GET", "/api/audit?limit=5", None),
+    ("POST", "/api/agent/enroll", {"host_id": "contract-01", "code": "nfe_wrong"}),
+    ("DELETE", "/api/hosts/contract-01", None),
+    ("GET", "/health", None),
+)  # fmt: skip
+
+
+def test_the_answers_of_an_everyday_session_have_their_declared_shape(
+    dashboard: RunningFleet, admin: Login
+) -> None:
+    """Success bodies too: a fuzzer seldom guesses a host's name, this session uses one."""
+    operations = schemathesis.openapi.from_dict(SCHEMA, config=CONFIG)
+    with httpx.Client(base_url=dashboard.base, timeout=10, headers=admin.headers) as http:
+        for method, url, body in EVERYDAY:
+            res = http.request(method, url, json=body)
+            path = url.split("?")[0].replace("contract-01", "{host_id}")
+            path = path.replace("/cara", "/{username}")
+            declared = operations[path][method]
+            assert str(res.status_code) in declared.definition.raw["responses"], (url, res.text)
+            declared.validate_response(res)
+
+
+def test_every_json_success_answer_declares_its_model() -> None:
+    bare = [
+        f"{method.upper()} {path} {status}"
+        for path, operations in SCHEMA["paths"].items()
+        for method, operation in operations.items()
+        for status, answer in operation["responses"].items()
+        if status.startswith("2") and path != "/api/openapi.json"
+        for media, content in answer.get("content", {}).items()
+        if media == "application/json" and "$ref" not in content.get("schema", {})
+    ]
+    assert bare == [], "declare the answer's model: responses=contract.reply(Model)"
+
+
 def test_the_schema_is_refused_without_a_session(dashboard: RunningFleet) -> None:
     res = httpx.get(f"{dashboard.base}/api/openapi.json", timeout=10)
     assert res.status_code == 401

@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from nixfleet.core.errors import NotFound, for_people
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import Ctx, client_address
 from nixfleet.dashboard.routes.auth import render_login, start_session
@@ -40,7 +41,9 @@ def _state_cookie(ctx: Context) -> str:
     return f"__Secure-{STATE_COOKIE}" if ctx.settings.secure_cookies else STATE_COOKIE
 
 
-@router.get("/login/oidc")
+@router.get(
+    "/login/oidc", responses=contract.redirect() | contract.page(502) | contract.errors(404)
+)
 async def start(request: Request, ctx: Ctx) -> Response:
     """Send the browser to the provider, with a fresh state, nonce and PKCE challenge."""
     sign_on = _sign_on(ctx)
@@ -63,7 +66,10 @@ async def start(request: Request, ctx: Ctx) -> Response:
     return response
 
 
-@router.get("/login/oidc/callback")
+@router.get(
+    "/login/oidc/callback",
+    responses=contract.redirect() | contract.page(401, 403) | contract.errors(404),
+)
 async def callback(
     request: Request,
     ctx: Ctx,
