@@ -2,6 +2,8 @@
 
 Run from the repository root:  python -m bench            (quick profile, < 5 minutes)
                                python -m bench --full     (N up to 10,000 agents)
+                               python -m bench --replicas (bench/replicas.py: two
+                                 replicas on PostgreSQL against one on SQLite)
 
 1. For each fleet size N: a fresh dashboard (`nixfleet serve`, SQLite in a temp dir,
    generated secrets) with N hosts; N simulated agents connect (bench/swarm.py) and
@@ -33,18 +35,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.browsers import Browsers
+from bench.gcprobe import summary as gc_summary
 from bench.stats import machine, summary
 from bench.swarm import OutputPlan, Swarm
 from bench.target import Target, cpu_percent, host_ids, login, proc_sample, raise_nofile
 
 RESULTS = Path(__file__).parent / "results"
+Windows = dict[str, tuple[float, float]]  # phase → (start, end), monotonic
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Profile:
     ingest_loops: list[int]  # K: agents in the closed status loop
     ingest_s: float
     heartbeat_s: float | None = None  # None: the dashboard's default
+    gc_probe: bool = False  # log the dashboard's garbage collections (bench/gcprobe.py)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -274,8 +279,10 @@ async def _with_fleet(root: Path, n: int, p: Profile, body: Any) -> dict[str, An
     setup_s = time.monotonic() - t0
     swarm = Swarm("", target.tokens)
     client: httpx.AsyncClient | None = None
+    windows: Windows = {}
+    gcs: dict[str, Any] = {}
     try:
-        target.start()
+        target.start(p.gc_probe)
         await target.wait_healthy()
         swarm.ws_url = target.ws_url
         client = await login(target.base, target.password)
@@ -285,10 +292,9 @@ async def _with_fleet(root: Path, n: int, p: Profile, body: Any) -> dict[str, An
         # The generator's own full collections over N connections stalled it for up to 2 s
         # at N = 10,000, which showed up as dashboard latency: keep them out of the scan.
         gc.freeze()
-        out |= await body(target, swarm, client, base_rss)
+        out |= await body(target, swarm, client, base_rss, windows)
         out["agent_failures"] = len(swarm.failures)
         out["first_failures"] = swarm.failures[:5]
-        return out
     except BaseException:
         log = root / "dashboard.log"
         if log.exists():  # the temp dir goes away: keep what the dashboard said
@@ -301,14 +307,24 @@ async def _with_fleet(root: Path, n: int, p: Profile, body: Any) -> dict[str, An
             await client.aclose()
         await swarm.close()
         target.stop()
+        if p.gc_probe and target.gc_log.exists():
+            gcs = {k: gc_summary(target.gc_log, *w) for k, w in windows.items()}
         shutil.rmtree(root, ignore_errors=True)
+    if p.gc_probe:
+        out["gc"] = gcs
+    return out
 
 
 async def run_size(root: Path, n: int, p: Profile) -> dict[str, Any]:
-    async def body(target: Target, swarm: Swarm, client: httpx.AsyncClient, base: int) -> Any:
+    async def body(
+        target: Target, swarm: Swarm, client: httpx.AsyncClient, base: int, windows: Windows
+    ) -> Any:
         ids = host_ids(n)
+        t0 = time.monotonic()
         out = {"capacity": await capacity(target, swarm, base, p.idle_s)}
+        t1 = time.monotonic()
         out["dispatch"] = await dispatch(target, client, swarm, ids, p.commands, p.rate)
+        windows |= {"capacity": (t0, t1), "dispatch": (t1, time.monotonic())}
         await asyncio.sleep(1)  # the last `finished` messages land; every host is free
         out["bulk"] = await bulk(client, swarm, ids)
         return out
@@ -318,13 +334,17 @@ async def run_size(root: Path, n: int, p: Profile) -> dict[str, Any]:
 
 
 async def run_mixed(root: Path, p: Profile) -> dict[str, Any]:
-    async def body(target: Target, swarm: Swarm, client: httpx.AsyncClient, base: int) -> Any:
+    async def body(
+        target: Target, swarm: Swarm, client: httpx.AsyncClient, base: int, windows: Windows
+    ) -> Any:
         ids = host_ids(p.mixed_hosts)
         out: dict[str, Any] = {"output": [], "ingest": []}
         for m in p.browsers:
             out["output"].append(await output(target, client, swarm, ids[-1], m, p))
         for k in p.ingest_loops:
+            t0 = time.monotonic()
             out["ingest"].append(await ingest(target, client, swarm, ids[:-1], k, p))
+            windows[f"ingest {k}"] = (t0, time.monotonic())
         return out
 
     print(f"bench: output and ingest, N={p.mixed_hosts} …", file=sys.stderr, flush=True)
@@ -409,6 +429,26 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _replicas(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import replicas
+
+    p = replicas.profile(PROFILES["full"], args.sizes)
+    p = replace(p, **{k: v for k, v in (("commands", args.commands), ("idle_s", args.idle_s),
+                ("heartbeat_s", args.heartbeat_s)) if v is not None})  # fmt: skip
+    if args.pg_url and len(p.sizes) > 1:
+        raise SystemExit("bench: --pg-url holds one fleet: give one size (--sizes N)")
+    result = replicas.run(p, args.pg_url, args.budget_s)
+    result |= {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": _commit(),
+               "machine": machine(), "profile": asdict(p)}  # fmt: skip
+    name = args.name or "replicas"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = replicas.markdown(result)
+    (args.out_dir / f"{name}.md").write_text(table)
+    print(table)
+    return result
+
+
 def _commit() -> str:
     res = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
@@ -432,9 +472,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ingest-s", type=float)
     parser.add_argument("--output-lines", type=int)
     parser.add_argument("--heartbeat-s", type=float)
+    parser.add_argument("--gc-probe", action="store_true", help="log the dashboard's GC pauses")
     parser.add_argument("--name", help="name of the result files (default: the profile)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--replicas", action="store_true", help="two replicas on PostgreSQL vs one on SQLite"
+    )
+    parser.add_argument("--pg-url", help="--replicas: an empty database (default: a throwaway)")
+    parser.add_argument("--budget-s", type=float, default=3000, help="--replicas: stop after")
     args = parser.parse_args(argv)
+    if args.replicas:
+        return _replicas(args)
     p = PROFILES["full" if args.full else "quick"]
     overrides = {
         "sizes": args.sizes,
@@ -446,6 +494,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ingest_s": args.ingest_s,
         "output_lines": args.output_lines,
         "heartbeat_s": args.heartbeat_s,
+        "gc_probe": args.gc_probe or None,
         "name": args.name,
     }
     p = Profile(**(asdict(p) | {k: v for k, v in overrides.items() if v is not None}))

@@ -66,15 +66,20 @@ class Swarm:
     connect_retries: int = 0
     last_retry: str = ""
 
-    async def connect(self, ids: list[str], parallel: int = 64, timeout: float = 300) -> float:
-        """Connect the agents for ids, `parallel` handshakes at a time; return seconds taken."""
+    async def connect(
+        self, ids: list[str], parallel: int = 64, timeout: float = 300, url: str = ""
+    ) -> float:
+        """Connect the agents for ids, `parallel` handshakes at a time; return seconds taken.
+
+        They dial `url`, or the swarm's `ws_url` (several replicas: one call per replica).
+        """
         start = time.monotonic()
         gate = asyncio.Semaphore(parallel)
 
         async def one(host_id: str) -> None:
             async with gate:
                 for attempt in range(RETRIES + 1):
-                    agent = SimAgent(self, host_id)
+                    agent = SimAgent(self, host_id, url)
                     self.agents[host_id] = agent
                     try:
                         await agent.start()
@@ -110,9 +115,10 @@ class Swarm:
 
 
 class SimAgent:
-    def __init__(self, swarm: Swarm, host_id: str) -> None:
+    def __init__(self, swarm: Swarm, host_id: str, url: str = "") -> None:
         self.swarm = swarm
         self.host_id = host_id
+        self.url = url
         self.ws: ClientConnection | None = None
         self.heartbeat_s = 15.0
         self.tasks: set[asyncio.Task[None]] = set()
@@ -136,7 +142,7 @@ class SimAgent:
         }
         # The real agent's options (agent/daemon.py), so compression and pings match.
         self.ws = await connect(
-            self.swarm.ws_url,
+            self.url or self.swarm.ws_url,
             additional_headers=headers,
             open_timeout=60,
             max_size=2**20,

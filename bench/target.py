@@ -108,11 +108,17 @@ class Target:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/api/agent/ws"
 
-    def start(self) -> None:
+    @property
+    def gc_log(self) -> Path:
+        return self.root / "gc.json"
+
+    def start(self, gc_probe: bool = False) -> None:
+        """Start the dashboard; with gc_probe, every collection it makes is logged."""
         port_file = self.root / "port"
         log = (self.root / "dashboard.log").open("ab")
+        runner = ["bench.gcprobe", str(self.gc_log)] if gc_probe else ["nixfleet"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nixfleet", "serve", "--host", "127.0.0.1", "--port", "0",
+            [sys.executable, "-m", *runner, "serve", "--host", "127.0.0.1", "--port", "0",
              "--port-file", str(port_file), "--log-level", "warning"],
             env={**os.environ, **self.env},
             stdout=log,

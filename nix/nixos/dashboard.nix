@@ -70,6 +70,15 @@ let
     _: s: lib.nameValuePair "NIXFLEET_${lib.toUpper s.setting}_FILE" "%d/${s.name}"
   ) (lib.filterAttrs (opt: s: s.setting != "tls_key") setSecrets);
   privilegedPort = cfg.port < 1024;
+
+  db = cfg.database;
+  # createLocally: the local server's socket, as the service's own user (peer
+  # authentication: no password exists, so none can leak).
+  localName = "nixfleet";
+  localUrl = "postgresql:///${localName}?host=/run/postgresql";
+  databaseUrl = if db.createLocally then localUrl else db.url;
+  # scheme://user:password@… : a password in a URL option would land in the store.
+  urlHasPassword = db.url != null && builtins.match "[^:]+://[^/@:]*:[^/@]*@.*" db.url != null;
 in
 {
   options.services.nixfleet = {
@@ -156,6 +165,32 @@ in
       description = "Ask agents for client certificates issued by this CA (mTLS).";
     };
 
+    database = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "postgresql://nixfleet@db.example.org/nixfleet?sslmode=verify-full";
+        description = ''
+          Database URL (`NIXFLEET_DATABASE_URL`): `postgresql://…` for several replicas on one
+          PostgreSQL, `sqlite:///…` for a file elsewhere. Null: SQLite in the state directory.
+          No password here (it would land in the world-readable store): use
+          [](#opt-services.nixfleet.database.urlFile), a client certificate, or
+          [](#opt-services.nixfleet.database.createLocally).
+        '';
+      };
+      urlFile = secretOption "A file holding the database URL, for a URL with a password (`postgresql://nixfleet:…@db.example.org/nixfleet`)." false;
+      createLocally = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Run PostgreSQL on this machine (`services.postgresql`) with a `${localName}` database
+          owned by a `${localName}` role, and connect over its Unix socket with peer
+          authentication as the service's own user: no password anywhere. Replicas on other
+          machines need a server they reach over the network instead.
+        '';
+      };
+    };
+
     settings = mkOption {
       type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.int types.float types.bool (types.listOf types.str) ]));
       default = { };
@@ -185,6 +220,18 @@ in
         message = "services.nixfleet.tlsCertFile and services.nixfleet.tlsKeyFile go together.";
       }
       {
+        assertion = !(cfg.settings ? database_url);
+        message = "services.nixfleet.settings: set the database with services.nixfleet.database.url (or urlFile, or createLocally), not settings.database_url.";
+      }
+      {
+        assertion = !urlHasPassword;
+        message = "services.nixfleet.database.url holds a password, which would land in the world-readable store; use services.nixfleet.database.urlFile.";
+      }
+      {
+        assertion = lib.length (lib.filter (x: x) [ (db.url != null) (db.urlFile != null) db.createLocally ]) <= 1;
+        message = "services.nixfleet.database: set one of url, urlFile and createLocally.";
+      }
+      {
         assertion = cred.sshKeyFile == null || cred.tokenFile == null;
         message = "services.nixfleet.configRepoCredential: set sshKeyFile or tokenFile, not both.";
       }
@@ -192,11 +239,24 @@ in
 
     networking.firewall.allowedTCPPorts = lib.optional cfg.openFirewall cfg.port;
 
+    services.postgresql = lib.mkIf db.createLocally {
+      enable = true;
+      ensureDatabases = [ localName ];
+      ensureUsers = [
+        {
+          name = localName;
+          ensureDBOwnership = true;
+        }
+      ];
+    };
+
     systemd.services.nixfleet = {
       description = "NixFleet dashboard";
       wantedBy = [ "multi-user.target" ];
-      after = [ "network-online.target" ];
+      # postgresql.target: the server is up and its ensure* roles and databases exist.
+      after = [ "network-online.target" ] ++ lib.optional db.createLocally "postgresql.target";
       wants = [ "network-online.target" ];
+      requires = lib.optional db.createLocally "postgresql.target";
       path = [ pkgs.git pkgs.openssh ];
       environment =
         {
@@ -213,6 +273,8 @@ in
           NIXFLEET_TLS_KEY = "%d/tls-key";
         }
         // lib.optionalAttrs (cfg.clientCaFile != null) { NIXFLEET_CLIENT_CA = toString cfg.clientCaFile; }
+        // lib.optionalAttrs (databaseUrl != null) { NIXFLEET_DATABASE_URL = databaseUrl; }
+        // lib.optionalAttrs (db.urlFile != null) { NIXFLEET_DATABASE_URL_FILE = "%d/database-url"; }
         // settingsEnv
         // secretEnv
         // gitEnv;
@@ -222,7 +284,8 @@ in
         LoadCredential =
           lib.mapAttrsToList (opt: s: "${s.name}:${cfg.${opt}}") setSecrets
           ++ lib.optional (cred.sshKeyFile != null) "config-repo-ssh-key:${cred.sshKeyFile}"
-          ++ lib.optional (cred.tokenFile != null) "config-repo-token:${cred.tokenFile}";
+          ++ lib.optional (cred.tokenFile != null) "config-repo-token:${cred.tokenFile}"
+          ++ lib.optional (db.urlFile != null) "database-url:${db.urlFile}";
         DynamicUser = true;
         StateDirectory = "nixfleet";
         StateDirectoryMode = "0700";
@@ -265,7 +328,9 @@ in
         # @system-service covers Python, uvicorn and git/ssh children; nothing privileged.
         SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
         SystemCallErrorNumber = "EPERM";
-      };
+      }
+      # The dynamic user's name is the role peer authentication maps it to.
+      // lib.optionalAttrs db.createLocally { User = localName; };
     };
   };
 }

@@ -1,3 +1,3 @@
-from nixfleet.cli.main import main
+from nixfleet.cli.launch import main
 
 main()

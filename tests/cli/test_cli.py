@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +105,54 @@ def _agent(tmp_path, url, *args):
             str(tmp_path / "state"),
             *args,
         ]
+    )
+
+
+_WITHOUT_TYPER = """
+import runpy, sys
+sys.argv = ["nixfleet", "agent", "--url", "http://dash.example", "--host-id", "web-01",
+            "--token-file", sys.argv[1], "--repo-dir", sys.argv[2], "--state-dir", sys.argv[2]]
+try:
+    runpy.run_module("nixfleet", run_name="__main__")
+except SystemExit as exc:
+    print("exit", exc.code, "typer" in sys.modules, "click" in sys.modules)
+"""
+
+
+def test_the_agent_command_runs_without_loading_typer_or_click(tmp_path):
+    # The agent runs on every host: the CLI framework would cost it ~15 MiB of memory.
+    (tmp_path / "token").write_text("nfa_x")
+    res = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TYPER, str(tmp_path / "token"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "plain-text" in res.stderr  # it did parse and check the options
+    assert res.stdout.split() == ["exit", "2", "False", "False"]
+
+
+def test_the_nixfleet_agent_command_takes_the_same_flags(tmp_path):
+    script = Path(sys.executable).parent / "nixfleet-agent"
+    (tmp_path / "token").write_text("nfa_x")
+    base = ["--host-id", "web-01", "--token-file", str(tmp_path / "token")]
+    base += ["--repo-dir", str(tmp_path / "repo"), "--state-dir", str(tmp_path / "state")]
+    res = subprocess.run(
+        [str(script), "--url", "http://dash.example", *base],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "plain-text" in res.stderr
+    bad = subprocess.run(
+        [str(script), "--url", "https://dash.example", "--min-tls", "1.1", *base],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--min-tls" in bad.stderr
+    assert "before any byte (or the token) is sent" in " ".join(
+        subprocess.run([str(script), "--help"], capture_output=True, text=True).stdout.split()
     )
 
 

@@ -4,6 +4,7 @@ failures not sent one by one), and an event switched off in the rules file stays
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -72,3 +73,29 @@ def test_deploy_failures_and_a_stopped_rollout_are_sent_and_the_cooldown_holds(
     ]
     report = webhook.bodies[1]["message"]
     assert "1 failed (exit 1)" in report and report.endswith("stopped by the failure budget")
+
+
+def test_a_deploy_rolled_back_by_its_health_gate_is_an_alert_with_the_reason(
+    make_fleet, webhook: Receiver
+):
+    rf: RunningFleet = make_fleet(
+        hosts=1,
+        build_seconds=0,
+        failing=(),
+        env={
+            "NIXFLEET_ALERT_URLS": f"json://127.0.0.1:{webhook.port}/hook?rto=30",
+            "NIXFLEET_ALERT_ALLOW_PRIVATE": "true",
+        },
+    )
+    api = rf.api()
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    gate = {"deadline_s": 1, "checks": [{"kind": "tcp", "name": "db", "port": port}]}
+    res = api.post("/api/hosts/atlas/command", {"command": "switch", "gate": gate})
+    cmd = api.wait_state(res.json()["command_id"], {"succeeded", "failed", "rolled_back"})
+    assert cmd["state"] == "rolled_back"
+    wait_for(lambda: webhook.titles() == ["NixFleet deploy rolled back: atlas"], 20, "the alert")
+    assert webhook.bodies[0]["message"] == (
+        "switch on atlas rolled back: health check db: Connection refused."
+    )

@@ -4,7 +4,9 @@ generation, and every field of a gate is bounded."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RunningFleet
+from conftest import RunningFleet, run_cli, wait_for
 from nixfleet.core.errors import for_people
 from nixfleet.demo.configrepo import WORK_NAME, commit_change
 from nixfleet.demo.run import prepare, start_agent, start_network
@@ -61,11 +63,31 @@ def switch(api: Any, gate: dict[str, Any] | None) -> dict[str, Any]:
     )
 
 
+# The module's deploys share one agent: more than its default 6 commands in 10 minutes.
+AGENT_ARGS = ["--command-rate", "1000/60"]
+
+
+@pytest.fixture(scope="module")
+def one_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+    """One host and its agent, shared by the module's deploys (each makes a new commit)."""
+    rf = RunningFleet(prepare(tmp_path_factory.mktemp("gated"), 1, failing=()), uuid.uuid4().hex, 0)
+    rf.start_dashboard()
+    rf.start_agent("atlas", args=AGENT_ARGS)
+    rf.api().wait_online(["atlas"])
+    yield rf
+    rf.stop()
+
+
 @pytest.fixture
-def deployed(make_fleet: Any) -> tuple[RunningFleet, tuple[int, str]]:
-    """Return a one-host fleet and the generation it was installed with (the one before)."""
-    rf: RunningFleet = make_fleet(hosts=1, build_seconds=0, failing=())
-    return rf, generation(rf.host("atlas").profile)
+def deployed(one_host: RunningFleet) -> Iterator[tuple[RunningFleet, tuple[int, str]]]:
+    """Return the host with a new commit to deploy, and the generation it runs now."""
+    rf = one_host
+    commit_change(rf.fleet.root / "config", "a newer config")  # a new system to switch to
+    yield rf, generation(rf.host("atlas").profile)
+    api = rf.api()
+    api.http.put(
+        "/api/hosts/atlas/health-gate", json={"gate": None}, headers={"X-CSRF-Token": api.csrf}
+    )
 
 
 def test_a_failing_health_check_rolls_the_host_back_to_its_previous_generation(deployed, web):
@@ -84,6 +106,12 @@ def test_a_failing_health_check_rolls_the_host_back_to_its_previous_generation(d
     host = rf.api().host("atlas")
     assert host["deploy"]["state"] == "failed"
     assert host["deploy"]["last"]["result"] == "rolled_back"
+    # Again, with the rolled-back generation still in the profile: back to the one before
+    # this switch, not to the next lower number (the generation rolled back from).
+    commit_change(rf.fleet.root / "config", "another try")
+    cmd = switch(rf.api(), gate)
+    assert cmd["state"] == "rolled_back"
+    assert generation(rf.host("atlas").profile) == before
 
 
 def test_a_passing_gate_keeps_the_new_generation(deployed, web):
@@ -93,7 +121,7 @@ def test_a_passing_gate_keeps_the_new_generation(deployed, web):
     assert cmd["state"] == "succeeded", cmd["detail"]
     assert cmd["gate"]["checks"][0]["name"] == "web"
     number, system = generation(rf.host("atlas").profile)
-    assert number == before[0] + 1 and system != before[1]
+    assert number > before[0] and system != before[1]
     lines = [ln["text"] for ln in rf.api().get(f"/api/commands/{cmd['id']}").json()["output"]]
     assert "health gate: the agent reached the dashboard" in lines
     assert "PASS web" in lines
@@ -141,6 +169,51 @@ def test_a_switch_that_cuts_the_host_off_is_rolled_back_by_the_host_alone(make_f
         network.wait(5)
 
 
+def lines_of(api: Any, command_id: str) -> list[str]:
+    return [ln["text"] for ln in api.get(f"/api/commands/{command_id}").json()["output"]]
+
+
+def test_the_gate_outlives_its_agent_and_a_stop_during_it_rolls_back(deployed):
+    rf, before = deployed
+    api = rf.api()
+    with socket.socket() as probe:  # a port nothing listens on, until the test opens it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gate = {"deadline_s": 60, "checks": [{"kind": "tcp", "name": "db", "port": port}]}
+    res = api.post("/api/hosts/atlas/command", {"command": "pull-switch", "gate": gate})
+    cid = res.json()["command_id"]
+    wait_for(lambda: "health gate: the agent reached the dashboard" in lines_of(api, cid), 40)
+    rf.kill_agent("atlas")  # the runner goes on waiting for the check by itself
+    with socket.create_server(("127.0.0.1", port)):
+        rf.start_agent("atlas", args=AGENT_ARGS)
+        cmd = api.wait_state(cid, {"succeeded", "failed", "rolled_back"}, 40)
+    assert cmd["state"] == "succeeded", cmd["detail"]
+    assert "PASS db" in lines_of(api, cid)
+    kept = generation(rf.host("atlas").profile)
+    assert kept[0] > before[0]
+
+    def stopped_in_gate(kind: str) -> dict[str, Any]:
+        res = api.post("/api/hosts/atlas/command", {"command": kind, "gate": gate})
+        cid = res.json()["command_id"]
+        wait_for(lambda: any(t.startswith("health gate: keep") for t in lines_of(api, cid)), 40)
+        assert api.post("/api/hosts/atlas/command", {"command": "stop"}).status_code == 202
+        return dict(api.wait_state(cid, {"succeeded", "failed", "rolled_back", "cancelled"}, 40))
+
+    # The port is closed again. A switch to the running system makes no new generation:
+    # stopped during its gate, nothing is undone (that would undo the deploy before) and it
+    # fails; a switch that made one is rolled back at once.
+    cmd = stopped_in_gate("switch")
+    assert cmd["state"] == "failed"
+    assert cmd["detail"] == (
+        "stopped during the health gate; the switch made no new generation, so none was undone"
+    )
+    assert generation(rf.host("atlas").profile) == kept
+    commit_change(rf.fleet.root / "config", "newer", "hosts/atlas/motd.txt", "newer\n")
+    cmd = stopped_in_gate("pull-switch")
+    assert (cmd["state"], cmd["detail"]) == ("rolled_back", "stopped during the health gate")
+    assert generation(rf.host("atlas").profile) == kept
+
+
 def test_a_host_default_gate_is_carried_by_its_switches_and_failing_tests_roll_back(deployed):
     rf, before = deployed
     api = rf.api()
@@ -170,14 +243,14 @@ def test_a_host_default_gate_is_carried_by_its_switches_and_failing_tests_roll_b
     res = api.post("/api/hosts/atlas/command", {"command": "pull-switch", "no_gate": True})
     assert res.json()["gate"] is None
     cmd = api.wait_state(res.json()["command_id"], {"succeeded", "failed", "rolled_back"}, 60)
-    assert cmd["state"] == "succeeded"
+    assert cmd["state"] == "succeeded", cmd["detail"]
     assert generation(rf.host("atlas").profile)[0] > before[0]
 
 
 @pytest.fixture(scope="module")
 def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
     """One dashboard without agents for the refusals: nothing may ever be queued on it."""
-    rf = RunningFleet(prepare(tmp_path_factory.mktemp("gates"), 1, failing=()), "", 0)
+    rf = RunningFleet(prepare(tmp_path_factory.mktemp("gates"), 1, failing=()), uuid.uuid4().hex, 0)
     rf.start_dashboard()
     yield rf
     rf.stop()
@@ -222,3 +295,25 @@ def test_a_gate_on_a_kind_that_activates_nothing_is_refused(idle):
     )
     assert res.status_code == 404
     assert api.get("/api/hosts/atlas/commands").json()["commands"] == []
+
+
+def test_a_host_default_gate_is_set_from_the_cli_audited_and_bounded(idle):
+    env = idle.fleet.env
+    bad = run_cli(["admin", "host", "gate", "atlas", '{"deadline_s": 0}'], env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().endswith(
+        "host gate: deadline_s: Input should be greater than or equal to 1"
+    )
+    gate = '{"deadline_s": 30, "checks": [{"kind": "unit", "unit": "nginx"}]}'
+    res = run_cli(["admin", "host", "gate", "atlas", gate], env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith('atlas: {"deadline_s": 30.0, "confirm": true, "checks": [')
+    assert res.stdout.strip().endswith("(the host's default)")
+    api = idle.api()
+    shown = api.host("atlas")["deploy"]["gate"]
+    assert (shown["source"], shown["checks"][0]["unit"]) == ("host", "nginx")
+    entries = api.get("/api/audit").json()["entries"]
+    assert any(e["action"] == "health_gate" and e["actor"].startswith("cli:") for e in entries)
+    cleared = run_cli(["admin", "host", "gate", "atlas", "none"], env)
+    assert cleared.stdout.strip() == "atlas: no health gate"
+    assert api.host("atlas")["deploy"]["gate"] is None

@@ -69,6 +69,20 @@ let
       };
       nix.package = mkOption { type = types.anything; };
       system.build = loose;
+      # As nixpkgs' services.postgresql declares them (the parts a module may set).
+      services.postgresql = {
+        enable = mkOption { type = types.bool; default = false; };
+        ensureDatabases = mkOption { type = types.listOf types.str; default = [ ]; };
+        ensureUsers = mkOption {
+          type = types.listOf (
+            types.submodule {
+              options.name = mkOption { type = types.str; };
+              options.ensureDBOwnership = mkOption { type = types.bool; default = false; };
+            }
+          );
+          default = [ ];
+        };
+      };
       systemd.services = mkOption {
         type = types.attrsOf (
           types.submodule {
@@ -77,6 +91,7 @@ let
               wantedBy = list;
               after = list;
               wants = list;
+              requires = list;
               path = list;
               restartIfChanged = mkOption {
                 type = types.bool;
@@ -162,6 +177,7 @@ in
   systemd = pick [ "systemd" "services" ];
   userServices = pick [ "systemd" "user" "services" ];
   firewall = pick [ "networking" "firewall" "allowedTCPPorts" ];
+  postgresql = pick [ "services" "postgresql" ];
   launchdDaemons = pick [ "launchd" "daemons" ];
   launchdAgents = pick [ "launchd" "agents" ];
   activation = pick [ "system" "activationScripts" ];

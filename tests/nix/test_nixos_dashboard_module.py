@@ -173,3 +173,83 @@ def test_a_tls_certificate_without_its_key_fires_an_assertion(tmp_path):
       tlsCertFile = "/etc/cert.pem"; }}; }}"""
     failed = evaluate("nixos-dashboard", config)["assertions"]
     assert len(failed) == 1 and "tlsKeyFile" in failed[0]
+
+
+def test_create_locally_sets_up_postgresql_and_connects_over_its_socket_as_the_service(
+    tmp_path, monkeypatch
+):
+    from nixfleet.storage.db import engine_url
+    from nixfleet.storage.pgbus import listen_conninfo
+
+    result = dashboard(
+        f"""{{ services.nixfleet = {{ enable = true; {write_secrets(tmp_path, REQUIRED)}
+          database.createLocally = true; }}; }}"""
+    )
+    pg = result["postgresql"]
+    assert pg["enable"] is True
+    assert pg["ensureDatabases"] == ["nixfleet"]
+    assert pg["ensureUsers"] == [{"name": "nixfleet", "ensureDBOwnership": True}]
+    unit = result["systemd"]["nixfleet"]
+    # Started once the server is up and the role and database exist; stopped with it.
+    assert "postgresql.target" in unit["after"] and unit["requires"] == ["postgresql.target"]
+    # Peer authentication maps the service's user name to the role of the same name.
+    assert unit["serviceConfig"]["User"] == "nixfleet"
+    assert unit["serviceConfig"]["DynamicUser"] is True
+    settings = settings_of(unit, tmp_path, monkeypatch)
+    assert engine_url(settings.db_url) == "postgresql+psycopg:///nixfleet?host=%2Frun%2Fpostgresql"
+    # The listener connects the same way: the socket directory, no user, no password.
+    info = listen_conninfo(settings.db_url, "r1")
+    assert "host=/run/postgresql" in info and "dbname=nixfleet" in info
+    assert "user=" not in info and "password" not in info
+
+
+def test_a_database_url_reaches_the_dashboard_and_starts_no_local_server(tmp_path, monkeypatch):
+    url = "postgresql://nixfleet@db.example.org/nixfleet?sslmode=verify-full"
+    result = dashboard(
+        f"""{{ services.nixfleet = {{ enable = true; {write_secrets(tmp_path, REQUIRED)}
+          database.url = "{url}"; }}; }}"""
+    )
+    assert result["postgresql"]["enable"] is False
+    unit = result["systemd"]["nixfleet"]
+    assert unit["requires"] == [] and "User" not in unit["serviceConfig"]
+    assert settings_of(unit, tmp_path, monkeypatch).db_url == url
+
+
+def test_a_database_url_with_a_password_comes_from_a_file_not_the_store(tmp_path, monkeypatch):
+    secret_url = "postgresql://nixfleet:s3cret-pw@db.example.org/nixfleet"
+    required = write_secrets(tmp_path, REQUIRED)
+    failed = evaluate(
+        "nixos-dashboard",
+        f"""{{ services.nixfleet = {{ enable = true; {required}
+          database.url = "{secret_url}"; }}; }}""",
+    )["assertions"]
+    assert failed == [
+        "services.nixfleet.database.url holds a password, which would land in the "
+        "world-readable store; use services.nixfleet.database.urlFile."
+    ]
+    (tmp_path / "db-url").write_text(secret_url + "\n")
+    result = dashboard(
+        f"""{{ services.nixfleet = {{ enable = true; {required}
+          database.urlFile = "{tmp_path / "db-url"}"; }}; }}"""
+    )
+    unit = result["systemd"]["nixfleet"]
+    assert f"database-url:{tmp_path / 'db-url'}" in unit["serviceConfig"]["LoadCredential"]
+    assert "s3cret-pw" not in str(unit)
+    assert settings_of(unit, tmp_path, monkeypatch).db_url == secret_url
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (
+            'database.url = "postgresql://db/nixfleet"; database.createLocally = true;',
+            "set one of url, urlFile and createLocally",
+        ),
+        ('settings.database_url = "postgresql://db/x";', "not settings.database_url"),
+    ],
+)
+def test_contradicting_database_options_fire_an_assertion(tmp_path, extra, words):
+    config = f"""{{ services.nixfleet = {{ enable = true; {write_secrets(tmp_path, REQUIRED)}
+      {extra} }}; }}"""
+    failed = evaluate("nixos-dashboard", config)["assertions"]
+    assert len(failed) == 1 and words in failed[0], failed

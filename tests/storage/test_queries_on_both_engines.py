@@ -339,3 +339,21 @@ async def test_a_field_update_guarded_by_state_leaves_a_final_command_alone(db):
     active = [CommandState.DISPATCHED, CommandState.RUNNING]
     assert not await commands.set_fields(db, "c1", "atlas", active, detail="rewritten")
     assert (await commands.get(db, "c1"))["detail"] == "kept"
+
+
+async def test_simultaneous_audit_entries_on_two_replicas_are_all_stored_in_one_chain(db, replica):
+    from nixfleet.dashboard.monitoring.audit_log import AuditLog
+
+    key = b"audit key for the test"
+    logs = [AuditLog(database, key, None, 30) for database in (db, replica)]
+    # 2 × 60 requests recording at once: each replica groups what waits into one append.
+    await asyncio.gather(
+        *(
+            logs[i % 2].record(f"user{i % 2}", "command", host="atlas", detail={"n": i})
+            for i in range(120)
+        )
+    )
+    result = await audit.verify(db, key)
+    assert (result.count, result.broken, result.unsigned) == (120, None, 0)
+    stored = await audit.search(db, limit=500)
+    assert sorted(e["detail"]["n"] for e in stored) == list(range(120))

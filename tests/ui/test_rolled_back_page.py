@@ -12,7 +12,7 @@ from typing import Any
 
 import test_dashboard_ui as ui
 from playwright.sync_api import expect
-from test_dashboard_ui import log_in
+from test_dashboard_ui import log_in, menu_action
 
 from conftest import RunningFleet
 
@@ -61,6 +61,9 @@ def test_a_rolled_back_canary_stops_the_rollout_and_shows_why(fleet, tab, tmp_pa
         page.screenshot(path=str(shots / "rollout-rolled-back.png"), full_page=True)
 
         page.goto(f"{rf.base}/hosts/atlas")
+        expect(page.locator('[data-fact="Health gate"]')).to_have_text(
+            "gate 1 s: agent, web (this host's default)"
+        )
         first = page.locator("#history tbody tr").first
         expect(first.locator(".badge")).to_have_text("rolled back")
         expect(first).to_contain_text("gate 1 s: agent, web")
@@ -73,6 +76,21 @@ def test_a_rolled_back_canary_stops_the_rollout_and_shows_why(fleet, tab, tmp_pa
         page.screenshot(path=str(shots / "host-rolled-back.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})
         page.screenshot(path=str(shots / "host-rolled-back-phone.png"), full_page=True)
+
+        # From the fleet page: the notice names the gate, then the rollback and its reason.
+        page.set_viewport_size({"width": 1400, "height": 900})
+        page.goto(f"{rf.base}/")
+        expect(page.locator("#conn")).to_have_text("live")
+        menu_action(page, "atlas", "switch")
+        notice = page.locator("#notice")
+        expect(notice).to_contain_text("switch on atlas, gate 1 s: agent, web")
+        expect(notice).to_have_text(
+            "switch on atlas, gate 1 s: agent, web: rolled back (health check web: HTTP 502)",
+            timeout=40_000,
+        )
+        page.screenshot(path=str(shots / "fleet-rolled-back-notice.png"))
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.screenshot(path=str(shots / "fleet-rolled-back-notice-phone.png"))
         tab.assert_clean()
     finally:
         web.shutdown()

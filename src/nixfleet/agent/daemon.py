@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import WebSocketException
 
@@ -360,7 +361,11 @@ class Agent:
 
     async def _receive(self, ws: ClientConnection) -> None:
         async for raw in ws:
-            msg = dashboard_message.validate_json(raw)
+            try:
+                msg = dashboard_message.validate_json(raw)
+            except ValidationError as exc:
+                await self._unreadable(ws, raw, exc)
+                continue
             if isinstance(msg, Ack):
                 self.runner.acknowledge(msg.command_id, msg.seq, msg.final)
             elif isinstance(msg, Cancel):
@@ -372,6 +377,31 @@ class Agent:
                 await self._on_credential(ws, msg)
             elif isinstance(msg, StatusAck):
                 pass
+
+    async def _unreadable(
+        self, ws: ClientConnection, raw: str | bytes, exc: ValidationError
+    ) -> None:
+        """Refuse a command this agent cannot read (a newer dashboard's gate, say) by its
+        id; anything else unreadable is logged and skipped. Neither ends the session."""
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"])[:80] if errors else ""
+        reason = str(errors[0]["msg"])[:300] if errors else "invalid"
+        try:
+            data = json.loads(raw)
+            command_id = str(data["command_id"]) if data.get("type") == "command" else ""
+            refusal = Finished(
+                command_id=command_id,
+                result="rejected",
+                exit_code=None,
+                duration_s=0,
+                last_seq=0,
+                detail=f"agent: this agent cannot read the command ({where}: {reason})",
+            )
+        except (ValueError, TypeError, KeyError, AttributeError, ValidationError):
+            log.warning("agent: ignoring an unreadable message from the dashboard (%s)", where)
+            return
+        log.warning("agent: refused command %s: cannot read %s", command_id, where)
+        await ws.send(refusal.model_dump_json())
 
     async def _on_command(self, ws: ClientConnection, msg: Command) -> None:
         def refuse(detail: str) -> Finished:
@@ -422,7 +452,9 @@ class Agent:
         else:
             gate = None
             if msg.gate is not None:
-                gate = gate_plan(self.executor, self.target, msg.gate, [self.opts.systemctl])
+                gate = gate_plan(
+                    self.executor, self.target, msg.gate, [self.opts.systemctl], self.paths.profile
+                )
             note = {"system_before": self.paths.current()}
             entry = self.runner.start(msg.command_id, kind, note, gate)
             await ws.send(

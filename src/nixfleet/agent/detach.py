@@ -307,16 +307,34 @@ def _probe_argv(argv: list[str], timeout: float, cwd: str | None) -> str | None:
     return f"exit {proc.returncode}{last}"
 
 
+def _generation(profile: str | None) -> str:
+    """Return the generation link the profile points at ("" when unknown)."""
+    try:
+        return os.readlink(profile) if profile else ""
+    except OSError:
+        return ""
+
+
 def _roll_back(plan: dict[str, Any], jdir: Path, sink: _Sink, why: str) -> tuple[str, int, str]:
-    """Return the result of going back to the previous generation because of why."""
+    """Return the result of going back to the previous generation because of why.
+
+    A switch to the system that was already current makes no new generation: going back
+    one would undo an earlier deploy, so that one stays and the command fails instead.
+    """
+    gate = plan["gate"]
+    before = gate.get("generation_before", "")
+    if before and before == _generation(gate.get("profile")):
+        sink.write("system", f"health gate failed: {why}; the switch made no new generation")
+        return "failed", 1, f"{why}; the switch made no new generation, so none was undone"
     sink.write("system", f"health gate failed: {why}; rolling back to the previous generation")
     (jdir / "cancel").unlink(missing_ok=True)  # a stop asked for this rollback, not against it
-    outcome = _run_step(plan["gate"]["rollback"], jdir, sink, None)
-    if outcome == 0:
-        sink.write("system", "rolled back to the previous generation")
-        return "rolled_back", 0, why
-    code = outcome if isinstance(outcome, int) else 1
-    return "failed", code, f"{why}; the rollback failed too (exit {code})"
+    for step in gate["rollback"]:
+        outcome = _run_step(step, jdir, sink, None)
+        if outcome != 0:
+            code = outcome if isinstance(outcome, int) else 1
+            return "failed", code, f"{why}; the rollback failed too (exit {code})"
+    sink.write("system", "rolled back to the previous generation")
+    return "rolled_back", 0, why
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -48,6 +48,8 @@ class Executor(Protocol):
 
     def rollback_argv(self) -> list[str]: ...
 
+    def activate_argvs(self, profile: Path) -> list[list[str]]: ...
+
     def launcher(self, command_id: str) -> list[str]: ...
 
 
@@ -79,9 +81,10 @@ def _preview_steps(executor: Executor, t: Target, command_id: str) -> list[Step]
 
 
 def gate_plan(
-    executor: Executor, t: Target, gate: HealthGate, systemctl: list[str]
+    executor: Executor, t: Target, gate: HealthGate, systemctl: list[str], profile: Path
 ) -> dict[str, Any]:
-    """Return the runner's form of a health gate: its checks as probes, the rollback step.
+    """Return the runner's form of a health gate: its checks as probes, the rollback step,
+    and the profile whose generation the switch moves.
 
     A unit check runs `<systemctl> is-active --quiet UNIT`; systemctl is the agent's
     option, so a host without systemd (the demo, the tests) names its stand-in.
@@ -98,13 +101,42 @@ def gate_plan(
             probe = {"label": probe["label"], "kind": "command"}
             probe["argv"] = [*systemctl, "is-active", "--quiet", check.unit]
         checks.append(probe)
-    rollback = {"name": "rollback", "argv": executor.rollback_argv(), "cwd": str(t.repo_dir)}
     return {
         "deadline_s": gate.deadline_s,
         "confirm": gate.confirm,
         "checks": checks,
-        "rollback": rollback,
+        "rollback": _gate_rollback(executor, t, profile),
+        "profile": str(profile),
+        "generation_before": _link(profile),
     }
+
+
+def _gate_rollback(executor: Executor, t: Target, profile: Path) -> list[Step]:
+    """Return the steps that bring back the generation current now, before the switch.
+
+    Not `--rollback`: that goes to the next lower number, which after an earlier rollback
+    is the very generation that was rolled back from. The profile is set to the number it
+    has now (`nix-env --switch-generation`, what `nixos-rebuild --rollback` does inside)
+    and that system is activated as its tool does.
+    """
+    cwd = str(t.repo_dir)
+    number = _link(profile).removesuffix("-link").rpartition("-")[2]
+    if not number.isdigit():  # no profile yet, or not a generation link: the tool decides
+        return [{"name": "rollback", "argv": executor.rollback_argv(), "cwd": cwd}]
+    switch = ["nix-env", "-p", str(profile), "--switch-generation", number]
+    activate = executor.activate_argvs(profile)
+    return [
+        {"name": "rollback", "argv": switch, "cwd": cwd},
+        *({"name": "activate", "argv": argv, "cwd": cwd} for argv in activate),
+    ]
+
+
+def _link(profile: Path) -> str:
+    """Return the generation link a profile points at, e.g. system-42-link ("" if none)."""
+    try:
+        return profile.readlink().name
+    except OSError:
+        return ""
 
 
 def plan(
@@ -157,6 +189,9 @@ class NixOSExecutor:
     def rollback_argv(self) -> list[str]:
         return ["nixos-rebuild", "switch", "--rollback"]
 
+    def activate_argvs(self, profile: Path) -> list[list[str]]:
+        return [[str(profile / "bin" / "switch-to-configuration"), "switch"]]
+
     def launcher(self, command_id: str) -> list[str]:
         # The switch may restart nixfleet-agent.service, and systemd then kills its whole
         # cgroup; a transient unit of its own keeps the build alive.
@@ -185,6 +220,11 @@ class MacOSExecutor:
         # darwin-rebuild has --rollback; home-manager has no such flag (its way is the
         # previous generation's `activate`), which the demo's shim accepts alike.
         return [self.tool, "switch", "--rollback"]
+
+    def activate_argvs(self, profile: Path) -> list[list[str]]:
+        if self.tool == "home-manager":
+            return [[str(profile / "activate")]]
+        return [[str(profile / "activate-user")], [str(profile / "activate")]]
 
     def launcher(self, command_id: str) -> list[str]:
         # launchd kills the agent's job on reload but not a process in its own session.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -67,6 +68,46 @@ def host_label(
     host = with_fleet(edit, audit=("host_labels", host_id) if changes else None)
     for key, value in host["labels"].items():
         typer.echo(f"{key}={value}\t(from {host['label_sources'][key]})")
+
+
+@app.command("gate")
+def host_gate(
+    host_id: str,
+    gate: Annotated[
+        str | None,
+        typer.Argument(
+            help='The health gate as JSON, e.g. \'{"deadline_s": 60, "checks": [{"kind": '
+            '"unit", "unit": "nginx"}]}\'; "none" clears it (the fleet\'s default then). '
+            "Absent: print it."
+        ),
+    ] = None,
+) -> None:
+    """Set, clear or print the health gate the host's switches carry by default."""
+    from pydantic import ValidationError
+
+    from nixfleet.core.gates import HealthGate
+
+    chosen: HealthGate | None = None
+    if gate is not None and gate.strip().lower() != "none":
+        try:
+            chosen = HealthGate.model_validate_json(gate)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            fail(f"host gate: {where + ': ' if where else ''}{first['msg']}")
+
+    async def act(f: Fleet) -> dict[str, Any]:
+        if gate is None:
+            return await f.host(canonical_host_id(host_id))
+        return await f.set_health_gate(host_id, chosen)
+
+    host = with_fleet(act, audit=("health_gate", host_id) if gate is not None else None)
+    current = host["deploy"].get("gate")
+    if current is None:
+        typer.echo(f"{host['id']}: no health gate")
+        return
+    source = current.pop("source")
+    typer.echo(f"{host['id']}: {json.dumps(current)} (the {source}'s default)")
 
 
 def _assignments(words: list[str]) -> tuple[dict[str, str], set[str]]:

@@ -24,8 +24,9 @@ from typing import Any
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "[redacted]"
 
-# nfa_ agent token, nfe_ enrollment code, nfs_ session id (also inside a signed cookie).
-_PREFIXED = re.compile(r"\b(nf[aes]_)[A-Za-z0-9_\-.]{6,}")
+# nfa_ agent token, nft_ API token, nfe_ enrollment code, nfs_ session id (also inside a
+# signed cookie).
+_PREFIXED = re.compile(r"\b(nf[aest]_)[A-Za-z0-9_\-.]{6,}")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s'\"]+")
 # A header or form field whose value is a credential, as headers appear in debug logs:
 # `x-csrf-token: v`, `(b'cookie', b'v')`, `csrf_token=v`.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from nixfleet.cli import admin, alerts, audit, db, hosts, users
-from nixfleet.cli.agent import agent
+from nixfleet.cli import admin, alerts, audit, db, hosts, tokens, users
+from nixfleet.cli import agent as agent_cli
 from nixfleet.cli.demo import demo
 from nixfleet.cli.serve import serve
 
@@ -15,7 +15,19 @@ app = typer.Typer(
     help="NixFleet: one live dashboard and one-click deploys for Nix machines.",
 )
 app.command()(serve)
-app.command()(agent)
+
+
+# Listed here for `nixfleet --help`; its flags are the agent's own argparse parser's
+# (`nixfleet agent` normally reaches it without typer: cli/launch.py).
+@app.command(
+    help=agent_cli.HELP,
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def agent(ctx: typer.Context) -> None:
+    agent_cli.run(list(ctx.args))
+
+
 app.command()(demo)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")
@@ -23,6 +35,7 @@ admin.app.add_typer(hosts.app, name="host")
 admin.app.add_typer(audit.app, name="audit")
 admin.app.add_typer(alerts.app, name="alert")
 admin.app.add_typer(users.app, name="user")
+admin.app.add_typer(tokens.app, name="token")
 
 
 def main() -> None:

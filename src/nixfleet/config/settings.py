@@ -189,6 +189,8 @@ class Settings(BaseSettings):
     rate_limit_agent_ws: str = "600/minute"
     rate_limit_api: str = "50/second"
     rate_limit_events: str = "60/minute"
+    # Per API token, on top of the address's limit: a CI job's token shared by many runners.
+    rate_limit_token: str = "20/second;3000/hour"  # noqa: S105 - a rate
     access_log: bool = True
     log_format: Literal["text", "json"] = "text"
 
@@ -320,7 +322,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "rate_limit_login", "rate_limit_agent_ws", "rate_limit_api", "rate_limit_events"
+        "rate_limit_login",
+        "rate_limit_agent_ws",
+        "rate_limit_api",
+        "rate_limit_events",
+        "rate_limit_token",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

@@ -30,6 +30,8 @@ class EventKind(StrEnum):
     TLS_FAILURE = "tls_failure"
     # An authenticated agent sent a frame the protocol refuses (detail: MessageFault).
     BAD_AGENT_MESSAGE = "bad_agent_message"
+    # An API token was added or revoked (outcome ok; detail: added, revoked; user: token:<id>).
+    API_TOKEN = "api_token"
     # A forge push webhook (detail: HookVerdict): refused, replayed, another branch, or acted on.
     HOOK = "hook"
 
@@ -47,6 +49,11 @@ class AuthFactor(StrEnum):
     ENROLL_CODE = "enroll_code"
     CLIENT_CERT = "client_cert"
     METRICS_TOKEN = "metrics_token"
+    # An API token (Bearer nft_…): unknown, revoked, expired, or its owner is disabled.
+    API_TOKEN = "api_token"
+    REVOKED_API_TOKEN = "revoked_api_token"
+    EXPIRED_API_TOKEN = "expired_api_token"
+    API_TOKEN_OWNER = "api_token_owner"
     # Single sign-on (security/oidc.py, dashboard/signon.py): why a sign-in was refused.
     PASSWORD_OFF = "password_off"  # a password login while NIXFLEET_PASSWORD_LOGIN=false
     OIDC_STATE = "oidc_state"  # unknown, replayed, expired, or another browser's state

@@ -4,8 +4,12 @@ Every route of the app has a line in `NEEDS`; `create_app` refuses to start when
 missing, so a new route cannot go out without a declared role. The table is read by
 `authorize`, an app-wide dependency that runs before the route's own: the caller must
 hold the role, and a state-changing request from a browser session must carry its CSRF
-token. `None` marks the few routes that authenticate their caller themselves (login, the
-agents' WebSocket and enrollment, the scrape-token metrics, health).
+token. An API token (Bearer) needs no CSRF token (it is no ambient authority), but it
+must be allowed on the route (`tokens`) and its scope must reach it (`scope`: "host"
+when the path names the host, "command" when the route checks hosts and kind itself,
+see `dashboard/apitokens.py`). `None` marks the few routes that authenticate their
+caller themselves (login, the agents' WebSocket and enrollment, the scrape-token
+metrics, health).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from starlette.requests import HTTPConnection
 from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.roles import Role
 from nixfleet.core.secevents import EventKind, SecurityEvent
-from nixfleet.dashboard.deps import caller, check_csrf, client_address
+from nixfleet.dashboard import apitokens
+from nixfleet.dashboard.deps import Session, caller, check_csrf, client_address
 
 V, OP, A = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 
@@ -30,6 +35,8 @@ V, OP, A = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 class Need:
     role: Role | None  # None: public, or the route authenticates its caller itself
     page: bool = False  # a browser page: without a session, a redirect to /login
+    tokens: bool = True  # False: a browser session only, never an API token
+    scope: str = ""  # a scoped token may change state here: "host" or "command" (above)
 
 
 PUBLIC = Need(None)
@@ -44,8 +51,8 @@ NEEDS: dict[str, Need] = {
     "WS /api/agent/ws": PUBLIC,  # agent token or client certificate
     "POST /api/agent/enroll": PUBLIC,  # one-time enrollment code
     "POST /api/hooks/{forge_name}": PUBLIC,  # the forge signs the body
-    "POST /logout": Need(V),
-    "POST /logout-everywhere": Need(V),
+    "POST /logout": Need(V, tokens=False),
+    "POST /logout-everywhere": Need(V, tokens=False),
     # pages
     "GET /": Need(V, page=True),
     "GET /hosts/{host_id}": Need(V, page=True),
@@ -54,6 +61,7 @@ NEEDS: dict[str, Need] = {
     "GET /security": Need(V, page=True),
     "GET /audit": Need(V, page=True),
     "GET /users": Need(A, page=True),
+    "GET /tokens": Need(V, page=True, tokens=False),
     "GET /security/panel": Need(V),
     # reading
     "GET /api/events": Need(V),
@@ -69,24 +77,30 @@ NEEDS: dict[str, Need] = {
     "GET /api/audit": Need(V),
     "GET /api/openapi.json": Need(V),
     # acting on hosts
-    "POST /api/hosts/{host_id}/command": Need(OP),
-    "PUT /api/hosts/{host_id}/health-gate": Need(OP),
-    "POST /api/commands/bulk": Need(OP),
-    "POST /api/commands/{command_id}/cancel": Need(OP),
-    "POST /api/rollouts": Need(OP),
-    "POST /api/rollouts/{rollout_id}/{action}": Need(OP),
+    "POST /api/hosts/{host_id}/command": Need(OP, scope="command"),
+    "PUT /api/hosts/{host_id}/health-gate": Need(OP, scope="host"),
+    "POST /api/commands/bulk": Need(OP, scope="command"),
+    "POST /api/commands/{command_id}/cancel": Need(OP, scope="command"),
+    "POST /api/rollouts": Need(OP, scope="command"),
+    "POST /api/rollouts/{rollout_id}/{action}": Need(OP, scope="command"),
     # hosts, their credentials, users
     "POST /api/hosts": Need(A),
-    "DELETE /api/hosts/{host_id}": Need(A),
+    "DELETE /api/hosts/{host_id}": Need(A, scope="host"),
+    # Labels decide label scopes: a scoped token never sets them.
     "PUT /api/hosts/{host_id}/labels": Need(A),
-    "POST /api/hosts/{host_id}/agent-token": Need(A),
-    "DELETE /api/hosts/{host_id}/agent-token": Need(A),
-    "POST /api/hosts/{host_id}/enroll-code": Need(A),
-    "PUT /api/hosts/{host_id}/client-cert": Need(A),
-    "DELETE /api/hosts/{host_id}/client-cert": Need(A),
+    "POST /api/hosts/{host_id}/agent-token": Need(A, scope="host"),
+    "DELETE /api/hosts/{host_id}/agent-token": Need(A, scope="host"),
+    "POST /api/hosts/{host_id}/enroll-code": Need(A, scope="host"),
+    "PUT /api/hosts/{host_id}/client-cert": Need(A, scope="host"),
+    "DELETE /api/hosts/{host_id}/client-cert": Need(A, scope="host"),
     "GET /api/users": Need(A),
     "POST /api/users": Need(A),
     "PATCH /api/users/{username}": Need(A),
+    # API tokens: each user their own, admins every one and service tokens. A token
+    # never manages tokens: a leaked one cannot make itself a longer-lived successor.
+    "GET /api/tokens": Need(V, tokens=False),
+    "POST /api/tokens": Need(V, tokens=False),
+    "DELETE /api/tokens/{token_id}": Need(V, tokens=False),
 }
 
 
@@ -129,8 +143,10 @@ async def authorize(conn: HTTPConnection) -> None:
 
     1. Look the route up in NEEDS (an unknown route is refused, never let through).
     2. Public routes pass; the rest need a caller: none is a 401 (a page: to /login).
-    3. A role below the route's is a 403 and a security event naming the route.
-    4. A state-changing request from a session must pass the CSRF check.
+    3. A role below the route's is a 403 and a security event naming the route; so is
+       an API token on a route for sessions only.
+    4. A token must be scoped to reach the route; a session's state-changing request
+       must pass the CSRF check.
     """
     key = _key(conn)
     need = NEEDS.get(key)
@@ -143,18 +159,26 @@ async def authorize(conn: HTTPConnection) -> None:
         if need.page:
             raise LoginRequired
         raise AuthError("auth: log in first (no valid session)")
+    if who.token is not None and not need.tokens:
+        raise _denied(conn, who, key, "this needs a logged-in session, not an API token")
     if who.role < need.role:
-        conn.app.state.ctx.security.emit(
-            SecurityEvent(
-                EventKind.ACCESS_DENIED,
-                address=client_address(conn),
-                user=who.username,
-                detail=key[:120],
-            )
-        )
-        raise Forbidden(f"access: this needs the {need.role.label} role")
-    if isinstance(conn, Request):
+        raise _denied(conn, who, key, f"this needs the {need.role.label} role")
+    if who.token is not None:
+        await apitokens.check_route(conn, key, need.scope, who)
+    elif isinstance(conn, Request):
         await check_csrf(conn, conn.app.state.ctx, who)
+
+
+def _denied(conn: HTTPConnection, who: Session, key: str, message: str) -> Forbidden:
+    conn.app.state.ctx.security.emit(
+        SecurityEvent(
+            EventKind.ACCESS_DENIED,
+            address=client_address(conn),
+            user=who.username,
+            detail=key[:120],
+        )
+    )
+    return Forbidden(f"access: {message}")
 
 
 def install(app: FastAPI) -> None:

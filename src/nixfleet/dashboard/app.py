@@ -59,6 +59,7 @@ from nixfleet.dashboard.routes import (
     rollouts,
     security,
     sso,
+    tokens,
     users,
 )
 from nixfleet.dashboard.signon import SignOn
@@ -94,6 +95,7 @@ ROUTE_MODULES = (
     rollouts,
     hooks,
     users,
+    tokens,
     openapi,
 )
 _HERE = Path(__file__).parent

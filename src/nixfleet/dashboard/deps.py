@@ -1,4 +1,5 @@
-"""Request dependencies: the context, the caller (a session), and the one CSRF check.
+"""Request dependencies: the context, the caller (a session or an API token), and the one
+CSRF check.
 
 Who may call which route is decided once, in `dashboard/access.py`, before any of these
 run for a route; the route's own `CurrentSession` then only hands it the caller.
@@ -17,26 +18,37 @@ from starlette.types import Scope
 
 from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.roles import Role
-from nixfleet.core.secevents import EventKind, SecurityEvent
+from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard.context import Context
 from nixfleet.security import csrf, tokens
 from nixfleet.security.clientip import Origin, resolve
 from nixfleet.security.sessions import cookie_name
+from nixfleet.storage import api_tokens as token_store
 from nixfleet.storage import sessions as session_store
 from nixfleet.storage import users as user_store
+from nixfleet.storage.api_tokens import ApiToken
 
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Writing last_seen on every request would make each page view a DB write.
 _TOUCH_EVERY_S = 60
+# Longer than any token we issue (4 + 43): anything longer is refused before hashing.
+_TOKEN_MAX_CHARS = 100
 
 
 @dataclass(frozen=True)
 class Session:
+    """Who is calling: a browser session, or an API token (`token` set, no CSRF token).
+
+    For a token, `username` is how the audit log names it (`token:<id> of <user>`) and
+    `id_hash` is `token:<id>`, which names its event streams.
+    """
+
     id_hash: str
     username: str
     csrf: str
     role: Role = Role.VIEWER
+    token: ApiToken | None = None
 
 
 def get_ctx(request: Request) -> Context:
@@ -115,12 +127,77 @@ _UNRESOLVED = object()
 
 
 async def caller(conn: HTTPConnection) -> Session | None:
-    """Return who sent this request or opened this WebSocket (resolved once), or None."""
+    """Return who sent this request or opened this WebSocket (resolved once), or None.
+
+    A request with `Authorization: Bearer` is the token's alone: its cookie, if any, is
+    not looked at, so a token request never carries a browser's ambient authority.
+    """
     found = getattr(conn.state, "caller", _UNRESOLVED)
     if found is _UNRESOLVED:
-        found = await _session_of(conn, conn.app.state.ctx)
+        bearer = bearer_token(conn.headers.get("authorization"))
+        ctx = conn.app.state.ctx
+        found = (
+            await _session_of(conn, ctx)
+            if bearer is None
+            else await token_caller(conn, ctx, bearer)
+        )
         conn.state.caller = found
     return found  # type: ignore[return-value]
+
+
+def bearer_token(header: str | None) -> str | None:
+    """Return the credential of an `Authorization: Bearer …` header, or None."""
+    scheme, _, value = (header or "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+async def token_caller(conn: HTTPConnection, ctx: Context, presented: str) -> Session:
+    """Return the caller an API token names, or raise AuthError after a security event.
+
+    1. Only its HMAC is looked up (the lookup key, as for agent tokens).
+    2. Revoked, expired, or owned by a disabled user: refused, the event names the id.
+    3. A user's token acts with at most its owner's role as it is now.
+    """
+    address = client_address(conn)
+    token = None
+    if presented.startswith(tokens.API_TOKEN_PREFIX) and len(presented) <= _TOKEN_MAX_CHARS:
+        key = ctx.settings.agent_token_hash_secret.get_secret_value()
+        token = await token_store.by_hash(ctx.db, tokens.hash_agent_token(key, presented))
+    now = time.time()
+    if token is None:
+        raise _refuse_token(ctx, address, "", AuthFactor.API_TOKEN, "not a valid API token")
+    if token.revoked_at is not None:
+        raise _refuse_token(ctx, address, token.id, AuthFactor.REVOKED_API_TOKEN, "revoked")
+    if token.expires_at <= now:
+        raise _refuse_token(ctx, address, token.id, AuthFactor.EXPIRED_API_TOKEN, "expired")
+    role = token.role
+    if token.owner is not None:
+        owner = await user_store.get(ctx.db, token.owner)
+        if owner is None or owner.disabled:
+            why = "its owner is disabled"
+            raise _refuse_token(ctx, address, token.id, AuthFactor.API_TOKEN_OWNER, why)
+        role = min(role, owner.role)
+    if token.last_used_from != address or now - (token.last_used_at or 0) > _TOUCH_EVERY_S:
+        await token_store.note_use(ctx.db, token.id, now, address)
+    conn.state.user = token.actor  # for the access log
+    return Session(f"token:{token.id}", token.actor, "", role, token)
+
+
+def _refuse_token(
+    ctx: Context, address: str, token_id: str, factor: AuthFactor, why: str
+) -> AuthError:
+    user = f"token:{token_id}" if token_id else ""
+    ctx.security.emit(
+        SecurityEvent(EventKind.AUTH_FAILURE, address=address, user=user, detail=factor)
+    )
+    return AuthError(f"auth: this API token is {why}" if token_id else f"auth: {why}")
+
+
+async def still_live(ctx: Context, who: Session) -> bool:
+    """Return whether who may still be served (an open event stream asks this)."""
+    if who.token is None:
+        return await live_session(ctx, who.id_hash) is not None
+    return bool(await token_store.live_of(ctx.db, {who.token.id}, time.time()))
 
 
 async def optional_session(request: Request) -> Session | None:

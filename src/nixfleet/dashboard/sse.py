@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from nixfleet.config import Settings
 from nixfleet.core import jsontext
+from nixfleet.storage import api_tokens as token_store
 from nixfleet.storage import sessions as session_store
 from nixfleet.storage.bus import Event, EventBus
 from nixfleet.storage.db import Database
@@ -167,14 +168,19 @@ class Broadcaster:
             self.slow_total += sub.needs_resync and not was_slow
 
     async def end_dead_sessions(self, db: Database) -> None:
-        """End the streams whose session was deleted or whose user was disabled elsewhere
-        (`nixfleet admin user disable` runs in another process, off this bus)."""
-        open_ = {sub.session for sub in self.subscribers if not sub.session.startswith("token:")}
-        if not open_:
+        """End the streams whose session was deleted, whose user was disabled, or whose API
+        token was revoked or expired elsewhere (`nixfleet admin user disable` and `admin
+        token revoke` run in another process, off this bus)."""
+        sessions = {s.session for s in self.subscribers if not s.session.startswith("token:")}
+        token_ids = {s.session[6:] for s in self.subscribers if s.session.startswith("token:")}
+        if not sessions and not token_ids:
             return
-        live = await session_store.live_of(db, open_)
-        for sub in tuple(self.subscribers):
-            if sub.session in open_ and sub.session not in live:
+        live = await session_store.live_of(db, sessions) if sessions else set()
+        live_tokens = await token_store.live_of(db, token_ids, time.time())
+        asked = {*sessions, *(f"token:{t}" for t in token_ids)}
+        live = {*live, *(f"token:{t}" for t in live_tokens)}
+        for sub in tuple(self.subscribers):  # a stream opened meanwhile was not asked about
+            if sub.session in asked and sub.session not in live:
                 sub.end()
 
     def _remember(self, seq: int, event: Event, size: int) -> None:

@@ -1,4 +1,4 @@
-"""Opaque credentials: agent tokens and session ids.
+"""Opaque credentials: agent tokens, API tokens and session ids.
 
 Tokens carry a visible prefix per kind so a leaked one is recognisable in a scanner.
 Only a keyed hash is ever stored; comparison is constant-time.
@@ -13,6 +13,7 @@ import secrets
 AGENT_TOKEN_PREFIX = "nfa_"  # noqa: S105 - a prefix, not a secret
 SESSION_PREFIX = "nfs_"
 ENROLL_CODE_PREFIX = "nfe_"
+API_TOKEN_PREFIX = "nft_"  # noqa: S105 - a prefix, not a secret
 
 
 def new_agent_token() -> str:
@@ -27,6 +28,16 @@ def hash_agent_token(secret: str, token: str) -> str:
     equality search on it reveals nothing about near-miss guesses.
     """
     return hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+def new_api_token() -> str:
+    """Return a fresh API token with 256 bits of entropy (stored as `hash_agent_token`)."""
+    return API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_api_token_id() -> str:
+    """Return a token's public id: what lists, logs and audit entries name it by."""
+    return secrets.token_hex(6)
 
 
 def new_enroll_code() -> str:

@@ -43,7 +43,19 @@ def clean(value: Any) -> Any:
 
 async def append(db: Database, entry: dict[str, Any], key: bytes | None) -> dict[str, Any]:
     """Return the stored entry, chained after the current head and signed with key."""
-    entry = clean(entry)
+    return (await append_many(db, [entry], key))[-1]
+
+
+async def append_many(
+    db: Database, entries: list[dict[str, Any]], key: bytes | None
+) -> list[dict[str, Any]]:
+    """Return the entries as stored, chained in order after the head, in one transaction.
+
+    One transaction for many entries: the write lock is what replicas queue for, so
+    entries that arrive together take it once (on PostgreSQL, four round trips per
+    transaction under the lock bounded a fleet's commands to about 60 a second).
+    """
+    entries = [clean(e) for e in entries]
     for attempt in range(_APPEND_TRIES):
         try:
             async with db.engine.begin() as conn:
@@ -52,12 +64,16 @@ async def append(db: Database, entry: dict[str, Any], key: bytes | None) -> dict
                 head = (
                     await conn.execute(select(t.c.seq, t.c.hash).order_by(desc(t.c.seq)).limit(1))
                 ).first()
-                seq, prev = (head[0] + 1, head[1]) if head else (1, chain.GENESIS)
-                row = {**entry, "seq": seq, "prev_hash": prev}
-                row["hash"] = chain.entry_hash(prev, row)
-                row["mac"] = chain.entry_mac(key, row["hash"]) if key else None
-                await conn.execute(insert(t).values(**row))
-            return row
+                seq, prev = (head[0], head[1]) if head else (0, chain.GENESIS)
+                rows = []
+                for entry in entries:
+                    seq += 1
+                    row = {**entry, "seq": seq, "prev_hash": prev}
+                    row["hash"] = prev = chain.entry_hash(prev, row)
+                    row["mac"] = chain.entry_mac(key, row["hash"]) if key else None
+                    rows.append(row)
+                await conn.execute(insert(t), rows)
+            return rows
         except IntegrityError:
             if attempt == _APPEND_TRIES - 1:
                 raise

@@ -314,3 +314,23 @@ change_counters = Table(
     Column("name", String(20), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+# API tokens (migration 0018). Only the HMAC of a token is kept; it is also the lookup key.
+# owner NULL: a service token, managed by admins. scope: core.apitokens.TokenScope.stored.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("name", String(40), nullable=False),
+    Column("owner", String(63), nullable=True),
+    Column("created_by", String(100), nullable=False),
+    Column("role", String(10), nullable=False),
+    Column("scope", JSON, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+    Column("last_used_from", String(64), nullable=True),
+    Index("ix_api_tokens_owner", "owner"),
+)

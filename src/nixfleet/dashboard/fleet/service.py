@@ -295,7 +295,16 @@ class Fleet:
             "generation": st.get("generation"),
             "system": st.get("current_system") or None,
             "last": last,
+            # What the host's next switch carries unless it asks otherwise, and from where.
+            "gate": self._default_gate(row),
         }
+
+    def _default_gate(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        own = stored_gate(row.get("health_gate"))
+        gate = own or self.settings.health_gate
+        if gate is None:
+            return None
+        return {**gate.model_dump(), "source": "host" if own else "fleet"}
 
     def _meta_sources(self, row: dict[str, Any]) -> dict[str, str]:
         """Return who set each metadata field that has a value: the host or an operator."""

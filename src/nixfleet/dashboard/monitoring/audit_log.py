@@ -65,6 +65,8 @@ class AuditLog:
         self.db, self.key, self.anchor = db, key, anchor
         self.write_timeout_s = write_timeout_s
         self.lock = asyncio.Lock()
+        # Entries waiting for the lock, each with the future its caller awaits.
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self.worker: Worker[dict[str, Any]] = Worker("audit", self._write)
 
     async def record(
@@ -127,7 +129,7 @@ class AuditLog:
         delay = _RETRY_S
         while True:
             try:
-                await self._write([item])
+                await self._append_grouped(item)
                 return
             except Exception as exc:
                 if not is_transient(exc):
@@ -135,13 +137,42 @@ class AuditLog:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    async def _append_grouped(self, item: dict[str, Any]) -> None:
+        """Store item together with every entry waiting meanwhile (one transaction).
+
+        Whoever holds the lock writes all that is pending; the others find theirs stored
+        when their turn comes. A failed write puts the others' entries back; a caller
+        that gives up (its timeout) takes its own entry out of the queue.
+        """
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((item, done))
+        try:
+            async with self.lock:
+                if done.done():
+                    return
+                batch, self._pending = self._pending, []
+                try:
+                    await self._store([i for i, _ in batch])
+                except BaseException:
+                    self._pending[:0] = [(i, f) for i, f in batch if f is not done]
+                    raise
+                for _, f in batch:
+                    if not f.done():
+                        f.set_result(None)
+        finally:
+            if not done.done():
+                self._pending = [(i, f) for i, f in self._pending if f is not done]
+
     async def _write(self, entries: list[dict[str, Any]]) -> None:
         async with self.lock:
-            stored = None
-            for item in entries:
-                stored = await store.append(self.db, item, self.key)
-            if stored is not None:
-                self._anchor(stored["seq"], stored["hash"])
+            await self._store(entries)
+
+    async def _store(self, entries: list[dict[str, Any]]) -> None:
+        """Append entries in one transaction (the caller holds the lock) and anchor."""
+        if not entries:
+            return
+        stored = await store.append_many(self.db, entries, self.key)
+        self._anchor(stored[-1]["seq"], stored[-1]["hash"])
 
     def _anchor(self, seq: int, hash_: str) -> None:
         # The log line is the copy an attacker with the database (and even the data

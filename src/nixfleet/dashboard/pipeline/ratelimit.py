@@ -11,6 +11,10 @@ address's *refusals* 429 with Retry-After, while a handshake whose token verifie
 accepted whatever the count. Checking a token is one HMAC and one indexed lookup; the
 connection guard (dashboard/server.py) bounds how many a single address can have open.
 
+A request with an API token (`Authorization: Bearer nft_…`) also counts against that
+token, wherever it comes from (a CI job's token shared by many runners). The token is
+named by its SHA-256 in the counts, never in clear.
+
 Counts live where NIXFLEET_RATE_LIMIT_STORAGE says. Left empty, they live in the database
 on PostgreSQL (storage/ratecounts.py: every replica counts against one limit, with no
 extra service) and in memory on SQLite (one process). Any `limits` storage URI (memory://,
@@ -19,6 +23,7 @@ redis://…) chooses that storage instead.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Protocol
@@ -50,6 +55,16 @@ def route_name(scope: Scope) -> str | None:
     if path == "/api/events":
         return "events"
     return "api" if path.startswith("/api/") else None
+
+
+def _token_key(scope: Scope) -> str | None:
+    """Return the key an API token is counted under (its SHA-256), or None without one."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip().startswith(b"nft_"):
+                return hashlib.sha256(token.strip()).hexdigest()
+    return None
 
 
 def _async_uri(uri: str) -> str:
@@ -103,6 +118,7 @@ class RateLimit:
             "agent_ws": settings.rate_limit_agent_ws,
             "api": settings.rate_limit_api,
             "events": settings.rate_limit_events,
+            "token": settings.rate_limit_token,
         }
         self.rates = {
             name: [] if rate == "off" else limits.parse_many(rate)
@@ -119,6 +135,10 @@ class RateLimit:
             await self.app(scope, receive, self._count_refusals(scope, send, address))
             return
         retry_after = await self._hit(scope, name, address)
+        token = _token_key(scope) if retry_after is None else None
+        if token is not None:
+            name = "token"
+            retry_after = await self._hit(scope, name, token)
         if retry_after is None:
             await self.app(scope, receive, send)
             return
@@ -168,7 +188,10 @@ async def _deny_upgrade(send: Send, name: str, retry_after: int) -> None:
 
 
 def _denial(name: str, retry_after: int) -> tuple[str, list[tuple[bytes, bytes]]]:
-    detail = f"too many requests to {name} from this address; retry in {retry_after} s"
+    if name == "token":
+        detail = f"too many requests with this API token; retry in {retry_after} s"
+    else:
+        detail = f"too many requests to {name} from this address; retry in {retry_after} s"
     return detail, [(b"retry-after", str(retry_after).encode())]
 
 

@@ -102,6 +102,8 @@ async def agent_socket(websocket: WebSocket) -> None:
     _report_tls_failures(ctx, websocket, hello)
     try:
         await ctx.fleet.agent_connected(host_id, hello)
+        # This frame lives as long as the connection: not the parsed hello too (8 KiB a host).
+        del hello
         await link.send(
             Welcome(
                 heartbeat_s=ctx.settings.heartbeat_s, branch=ctx.settings.config_branch
@@ -229,6 +231,7 @@ async def _serve(ctx: Context, link: AgentLink) -> None:
         if not await _stored_in_time(link, functools.partial(_handle, ctx, link, msg)):
             await link.ws.close(CLOSE_TRY_AGAIN, "the dashboard's database is unavailable")
             return
+        del msg  # handled: not kept while the next one is awaited (thousands of links)
 
 
 async def _stored_in_time(link: AgentLink, handle: Callable[[], Awaitable[None]]) -> bool:

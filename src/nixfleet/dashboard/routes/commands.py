@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from nixfleet.core.commands import parse_kind
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.gates import HealthGate
-from nixfleet.dashboard import contract
+from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
 from nixfleet.dashboard.replies import (
     BulkResults,
@@ -79,6 +80,7 @@ async def queue_command(
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {"host": host_id[:63], "address": client_address(request)}
     try:
+        await apitokens.check_scope(ctx, request, session, [host_id], parse_kind(body.command))
         cmd = await ctx.fleet.dispatch(
             session.username, host_id, body.command, body.force, body.gate, body.no_gate
         )
@@ -116,8 +118,19 @@ async def set_health_gate(
 async def queue_bulk(
     body: BulkRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
-    """Give each host its own command: one bad or offline host never fails the rest."""
+    """Give each host its own command: one bad or offline host never fails the rest.
+
+    A token's scope is the exception: one host outside it refuses the whole request.
+    """
     host_ids = body.host_ids or await ctx.fleet.select(body.label)
+    try:
+        await apitokens.check_scope(ctx, request, session, host_ids, parse_kind(body.command))
+    except NixFleetError as exc:
+        ctx.audit.record_later(
+            session.username, "bulk_command", address=client_address(request), result=exc.code,
+            detail={"command": body.command, "error": str(exc)[:200]},
+        )  # fmt: skip
+        raise
     results = await ctx.fleet.dispatch_many(session.username, host_ids, body.command)
     refused = sum(1 for r in results if "error" in r)
     await ctx.audit.record(
@@ -167,6 +180,7 @@ async def cancel_command(
     command_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:
     try:
+        await apitokens.check_command(ctx, request, session, command_id)
         cmd = await ctx.fleet.cancel_queued(command_id)
     except NixFleetError as exc:
         ctx.audit.record_later(

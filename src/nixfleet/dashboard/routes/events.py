@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from nixfleet.core.errors import for_people
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard import contract
-from nixfleet.dashboard.deps import Ctx, CurrentSession, client_address, live_session
+from nixfleet.dashboard.deps import Ctx, CurrentSession, client_address, still_live
 
 router = APIRouter()
 # A browser that gave up because it had too many streams tries again after this long.
@@ -46,7 +46,7 @@ async def events(
     abort = (request.scope.get("extensions") or {}).get("nixfleet.abort")
 
     async def still_valid() -> bool:
-        return await live_session(ctx, session.id_hash) is not None
+        return await still_live(ctx, session)
 
     return StreamingResponse(
         ctx.broadcaster.stream(

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nixfleet.core.commands import parse_kind
 from nixfleet.core.errors import NixFleetError, NotFound
 from nixfleet.core.rollouts import MAX_HOSTS, RolloutPolicy, describe_plan
-from nixfleet.dashboard import contract
+from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import CsrfSession, Ctx, Session, client_address, optional_session
 from nixfleet.dashboard.replies import Rollout, RolloutList, RolloutPlan
@@ -46,10 +47,12 @@ async def create_rollout(
     """Return the plan in words (dry_run), or start the rollout: 201 with its record."""
     host_ids = body.host_ids or await ctx.fleet.select(body.label)
     if body.dry_run:
+        await apitokens.check_scope(ctx, request, session, host_ids, parse_kind(body.command))
         plan = await ctx.rollouts.plan(host_ids, body.command, body.policy)
         plan["summary"] = describe_plan(plan["kind"], plan["waves"], body.policy)
         return FiniteJSONResponse(plan)
     try:
+        await apitokens.check_scope(ctx, request, session, host_ids, parse_kind(body.command))
         ro = await ctx.rollouts.create(session.username, host_ids, body.command, body.policy)
     except NixFleetError as exc:
         _audit_refusal(ctx, request, session, "rollout_start", exc, {"command": body.command[:40]})
@@ -85,6 +88,7 @@ async def act_on_rollout(
     if act is None:
         raise NotFound(f"rollouts: {action[:20]!r} is not an action; use pause, resume or abort")
     try:
+        await apitokens.check_rollout(ctx, request, session, rollout_id)
         ro = await act(rollout_id[:64])
     except NixFleetError as exc:
         _audit_refusal(ctx, request, session, f"rollout_{action}", exc, detail)

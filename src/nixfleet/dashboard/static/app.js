@@ -68,13 +68,15 @@
   let watched = null;
   function follow(cmd) {
     if (!watched || cmd.id !== watched.id) return;
-    notice(`${watched.label}: ${NF.words(cmd.state)}`, ["failed", "timed_out", "lost", "rolled_back"].includes(cmd.state));
+    const why = cmd.state === "rolled_back" && cmd.detail ? ` (${cmd.detail})` : "";
+    notice(`${watched.label}: ${NF.words(cmd.state)}${why}`, ["failed", "timed_out", "lost", "rolled_back"].includes(cmd.state));
   }
 
   async function runAction(hostId, kind) {
     try {
       const res = await NF.command(hostId, kind);
-      watched = { id: res.command_id, label: `${kind} on ${hostId}` };
+      // A gated switch says so: it may still roll back after it looks done.
+      watched = { id: res.command_id, label: `${kind} on ${hostId}${res.gate ? `, ${NF.gateWords(res.gate)}` : ""}` };
       const known = fleet.commands.get(res.command_id);
       if (known) follow(known); else notice(`${watched.label}: ${NF.words(res.state)}`);
       if (kind !== "stop" && kind !== "restart") dock.open(res.command_id);

@@ -44,6 +44,7 @@
       ["Target", NF.short(dep.target_commit || page.target)],
       ["Generation", String(dep.generation ?? st.generation ?? "—")],
       ["System", dep.system || st.current_system || "—"],
+      ["Health gate", dep.gate ? `${NF.gateWords(dep.gate)} (${dep.gate.source === "host" ? "this host's" : "the fleet's"} default)` : "none"],
       last ? ["Last deployment", `${last.kind} ${NF.words(last.result)} · ${NF.dateTime(last.finished_at)}${last.detail ? ` · ${last.detail}` : ""}`] : null,
       ["Reboot", reboot === null ? "not applicable" : reboot ? `needed${h.reboot && h.reboot.reason ? `: ${h.reboot.reason}` : ""}` : "not needed"],
       ["OS", `${st.os_kind || "unknown"} ${st.os_version || ""}`.trim()],
