@@ -213,3 +213,22 @@ class CommandWithOutput(BaseModel):
     state: str
     output: list[Record]
     output_next: int | None
+
+
+class TokenList(BaseModel):
+    """The API tokens the caller may see (never a secret)."""
+
+    tokens: list[Record]
+
+
+class TokenCreated(BaseModel):
+    """The new token and its secret: shown once."""
+
+    token: Record
+    secret: str
+
+
+class OneToken(BaseModel):
+    """The token after the change (revoked)."""
+
+    token: Record
