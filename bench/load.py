@@ -437,7 +437,9 @@ def _replicas(args: argparse.Namespace) -> dict[str, Any]:
                 ("heartbeat_s", args.heartbeat_s)) if v is not None})  # fmt: skip
     if args.pg_url and len(p.sizes) > 1:
         raise SystemExit("bench: --pg-url holds one fleet: give one size (--sizes N)")
-    result = replicas.run(p, args.pg_url, args.budget_s)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    partial = args.out_dir / f"{args.name or 'replicas'}.partial.json"
+    result = replicas.run(p, args.pg_url, args.budget_s, partial)
     result |= {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": _commit(),
                "machine": machine(), "profile": asdict(p)}  # fmt: skip
     name = args.name or "replicas"

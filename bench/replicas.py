@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import re
 import shutil
@@ -245,7 +246,9 @@ async def run_engine(engine: str, root: Path, n: int, p: Profile, pg_url: str) -
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run(p: Profile, pg_url: str | None, budget_s: float) -> dict[str, Any]:
+def run(
+    p: Profile, pg_url: str | None, budget_s: float, partial: Path | None = None
+) -> dict[str, Any]:
     nofile = _nofile(2 * max(p.sizes, default=0) + 4096)
     gc.set_threshold(50_000, 50, 1000)  # as `nixfleet serve` does
     t0 = time.monotonic()
@@ -254,16 +257,23 @@ def run(p: Profile, pg_url: str | None, budget_s: float) -> dict[str, Any]:
     try:
         with postgres(pg_url) as (url, cluster):
             for n in p.sizes:
-                for engine in ("sqlite", "postgresql"):
+                for engine in ("postgresql", "sqlite"):
                     if time.monotonic() - t0 > budget_s:
                         print(f"bench: budget spent; skipping {engine} N={n}", file=sys.stderr)
                         continue
                     if engine == "postgresql" and cluster is not None:
                         url = cluster.url(cluster.create_database())  # a fresh one per size
                     before = _load()
-                    one = asyncio.run(run_engine(engine, tmp / f"{engine}{n}", n, p, url))
+                    try:
+                        one = asyncio.run(run_engine(engine, tmp / f"{engine}{n}", n, p, url))
+                    except Exception as exc:  # one engine's failure must not lose the others
+                        result["failed"] = [*result.get("failed", []), f"{engine} N={n}: {exc!r}"]
+                        print(f"bench: {engine} N={n} failed: {exc!r}", file=sys.stderr)
+                        continue
                     one["loadavg_before_after"] = [before, _load()]
                     result["runs"].append(one)
+                    if partial is not None:  # what is measured so far survives a later stop
+                        partial.write_text(json.dumps(result, indent=2) + "\n")
             before = _load()
             result["pgbus"] = asyncio.run(pgbus_run(url, 20000, 500, 100, 60))
             result["pgbus"]["loadavg"] = [before, _load()]

@@ -27,6 +27,10 @@ def test_the_agent_does_not_load_what_only_enrollment_or_pinning_needs() -> None
     assert _loaded("nixfleet.agent.daemon", ("httpx", "rich", "pygments", "cryptography")) == []
 
 
+def test_the_command_line_loads_httpx_only_when_ctl_talks_to_a_dashboard() -> None:
+    assert _loaded("nixfleet.cli.main", ("httpx",)) == []
+
+
 def test_a_sqlite_dashboard_without_alert_channels_loads_neither_apprise_nor_psycopg() -> None:
     assert _loaded("nixfleet.dashboard.app", ("apprise", "psycopg")) == []
 

@@ -25,7 +25,9 @@ def sign_in_at_the_provider(page: Page, login: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def test_signing_in_with_the_provider_lands_on_the_fleet_with_the_mapped_role(sso_fleet, browser):
+def test_signing_in_with_the_provider_lands_on_the_fleet_with_the_mapped_role(
+    sso_fleet, browser, tmp_path
+):
     tab = ui.open_tab(browser)
     try:
         page = tab.page
@@ -38,7 +40,10 @@ def test_signing_in_with_the_provider_lands_on_the_fleet_with_the_mapped_role(ss
         expect(page.locator(".user")).to_have_text("alice")
         # fleet-admins maps to admin: the admin-only Users page is offered and opens.
         page.get_by_role("link", name="Users").click()
-        expect(page.locator("body")).to_contain_text("alice")
+        row = page.locator("#user-list tbody tr", has_text="alice")
+        expect(row).to_contain_text("single sign-on")
+        expect(row.get_by_label("Role of alice")).to_have_value("admin")
+        page.screenshot(path=str(tmp_path / "users-with-sso.png"))
         tab.assert_clean()
     finally:
         tab.context.close()

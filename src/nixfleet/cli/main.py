@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from nixfleet.cli import admin, alerts, audit, db, hosts, tokens, users
+from nixfleet.cli import admin, alerts, audit, ctl, db, hosts, tokens, users
 from nixfleet.cli import agent as agent_cli
 from nixfleet.cli.demo import demo
 from nixfleet.cli.serve import serve
@@ -31,6 +31,7 @@ def agent(ctx: typer.Context) -> None:
 app.command()(demo)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")
+app.add_typer(ctl.app, name="ctl")
 admin.app.add_typer(hosts.app, name="host")
 admin.app.add_typer(audit.app, name="audit")
 admin.app.add_typer(alerts.app, name="alert")

@@ -22,7 +22,7 @@ router = APIRouter()
 ACTIONS = (
     "login", "logout", "command", "bulk_command", "command_cancel", "host_add", "host_remove",
     "host_enroll", "enroll_code", "token_rotate", "token_revoke", "cert_bind", "user_add",
-    "user_change", "host_labels",
+    "user_change", "host_labels", "api_token_add", "api_token_revoke",
 )  # fmt: skip
 
 

@@ -121,8 +121,17 @@ async def _failed_factor(
     return None
 
 
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
 @router.post(
-    "/login", responses={**contract.redirect(), **contract.page(401, 429), **contract.errors(403)}
+    "/login",
+    responses={
+        **contract.redirect(),
+        **contract.page(401, 429),
+        # JSON from the CSRF check; the login page when password login is turned off.
+        403: {**contract.errors(403)[403], "content": _HTML},
+    },
 )
 async def login(
     request: Request,

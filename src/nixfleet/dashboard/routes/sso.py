@@ -42,7 +42,8 @@ def _state_cookie(ctx: Context) -> str:
 
 
 @router.get(
-    "/login/oidc", responses=contract.redirect() | contract.page(502) | contract.errors(404)
+    "/login/oidc",
+    responses={**contract.redirect(), **contract.page(502), **contract.errors(404)},
 )
 async def start(request: Request, ctx: Ctx) -> Response:
     """Send the browser to the provider, with a fresh state, nonce and PKCE challenge."""
@@ -68,7 +69,7 @@ async def start(request: Request, ctx: Ctx) -> Response:
 
 @router.get(
     "/login/oidc/callback",
-    responses=contract.redirect() | contract.page(401, 403) | contract.errors(404),
+    responses={**contract.redirect(), **contract.page(401, 403), **contract.errors(404)},
 )
 async def callback(
     request: Request,

@@ -27,7 +27,7 @@
     return el("tr", {},
       el("td", { text: u.username + (u.username === me ? " (you)" : "") }),
       el("td", {}, role),
-      el("td", { text: u.totp ? "yes" : "no" }),
+      el("td", { text: u.source === "oidc" ? "single sign-on" : u.totp ? "password + TOTP" : "password" }),
       el("td", { class: u.disabled ? "outcome-failed" : "", text: u.disabled ? "disabled" : "active" }),
       el("td", {}, toggle));
   }
