@@ -232,3 +232,10 @@ class OneToken(BaseModel):
     """The token after the change (revoked)."""
 
     token: Record
+
+
+class HostStates(BaseModel):
+    """The host's state changes (online, deploy state, reboot), newest first."""
+
+    host_id: str
+    states: list[Record]

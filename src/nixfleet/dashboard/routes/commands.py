@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from nixfleet.core.commands import parse_kind
 from nixfleet.core.errors import NixFleetError
@@ -47,6 +47,8 @@ class CommandRequest(BaseModel):
     gate: HealthGate | None = None
     # Switch without the default gate.
     no_gate: bool = False
+    # A rollback's target: one of the host's reported generations (None: the previous).
+    generation: StrictInt | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class GateDefault(BaseModel):
@@ -82,8 +84,9 @@ async def queue_command(
     try:
         await apitokens.check_scope(ctx, request, session, [host_id], parse_kind(body.command))
         cmd = await ctx.fleet.dispatch(
-            session.username, host_id, body.command, body.force, body.gate, body.no_gate
-        )
+            session.username, host_id, body.command, body.force, body.gate, body.no_gate,
+            body.generation,
+        )  # fmt: skip
     except NixFleetError as exc:
         ctx.audit.record_later(
             session.username, "command", result=exc.code,
@@ -94,7 +97,7 @@ async def queue_command(
         session.username, "command", result="accepted",
         detail={
             "command": body.command, "command_id": cmd["id"], "force": body.force,
-            "gate": cmd["gate"],
+            "gate": cmd["gate"], "generation": cmd["generation"],
         },
         **fields,
     )  # fmt: skip
@@ -114,7 +117,11 @@ async def set_health_gate(
     return {"host_id": host["id"], "health_gate": host["health_gate"]}
 
 
-@router.post("/commands/bulk", status_code=202, responses=contract.reply(BulkResults, 202))
+@router.post(
+    "/commands/bulk",
+    status_code=202,
+    responses=contract.reply(BulkResults, 202) | contract.errors(404),
+)
 async def queue_bulk(
     body: BulkRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from nixfleet.dashboard.replies import (
     HostLabels,
     HostList,
     HostSamples,
+    HostStates,
     NewHostCode,
     Removed,
     Revoked,
@@ -122,6 +123,14 @@ async def host_samples(host_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]
     """Return the host's load and memory of the last day (5-minute averages)."""
     host = await ctx.fleet.host(host_id)
     return {"host_id": host["id"], "samples": ctx.fleet.samples.points(host["id"], time.time())}
+
+
+@router.get("/{host_id}/states", responses=contract.reply(HostStates))
+async def host_states(
+    host_id: str, ctx: Ctx, _: CsrfSession, limit: int = Query(100, ge=1, le=200)
+) -> dict[str, Any]:
+    """Return the host's state changes (online, deploy state, reboot), newest first."""
+    return {"host_id": host_id[:63], "states": await ctx.fleet.state_history(host_id, limit)}
 
 
 @router.post("", status_code=201, responses=contract.reply(NewHostCode, 201) | contract.errors(409))

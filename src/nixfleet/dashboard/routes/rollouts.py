@@ -39,7 +39,9 @@ class RolloutRequest(BaseModel):
 
 @router.post(
     "/api/rollouts",
-    responses=contract.reply(RolloutPlan) | contract.errors(409) | contract.reply(Rollout, 201),
+    responses=contract.reply(RolloutPlan)
+    | contract.reply(Rollout, 201)
+    | contract.errors(404, 409),
 )
 async def create_rollout(
     body: RolloutRequest, request: Request, ctx: Ctx, session: CsrfSession
