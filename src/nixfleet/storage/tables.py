@@ -78,7 +78,7 @@ commands = Table(
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
     # A rollback's chosen generation (NULL: the previous one) and, once a switch or a
-    # rollback finished, {"before": {generation, commit}, "after": {…}} (migration 0018).
+    # rollback finished, {"before": {generation, commit}, "after": {…}} (migration 0019).
     Column("generation", Integer, nullable=True),
     Column("change", JSON, nullable=True),
     # A switch's health gate as sent to the agent (core.gates; migration 0013).
@@ -89,7 +89,7 @@ commands = Table(
 )
 
 # Each host's state changes over time (online, deploy state, reboot), a bounded number
-# per host and pruned by age (storage/host_states.py; migration 0018).
+# per host and pruned by age (storage/host_states.py; migration 0019).
 host_states = Table(
     "host_states",
     metadata,
