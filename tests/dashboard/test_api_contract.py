@@ -36,7 +36,7 @@ CHECKS = (
 )
 # Bounded for CI: a fixed seed, derandomised, a few examples per operation (the coverage
 # phase adds its own boundary cases on top of these).
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 8
 SEED = 20261202
 
 
