@@ -93,6 +93,14 @@ def serve_ready(fleet: DemoFleet, port: int, timeout: float = 30) -> tuple[Any, 
     raise RuntimeError("bench: the dashboard was not ready in time")
 
 
+async def _online(client: httpx.AsyncClient, host_id: str) -> bool:
+    res = await client.get("/api/hosts")
+    if res.status_code != 200:  # e.g. the API's rate limit: not yet
+        await asyncio.sleep(0.2)
+        return False
+    return any(h["id"] == host_id and h["online"] for h in res.json()["hosts"])
+
+
 async def agent_connected(fleet: DemoFleet, port: int, runs: int) -> list[dict[str, Any]]:
     client = await login(f"http://127.0.0.1:{port}", fleet.password)
     host = fleet.hosts[0]
@@ -103,8 +111,7 @@ async def agent_connected(fleet: DemoFleet, port: int, runs: int) -> list[dict[s
             proc = start_agent(fleet, host, port, 0)
             try:
                 while time.monotonic() - t0 < 60:
-                    res = await client.get(f"/api/hosts/{host.host_id}")
-                    if res.status_code == 200 and res.json().get("online"):
+                    if await _online(client, host.host_id):
                         break
                     if proc.poll() is not None:
                         raise RuntimeError("bench: the agent exited; see its agent.log")
@@ -126,7 +133,7 @@ async def agent_connected(fleet: DemoFleet, port: int, runs: int) -> list[dict[s
             finally:
                 _stop(proc)
             # The dashboard sees it go before the next start counts.
-            while (await client.get(f"/api/hosts/{host.host_id}")).json().get("online"):
+            while await _online(client, host.host_id):
                 await asyncio.sleep(0.1)
     finally:
         await client.aclose()

@@ -98,3 +98,30 @@ def test_ctl_follows_live_and_reports_auth_usage_and_timeouts_apart(make_fleet, 
         ["ctl", "--url", "http://127.0.0.1:9", "hosts"], {"NIXFLEET_TOKEN": op_token}
     )
     assert unreachable.returncode == 4
+
+
+def test_ctl_verifies_the_dashboards_certificate_and_trusts_a_ca_given_with_ca(
+    make_fleet, tmp_path
+):
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    env = {
+        "NIXFLEET_TLS_CERT": str(tmp_path / "server.pem"),
+        "NIXFLEET_TLS_KEY": str(tmp_path / "server.key"),
+    }
+    rf: RunningFleet = make_fleet(hosts=1, agents=False, env=env)
+    made = run_cli(["admin", "token", "create", "r", "--service"], rf.fleet.env)
+    token = made.stdout.strip()
+    url = f"https://127.0.0.1:{rf.port}"
+    untrusted = run_cli(["ctl", "--url", url, "hosts"], {"NIXFLEET_TOKEN": token})
+    assert untrusted.returncode == 4 and "certificate" in untrusted.stderr.lower()
+    trusted = run_cli(
+        ["ctl", "--url", url, "--ca", str(tmp_path / "ca.pem"), "hosts"], {"NIXFLEET_TOKEN": token}
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stdout.split()[0] == "atlas"

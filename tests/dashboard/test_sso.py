@@ -81,6 +81,13 @@ def test_a_provider_user_signs_in_with_the_role_their_groups_map_to(
     assert entry["result"] == "ok" and entry["detail"] == {"via": "oidc", "role": role}
 
 
+def test_groups_missing_from_the_id_token_are_read_from_userinfo(fleet, browser_like, admin):
+    res = browser_like.get(oidcprovider.sign_in(browser_like, fleet.base, "quiet"))
+    assert res.status_code == 303
+    assert signed_in_as(browser_like, fleet) == "quiet"
+    assert users(admin)["quiet"]["role"] == "operator"  # "ops", as the userinfo says
+
+
 def test_a_signed_in_provider_user_has_exactly_their_role(fleet, browser_like, admin):
     browser_like.get(oidcprovider.sign_in(browser_like, fleet.base, "olivia"))
     assert browser_like.get(f"{fleet.base}/api/hosts").status_code == 200

@@ -136,6 +136,33 @@ def test_darwin_and_home_manager_systems_are_laid_out_like_theirs(fleet):
     ).read_text() == "25.05\n"
 
 
+def test_darwin_rebuild_switches_to_a_chosen_generation_and_the_others_have_no_such_flag(fleet):
+    for n in (1, 2):
+        commit_change(fleet.root, f"change {n}")
+        git("pull", "--quiet", cwd=fleet.checkout)
+        proc = run_tool(fleet, "darwin-rebuild", "switch", "--flake", fleet.flake("mac-01"))
+        assert proc.returncode == 0, proc.stderr
+    profile = fleet.system / "profiles" / "system"
+    assert generations(profile) == [1, 2]
+    first = (fleet.system / "profiles" / "system-1-link").resolve()
+    proc = run_tool(fleet, "darwin-rebuild", "switch", "--switch-generation", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "switching profile from version 2 to 1" in proc.stdout
+    assert os.readlink(profile) == "system-1-link"
+    assert (fleet.system / "current-system").resolve() == first
+    assert generations(profile) == [1, 2]  # a move, not a new generation
+    missing = run_tool(fleet, "darwin-rebuild", "switch", "-G", "9")
+    assert missing.returncode != 0
+    assert "profile version 9 does not exist" in missing.stdout + missing.stderr
+    assert os.readlink(profile) == "system-1-link"
+    for tool in ("nixos-rebuild", "home-manager"):
+        other = run_tool(fleet, tool, "switch", "--switch-generation", "1")
+        assert other.returncode == 2, tool
+        assert "unrecognised flag '--switch-generation'" in other.stderr, tool
+    both = run_tool(fleet, "darwin-rebuild", "switch", "--rollback", "--switch-generation", "2")
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+
+
 def test_a_broken_host_fails_in_the_nix_build_and_nothing_moves(fleet):
     proc = run_tool(fleet, "nixos-rebuild", "switch", "--flake", fleet.flake("broken"))
     assert proc.returncode == 1
@@ -186,6 +213,7 @@ def test_pacing_spreads_the_output(fleet):
         ["switch", "extra", "--flake", "{co}#web-01"],
         ["switch", "--flake", "{co}#web-01;reboot"],
         ["build", "--rollback"],
+        ["switch", "--switch-generation", "x"],
     ],
 )
 @pytest.mark.parametrize("tool", ["nixos-rebuild", "darwin-rebuild", "home-manager"])

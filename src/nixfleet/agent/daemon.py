@@ -81,7 +81,10 @@ class Agent:
         self.stopping = asyncio.Event()
         self.restart_requested = False
         self.executor = make_executor(opts.os, opts.macos_tool, opts.systemd_run)
-        self.target = Target(self.host_id, opts.repo_dir, opts.branch, opts.state_dir / "plans")
+        profile = opts.system_profile or _default_profile(self.executor.tool)
+        self.target = Target(
+            self.host_id, opts.repo_dir, opts.branch, opts.state_dir / "plans", profile
+        )
         self.runner = Runner(
             Journal(opts.state_dir),
             self.executor,
@@ -94,7 +97,7 @@ class Agent:
             opts.os,
             self.executor.tool,
             opts.system_dir,
-            opts.system_profile or _default_profile(self.executor.tool),
+            profile,
             opts.macos_version_file,
         )
         self.record = DeployRecord(opts.state_dir)
@@ -292,6 +295,8 @@ class Agent:
         kind = CommandKind(entry.kind)
         if kind in DEPLOYING:
             await self._note_deploy(entry, record)
+        if kind in DEPLOYING or kind == CommandKind.ROLLBACK:
+            record["change"] = await self._change(entry)
         elif kind == CommandKind.PLAN and record.get("result") == "succeeded":
             built = status.resolve(self.target.work_dir / entry.command_id / "result")
             if not built:
@@ -300,6 +305,20 @@ class Agent:
             ref = f"refs/remotes/origin/{self.opts.branch}"
             return await preview(self.paths, built, await status.git_head(self.opts.repo_dir, ref))
         return None
+
+    async def _change(self, entry: Entry) -> dict[str, object]:
+        """Return the generation and commit before (noted at the start) and after entry:
+        its from → to in the host's history."""
+        note = _plan_note(entry)
+        before = note.get("generation_before", "")
+        now = await self._status()
+        return {
+            "before": {
+                "generation": int(before) if before.isdigit() else None,
+                "commit": note.get("commit_before", ""),
+            },
+            "after": {"generation": now.generation, "commit": now.deployed_commit},
+        }
 
     async def _note_deploy(self, entry: Entry, record: dict[str, object]) -> None:
         """Remember how a switch ended and, when it activated a system, which commit that is.
@@ -455,8 +474,13 @@ class Agent:
                 gate = gate_plan(
                     self.executor, self.target, msg.gate, [self.opts.systemctl], self.paths.profile
                 )
-            note = {"system_before": self.paths.current()}
-            entry = self.runner.start(msg.command_id, kind, note, gate)
+            now = await self._status()
+            note = {
+                "system_before": self.paths.current(),
+                "generation_before": "" if now.generation is None else str(now.generation),
+                "commit_before": now.deployed_commit,
+            }
+            entry = self.runner.start(msg.command_id, kind, note, gate, msg.generation)
             await ws.send(
                 Started(command_id=msg.command_id, started_at=entry.started_at).model_dump_json()
             )

@@ -30,6 +30,8 @@ class Target:
     repo_dir: Path
     branch: str
     work_dir: Path = Path("/var/lib/nixfleet-agent/plans")
+    # The profile whose generations a rollback moves between (system or home-manager).
+    profile: Path = Path("/nix/var/nix/profiles/system")
 
     def flake(self) -> str:
         return f"{self.repo_dir}#{self.host_id}"
@@ -48,6 +50,7 @@ class Executor(Protocol):
 
     def rollback_argv(self) -> list[str]: ...
 
+    def generation_steps(self, generation: int, profile: Path) -> list[Step]: ...
     def activate_argvs(self, profile: Path) -> list[list[str]]: ...
 
     def launcher(self, command_id: str) -> list[str]: ...
@@ -147,9 +150,11 @@ def plan(
     kill_after_s: float,
     command_id: str = "",
     gate: dict[str, Any] | None = None,
+    generation: int | None = None,
 ) -> dict[str, Any]:
     """Return the runner's plan for kind: ordered steps, the hard deadline, keep_going,
-    and for a switch its health gate (`gate_plan`), if it has one."""
+    and for a switch its health gate (`gate_plan`), if it has one. A rollback with a
+    generation goes to that one, else to the previous."""
     switch = {
         "name": "switch",
         "argv": executor.tool_argv("switch", t.flake()),
@@ -160,8 +165,9 @@ def plan(
         "argv": executor.rollback_argv(),
         "cwd": str(t.repo_dir),
     }
+    back = [rollback] if generation is None else executor.generation_steps(generation, t.profile)
     steps: list[Step] = {
-        CommandKind.ROLLBACK: [rollback],
+        CommandKind.ROLLBACK: back,
         CommandKind.PULL: _pull_steps(t),
         CommandKind.SWITCH: [switch],
         CommandKind.PULL_SWITCH: [*_pull_steps(t), switch],
@@ -188,6 +194,14 @@ class NixOSExecutor:
 
     def rollback_argv(self) -> list[str]:
         return ["nixos-rebuild", "switch", "--rollback"]
+
+    def generation_steps(self, generation: int, profile: Path) -> list[Step]:
+        # nixos-rebuild has --rollback only; a chosen generation is the profile's own move
+        # (what --rollback does for the previous one), then that system's activation.
+        return [
+            _switch_generation(profile, generation),
+            {"name": "activate", "argv": [str(profile / "bin/switch-to-configuration"), "switch"]},
+        ]
 
     def activate_argvs(self, profile: Path) -> list[list[str]]:
         return [[str(profile / "bin" / "switch-to-configuration"), "switch"]]
@@ -221,6 +235,16 @@ class MacOSExecutor:
         # previous generation's `activate`), which the demo's shim accepts alike.
         return [self.tool, "switch", "--rollback"]
 
+    def generation_steps(self, generation: int, profile: Path) -> list[Step]:
+        if self.tool == "darwin-rebuild":
+            argv = ["darwin-rebuild", "switch", "--switch-generation", str(generation)]
+            return [{"name": "rollback", "argv": argv}]
+        # home-manager: a generation is activated by running its own `activate`.
+        return [
+            _switch_generation(profile, generation),
+            {"name": "activate", "argv": [str(profile / "activate")]},
+        ]
+
     def activate_argvs(self, profile: Path) -> list[list[str]]:
         if self.tool == "home-manager":
             return [[str(profile / "activate")]]
@@ -229,6 +253,11 @@ class MacOSExecutor:
     def launcher(self, command_id: str) -> list[str]:
         # launchd kills the agent's job on reload but not a process in its own session.
         return []
+
+
+def _switch_generation(profile: Path, generation: int) -> Step:
+    argv = ["nix-env", "-p", str(profile), "--switch-generation", str(generation)]
+    return {"name": "switch-generation", "argv": argv}
 
 
 def make_executor(os_kind: str, macos_tool: str, systemd_run: str) -> Executor:

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from nixfleet.core.protocol import (
+    Change,
     Finished,
     OutputLine,
     PlanReport,
@@ -140,6 +143,7 @@ class Entry:
             detail=str(record.get("detail", ""))[:2000],
             tests=tests,
             plan=plan,
+            change=_change(record.get("change")),
         )
         return self.finished
 
@@ -182,6 +186,17 @@ class Entry:
         tmp = self.path / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.path / "meta.json")
+
+
+def _change(raw: object) -> Change | None:
+    """Return the from → to the agent put in the record, or None if there is none (or it
+    breaks the bounds: the result itself must still be sent)."""
+    if raw is None:
+        return None
+    try:
+        return Change.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 def _line(seq: int, raw: bytes) -> OutputLine:

@@ -72,6 +72,7 @@ class Runner:
         kind: CommandKind,
         note: dict[str, str] | None = None,
         gate: dict[str, Any] | None = None,
+        generation: int | None = None,
     ) -> Entry:
         """Journal the plan (with the caller's note and a switch's health gate, in the
         runner's form: executors.gate_plan), launch the detached runner, follow it."""
@@ -85,6 +86,7 @@ class Runner:
             self.rules[kind].kill_after_s,
             command_id,
             gate,
+            generation,
         )
         # Host tests (and anyone reading `ps e`) can tell which host and command they serve.
         env = {"NIXFLEET_HOST_ID": self.target.host_id, "NIXFLEET_COMMAND_ID": command_id}

@@ -57,6 +57,7 @@ FLAGS: tuple[tuple[str, Any, str, str], ...] = (
     ("--location", str, "Shown in the dashboard.", ""),
     ("--device-type", str, "e.g. server, laptop.", ""),
     ("--theme-color", str, "#rrggbb for the host's row.", ""),
+    ("--label", list, "KEY=VALUE label of this host, e.g. role=web (repeatable).", ""),
     ("--timeout", list, "KIND=WARN:KILL seconds, e.g. switch=900:3600 (repeatable).", ""),
     ("--enroll-code-file", Path, "One-time enrollment code; exchanged for the token on first "
      "start.", ""),

@@ -170,6 +170,8 @@ class Settings(BaseSettings):
     # long the output of finished commands is kept.
     output_max_bytes: int = Field(64 * 2**20, ge=4096, le=2**40)
     output_retention_days: float = Field(30, gt=0)
+    # Each host's state history (online, deploy state, reboot) is kept this long.
+    state_history_days: float = Field(30, gt=0)
     sse_queue_size: int = Field(1000, ge=10)
     sse_replay_size: int = Field(1000, ge=0)
     sse_queue_bytes: int = Field(8 << 20, ge=64 * 1024)

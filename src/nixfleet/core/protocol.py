@@ -204,6 +204,20 @@ class PlanReport(_Msg):
     stop: list[Unit] = Field(default_factory=list, max_length=200)
 
 
+class SystemPoint(_Msg):
+    """Where a host's profile stood: its generation and the commit that built it."""
+
+    generation: Count32 | None = None
+    commit: CommitId = ""
+
+
+class Change(_Msg):
+    """What a switch or rollback moved the host from and to (from → to in its history)."""
+
+    before: SystemPoint
+    after: SystemPoint
+
+
 class TestResult(_Msg):
     name: Name
     ok: bool
@@ -332,6 +346,8 @@ class Finished(_Msg):
     detail: Detail = ""
     tests: list[TestResult] = Field(default_factory=list, max_length=1000)
     plan: PlanReport | None = None
+    # A switch's or rollback's generation and commit before and after (absent from older agents).
+    change: Change | None = None
 
 
 class CredentialSaved(_Msg):
@@ -362,6 +378,9 @@ class Command(_Msg):
     expires_at: float | None = None
     # A switch's health gate (core.gates); an agent before it ignores the field.
     gate: HealthGate | None = None
+    # A rollback's chosen generation (None: the previous one); checked against the
+    # host's reported generations before it is queued.
+    generation: Count32 | None = None
 
 
 class Cancel(_Msg):

@@ -67,6 +67,7 @@ NEEDS: dict[str, Need] = {
     "GET /api/events": Need(V),
     "GET /api/hosts": Need(V),
     "GET /api/hosts/{host_id}/samples": Need(V),
+    "GET /api/hosts/{host_id}/states": Need(V),
     "GET /api/hosts/{host_id}/commands": Need(V),
     "GET /api/commands/{command_id}": Need(V),
     "GET /api/commands/{command_id}/output": Need(V),

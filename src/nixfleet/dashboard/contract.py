@@ -61,6 +61,22 @@ _RETRY_AFTER = {
     }
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+# Who a route's caller can be: an API token, or a browser session (whose state-changing
+# requests also carry the X-CSRF-Token header). Routes with no role declare neither.
+_SECURITY = {
+    "apiToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API token (nft_…): its role, and its host, label or kind scope",
+    },
+    "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "nixfleet_session",
+        "description": "a browser session (__Host-nixfleet_session over HTTPS); "
+        "POST, PUT, PATCH and DELETE also need the X-CSRF-Token header",
+    },
+}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -120,6 +136,7 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
     """Return schema with every answer the pipeline in front of the routes can give."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["ErrorBody"] = ErrorBody.model_json_schema()
+    schema["components"]["securitySchemes"] = _SECURITY
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             _complete_operation(path, method, operation)
@@ -134,6 +151,10 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
     responses: dict[str, Any] = operation.setdefault("responses", {})
     _only_declared(responses)
     need = NEEDS[f"{method.upper()} {path}"]
+    if need.role is not None:
+        operation["security"] = (
+            [{"apiToken": []}, {"session": []}] if need.tokens else [{"session": []}]
+        )
     params = operation.get("parameters", [])
     content = operation.get("requestBody", {}).get("content", {})
     statuses = {413, 421, 500, 503}

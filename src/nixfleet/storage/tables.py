@@ -77,11 +77,30 @@ commands = Table(
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("output_truncated", Boolean, nullable=False, server_default="0"),
     Column("output_pruned", Boolean, nullable=False, server_default="0"),
+    # A rollback's chosen generation (NULL: the previous one) and, once a switch or a
+    # rollback finished, {"before": {generation, commit}, "after": {…}} (migration 0019).
+    Column("generation", Integer, nullable=True),
+    Column("change", JSON, nullable=True),
     # A switch's health gate as sent to the agent (core.gates; migration 0013).
     Column("gate", JSON, nullable=True),
     Index("ix_commands_host_created", "host_id", "created_at"),
     Index("ix_commands_state", "state"),
     Index("ix_commands_finished", "finished_at"),
+)
+
+# Each host's state changes over time (online, deploy state, reboot), a bounded number
+# per host and pruned by age (storage/host_states.py; migration 0019).
+host_states = Table(
+    "host_states",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host_id", String(63), ForeignKey("hosts.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("field", String(20), nullable=False),
+    Column("value", String(40), nullable=False),
+    Column("detail", String(200), nullable=False, server_default=""),
+    Index("ix_host_states_host_at", "host_id", "at"),
+    Index("ix_host_states_at", "at"),
 )
 
 output = Table(

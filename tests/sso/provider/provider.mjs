@@ -29,6 +29,8 @@ const ACCOUNTS = {
   "other-audience": { groups: ["fleet-admins"], rewrite: "audience" },
   expired: { groups: ["fleet-admins"], rewrite: "expired" },
   "wrong-nonce": { groups: ["fleet-admins"], rewrite: "nonce" },
+  // Signed honestly, but without the groups: the dashboard must ask the userinfo endpoint.
+  quiet: { groups: ["ops"], rewrite: "no-groups" },
 };
 
 const server = http.createServer((req, res) => {
@@ -159,6 +161,10 @@ async function rewrite(idToken, signing, foreign) {
         .sign(key);
     case "nonce":
       return new jose.SignJWT({ ...claims, nonce: "not-the-one-sent" }).setProtectedHeader(header).sign(key);
+    case "no-groups": {
+      const { groups, ...rest } = claims;
+      return new jose.SignJWT(rest).setProtectedHeader(header).sign(key);
+    }
     default:
       return idToken;
   }

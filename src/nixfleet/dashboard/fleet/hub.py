@@ -129,6 +129,7 @@ class Hub:
             kind=cmd["kind"],
             expires_at=cmd["expires_at"],
             gate=stored_gate(cmd.get("gate")),
+            generation=cmd.get("generation"),
         )
         try:
             if link is None:

@@ -37,6 +37,7 @@ from nixfleet.core.errors import (
     for_people,
 )
 from nixfleet.core.gates import HealthGate, choose_gate
+from nixfleet.core.generations import check_rollback_target
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
     CLOSE_REPLACED,
@@ -56,6 +57,7 @@ from nixfleet.dashboard.fleet.identity import AgentIdentity
 from nixfleet.dashboard.fleet.samples import Samples
 from nixfleet.storage import changes
 from nixfleet.storage import commands as command_store
+from nixfleet.storage import host_states as state_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import output as output_store
 from nixfleet.storage.bus import Event, EventBus
@@ -104,6 +106,8 @@ class Fleet:
             settings.config_repo, settings.config_branch, settings.data_dir / "config-mirror.git"
         )
         self._output_pruned_at = 0.0
+        # The last state of each field of each host this process recorded (_track_states).
+        self._states: dict[str, dict[str, str]] = {}
 
     async def startup(self) -> None:
         """Mark every host offline and open the reconnect window of their active commands
@@ -136,6 +140,7 @@ class Fleet:
         host_id = canonical_host_id(raw_id)
         await host_store.remove(self.db, host_id)
         self.samples.forget(host_id)
+        self._states.pop(host_id, None)
         await self.bus.publish({"type": "host_removed", "host_id": host_id})
         await self.bus.publish({"type": "agent_control", "host_id": host_id, "action": "drop"})
 
@@ -354,11 +359,13 @@ class Fleet:
         force: bool = False,
         gate: HealthGate | None = None,
         no_gate: bool = False,
+        generation: int | None = None,
     ) -> dict[str, Any]:
         """Return the stored command for kind on host, queued or acted on at once.
 
-        1. Validate kind, gate and host (nothing is written for bad input); refuse a host no
-           agent can receive it on, and a deploy while one is active (unless `force`).
+        1. Validate kind, gate, a rollback's generation and host (nothing is written for
+           bad input); refuse a host no agent can receive it on, and a deploy while one
+           is active (unless `force`).
         2. stop: ask the agent to cancel its active command; restart: send straight away.
         3. Other kinds are queued (superseding an older queued switch) and the hub
            delivers them when the host is free.
@@ -367,6 +374,8 @@ class Fleet:
         host = await host_store.get(self.db, canonical_host_id(raw_id))
         host_id = host["id"]
         chosen = self.gate_for(kind, host, gate, no_gate)
+        if generation is not None:
+            _check_generation(host, kind, generation)
         guards.check_deliverable(host)
         now = self.clock()
         active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=5)
@@ -375,7 +384,7 @@ class Fleet:
             rules.check_stop_allowed(bool(active))
         elif kind == CommandKind.RESTART and not host["online"]:
             raise Conflict(f"commands: {host_id} is offline; restart needs a connected agent")
-        row = self.new_command(actor, host_id, kind, now, chosen)
+        row = self.new_command(actor, host_id, kind, now, chosen) | {"generation": generation}
         if kind == CommandKind.STOP:
             # A stop is never queued: it is recorded as done and acts on the active command.
             row |= {
@@ -537,6 +546,40 @@ class Fleet:
         ):
             await self._publish_command(command_id)
 
+    async def _publish_views(self, hosts: list[dict[str, Any]]) -> None:
+        """Record the hosts' state changes (their history), then announce the hosts."""
+        await self._track_states(hosts)
+        await self._publish_all({"type": "host", "host": h} for h in hosts)
+
+    async def _track_states(self, hosts: list[dict[str, Any]]) -> None:
+        """Store each field (online, deploy state, reboot) of these host views that changed
+        since the last one this process saw or the newest stored one."""
+        unknown = [h["id"] for h in hosts if h["id"] not in self._states]
+        stored = await state_store.latest(self.db, unknown)
+        for host_id in unknown:
+            self._states[host_id] = {f: v for (h, f), v in stored.items() if h == host_id}
+        now = self.clock()
+        rows = []
+        for host in hosts:
+            known = self._states[host["id"]]
+            for field, value, detail in _state_fields(host):
+                if known.get(field) != value:
+                    known[field] = value
+                    rows.append(
+                        {"host_id": host["id"], "at": now, "field": field, "value": value,
+                         "detail": detail[:200]}
+                    )  # fmt: skip
+        if not await state_store.record(self.db, rows):
+            # A host removed meanwhile: its history went with it.
+            for host in hosts:
+                self._states.pop(host["id"], None)
+
+    async def state_history(self, raw_id: str, limit: int) -> list[dict[str, Any]]:
+        """Return the host's newest state changes, newest first (NotFound for no host)."""
+        host_id = canonical_host_id(raw_id)
+        await host_store.get(self.db, host_id)
+        return await state_store.for_host(self.db, host_id, limit)
+
     async def _publish_all(self, events: Iterable[Event]) -> None:
         # Together, not one after the other: a bus that journals events for other replicas
         # writes them in one transaction instead of one each.
@@ -608,7 +651,7 @@ class Fleet:
                     detail="the agent came back without a record of it",
                 )
             await self._publish_command(cmd["id"])
-        await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+        await self._publish_views([await self.host(host_id)])
 
     async def agent_disconnected(self, host_id: str) -> None:
         now = self.clock()
@@ -616,7 +659,7 @@ class Fleet:
             return  # the agent is connected to another replica now
         await command_store.mark_disconnected(self.db, host_id, now)
         try:
-            await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+            await self._publish_views([await self.host(host_id)])
         except NotFound:
             pass  # removed while connected
 
@@ -627,8 +670,7 @@ class Fleet:
     async def _announce_statuses(self, group: Reports) -> None:
         for host_id, (status, at) in group.items():
             self.samples.record(host_id, status, at)
-        hosts = await self.views(await host_store.get_many(self.db, group))
-        await self._publish_all({"type": "host", "host": h} for h in hosts)
+        await self._publish_views(await self.views(await host_store.get_many(self.db, group)))
 
     async def record_started(self, host_id: str, msg: Started) -> None:
         if await command_store.move(
@@ -723,6 +765,7 @@ class Fleet:
             detail=detail,
             tests=tests,
             disconnected_at=None,
+            change=msg.change.model_dump() if msg.change is not None else None,
         )
         if not moved:
             return
@@ -730,7 +773,7 @@ class Fleet:
         for hook in self.finished_hooks:
             hook(cmd)
         if await self._record_outcome(host_id, cmd, msg):
-            await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+            await self._publish_views([await self.host(host_id)])
         if cmd["kind"] == CommandKind.TEST:
             summary = {
                 "command_id": msg.command_id,
@@ -816,7 +859,9 @@ class Fleet:
             self.target = head
             # Every replica reads the target itself, so these stay in this process.
             await self.bus.publish({"type": "target", "commit": head, "scope": "local"})
-            for host in await self.hosts():
+            hosts = await self.hosts()
+            await self._track_states(hosts)
+            for host in hosts:
                 await self.bus.publish({"type": "host", "host": host, "scope": "local"})
         return self.target
 
@@ -849,11 +894,15 @@ class Fleet:
         }
 
     async def prune_output_if_due(self) -> int:
-        """Delete the output of commands finished before the retention, hourly."""
+        """Delete the output of commands finished before the retention, and host state
+        history older than its own, hourly."""
         now = self.clock()
         if now - self._output_pruned_at < PRUNE_OUTPUT_EVERY_S:
             return 0
         self._output_pruned_at = now
+        states = await state_store.prune(self.db, now - self.settings.state_history_days * 86400)
+        if states:
+            log.info("fleet: removed %d host state changes past the retention", states)
         cutoff = now - self.settings.output_retention_days * 86400
         total = 0
         while pruned := await output_store.prune(self.db, cutoff):
@@ -872,6 +921,31 @@ def stored_gate(raw: object) -> HealthGate | None:
     except PydanticValidationError:
         log.warning("fleet: a stored health gate no longer fits its bounds; ignoring it")
         return None
+
+
+def _state_fields(host: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Return the (field, value, detail) of a host view that its state history follows."""
+    deployed = host["deploy"].get("deployed_commit") or ""
+    out = [
+        ("connection", "online" if host["online"] else "offline", ""),
+        ("deploy", host["deploy"]["state"], deployed[:12]),
+    ]
+    if host["reboot"]["needed"] is not None:
+        needed = host["reboot"]["needed"]
+        out.append(
+            ("reboot", "needed" if needed else "not needed", host["reboot"].get("reason") or "")
+        )
+    return out
+
+
+def _check_generation(host: dict[str, Any], kind: CommandKind, generation: int) -> None:
+    """Refuse a generation for another kind than rollback, or one the host did not report."""
+    if kind != CommandKind.ROLLBACK:
+        raise ValidationError(
+            f"commands: only a rollback takes a generation, not {kind.value}; leave it out"
+        )
+    st = salvage(HostStatus, host["status"]) if host.get("status") else HostStatus()
+    check_rollback_target(host["id"], generation, [g.model_dump() for g in st.generations])
 
 
 def _set_fields(meta: HostMeta) -> dict[str, str]:

@@ -7,13 +7,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from nixfleet.core.commands import parse_kind
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.gates import HealthGate
 from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, client_address
+from nixfleet.dashboard.replies import (
+    BulkResults,
+    CommandWithOutput,
+    HealthGateSet,
+    HostCommands,
+    OutputPage,
+    Queued,
+)
 
 router = APIRouter(prefix="/api")
 
@@ -39,6 +47,8 @@ class CommandRequest(BaseModel):
     gate: HealthGate | None = None
     # Switch without the default gate.
     no_gate: bool = False
+    # A rollback's target: one of the host's reported generations (None: the previous).
+    generation: StrictInt | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class GateDefault(BaseModel):
@@ -62,7 +72,11 @@ class BulkRequest(BaseModel):
         return self
 
 
-@router.post("/hosts/{host_id}/command", status_code=202, responses=contract.errors(409))
+@router.post(
+    "/hosts/{host_id}/command",
+    status_code=202,
+    responses=contract.reply(Queued, 202) | contract.errors(409),
+)
 async def queue_command(
     host_id: str, body: CommandRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -70,8 +84,9 @@ async def queue_command(
     try:
         await apitokens.check_scope(ctx, request, session, [host_id], parse_kind(body.command))
         cmd = await ctx.fleet.dispatch(
-            session.username, host_id, body.command, body.force, body.gate, body.no_gate
-        )
+            session.username, host_id, body.command, body.force, body.gate, body.no_gate,
+            body.generation,
+        )  # fmt: skip
     except NixFleetError as exc:
         ctx.audit.record_later(
             session.username, "command", result=exc.code,
@@ -82,14 +97,14 @@ async def queue_command(
         session.username, "command", result="accepted",
         detail={
             "command": body.command, "command_id": cmd["id"], "force": body.force,
-            "gate": cmd["gate"],
+            "gate": cmd["gate"], "generation": cmd["generation"],
         },
         **fields,
     )  # fmt: skip
     return {"command_id": cmd["id"], "state": cmd["state"], "gate": cmd["gate"]}
 
 
-@router.put("/hosts/{host_id}/health-gate")
+@router.put("/hosts/{host_id}/health-gate", responses=contract.reply(HealthGateSet))
 async def set_health_gate(
     host_id: str, body: GateDefault, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -102,7 +117,11 @@ async def set_health_gate(
     return {"host_id": host["id"], "health_gate": host["health_gate"]}
 
 
-@router.post("/commands/bulk", status_code=202)
+@router.post(
+    "/commands/bulk",
+    status_code=202,
+    responses=contract.reply(BulkResults, 202) | contract.errors(404),
+)
 async def queue_bulk(
     body: BulkRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -136,20 +155,20 @@ async def queue_bulk(
     return {"results": results}
 
 
-@router.get("/hosts/{host_id}/commands")
+@router.get("/hosts/{host_id}/commands", responses=contract.reply(HostCommands))
 async def host_commands(
     host_id: str, ctx: Ctx, _: CsrfSession, limit: int = Query(50, ge=1, le=500)
 ) -> dict[str, Any]:
     return {"commands": await ctx.fleet.host_commands(host_id, limit)}
 
 
-@router.get("/commands/{command_id}")
+@router.get("/commands/{command_id}", responses=contract.reply(CommandWithOutput))
 async def get_command(command_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
     """Return the command and its first output lines; `output_next` pages on (below)."""
     return await ctx.fleet.command_with_output(command_id)
 
 
-@router.get("/commands/{command_id}/output")
+@router.get("/commands/{command_id}/output", responses=contract.reply(OutputPage))
 async def get_output(
     command_id: str,
     ctx: Ctx,
@@ -161,7 +180,9 @@ async def get_output(
     return await ctx.fleet.output_page(command_id, after_seq, limit)
 
 
-@router.post("/commands/{command_id}/cancel", responses=contract.errors(409))
+@router.post(
+    "/commands/{command_id}/cancel", responses=contract.reply(Queued) | contract.errors(409)
+)
 async def cancel_command(
     command_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:

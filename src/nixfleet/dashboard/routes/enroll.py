@@ -17,6 +17,7 @@ from nixfleet.core.errors import AuthError
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, client_address
+from nixfleet.dashboard.replies import Enrolled
 
 router = APIRouter()
 log = logging.getLogger("nixfleet.enroll")
@@ -28,7 +29,7 @@ class Enrollment(BaseModel):
     code: str = Field(min_length=1, max_length=100, repr=False)
 
 
-@router.post("/api/agent/enroll", responses=contract.errors(401))
+@router.post("/api/agent/enroll", responses=contract.reply(Enrolled) | contract.errors(401))
 async def enroll(body: Enrollment, request: Request, ctx: Ctx) -> dict[str, Any]:
     address = client_address(request)
     token, outcome = await ctx.fleet.identity.enroll(body.host_id, body.code, address)

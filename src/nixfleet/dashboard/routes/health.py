@@ -8,7 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx
+from nixfleet.dashboard.replies import Health
 
 router = APIRouter()
 # Below this much free space SQLite's next WAL growth or checkpoint can fail.
@@ -28,7 +30,7 @@ def _not_writable(request: Request, ctx: Ctx) -> str:
     return ""
 
 
-@router.get("/health")
+@router.get("/health", responses=contract.reply(Health) | contract.reply(Health, 503))
 async def health(request: Request, ctx: Ctx) -> JSONResponse:
     try:
         async with ctx.db.engine.connect() as conn:

@@ -11,6 +11,7 @@ from nixfleet.core.hooks import HookVerdict
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, client_address
+from nixfleet.dashboard.replies import HookResult
 from nixfleet.dashboard.responses import FiniteJSONResponse
 from nixfleet.security.webhooks import forge_named
 
@@ -19,7 +20,9 @@ _REFUSED = {HookVerdict.DISABLED, HookVerdict.BAD_SIGNATURE, HookVerdict.NO_DELI
             HookVerdict.BAD_PAYLOAD, HookVerdict.REPLAY}  # fmt: skip
 
 
-@router.post("/{forge_name}", responses=contract.errors(400, 401, 409))
+@router.post(
+    "/{forge_name}", responses=contract.reply(HookResult, 202) | contract.errors(400, 401, 409)
+)
 async def receive_hook(forge_name: str, request: Request, ctx: Ctx) -> Response:
     forge = forge_named(forge_name)
     if forge is None:

@@ -16,6 +16,18 @@ from nixfleet.core.labels import MAX_LABELS
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, Session, client_address
+from nixfleet.dashboard.replies import (
+    AgentToken,
+    CertBound,
+    EnrollCode,
+    HostLabels,
+    HostList,
+    HostSamples,
+    HostStates,
+    NewHostCode,
+    Removed,
+    Revoked,
+)
 
 router = APIRouter(prefix="/api/hosts")
 
@@ -93,7 +105,7 @@ async def _note(
     )
 
 
-@router.get("")
+@router.get("", responses=contract.reply(HostList))
 async def list_hosts(
     ctx: Ctx,
     _: CsrfSession,
@@ -106,14 +118,22 @@ async def list_hosts(
     return await ctx.fleet.fleet_view(state or [], host_id or [], label)
 
 
-@router.get("/{host_id}/samples")
+@router.get("/{host_id}/samples", responses=contract.reply(HostSamples))
 async def host_samples(host_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
     """Return the host's load and memory of the last day (5-minute averages)."""
     host = await ctx.fleet.host(host_id)
     return {"host_id": host["id"], "samples": ctx.fleet.samples.points(host["id"], time.time())}
 
 
-@router.post("", status_code=201, responses=contract.errors(409))
+@router.get("/{host_id}/states", responses=contract.reply(HostStates))
+async def host_states(
+    host_id: str, ctx: Ctx, _: CsrfSession, limit: int = Query(100, ge=1, le=200)
+) -> dict[str, Any]:
+    """Return the host's state changes (online, deploy state, reboot), newest first."""
+    return {"host_id": host_id[:63], "states": await ctx.fleet.state_history(host_id, limit)}
+
+
+@router.post("", status_code=201, responses=contract.reply(NewHostCode, 201) | contract.errors(409))
 async def add_host(
     body: NewHost, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -124,7 +144,7 @@ async def add_host(
     return {"host": host, "enroll_code": code, "enroll_expires_at": expires}
 
 
-@router.put("/{host_id}/labels")
+@router.put("/{host_id}/labels", responses=contract.reply(HostLabels))
 async def set_labels(
     host_id: str, body: Labels, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -149,7 +169,7 @@ async def set_labels(
     }
 
 
-@router.delete("/{host_id}")
+@router.delete("/{host_id}", responses=contract.reply(Removed))
 async def remove_host(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:
@@ -158,7 +178,7 @@ async def remove_host(
     return JSONResponse({"removed": host_id})
 
 
-@router.post("/{host_id}/agent-token")
+@router.post("/{host_id}/agent-token", responses=contract.reply(AgentToken))
 async def rotate_agent_token(
     host_id: str,
     request: Request,
@@ -172,7 +192,7 @@ async def rotate_agent_token(
     return {"host_id": host_id, "agent_token": token}
 
 
-@router.delete("/{host_id}/agent-token")
+@router.delete("/{host_id}/agent-token", responses=contract.reply(Revoked))
 async def revoke_agent_token(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -181,7 +201,7 @@ async def revoke_agent_token(
     return {"revoked": host_id}
 
 
-@router.post("/{host_id}/enroll-code")
+@router.post("/{host_id}/enroll-code", responses=contract.reply(EnrollCode))
 async def new_enroll_code(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -190,7 +210,7 @@ async def new_enroll_code(
     return {"host_id": host_id, "enroll_code": code, "enroll_expires_at": expires}
 
 
-@router.put("/{host_id}/client-cert")
+@router.put("/{host_id}/client-cert", responses=contract.reply(CertBound))
 async def bind_client_cert(
     host_id: str, body: CertBinding, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:
@@ -200,7 +220,7 @@ async def bind_client_cert(
     return {"host_id": host_id, "cert_sha256": bound}
 
 
-@router.delete("/{host_id}/client-cert")
+@router.delete("/{host_id}/client-cert", responses=contract.reply(CertBound))
 async def unbind_client_cert(
     host_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from nixfleet.core.rollouts import MAX_HOSTS, RolloutPolicy, describe_plan
 from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import CsrfSession, Ctx, Session, client_address, optional_session
+from nixfleet.dashboard.replies import Rollout, RolloutList, RolloutPlan
 from nixfleet.dashboard.responses import FiniteJSONResponse
 
 router = APIRouter()
@@ -36,7 +37,12 @@ class RolloutRequest(BaseModel):
         return self
 
 
-@router.post("/api/rollouts", responses=contract.errors(409))
+@router.post(
+    "/api/rollouts",
+    responses=contract.reply(RolloutPlan)
+    | contract.reply(Rollout, 201)
+    | contract.errors(404, 409),
+)
 async def create_rollout(
     body: RolloutRequest, request: Request, ctx: Ctx, session: CsrfSession
 ) -> Response:
@@ -59,19 +65,21 @@ async def create_rollout(
     return FiniteJSONResponse(ro, status_code=201)
 
 
-@router.get("/api/rollouts")
+@router.get("/api/rollouts", responses=contract.reply(RolloutList))
 async def list_rollouts(
     ctx: Ctx, _: CsrfSession, limit: int = Query(50, ge=1, le=200)
 ) -> dict[str, Any]:
     return {"rollouts": await ctx.rollouts.recent(limit)}
 
 
-@router.get("/api/rollouts/{rollout_id}")
+@router.get("/api/rollouts/{rollout_id}", responses=contract.reply(Rollout))
 async def get_rollout(rollout_id: str, ctx: Ctx, _: CsrfSession) -> dict[str, Any]:
     return await ctx.rollouts.view(rollout_id[:64])
 
 
-@router.post("/api/rollouts/{rollout_id}/{action}", responses=contract.errors(409))
+@router.post(
+    "/api/rollouts/{rollout_id}/{action}", responses=contract.reply(Rollout) | contract.errors(409)
+)
 async def act_on_rollout(
     rollout_id: str, action: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:

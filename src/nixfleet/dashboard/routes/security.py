@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession, Session, optional_session
 from nixfleet.dashboard.monitoring import panel as security_panel
+from nixfleet.dashboard.replies import SecuritySummary
 
 router = APIRouter()
 
@@ -45,7 +46,7 @@ async def security_fragment(request: Request, ctx: Ctx, _: CurrentSession) -> Re
     )
 
 
-@router.get("/api/security/summary")
+@router.get("/api/security/summary", responses=contract.reply(SecuritySummary))
 async def security_summary(ctx: Ctx, _: CurrentSession) -> dict[str, Any]:
     data = await security_panel.summary(ctx)
     data.pop("chart")

@@ -12,6 +12,7 @@ from nixfleet.core.apitokens import DEFAULT_LIFETIME_S, canonical_name, lifetime
 from nixfleet.core.roles import Role
 from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, CurrentSession, client_address
+from nixfleet.dashboard.replies import OneToken, TokenCreated, TokenList
 
 router = APIRouter()
 _Host = Annotated[str, Field(max_length=63)]
@@ -42,7 +43,7 @@ async def tokens_page(request: Request, ctx: Ctx, session: CurrentSession) -> Re
     )
 
 
-@router.get("/api/tokens")
+@router.get("/api/tokens", responses=contract.reply(TokenList))
 async def list_tokens(
     ctx: Ctx, session: CurrentSession, everyone: bool = Query(False, alias="all")
 ) -> dict[str, Any]:
@@ -50,7 +51,7 @@ async def list_tokens(
     return {"tokens": [t.public() for t in await apitokens.listed(ctx, session, everyone)]}
 
 
-@router.post("/api/tokens", status_code=201)
+@router.post("/api/tokens", status_code=201, responses=contract.reply(TokenCreated, 201))
 async def create_token(
     body: NewToken, request: Request, ctx: Ctx, session: CsrfSession
 ) -> JSONResponse:
@@ -72,7 +73,7 @@ async def create_token(
     )
 
 
-@router.delete("/api/tokens/{token_id}")
+@router.delete("/api/tokens/{token_id}", responses=contract.reply(OneToken))
 async def revoke_token(
     token_id: str, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:

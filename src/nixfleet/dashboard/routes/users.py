@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nixfleet.core.roles import Role
 from nixfleet.dashboard import accounts, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, CurrentSession, client_address
+from nixfleet.dashboard.replies import OneUser, UserAdded, UserList
 from nixfleet.security import totp
 from nixfleet.storage import users as user_store
 
@@ -40,12 +41,14 @@ async def users_page(request: Request, ctx: Ctx, session: CurrentSession) -> Res
     )
 
 
-@router.get("/api/users")
+@router.get("/api/users", responses=contract.reply(UserList))
 async def list_users(ctx: Ctx, _: CurrentSession) -> dict[str, Any]:
     return {"users": [u.public() for u in await user_store.list_all(ctx.db)]}
 
 
-@router.post("/api/users", status_code=201, responses=contract.errors(409))
+@router.post(
+    "/api/users", status_code=201, responses=contract.reply(UserAdded, 201) | contract.errors(409)
+)
 async def add_user(body: NewUser, request: Request, ctx: Ctx, session: CsrfSession) -> JSONResponse:
     user, secret = await accounts.add(
         ctx,
@@ -64,7 +67,7 @@ async def add_user(body: NewUser, request: Request, ctx: Ctx, session: CsrfSessi
     return JSONResponse(shown, status_code=201, headers={"Cache-Control": "no-store"})
 
 
-@router.patch("/api/users/{username}", responses=contract.errors(409))
+@router.patch("/api/users/{username}", responses=contract.reply(OneUser) | contract.errors(409))
 async def change_user(
     username: str, body: UserChange, request: Request, ctx: Ctx, session: CsrfSession
 ) -> dict[str, Any]:

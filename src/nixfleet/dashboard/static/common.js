@@ -104,6 +104,15 @@ window.NF = window.NF || {};
     if (c.state === "rolled_back") return "rolled back";
     return c.state;
   };
+  // What a switch or rollback moved: "gen 12 (abc1234) → gen 13 (def5678)"; "" when unknown.
+  NF.changeWords = function changeWords(c) {
+    const ch = c && c.change;
+    if (!ch || !ch.before || !ch.after) return "";
+    const point = (p) => `${p.generation === null || p.generation === undefined ? "gen ?" : `gen ${p.generation}`}${p.commit ? ` (${NF.short(p.commit)})` : ""}`;
+    return `${point(ch.before)} → ${point(ch.after)}`;
+  };
+  // "rollback to gen 12" for a rollback to a chosen generation, else the kind.
+  NF.kindWords = (c) => (c.kind === "rollback" && c.generation ? `rollback to gen ${c.generation}` : c.kind);
   // A switch's health gate in a few words: "gate 120 s: agent, web, tests".
   NF.gateWords = function gateWords(gate) {
     if (!gate) return "";

@@ -98,11 +98,12 @@ window.NF = window.NF || {};
       if (commandId !== this.current) return;
       const c = this.fleet.commands.get(commandId);
       if (!c) return;
-      setText(this.title, `${c.kind} on ${c.host_id}`);
+      setText(this.title, `${NF.kindWords(c)} on ${c.host_id}`);
       const bits = [NF.stateLabel(c)];
       if (c.exit_code !== null && c.exit_code !== undefined) bits.push(`exit ${c.exit_code}`);
       if (c.detail) bits.push(c.detail);
       if (c.finished_at && c.started_at) bits.push(NF.duration(c.finished_at - c.started_at));
+      if (NF.changeWords(c)) bits.push(NF.changeWords(c));
       if (c.state === "queued" && c.expires_at) {
         bits.push(`expires in ${Math.max(0, Math.round((c.expires_at - Date.now() / 1000) / 60))} min`);
       }

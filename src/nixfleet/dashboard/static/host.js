@@ -114,12 +114,14 @@
   // The profile's generations as the agent lists them; a commit shows only where the system
   // says it or the agent built it (a generation made by hand has none).
   function renderGenerations(gens) {
-    const rows = gens.map((g) => el("tr", { "aria-current": g.current ? "true" : null },
+    const rows = gens.map((g) => el("tr", { "aria-current": g.current ? "true" : null, "data-generation": String(g.number) },
       el("td", { text: g.current ? `${g.number} (running)` : String(g.number) }),
       el("td", { text: NF.dateTime(g.created) }),
       el("td", {}, el("code", { text: NF.short(g.commit) })),
-      el("td", { class: "path", text: (g.system || "").replace(/^\/nix\/store\/[a-z0-9]{32}-/, "") || "—" })));
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "The agent reports no generations." })));
+      el("td", { class: "path", text: (g.system || "").replace(/^\/nix\/store\/[a-z0-9]{32}-/, "") || "—" }),
+      el("td", {}, g.current ? "" : el("button", { type: "button", "data-rollback-to": String(g.number),
+        "data-commit": g.commit || "", text: "Roll back to this", "aria-label": `Roll back to generation ${g.number}` }))));
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "5", class: "muted", text: "The agent reports no generations." })));
     $("#generations tbody").replaceChildren(...rows);
   }
 
@@ -132,14 +134,14 @@
     const rows = [...page.commands.values()].sort((a, b) => b.created_at - a.created_at).slice(0, 200).map((c) => {
       const dur = c.finished_at && c.started_at ? NF.duration(c.finished_at - c.started_at)
         : c.started_at && NF.ACTIVE.has(c.state) ? `${NF.duration(Date.now() / 1000 - c.started_at)} so far` : "—";
-      const commits = c.from_commit || c.to_commit ? `${NF.short(c.from_commit)} → ${NF.short(c.to_commit)}` : "—";
+      const commits = NF.changeWords(c) || "—";
       const detail = [c.exit_code !== null && c.exit_code !== undefined ? `exit ${c.exit_code}` : "",
         c.tests ? `${c.tests.filter((x) => x.ok).length}/${c.tests.length} tests passed` : "", NF.gateWords(c.gate), c.detail || ""].filter(Boolean).join(" · ");
       const tr = el("tr", { tabindex: "0", "data-show": c.id, "aria-current": c.id === page.shown ? "true" : null,
         title: "Show this command's output" },
-        el("td", { text: NF.dateTime(c.created_at) }), el("td", { text: c.kind }),
+        el("td", { text: NF.dateTime(c.created_at) }), el("td", { text: NF.kindWords(c) }),
         el("td", {}, el("span", { class: `badge ${TONE[c.state] || "neutral"}`, text: NF.stateLabel(c) })),
-        el("td", { text: dur }), el("td", { text: c.actor || "—" }), el("td", {}, el("code", { text: commits })),
+        el("td", { text: dur }), el("td", { text: c.actor || "—" }), el("td", { class: "change" }, el("code", { text: commits })),
         el("td", { text: detail }));
       return tr;
     });
@@ -165,10 +167,11 @@
   function describe() {
     const c = page.commands.get(page.shown);
     if (!c) return;
-    setText($("#output-title"), `${c.kind} on ${c.host_id} · ${NF.dateTime(c.created_at)}`);
+    setText($("#output-title"), `${NF.kindWords(c)} on ${c.host_id} · ${NF.dateTime(c.created_at)}`);
     const bits = [NF.stateLabel(c)];
     if (c.exit_code !== null && c.exit_code !== undefined) bits.push(`exit ${c.exit_code}`);
     if (c.detail) bits.push(c.detail);
+    if (NF.changeWords(c)) bits.push(NF.changeWords(c));
     setText($("#output-meta"), bits.join(" · "));
     $("#output-meta").dataset.state = c.state;
     if (page.view) page.view.describe(`${c.kind} on ${c.host_id} · ${NF.stateLabel(c)}`, NF.ACTIVE.has(c.state));
@@ -180,6 +183,28 @@
     const known = page.commands.get(c.id);
     if (known && rank(known.state) > rank(c.state)) return;
     page.commands.set(c.id, { ...(known || {}), ...c });
+  }
+
+  // --- state history -------------------------------------------------------------------
+  const STATE_TONE = { online: "ok", offline: "bad", current: "ok", behind: "warn", failed: "bad", diverged: "bad",
+    needed: "warn", "not needed": "ok" };
+  const FIELD_WORDS = { connection: "agent", deploy: "deploy", reboot: "reboot" };
+  let stateKey = null;
+  async function loadStates() {
+    try {
+      const data = await NF.api(`/api/hosts/${encodeURIComponent(hostId)}/states?limit=100`);
+      const items = data.states.map((s) => el("li", { "data-field": s.field },
+        el("time", { text: NF.dateTime(s.at) }), el("span", { class: "field muted", text: FIELD_WORDS[s.field] || s.field }),
+        el("span", { class: `badge ${STATE_TONE[s.value] || "neutral"}`, text: NF.words(s.value) }),
+        s.detail ? el("span", { class: "muted detail", text: s.field === "deploy" ? NF.short(s.detail) : s.detail }) : ""));
+      if (!items.length) items.push(el("li", { class: "muted", text: "No state changes recorded yet." }));
+      $("#states").replaceChildren(...items);
+    } catch (err) { setText($("#states"), err.message); }
+  }
+  // Read again only when a followed field changed, not on every heartbeat.
+  function statesMaybeChanged(h) {
+    const key = JSON.stringify([h.online, h.deploy && h.deploy.state, h.reboot && h.reboot.needed]);
+    if (key !== stateKey) { stateKey = key; setTimeout(loadStates, 300); }
   }
 
   // --- charts -------------------------------------------------------------------------
@@ -226,6 +251,19 @@
     } catch (err) { out.textContent = `${kind}: ${err.message}`; }
   }
 
+  // A chosen generation: asked first, since it becomes the running system at once.
+  async function rollbackTo(number, commit) {
+    const out = $("#action-result");
+    const from = page.host && page.host.status ? page.host.status.generation : null;
+    const what = `generation ${number}${commit ? ` (${NF.short(commit)})` : ""}`;
+    if (!window.confirm(`Roll ${hostId} back to ${what}${from ? `, from generation ${from}` : ""}? It is activated at once.`)) return;
+    try {
+      const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: "rollback", generation: number });
+      out.textContent = `rollback to gen ${number}: ${res.state}`;
+      show(res.command_id);
+    } catch (err) { out.textContent = `rollback to gen ${number}: ${err.message}`; }
+  }
+
   function shownOnce(prefix, secret, suffix = "") {
     return [prefix, el("span", { class: "token", text: secret }), suffix];
   }
@@ -252,9 +290,10 @@
   }
 
   document.addEventListener("click", (ev) => {
-    const t = ev.target.closest("[data-action],[data-identity],#history [data-show]");
+    const t = ev.target.closest("[data-action],[data-identity],[data-rollback-to],#history [data-show]");
     if (!t) return;
-    if (t.dataset.action) runAction(t.dataset.action);
+    if (t.dataset.rollbackTo) rollbackTo(Number(t.dataset.rollbackTo), t.dataset.commit);
+    else if (t.dataset.action) runAction(t.dataset.action);
     else if (t.dataset.identity) identityAction(t.dataset.identity);
     else if (t.dataset.show) show(t.dataset.show);
   });
@@ -282,11 +321,12 @@
       for (const c of snap.commands) if (c.host_id === hostId) merge(c);
       if (!page.host) setText($("#host-status"), "This host was removed.");
       renderHost(); renderHistory();
+      if (page.host) statesMaybeChanged(page.host);
     },
     host: (e) => {
       if (e.host.id !== hostId) return;
       const before = page.host && page.host.last_seen;
-      page.host = e.host; renderHost();
+      page.host = e.host; renderHost(); statesMaybeChanged(e.host);
       if (e.host.last_seen !== before && Date.now() - lastSamples > 60000) { lastSamples = Date.now(); loadSamples(); }
     },
     host_removed: (e) => { if (e.host_id === hostId) { page.host = null; setText($("#host-status"), "This host was removed."); } },

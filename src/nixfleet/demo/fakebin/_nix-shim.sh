@@ -8,6 +8,9 @@
 #             activation (bin/switch-to-configuration, activate), which points current-system
 #   boot      build and set the profile only; the demo's "reboot" makes it current and booted
 #   --rollback                  with switch/boot: `nix-env -p PROFILE --rollback` first
+#   --switch-generation N, -G N darwin-rebuild only, with switch: `nix-env -p PROFILE
+#                               --switch-generation N` first (nixos-rebuild and home-manager
+#                               have no such flag: the agent moves their profile itself)
 #   list-generations, --list-generations, generations   `nix-env --list-generations`
 # Environment:
 #   NIXFLEET_DEMO_SYSTEM_DIR  the host's profiles/, current-system and booted-system (what
@@ -23,7 +26,7 @@ _shim_nix() {
 
 _shim_usage() {
     echo "$_SHIM_PROG: $1" >&2
-    echo "usage: $_SHIM_PROG {build|switch|boot|list-generations} --flake <repo-dir>#<host> [--rollback]" >&2
+    echo "usage: $_SHIM_PROG {build|switch|boot|list-generations} --flake <repo-dir>#<host> [--rollback | --switch-generation N]" >&2
     exit 2
 }
 
@@ -84,12 +87,17 @@ nix_shim_main() {
         echo "$_SHIM_PROG: the NixFleet demo needs Nix: apt-get install nix-bin (Debian) or see https://nixos.org/download" >&2
         exit 127
     }
-    local action="" flake="" rollback=0
+    local action="" flake="" rollback=0 generation=""
     while (($# > 0)); do
         case "$1" in
         --flake) (($# >= 2)) || _shim_usage "option '--flake' requires an argument"; flake=$2; shift ;;
         --flake=*) flake=${1#--flake=} ;;
         --rollback) rollback=1 ;;
+        --switch-generation | -G)
+            [[ "$_SHIM_FLAVOUR" == darwin ]] || _shim_usage "unrecognised flag '$1'"
+            (($# >= 2)) || _shim_usage "option '$1' requires an argument"
+            [[ "$2" =~ ^[0-9]+$ ]] || _shim_usage "'$2' is not a generation number"
+            generation=$2; shift ;;
         --list-generations) action=list-generations ;;
         --version) echo "$_SHIM_PROG (NixFleet stand-in over $(nix --version))"; exit 0 ;;
         -h | --help) _shim_usage "help" ;;
@@ -114,6 +122,14 @@ nix_shim_main() {
     "") _shim_usage "no subcommand given" ;;
     *) _shim_usage "unknown subcommand '$action'" ;;
     esac
+    if [[ -n "$generation" ]]; then
+        ((!rollback)) || _shim_usage "--rollback and --switch-generation exclude each other"
+        [[ "$action" == switch ]] || _shim_usage "--switch-generation goes with switch"
+        _shim_need_dir
+        nix-env -p "$profile" --switch-generation "$generation" 2>&1 | _shim_pace || exit "${PIPESTATUS[0]}"
+        _shim_activate "$(readlink -f "$profile")"
+        exit $?
+    fi
     if ((rollback)); then
         [[ "$action" == switch || "$action" == boot ]] || _shim_usage "--rollback goes with switch or boot"
         _shim_need_dir
