@@ -215,6 +215,25 @@ async def test_an_enrollment_code_is_redeemed_once_across_replicas(db, replica):
     assert ident is not None and ident.identity_state == "active"
 
 
+async def test_revokes_and_rotations_racing_from_two_replicas_all_succeed(db, replica):
+    """Two admins (or a CLI and a replica) acting on one host at the same moment: every
+    request succeeds (none fails on the database, a 500 before), the old token retired once."""
+    names = [f"host-{i}" for i in range(12)]
+    for i, name in enumerate(names):
+        await hosts.add(db, name, f"{i:064x}", NOW, {})
+    steps = []
+    for i, name in enumerate(names):
+        steps += [
+            credentials.revoke(db, name, NOW),
+            credentials.revoke(replica, name, NOW),
+            credentials.replace_token(db, name, f"{i + 100:064x}", NOW, None),
+        ]
+    await asyncio.gather(*steps)
+    for i, name in enumerate(names):
+        old = await credentials.retired(db, f"{i:064x}")
+        assert old is not None and old["host_id"] == name
+
+
 async def test_every_credential_change_moves_the_counter_another_replica_reads(db, replica):
     """The live-credential check runs only when this counter moved: a change it missed
     would leave a revoked agent connected (the CLI and replicas write too)."""

@@ -72,14 +72,19 @@ async def retired(db: Database, token_hash: str) -> dict[str, Any] | None:
 async def _retire_current(
     conn: AsyncConnection, host_id: str, reason: str, now: float, valid_until: float | None
 ) -> None:
-    # An earlier rotation's overlap ends now, so at most two tokens ever work.
+    # An earlier rotation's overlap ends now, so at most two tokens ever work. (This write
+    # also takes SQLite's one write lock before the read below.)
     await conn.execute(
         update(retired_tokens)
         .where(retired_tokens.c.host_id == host_id, retired_tokens.c.valid_until.is_not(None))
         .values(valid_until=None)
     )
+    # FOR UPDATE: two replicas revoking or rotating at once would otherwise both read and
+    # retire the same token on PostgreSQL, and the second fail on the retired table's key.
     old = (
-        await conn.execute(select(hosts.c.token_hash).where(hosts.c.id == host_id))
+        await conn.execute(
+            select(hosts.c.token_hash).where(hosts.c.id == host_id).with_for_update()
+        )
     ).scalar_one_or_none()
     if old:
         await conn.execute(
