@@ -25,6 +25,7 @@ def deploy(rf: RunningFleet, message: str, generation: int) -> str:
     cmd = api.wait_state(api.command("atlas", "pull-switch"), FINISHED, 120)
     assert cmd["state"] == "succeeded", cmd["detail"]
     wait_for(lambda: api.host("atlas")["status"]["generation"] == generation, 30, "generation")
+
     # The state history follows the views the dashboard announces: "current" arrives with
     # the first one after the new generation is reported, which may be a heartbeat later.
     def newest_deploy_state() -> str:
