@@ -59,6 +59,8 @@ py.buildPythonApplication {
       segno
       prometheus-client
       apprise
+      authlib
+      joserfc
     ])
     ++ py.uvicorn.optional-dependencies.standard
     ++ py.sqlalchemy.optional-dependencies.asyncio;

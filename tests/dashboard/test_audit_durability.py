@@ -29,7 +29,7 @@ def impatient(make_fleet):
     )
 
 
-def _hold_write_lock(db_path, seconds: float) -> threading.Event:
+def _hold_write_lock(db_path, seconds: float) -> threading.Thread:
     """Hold SQLite's write lock from another connection (as another process would)."""
     taken = threading.Event()
 
@@ -41,9 +41,10 @@ def _hold_write_lock(db_path, seconds: float) -> threading.Event:
         conn.execute("COMMIT")
         conn.close()
 
-    threading.Thread(target=hold, daemon=True).start()
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
     taken.wait(5)
-    return taken
+    return holder
 
 
 def test_a_locked_database_answers_503_and_loses_no_audit_entry_or_event(impatient):
@@ -100,7 +101,7 @@ def test_an_agent_handshake_on_a_locked_database_is_told_to_come_back(impatient)
     fleet = impatient
     db_path = fleet.fleet.root / "dashboard" / "nixfleet.db"
     token = fleet.host("atlas").token_file.read_text().strip()
-    _hold_write_lock(db_path, 3)
+    holder = _hold_write_lock(db_path, 3)
     headers = {"Authorization": f"Bearer {token}", "X-NixFleet-Host": "atlas"}
     url = fleet.base.replace("http://", "ws://") + "/api/agent/ws"
 
@@ -115,6 +116,7 @@ def test_an_agent_handshake_on_a_locked_database_is_told_to_come_back(impatient)
     assert asyncio.run(attempt()) == 503
     text = (fleet.fleet.root / "dashboard.log").read_text()
     assert "unhandled error" not in text and "Traceback" not in text
+    holder.join()  # a login meanwhile would be told to come back too
     fleet.api().wait_online(["atlas"])  # the lock gone, the agent is back
 
 

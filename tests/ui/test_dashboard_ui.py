@@ -215,7 +215,7 @@ def test_logging_in_and_clicking_switch_shows_the_build_output_live(fleet, tab):
     expect(page.locator("#output-meta")).to_have_attribute("data-state", "succeeded")
     expect(page.locator("#dock-view")).to_contain_text("activating the configuration")
     expect(page.locator("#output-meta")).to_have_text(
-        re.compile(r"^succeeded · exit 0 · [\d.]+ s$")
+        re.compile(r"^succeeded · exit 0 · [\d.]+ s · gen \d+ → gen \d+ \([0-9a-f]{7}\)$")
     )
     # The notice that said "queued" follows the command to its end.
     expect(page.locator("#notice")).to_have_text("switch on atlas: succeeded")

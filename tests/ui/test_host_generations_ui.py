@@ -25,6 +25,14 @@ def deploy(rf: RunningFleet, message: str, generation: int) -> str:
     cmd = api.wait_state(api.command("atlas", "pull-switch"), FINISHED, 120)
     assert cmd["state"] == "succeeded", cmd["detail"]
     wait_for(lambda: api.host("atlas")["status"]["generation"] == generation, 30, "generation")
+
+    # The state history follows the views the dashboard announces: "current" arrives with
+    # the first one after the new generation is reported, which may be a heartbeat later.
+    def newest_deploy_state() -> str:
+        rows = api.get("/api/hosts/atlas/states?limit=20").json()["states"]
+        return next((r["value"] for r in rows if r["field"] == "deploy"), "")
+
+    wait_for(lambda: newest_deploy_state() == "current", 30, "the history to say current")
     return str(api.host("atlas")["deploy"]["deployed_commit"])
 
 
