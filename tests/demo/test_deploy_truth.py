@@ -126,8 +126,14 @@ def test_a_failing_build_shows_failed_and_keeps_the_previous_deployed_commit(mak
     )
     fixed = commit_change(rf.fleet.root / "config", "fix atlas for real")
     assert _switch(api, "atlas")["state"] == "succeeded"
-    wait_for(lambda: _deploy(api, "atlas")["state"] == "current", 20, "current again")
-    assert _deploy(api, "atlas")["deployed_commit"] == fixed
+    # The view may still be the one before the agent's report of the new generation.
+    wait_for(
+        lambda: (
+            (d := _deploy(api, "atlas"))["state"] == "current" and d["deployed_commit"] == fixed
+        ),
+        20,
+        "current again, at the fixed commit",
+    )
 
 
 def test_a_kernel_change_needs_a_reboot_a_config_change_does_not_and_a_reboot_clears_it(

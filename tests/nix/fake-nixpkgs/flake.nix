@@ -16,7 +16,7 @@
         "fastapi" "uvicorn" "sqlalchemy" "aiosqlite" "psycopg" "alembic" "pydantic"
         "pydantic-settings" "typer" "jinja2" "argon2-cffi" "websockets" "httpx"
         "python-multipart" "cryptography" "limits" "itsdangerous" "pyotp" "segno"
-        "prometheus-client" "apprise" "setuptools" "uvloop" "httptools" "greenlet"
+        "prometheus-client" "apprise" "authlib" "joserfc" "setuptools" "uvloop" "httptools" "greenlet"
       ];
       pkgsFor =
         system:
