@@ -100,10 +100,10 @@ async def live_session(ctx: Context, id_hash: str) -> Session | None:
 
     Expired rows, and rows of removed or disabled users, are deleted on sight.
     """
-    row = await session_store.get(ctx.db, id_hash)
-    if row is None:
+    found = await session_store.get_with_user(ctx.db, id_hash)
+    if found is None:
         return None
-    user = await user_store.get(ctx.db, row["username"])
+    row, user = found
     now = time.time()
     if (
         user is None

@@ -9,6 +9,7 @@ from sqlalchemy import delete, insert, select, update
 
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import sessions, users
+from nixfleet.storage.users import User, user_from
 
 
 async def create(
@@ -30,9 +31,27 @@ async def create(
 
 async def get(db: Database, id_hash: str) -> dict[str, Any] | None:
     """Return a session row or None."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(select(sessions).where(sessions.c.id_hash == id_hash))).first()
     return dict(row._mapping) if row else None
+
+
+async def get_with_user(db: Database, id_hash: str) -> tuple[dict[str, Any], User | None] | None:
+    """Return a session row and its user (None if the user is gone), or None: one query."""
+    user_columns = [c.label(f"user_{c.name}") for c in users.c]
+    query = (
+        select(sessions, *user_columns)
+        .select_from(sessions.outerjoin(users, users.c.username == sessions.c.username))
+        .where(sessions.c.id_hash == id_hash)
+    )
+    async with db.reader.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    m = row._mapping
+    session = {c.name: m[c.name] for c in sessions.c}
+    user = {c.name: m[f"user_{c.name}"] for c in users.c}
+    return session, (user_from(user) if user["username"] is not None else None)
 
 
 async def touch(db: Database, id_hash: str, now: float) -> None:
@@ -67,5 +86,5 @@ async def live_of(db: Database, id_hashes: Collection[str]) -> set[str]:
         .join(users, users.c.username == sessions.c.username)
         .where(sessions.c.id_hash.in_(list(id_hashes)), ~users.c.disabled)
     )
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return {row[0] for row in await conn.execute(query)}
