@@ -209,9 +209,11 @@
       $("#states").replaceChildren(...items);
     } catch (err) { setText($("#states"), err.message); }
   }
-  // Read again only when a followed field changed, not on every heartbeat.
+  // Read again only when a followed field changed, not on every heartbeat. The deployed
+  // commit counts: a deploy that keeps a host current is a row of its own.
   function statesMaybeChanged(h) {
-    const key = JSON.stringify([h.online, h.deploy && h.deploy.state, h.reboot && h.reboot.needed]);
+    const d = h.deploy || {}, r = h.reboot || {};
+    const key = JSON.stringify([h.online, d.state, d.deployed_commit, r.needed, r.reason]);
     if (key !== stateKey) { stateKey = key; setTimeout(loadStates, 300); }
   }
 
