@@ -132,7 +132,8 @@ async def dispatch(
     """Return latency of POST → agent receives `command`, open loop at `rate` per second.
 
     With spy, py-spy samples the dashboard for as long as the POSTs go out (raw folded
-    stacks, the input of a flame graph) and writes them there.
+    stacks, the input of a flame graph; only the thread holding the GIL, so the samples are
+    Python's CPU, not waits) and writes them there.
     """
     latencies: list[float] = []
     responses: list[float] = []
@@ -187,7 +188,7 @@ def _spy(target: Target, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     return subprocess.Popen(
         [exe, "record", "-p", str(target.proc.pid), "-d", str(max(1, round(seconds))),
-         "-r", "200", "-f", "raw", "-o", str(out), "--nonblocking"],
+         "-r", "200", "-f", "raw", "-o", str(out), "--nonblocking", "--gil"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

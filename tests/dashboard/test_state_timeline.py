@@ -35,11 +35,6 @@ def pull_switch(rf: RunningFleet, commit: str) -> None:
     )
 
 
-def since_first_report(timeline: list[str]) -> list[str]:
-    # Before its agent first reported, a host's state is unknown: not what these tests watch.
-    return timeline[timeline.index("never_deployed") :]
-
-
 def test_a_deploy_after_the_branch_moved_reads_behind_then_current(make_fleet):
     rf = make_fleet(
         hosts=1, build_seconds=2, failing=(), env=BUSY | {"NIXFLEET_TARGET_CACHE_S": "1"}
@@ -47,12 +42,12 @@ def test_a_deploy_after_the_branch_moved_reads_behind_then_current(make_fleet):
     api = rf.api()
     first = api.get("/api/hosts").json()["target"]
     pull_switch(rf, first)
-    assert since_first_report(deploy_timeline(api)) == ["never_deployed", f"current {first[:7]}"]
+    assert deploy_timeline(api) == ["never_deployed", f"current {first[:7]}"]
 
     second = commit_change(rf.fleet.root / "config", "a newer motd")
     wait_for(lambda: api.host("atlas")["deploy"]["state"] == "behind", 30, "behind")
     pull_switch(rf, second)
-    assert since_first_report(deploy_timeline(api)) == [
+    assert deploy_timeline(api) == [
         "never_deployed",
         f"current {first[:7]}",
         f"behind {first[:7]}",
@@ -72,8 +67,28 @@ def test_a_deploy_before_the_dashboard_saw_the_branch_move_reads_current_to_curr
     second = commit_change(rf.fleet.root / "config", "a newer motd")
     pull_switch(rf, second)
     assert api.host("atlas")["deploy"]["target_commit"] == second
-    assert since_first_report(deploy_timeline(api)) == [
+    assert deploy_timeline(api) == [
         "never_deployed",
         f"current {first[:7]}",
         f"current {second[:7]}",
+    ]
+
+
+def test_a_new_host_s_history_starts_when_its_agent_first_reports(make_fleet):
+    # Not "offline, unknown, no reboot needed" at the moment it was added: that says nothing.
+    rf = make_fleet(hosts=1, agents=False)
+    api = rf.api()
+    assert api.get("/api/hosts/atlas/states").json()["states"] == []
+    rf.start_agent("atlas")
+    wait_for(lambda: api.host("atlas")["online"], 30, "atlas online")
+
+    def history() -> list[tuple[str, str, str]]:
+        rows = api.get("/api/hosts/atlas/states").json()["states"]
+        return sorted((r["field"], r["value"], r["detail"]) for r in rows)
+
+    wait_for(lambda: len(history()) == 3, 30, "three rows")
+    assert history() == [
+        ("connection", "online", ""),
+        ("deploy", "never_deployed", ""),
+        ("reboot", "not needed", ""),
     ]

@@ -950,7 +950,14 @@ def stored_gate(raw: object) -> HealthGate | None:
 
 
 def _state_fields(host: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """Return the (field, value, detail) of a host view that its state history follows."""
+    """Return the (field, value, detail) of a host view that its state history follows.
+
+    A host whose agent never reported has no history yet: "offline, unknown, no reboot
+    needed" at the moment it is added would be the first three rows of every timeline and
+    say nothing. Why no reboot is needed is no news either; only why one is.
+    """
+    if not host.get("status"):
+        return []
     deployed = host["deploy"].get("deployed_commit") or ""
     out = [
         ("connection", "online" if host["online"] else "offline", ""),
@@ -958,9 +965,8 @@ def _state_fields(host: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
     if host["reboot"]["needed"] is not None:
         needed = host["reboot"]["needed"]
-        out.append(
-            ("reboot", "needed" if needed else "not needed", host["reboot"].get("reason") or "")
-        )
+        reason = (host["reboot"].get("reason") or "") if needed else ""
+        out.append(("reboot", "needed" if needed else "not needed", reason))
     return out
 
 
