@@ -9,7 +9,6 @@ from sqlalchemy import delete, insert, select, update
 
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import sessions, users
-from nixfleet.storage.users import User, user_from
 
 
 async def create(
@@ -36,22 +35,17 @@ async def get(db: Database, id_hash: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
-async def get_with_user(db: Database, id_hash: str) -> tuple[dict[str, Any], User | None] | None:
-    """Return a session row and its user (None if the user is gone), or None: one query."""
-    user_columns = [c.label(f"user_{c.name}") for c in users.c]
+async def get_with_user(db: Database, id_hash: str) -> dict[str, Any] | None:
+    """Return a session row with its user's `role` and `disabled` (both None when no such
+    user exists), or None: one statement for what every request checks."""
     query = (
-        select(sessions, *user_columns)
+        select(sessions, users.c.role, users.c.disabled)
         .select_from(sessions.outerjoin(users, users.c.username == sessions.c.username))
         .where(sessions.c.id_hash == id_hash)
     )
     async with db.reader.connect() as conn:
         row = (await conn.execute(query)).first()
-    if row is None:
-        return None
-    m = row._mapping
-    session = {c.name: m[c.name] for c in sessions.c}
-    user = {c.name: m[f"user_{c.name}"] for c in users.c}
-    return session, (user_from(user) if user["username"] is not None else None)
+    return dict(row._mapping) if row else None
 
 
 async def touch(db: Database, id_hash: str, now: float) -> None:

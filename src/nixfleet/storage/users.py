@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import func, select, update
 
@@ -39,11 +37,7 @@ class User:
 
 
 def _user(row: object) -> User:
-    return user_from(row._mapping)  # type: ignore[attr-defined]
-
-
-def user_from(m: Mapping[str, Any]) -> User:
-    """Return the User a mapping of the users table's columns describes."""
+    m = row._mapping  # type: ignore[attr-defined]
     return User(
         m["username"],
         m["password_hash"],
