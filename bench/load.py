@@ -66,6 +66,7 @@ class Profile:
     ingest_s: float
     heartbeat_s: float | None = None  # None: the dashboard's default
     gc_probe: bool = False  # log the dashboard's garbage collections (bench/gcprobe.py)
+    spy: bool = False  # py-spy records the dashboard during each dispatch phase
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -126,8 +127,14 @@ async def dispatch(
     ids: list[str],
     commands: int,
     rate: float,
+    spy: Path | None = None,
 ) -> dict[str, Any]:
-    """Return latency of POST → agent receives `command`, open loop at `rate` per second."""
+    """Return latency of POST → agent receives `command`, open loop at `rate` per second.
+
+    With spy, py-spy samples the dashboard for as long as the POSTs go out (raw folded
+    stacks, the input of a flame graph; only the thread holding the GIL, so the samples are
+    Python's CPU, not waits) and writes them there.
+    """
     latencies: list[float] = []
     responses: list[float] = []
     errors: list[str] = []
@@ -147,6 +154,7 @@ async def dispatch(
         except (httpx.HTTPError, TimeoutError) as exc:
             errors.append(f"{host_id}: {exc!r}")
 
+    recorder = _spy(target, spy, commands / rate) if spy else None
     me0, a = proc_sample(os.getpid()), target.sample()
     start = time.monotonic()
     tasks = []
@@ -154,6 +162,9 @@ async def dispatch(
         await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
         tasks.append(asyncio.create_task(one(ids[i % len(ids)])))
     await asyncio.gather(*tasks)
+    b = target.sample()
+    if recorder is not None:
+        await asyncio.to_thread(recorder.wait, 60)
     return {
         "commands": commands,
         "rate_per_s": rate,
@@ -162,10 +173,32 @@ async def dispatch(
         "post_to_202_ms": summary(responses),
         "errors": len(errors),
         "first_errors": errors[:5],
-        "dashboard_cpu_percent": round(cpu_percent(a, target.sample()), 1),
+        "dashboard_cpu_percent": round(cpu_percent(a, b), 1),
+        "dashboard_cpu_s": round(b.cpu_s - a.cpu_s, 3),
+        "window_s": round(b.at - a.at, 3),
         "generator_cpu_percent": round(cpu_percent(me0, proc_sample(os.getpid())), 1),
         "timeline": sorted(timeline),
     }
+
+
+def _spy(target: Target, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """Start py-spy on the dashboard for `seconds` (it must be installed: pip install py-spy)."""
+    assert target.proc is not None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen(
+        [exe, "record", "-p", str(target.proc.pid), "-d", str(max(1, round(seconds))),
+         "-r", "200", "-f", "raw", "-o", str(out), "--nonblocking", "--gil"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def per_command(capacity: dict[str, Any], dispatch: dict[str, Any]) -> dict[str, float]:
+    """Return the dashboard's CPU ms per command: all of it, and net of the idle heartbeats
+    (the capacity phase's CPU rate, same agents, just before)."""
+    gross = dispatch["dashboard_cpu_s"] * 1000 / dispatch["commands"]
+    idle = capacity["cpu_percent"] / 100 * dispatch["window_s"] * 1000 / dispatch["commands"]
+    return {"gross_ms": round(gross, 2), "net_of_idle_ms": round(gross - idle, 2)}
 
 
 async def bulk(client: httpx.AsyncClient, swarm: Swarm, ids: list[str]) -> dict[str, Any]:
@@ -323,7 +356,9 @@ async def run_size(root: Path, n: int, p: Profile) -> dict[str, Any]:
         t0 = time.monotonic()
         out = {"capacity": await capacity(target, swarm, base, p.idle_s)}
         t1 = time.monotonic()
-        out["dispatch"] = await dispatch(target, client, swarm, ids, p.commands, p.rate)
+        spy = RESULTS / f"spy-dispatch-{n}-{time.strftime('%H%M%S')}.txt" if p.spy else None
+        out["dispatch"] = await dispatch(target, client, swarm, ids, p.commands, p.rate, spy)
+        out["dispatch"]["cpu_per_command"] = per_command(out["capacity"], out["dispatch"])
         windows |= {"capacity": (t0, t1), "dispatch": (t1, time.monotonic())}
         await asyncio.sleep(1)  # the last `finished` messages land; every host is free
         out["bulk"] = await bulk(client, swarm, ids)
@@ -389,14 +424,16 @@ def markdown(r: dict[str, Any]) -> str:
         f"whole run {r['wall_s']} s; load average before {r['loadavg_1_5_15']['before'][0]:.2f}.",
         "",
         "| N agents | RSS MiB | KiB/agent | CPU % idle | dispatch p50 / p99 / max ms "
-        "| bulk switch: 202 / all delivered s |",
-        "|---:|---:|---:|---:|---|---|",
+        "| CPU ms per command (net of idle) | bulk switch: 202 / all delivered s |",
+        "|---:|---:|---:|---:|---|---|---|",
     ]
     for s in r["sizes"]:
         c, d, b = s["capacity"], s["dispatch"]["latency_ms"], s["bulk"]
+        cpu = s["dispatch"].get("cpu_per_command", {})
         lines.append(
             f"| {s['n']} | {c['rss_mib']} | {c['kib_per_agent']} | {c['cpu_percent']} "
             f"| {d['p50']} / {d['p99']} / {d['max']} "
+            f"| {cpu.get('gross_ms')} ({cpu.get('net_of_idle_ms')}) "
             f"| {b['post_to_202_s']} / {b['all_delivered_s']} |"
         )
     mixed = r.get("mixed")
@@ -475,6 +512,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output-lines", type=int)
     parser.add_argument("--heartbeat-s", type=float)
     parser.add_argument("--gc-probe", action="store_true", help="log the dashboard's GC pauses")
+    parser.add_argument("--spy", action="store_true", help="py-spy the dashboard during dispatch")
     parser.add_argument("--name", help="name of the result files (default: the profile)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument(
@@ -497,6 +535,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "output_lines": args.output_lines,
         "heartbeat_s": args.heartbeat_s,
         "gc_probe": args.gc_probe or None,
+        "spy": args.spy or None,
         "name": args.name,
     }
     p = Profile(**(asdict(p) | {k: v for k, v in overrides.items() if v is not None}))

@@ -114,3 +114,6 @@ def test_the_confirmation_says_what_will_happen():
     assert "waits 30 s" in text and "as soon as one host of a wave fails" in text
     text = describe_plan("test", [["atlas"]], RolloutPolicy(failure_budget=2))
     assert text.startswith("Test on 1 host in 1 wave.") and "more than 2 hosts" in text
+    # In the words of the buttons: the fleet page's Deploy is a pull-switch.
+    text = describe_plan("pull-switch", [["atlas"], ["borealis"]], policy)
+    assert text.startswith("Deploy (pull + switch) on 2 hosts in 2 waves: first atlas")

@@ -4,9 +4,11 @@ driven in one event loop, so the numbers are about fan-out, not HTTP)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 
+from nixfleet.dashboard import sse
 from nixfleet.dashboard.sse import Broadcaster, StreamLimits
 from nixfleet.storage.bus import LocalBus
 
@@ -186,3 +188,75 @@ async def test_past_the_total_cap_no_session_or_address_gets_another_stream():
     assert await caster.admit("s9", "10.0.0.9") == (None, None)  # one closed: room again
     for stream in streams:
         await stream.aclose()
+
+
+def _data(frame: str) -> dict:
+    return json.loads(next(line[6:] for line in frame.splitlines() if line.startswith("data: ")))
+
+
+async def test_events_while_no_browser_is_connected_are_replayed_whole_and_encoded_once(
+    monkeypatch,
+):
+    encoded: list[int] = []
+    real_frame = sse._frame
+
+    def counting(seq, kind, data):
+        encoded.append(seq)
+        return real_frame(seq, kind, data)
+
+    monkeypatch.setattr(sse, "_frame", counting)
+    bus = LocalBus()
+    caster = Broadcaster(bus, StreamLimits(replay_size=100))
+    for i in range(3):  # before any browser: no id of this process is known to anyone
+        await bus.publish({"type": "host", "host": {"id": f"early{i}"}})
+    stream = caster.stream("s", _snapshot, _valid)
+    await anext(stream)
+    seen, _ = _parse(await anext(stream))  # the snapshot's id
+    await stream.aclose()
+    encoded.clear()  # the snapshot's frame
+    published = [
+        {"type": "host", "host": {"id": f"h{i}", "load": i / 7, "labels": {"rôle": "wéb"}}}
+        if i % 2
+        else {"type": "output", "command_id": "c1", "lines": [{"seq": i, "text": "ok " * i}]}
+        for i in range(40)
+    ]
+    for event in published:
+        await bus.publish(event)
+    assert encoded == [], "events were encoded although no browser was connected"
+    for _ in range(2):  # two tabs come back with the same Last-Event-ID
+        again = caster.stream("s", _snapshot, _valid, last_event_id=seen)
+        await anext(again)
+        frames = [await anext(again) for _ in published]
+        await again.aclose()
+        assert [_parse(f) for f in frames] == [
+            (seen + i, e["type"]) for i, e in enumerate(published, 1)
+        ]
+        assert [_data(f) for f in frames] == published
+    assert sorted(encoded) == [seen + i for i in range(1, 41)], "each event encoded once"
+
+
+async def test_the_replay_ring_stays_within_its_bytes_while_no_browser_is_connected():
+    bound = 64 * 1024
+    bus = LocalBus()
+    caster = Broadcaster(bus, StreamLimits(replay_size=1000, replay_bytes=bound))
+    stream = caster.stream("s", _snapshot, _valid)
+    await anext(stream)
+    seen, _ = _parse(await anext(stream))
+    await stream.aclose()
+    for i, text in enumerate(["x" * 4000, "é" * 4000, "日" * 4000] * 40):
+        await bus.publish(
+            {"type": "output", "command_id": "c1", "lines": [{"seq": i, "text": text}]}
+        )
+    held = sum(len(e["lines"][0]["text"].encode()) for _, e, _ in caster.recent)
+    assert 0 < held <= bound, f"the ring holds {held} bytes of text"
+    # A browser away for all 120 events gets a resync; one away for the last few gets them.
+    again = caster.stream("s", _snapshot, _valid, last_event_id=seen)
+    await anext(again)
+    assert _parse(await anext(again)) == (caster.seq, "resync")
+    await again.aclose()
+    recent = caster.seq - 3
+    again = caster.stream("s", _snapshot, _valid, last_event_id=recent)
+    await anext(again)
+    got = [_data(await anext(again))["lines"][0]["seq"] for _ in range(3)]
+    await again.aclose()
+    assert got == [117, 118, 119]

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from conftest import Backend
 from nixfleet.core.commands import CommandState
 from nixfleet.core.errors import Conflict, NotFound
+from nixfleet.core.roles import Role
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.storage import (
     audit,
@@ -22,6 +23,7 @@ from nixfleet.storage import (
     output,
     security_events,
     totp,
+    users,
 )
 from nixfleet.storage import sessions as session_store
 from nixfleet.storage.db import Database
@@ -192,6 +194,22 @@ async def test_sessions_are_stored_touched_and_logged_out_everywhere(db):
     assert (await session_store.get(db, "h1"))["last_seen"] == NOW + 60
     assert sorted(await session_store.delete_for_user(db, "admin")) == ["h1", "h2"]
     assert await session_store.get(db, "h2") is None
+
+
+async def test_a_session_is_read_with_its_users_role_and_state_in_one_go(db):
+    await users.add(db, "ada", "hash", Role.ADMIN)  # one admin must stay enabled
+    await users.add(db, "vera", "hash", Role.VIEWER)
+    await users.add(db, "otto", "hash", Role.OPERATOR)
+    for n, name in enumerate(("vera", "otto", "gone")):
+        await session_store.create(db, f"s{n}", name, "csrf", NOW, "192.0.2.1")
+    await users.change(db, "otto", disabled=True)
+    seen = [await session_store.get_with_user(db, f"s{n}") for n in range(3)]
+    assert [(s["username"], s["role"], bool(s["disabled"])) for s in seen[:2]] == [
+        ("vera", "viewer", False),
+        ("otto", "operator", True),
+    ]
+    assert (seen[2]["role"], seen[2]["disabled"]) == (None, None)  # no such user
+    assert await session_store.get_with_user(db, "nobody") is None
 
 
 async def test_a_totp_step_is_claimed_once_across_replicas(db, replica):

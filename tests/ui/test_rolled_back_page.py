@@ -5,6 +5,7 @@ gate and the reason; no console or CSP errors."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -91,6 +92,22 @@ def test_a_rolled_back_canary_stops_the_rollout_and_shows_why(fleet, tab, tmp_pa
         page.screenshot(path=str(shots / "fleet-rolled-back-notice.png"))
         page.set_viewport_size({"width": 390, "height": 844})
         page.screenshot(path=str(shots / "fleet-rolled-back-notice-phone.png"))
+
+        # From the host page: the result line beside the buttons follows the switch to its
+        # end too, and the history says the host stayed where it was.
+        page.set_viewport_size({"width": 1400, "height": 900})
+        page.goto(f"{rf.base}/hosts/atlas")
+        expect(page.locator("#conn")).to_have_text("live")
+        page.locator('button[data-action="switch"]').click()
+        result = page.locator("#action-result")
+        expect(result).to_contain_text("switch, gate 1 s: agent, web")
+        expect(result).to_have_text(
+            "switch, gate 1 s: agent, web: rolled back (health check web: HTTP 502)",
+            timeout=40_000,
+        )
+        expect(page.locator("#history tbody tr").first.locator("td.change")).to_have_text(
+            re.compile(r"^stayed on gen \d+")
+        )
         tab.assert_clean()
     finally:
         web.shutdown()

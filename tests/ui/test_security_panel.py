@@ -151,3 +151,27 @@ def test_security_events_do_not_break_the_fleet_pages_live_stream(fleet, tab):
     assert page.evaluate("window.__streams") == 1
     assert_not_reloaded(page)
     tab.assert_clean()
+
+
+def test_the_security_and_audit_pages_fit_a_phone(fleet, tab, tmp_path):
+    # Long audit details (a gated switch's) and the six-column event table once made
+    # these pages 750 px wide at 390: the page must not scroll sideways, a table may.
+    rf = fleet(hosts=1, agents=False)
+    bad_logins(rf.base, 2)
+    api = rf.api()
+    labels = {f"key{i}": "v" * 40 for i in range(8)}  # a long audit detail
+    res = api.http.put(
+        "/api/hosts/atlas/labels", json={"labels": labels}, headers={"X-CSRF-Token": api.csrf}
+    )
+    assert res.status_code == 200, res.text
+    page = log_in(tab, rf)
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path, table in (("/security", "#recent-events"), ("/audit", "#audit")):
+        page.goto(f"{rf.base}{path}")
+        expect(page.locator(table)).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        # The table is still whole: its box scrolls instead of the page.
+        assert page.locator(table).evaluate("t => t.getBoundingClientRect().width > 0")
+        page.screenshot(path=str(tmp_path / f"{path.strip('/')}-phone.png"), full_page=True)
+    expect(page.locator("#audit")).to_contain_text("key7")
+    tab.assert_clean()

@@ -123,6 +123,9 @@ SUPERSEDING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH, CommandKin
 DEPLOYING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH})
 # Kinds that may carry a health gate: the ones that activate a new generation.
 GATED = DEPLOYING
+# Commands that may change the running system: until one has ended and the host reported
+# after it, its deploy state is in between (the host page's timeline waits for the outcome).
+ACTIVATING = frozenset({CommandKind.SWITCH, CommandKind.PULL_SWITCH, CommandKind.ROLLBACK})
 
 
 def parse_kind(raw: object) -> CommandKind:

@@ -273,12 +273,18 @@ def _names(hosts: Sequence[str], most: int = 3) -> str:
     return f"{shown} and {len(hosts) - most} more" if len(hosts) > most else shown
 
 
+# A kind in the words of the button that starts it, where the two differ.
+KIND_WORDS = {"pull-switch": "deploy (pull + switch)", "plan": "preview (plan)"}
+
+
 def describe_plan(kind: str, waves: Sequence[Sequence[str]], policy: RolloutPolicy) -> str:
     """Return what starting this rollout will do, in words, for the confirmation."""
     total = sum(len(w) for w in waves)
     if not waves:
         return "No host can take part, so nothing will happen."
-    parts = [f"{kind} on {_count(total, 'host')} in {_count(len(waves), 'wave')}"]
+    parts = [
+        f"{KIND_WORDS.get(kind, kind)} on {_count(total, 'host')} in {_count(len(waves), 'wave')}"
+    ]
     if len(waves) > 1:
         sizes = sorted({len(w) for w in waves[1:]})
         rest = " or ".join(str(n) for n in sizes)

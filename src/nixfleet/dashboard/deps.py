@@ -100,14 +100,13 @@ async def live_session(ctx: Context, id_hash: str) -> Session | None:
 
     Expired rows, and rows of removed or disabled users, are deleted on sight.
     """
-    row = await session_store.get(ctx.db, id_hash)
+    row = await session_store.get_with_user(ctx.db, id_hash)
     if row is None:
         return None
-    user = await user_store.get(ctx.db, row["username"])
     now = time.time()
     if (
-        user is None
-        or user.disabled
+        row["role"] is None  # the user was removed
+        or row["disabled"]
         or now - row["last_seen"] > ctx.settings.session_idle_s
         or now - row["created_at"] > ctx.settings.session_absolute_s
     ):
@@ -115,7 +114,7 @@ async def live_session(ctx: Context, id_hash: str) -> Session | None:
         return None
     if now - row["last_seen"] > _TOUCH_EVERY_S:
         await session_store.touch(ctx.db, id_hash, now)
-    return Session(id_hash, row["username"], row["csrf"], user.role)
+    return Session(id_hash, row["username"], row["csrf"], Role.parse(row["role"]))
 
 
 def session_cookie(ctx: Context) -> str:

@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from nixfleet.storage import sqlite_adapter
+
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "sqlite+aiosqlite": "sqlite+aiosqlite",
@@ -54,7 +56,8 @@ class Database:
         self.url = engine_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
-            self.engine: AsyncEngine = create_async_engine(self.url)
+            # One trip to aiosqlite's thread per statement, not five (sqlite_adapter.py).
+            self.engine: AsyncEngine = create_async_engine(self.url, module=sqlite_adapter.dbapi())
             pragmas = functools.partial(_sqlite_pragmas, busy_ms=int(busy_timeout_s * 1000))
             event.listen(self.engine.sync_engine, "connect", pragmas)
         else:

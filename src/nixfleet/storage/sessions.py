@@ -35,6 +35,19 @@ async def get(db: Database, id_hash: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
+async def get_with_user(db: Database, id_hash: str) -> dict[str, Any] | None:
+    """Return a session row with its user's `role` and `disabled` (both None when no such
+    user exists), or None: one statement for what every request checks."""
+    query = (
+        select(sessions, users.c.role, users.c.disabled)
+        .select_from(sessions.outerjoin(users, users.c.username == sessions.c.username))
+        .where(sessions.c.id_hash == id_hash)
+    )
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    return dict(row._mapping) if row else None
+
+
 async def touch(db: Database, id_hash: str, now: float) -> None:
     """Record activity on a session (idle expiry counts from here)."""
     async with db.engine.begin() as conn:

@@ -70,6 +70,7 @@ RECONNECT_WINDOW_S = 3600  # "reconnects in the last hour" in the host row
 # Lines of output in GET /api/commands/{id}; the rest is paged (output_page).
 OUTPUT_PAGE_LINES = 5000
 PRUNE_OUTPUT_EVERY_S = 3600.0
+TARGET_RECHECK_S = 1.0  # the soonest a finished deploy makes the target be read again
 
 
 class Fleet:
@@ -107,7 +108,7 @@ class Fleet:
         )
         self._output_pruned_at = 0.0
         # The last state of each field of each host this process recorded (_track_states).
-        self._states: dict[str, dict[str, str]] = {}
+        self._states: dict[str, dict[str, tuple[str, str]]] = {}
 
     async def startup(self) -> None:
         """Mark every host offline and open the reconnect window of their active commands
@@ -553,22 +554,37 @@ class Fleet:
 
     async def _track_states(self, hosts: list[dict[str, Any]]) -> None:
         """Store each field (online, deploy state, reboot) of these host views that changed
-        since the last one this process saw or the newest stored one."""
+        since the last one this process saw or the newest stored one.
+
+        Only settled states are history. While a switch, pull-switch or rollback runs, and
+        until the host reports after it, the deploy state and the reboot need come from a
+        host between two systems: a checkout that moved before the switch, a system
+        activated before the agent noted its commit. They read "diverged" or "unknown"
+        for a moment, which an operator would take for trouble; so those two fields wait
+        for the outcome (storage.host_states.settling), and the outcome is what is stored.
+        A connection change is stored as it comes: a host that drops mid-deploy did drop.
+        """
         unknown = [h["id"] for h in hosts if h["id"] not in self._states]
         stored = await state_store.latest(self.db, unknown)
         for host_id in unknown:
             self._states[host_id] = {f: v for (h, f), v in stored.items() if h == host_id}
+        changed = [
+            (host["id"], field, (value, detail[:200]))
+            for host in hosts
+            for field, value, detail in _state_fields(host)
+            if self._states[host["id"]].get(field) != (value, detail[:200])
+        ]
+        waiting = {h for h, field, _ in changed if field in _OUTCOME_FIELDS}
+        settling = await state_store.settling(self.db, waiting) if waiting else set()
         now = self.clock()
         rows = []
-        for host in hosts:
-            known = self._states[host["id"]]
-            for field, value, detail in _state_fields(host):
-                if known.get(field) != value:
-                    known[field] = value
-                    rows.append(
-                        {"host_id": host["id"], "at": now, "field": field, "value": value,
-                         "detail": detail[:200]}
-                    )  # fmt: skip
+        for host_id, field, (value, detail) in changed:
+            if field in _OUTCOME_FIELDS and host_id in settling:
+                continue  # not remembered either: the next view after the outcome stores it
+            self._states[host_id][field] = (value, detail)
+            rows.append(
+                {"host_id": host_id, "at": now, "field": field, "value": value, "detail": detail}
+            )
         if not await state_store.record(self.db, rows):
             # A host removed meanwhile: its history went with it.
             for host in hosts:
@@ -770,6 +786,7 @@ class Fleet:
         if not moved:
             return
         cmd = await self._publish_command(msg.command_id)
+        await self._notice_new_target(cmd, msg)
         for hook in self.finished_hooks:
             hook(cmd)
         if await self._record_outcome(host_id, cmd, msg):
@@ -783,6 +800,15 @@ class Fleet:
             }
             await host_store.save_last_test(self.db, host_id, summary)
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+
+    async def _notice_new_target(self, cmd: dict[str, Any], msg: Finished) -> None:
+        """Look for a new target now when a deploy landed on a commit other than the one
+        this dashboard takes for it: most often the branch moved within the target cache,
+        and the host would read "diverged" (in the table and its timeline) until then."""
+        after = msg.change.after.commit if msg.change is not None else ""
+        if cmd["kind"] in DEPLOYING and after and after != self.target:
+            # At most once a second: a rollout onto another branch asks git once, not per host.
+            await self.refresh_target(self.clock() - self._target_checked >= TARGET_RECHECK_S)
 
     async def _record_outcome(self, host_id: str, cmd: dict[str, Any], msg: Finished) -> bool:
         """Keep a deploy's outcome and a plan's report on the host row; True if either."""
@@ -924,7 +950,14 @@ def stored_gate(raw: object) -> HealthGate | None:
 
 
 def _state_fields(host: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """Return the (field, value, detail) of a host view that its state history follows."""
+    """Return the (field, value, detail) of a host view that its state history follows.
+
+    A host whose agent never reported has no history yet: "offline, unknown, no reboot
+    needed" at the moment it is added would be the first three rows of every timeline and
+    say nothing. Why no reboot is needed is no news either; only why one is.
+    """
+    if not host.get("status"):
+        return []
     deployed = host["deploy"].get("deployed_commit") or ""
     out = [
         ("connection", "online" if host["online"] else "offline", ""),
@@ -932,9 +965,8 @@ def _state_fields(host: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
     if host["reboot"]["needed"] is not None:
         needed = host["reboot"]["needed"]
-        out.append(
-            ("reboot", "needed" if needed else "not needed", host["reboot"].get("reason") or "")
-        )
+        reason = (host["reboot"].get("reason") or "") if needed else ""
+        out.append(("reboot", "needed" if needed else "not needed", reason))
     return out
 
 
@@ -979,6 +1011,8 @@ def _link_report(report: TransportReport | None, now: float) -> dict[str, Any]:
     return out
 
 
+# The state fields that wait for the outcome of a command changing the system (_track_states).
+_OUTCOME_FIELDS = frozenset({"deploy", "reboot"})
 _LAST_FIELDS = ("command_id", "kind", "result", "finished_at", "detail")
 _COUNTED = ("online", "behind", "failed", "running", "reboot")
 HOST_FILTERS = frozenset(

@@ -15,6 +15,18 @@ from nixfleet.dashboard.deps import CsrfSession, Ctx, CurrentSession, client_add
 from nixfleet.dashboard.replies import OneToken, TokenCreated, TokenList
 
 router = APIRouter()
+# The kinds a token's scope may name, as the form offers them: every command kind, the
+# everyday ones first, each in the words of the buttons that queue it.
+KIND_CHOICES = (
+    ("plan", "plan (Preview)"),
+    ("pull-switch", "pull-switch (Deploy)"),
+    ("switch", "switch"),
+    ("pull", "pull"),
+    ("test", "test"),
+    ("rollback", "rollback (Roll back)"),
+    ("stop", "stop"),
+    ("restart", "restart (Restart agent)"),
+)
 _Host = Annotated[str, Field(max_length=63)]
 
 
@@ -39,6 +51,7 @@ async def tokens_page(request: Request, ctx: Ctx, session: CurrentSession) -> Re
             "user": session.username,
             "is_admin": session.role >= Role.ADMIN,
             "role": session.role.label,
+            "kinds": KIND_CHOICES,
         },
     )
 

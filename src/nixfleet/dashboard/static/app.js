@@ -8,7 +8,7 @@
   const fleet = new NF.Fleet();
   const table = new NF.Table(fleet, { wrap: $("#table-wrap"), body: $("#hosts tbody"), onRender: rendered });
   const dock = new NF.Dock(fleet, $("#dock"));
-  const MENU = [["plan", "Preview"], ["pull", "Pull"], ["switch", "Switch"], ["pull-switch", "Pull + switch"], ["test", "Test"], ["rollback", "Roll back to the previous generation"],
+  const MENU = [["plan", "Preview"], ["pull", "Pull"], ["switch", "Switch"], ["pull-switch", "Deploy (pull + switch)"], ["test", "Test"], ["rollback", "Roll back to the previous generation"],
     ["stop", "Stop the running command"], ["restart", "Restart agent"]];
   let lastSummary = "";
 

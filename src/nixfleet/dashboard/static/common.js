@@ -109,6 +109,8 @@ window.NF = window.NF || {};
     const ch = c && c.change;
     if (!ch || !ch.before || !ch.after) return "";
     const point = (p) => `${p.generation === null || p.generation === undefined ? "gen ?" : `gen ${p.generation}`}${p.commit ? ` (${NF.short(p.commit)})` : ""}`;
+    // A rolled-back switch ends where it began: "gen 1 → gen 1" would read as a no-op.
+    if (c.state === "rolled_back" && point(ch.before) === point(ch.after)) return `stayed on ${point(ch.after)}`;
     return `${point(ch.before)} → ${point(ch.after)}`;
   };
   // "rollback to gen 12" for a rollback to a chosen generation, else the kind.

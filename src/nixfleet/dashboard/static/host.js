@@ -113,14 +113,22 @@
 
   // The profile's generations as the agent lists them; a commit shows only where the system
   // says it or the agent built it (a generation made by hand has none).
+  // A generation older than the running one is a roll back; a newer one (left behind by a
+  // rollback, or built and not kept) is a switch forward, and says so.
+  function generationButton(g, gens) {
+    const running = gens.find((x) => x.current);
+    const verb = running && g.number > running.number ? "Switch" : "Roll back";
+    return el("button", { type: "button", "data-rollback-to": String(g.number), "data-commit": g.commit || "",
+      text: `${verb} to this`, "aria-label": `${verb} to generation ${g.number}` });
+  }
+
   function renderGenerations(gens) {
     const rows = gens.map((g) => el("tr", { "aria-current": g.current ? "true" : null, "data-generation": String(g.number) },
       el("td", { text: g.current ? `${g.number} (running)` : String(g.number) }),
       el("td", { text: NF.dateTime(g.created) }),
       el("td", {}, el("code", { text: NF.short(g.commit) })),
       el("td", { class: "path", text: (g.system || "").replace(/^\/nix\/store\/[a-z0-9]{32}-/, "") || "—" }),
-      el("td", {}, g.current ? "" : el("button", { type: "button", "data-rollback-to": String(g.number),
-        "data-commit": g.commit || "", text: "Roll back to this", "aria-label": `Roll back to generation ${g.number}` }))));
+      el("td", {}, g.current ? "" : generationButton(g, gens))));
     if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "5", class: "muted", text: "The agent reports no generations." })));
     $("#generations tbody").replaceChildren(...rows);
   }
@@ -201,9 +209,11 @@
       $("#states").replaceChildren(...items);
     } catch (err) { setText($("#states"), err.message); }
   }
-  // Read again only when a followed field changed, not on every heartbeat.
+  // Read again only when a followed field changed, not on every heartbeat. The deployed
+  // commit counts: a deploy that keeps a host current is a row of its own.
   function statesMaybeChanged(h) {
-    const key = JSON.stringify([h.online, h.deploy && h.deploy.state, h.reboot && h.reboot.needed]);
+    const d = h.deploy || {}, r = h.reboot || {};
+    const key = JSON.stringify([h.online, d.state, d.deployed_commit, r.needed, r.reason]);
     if (key !== stateKey) { stateKey = key; setTimeout(loadStates, 300); }
   }
 
@@ -242,11 +252,25 @@
   }
 
   // --- actions --------------------------------------------------------------------------
+  // The result line follows the command it announced to its end ("queued" is only its
+  // first word), as the fleet page's notice does.
+  let watched = null;
+  function follow(c) {
+    if (!watched || c.id !== watched.id) return;
+    const why = ["failed", "timed_out", "lost", "rolled_back"].includes(c.state) && c.detail ? ` (${c.detail})` : "";
+    setText($("#action-result"), `${watched.label}: ${NF.stateLabel(c)}${why}`);
+  }
+  function announce(label, res) {
+    watched = { id: res.command_id, label: `${label}${res.gate ? `, ${NF.gateWords(res.gate)}` : ""}` };
+    const known = page.commands.get(res.command_id);
+    if (known) follow(known); else setText($("#action-result"), `${watched.label}: ${NF.words(res.state)}`);
+  }
+
   async function runAction(kind) {
     const out = $("#action-result");
     try {
       const res = await NF.command(hostId, kind);
-      out.textContent = `${kind}: ${res.state}`;
+      announce(kind, res);
       if (kind !== "stop" && kind !== "restart") show(res.command_id);
     } catch (err) { out.textContent = `${kind}: ${err.message}`; }
   }
@@ -256,10 +280,11 @@
     const out = $("#action-result");
     const from = page.host && page.host.status ? page.host.status.generation : null;
     const what = `generation ${number}${commit ? ` (${NF.short(commit)})` : ""}`;
-    if (!window.confirm(`Roll ${hostId} back to ${what}${from ? `, from generation ${from}` : ""}? It is activated at once.`)) return;
+    const verb = from && number > from ? `Switch ${hostId} forward to` : `Roll ${hostId} back to`;
+    if (!window.confirm(`${verb} ${what}${from ? `, from generation ${from}` : ""}? It is activated at once.`)) return;
     try {
       const res = await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/command`, { command: "rollback", generation: number });
-      out.textContent = `rollback to gen ${number}: ${res.state}`;
+      announce(`rollback to gen ${number}`, res);
       show(res.command_id);
     } catch (err) { out.textContent = `rollback to gen ${number}: ${err.message}`; }
   }
@@ -333,7 +358,7 @@
     target: (e) => { page.target = e.commit; renderHost(); },
     command: (e) => {
       if (e.command.host_id !== hostId) return;
-      merge(e.command); renderHistory(); renderHost();
+      merge(e.command); renderHistory(); renderHost(); follow(page.commands.get(e.command.id));
       if (e.command.id === page.shown) describe();
     },
     output: (e) => {

@@ -80,7 +80,8 @@
   NF.confirmRollout = function confirmRollout(kind, hostIds, out) {
     pending = { kind, hostIds, out };
     const d = dialog();
-    setText($("#rollout-confirm-title"), `Start a rollout: ${kind} on ${hostIds.length} selected host${hostIds.length === 1 ? "" : "s"}`);
+    const words = { "pull-switch": "deploy", plan: "preview" }[kind] || kind;
+    setText($("#rollout-confirm-title"), `Start a rollout: ${words} on ${hostIds.length} selected host${hostIds.length === 1 ? "" : "s"}`);
     setText($("#rollout-plan"), "Working out the waves…");
     d.showModal();
     preview();

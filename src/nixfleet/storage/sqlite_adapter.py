@@ -1,0 +1,123 @@
+"""SQLite through aiosqlite with one trip to the database thread per statement.
+
+aiosqlite runs each SQLite call in a thread of its own; every call is a trip there and back
+(a future, a queue, a wake-up of the event loop). SQLAlchemy's aiosqlite adapter makes five
+for one read: open a cursor, execute, fetch, close the cursor, and the rollback with which
+the pool takes the connection back. At 1,000 agents those trips were most of the
+dashboard's CPU per command (py-spy, docs/benchmarks.md "Lighter").
+
+Here a statement's cursor, execution, rows and close are one function run in the thread
+(one trip), and a commit or rollback with no transaction open is not sent at all: Python's
+sqlite3 does nothing for either then (it checks the same flag, `in_transaction`, which is
+safe to read from this thread while no call of this connection is under way, and none is:
+SQLAlchemy awaits each one). Everything else is SQLAlchemy's own aiosqlite adapter.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from typing import Any
+
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+
+_Done = tuple[Any, list[Any], int, int | None]  # description, rows, rowcount, lastrowid
+
+
+def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool = False) -> _Done:
+    """Execute one statement in the database thread and return all it produced."""
+    cur = conn.cursor()
+    try:
+        if many:
+            cur.executemany(operation, parameters)
+        else:
+            cur.execute(operation, () if parameters is None else parameters)
+        rows = cur.fetchall() if cur.description else []
+        return cur.description, rows, cur.rowcount, cur.lastrowid
+    finally:
+        cur.close()
+
+
+class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A cursor whose statement makes one trip: its rows are fetched in that trip."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
+        # No aiosqlite cursor (opening one is a trip of its own): each statement opens
+        # and closes a sqlite3 cursor in the database thread.
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = {}  # type: ignore[assignment]
+        self._rows = collections.deque()
+        self._done: _Done = (None, [], -1, None)
+
+    @property
+    def description(self) -> Any:
+        return self._done[0]
+
+    @property
+    def rowcount(self) -> int:
+        return self._done[2]
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._done[3]
+
+    async def _async_soft_close(self) -> None:
+        return  # the rows are already here and the sqlite3 cursor is closed
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        return await self._trip(operation, parameters, False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        return await self._trip(operation, seq_of_parameters, True)
+
+    async def _trip(self, operation: str, parameters: Any, many: bool) -> None:
+        aio = self._connection
+        async with self._adapt_connection._execute_mutex:
+            # aiosqlite's own way to run a function in its thread (its `_conn` raises
+            # ValueError once closed, which the adapter turns into OperationalError).
+            self._done = await aio._execute(lambda: _run(aio._conn, operation, parameters, many))
+        self._rows = collections.deque(self._done[1])
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+
+    _cursor_cls = OneTripCursor  # type: ignore[assignment]  # a subclass of it
+
+    def _idle(self) -> bool:
+        raw = self._connection._connection
+        return raw is None or not raw.in_transaction
+
+    def rollback(self) -> None:
+        if not self._idle():
+            super().rollback()
+
+    def commit(self) -> None:
+        if not self._idle():
+            super().commit()
+
+
+class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The DBAPI module to hand create_async_engine(module=…) for SQLite."""
+
+    def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        adapted = super().connect(*arg, **kw)
+        return OneTripConnection(self, adapted._connection)
+
+
+def dbapi() -> OneTripDBAPI:
+    """Return the DBAPI module for create_async_engine(module=…)."""
+    import aiosqlite
+
+    return OneTripDBAPI(aiosqlite, sqlite3)

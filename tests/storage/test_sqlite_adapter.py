@@ -1,0 +1,108 @@
+"""SQLite in one trip per statement (storage/sqlite_adapter.py) keeps what SQLAlchemy's own
+aiosqlite adapter gave: rows, counts, RETURNING, errors, and transactions that either
+commit whole or leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite.core
+import pytest
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from nixfleet.storage.db import Database
+from nixfleet.storage.migrate import upgrade
+from nixfleet.storage.tables import sessions
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    await asyncio.to_thread(upgrade, url)
+    database = Database(url)
+    yield database
+    await database.close()
+
+
+def _row(n: int) -> dict[str, object]:
+    return {"id_hash": f"h{n}", "username": "ada", "csrf": "c", "created_at": n, "last_seen": n}
+
+
+async def _count(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(sessions))).scalar_one()
+
+
+async def test_rows_counts_and_returning_come_back_as_before(db):
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(sessions), [_row(n) for n in range(5)])  # executemany
+        back = await conn.execute(insert(sessions).values(_row(9)).returning(sessions.c.id_hash))
+        assert back.scalar_one() == "h9"
+        moved = await conn.execute(
+            update(sessions).where(sessions.c.created_at < 3).values(last_seen=50.0)
+        )
+        assert moved.rowcount == 3
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(select(sessions).order_by(sessions.c.id_hash))).all()
+    assert [(r.id_hash, r.last_seen) for r in rows] == [
+        ("h0", 50.0), ("h1", 50.0), ("h2", 50.0), ("h3", 3.0), ("h4", 4.0), ("h9", 9.0)
+    ]  # fmt: skip
+
+
+async def test_a_transaction_that_fails_half_way_leaves_nothing_behind(db):
+    with pytest.raises(IntegrityError):
+        async with db.engine.begin() as conn:
+            await conn.execute(insert(sessions).values(_row(1)))
+            await conn.execute(insert(sessions).values(_row(1)))  # the same key again
+    assert await _count(db) == 0
+    with pytest.raises(RuntimeError):
+        async with db.engine.begin() as conn:
+            await conn.execute(insert(sessions).values(_row(2)))
+            raise RuntimeError("the caller gave up")
+    assert await _count(db) == 0
+    # The pooled connection is usable afterwards, and a good transaction commits.
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(sessions).values(_row(3)))
+    assert await _count(db) == 1
+
+
+async def test_a_write_waits_for_another_writer_and_readers_see_only_what_was_committed(db):
+    other = Database(db.url)  # another process's view: its own connection
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(insert(sessions).values(_row(1)))
+            assert await _count(other) == 0  # not committed yet
+            writer = asyncio.create_task(_insert(other, 2))
+            await asyncio.sleep(0.2)
+            assert not writer.done(), "a second writer did not wait for the first"
+        await writer
+        assert await _count(other) == 2
+    finally:
+        await other.close()
+
+
+async def _insert(db: Database, n: int) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(sessions).values(_row(n)))
+
+
+async def test_a_read_is_one_trip_to_the_database_thread(db, monkeypatch):
+    await _count(db)  # the pool's connection is open
+    trips = []
+    real = aiosqlite.core.Connection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        trips.append(fn)
+        return await real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+    assert await _count(db) == 0
+    assert (
+        len(trips) == 1
+    )  # SQLAlchemy's own adapter made 5: cursor, execute, fetch, close, rollback
+    trips.clear()
+    await _insert(db, 1)
+    assert len(trips) == 2  # the statement and the commit
