@@ -9,16 +9,15 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 from playwright.sync_api import expect
+from screenshots import SHOTS
 from test_dashboard_ui import browser, fleet, log_in, tab  # noqa: F401 (fixtures)
 from tests.nix.moduleeval import evaluate, needs_lib
 
 from conftest import wait_for
 
 STATE = "/var/lib/nixfleet-agent"
-SHOTS = Path(os.environ.get("NIXFLEET_SCREENSHOTS", "/tmp/nixfleet-screenshots"))
 
 
 def add_host(page, host_id: str) -> str:

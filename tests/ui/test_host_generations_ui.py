@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import test_dashboard_ui as ui
 from playwright.sync_api import Browser, Dialog, expect
+from screenshots import Look, in_every_look
 from test_dashboard_ui import FINISHED, log_in
 
 from conftest import RunningFleet, wait_for
 from nixfleet.demo.configrepo import commit_change
 
 browser, tab, fleet, _bounded_expect = ui.browser, ui.tab, ui.fleet, ui._bounded_expect
-SHOTS = Path(os.environ.get("NIXFLEET_SCREENSHOTS", "/tmp/nixfleet-screenshots"))
 
 
 def deploy(rf: RunningFleet, message: str, generation: int) -> str:
@@ -90,23 +89,10 @@ def test_rolling_back_to_a_chosen_generation_from_the_host_page(fleet, tab, brow
     assert "current" in texts
     tab.assert_clean()
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for scheme in ("light", "dark"):
-        for width, height in ((1400, 900), (390, 844)):
-            t = ui.open_tab(
-                browser, viewport={"width": width, "height": height}, color_scheme=scheme
-            )
-            try:
-                shot = log_in(t, rf)
-                shot.goto(f"{rf.base}/hosts/atlas")
-                expect(shot.locator("#history td.change").first).to_have_text(
-                    re.compile(r"^gen \d+")
-                )
-                expect(shot.locator("#states li").first).to_be_visible()
-                assert shot.evaluate("document.documentElement.scrollWidth") <= width
-                shot.screenshot(
-                    path=str(SHOTS / f"generations-host-{width}-{scheme}.png"), full_page=True
-                )
-                t.assert_clean()
-            finally:
-                t.context.close()
+    def shoot(look: Look) -> None:
+        look.page.goto(f"{rf.base}/hosts/atlas")
+        expect(look.page.locator("#history td.change").first).to_have_text(re.compile(r"^gen \d+"))
+        expect(look.page.locator("#states li").first).to_be_visible()
+        look.take("generations-host")
+
+    in_every_look(browser, rf, shoot)

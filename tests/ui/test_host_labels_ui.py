@@ -3,18 +3,16 @@ in the fleet table, found by search and offered as a group-by."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import test_dashboard_ui as ui
 from playwright.sync_api import Browser, Page, expect
+from screenshots import Look, in_every_look
 from test_dashboard_ui import log_in, row
 
 from conftest import RunningFleet
 
 browser, tab, fleet, _bounded_expect = ui.browser, ui.tab, ui.fleet, ui._bounded_expect
-SHOTS = Path(os.environ.get("NIXFLEET_SCREENSHOTS", "/tmp/nixfleet-screenshots"))
 
 
 def label_on_host_page(page: Page, rf: RunningFleet, host_id: str, text: str) -> None:
@@ -65,23 +63,14 @@ def test_screenshots_of_labels_on_the_fleet_table_and_the_host_page(fleet, brows
             headers={"X-CSRF-Token": api.csrf},
         )
         assert res.status_code == 200, res.text
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for scheme in ("light", "dark"):
-        for width, height in ((1400, 900), (390, 844)):
-            t = ui.open_tab(
-                browser, viewport={"width": width, "height": height}, color_scheme=scheme
-            )
-            try:
-                page = log_in(t, rf)
-                page.select_option("#group-by", "label:role")
-                expect(page.locator("#hosts tr.group").first).to_be_visible()
-                page.screenshot(path=str(SHOTS / f"labels-fleet-{width}-{scheme}.png"))
-                page.goto(f"{rf.base}/hosts/atlas")
-                expect(page.locator('#meta-facts [data-fact="label tier"]')).to_be_visible()
-                assert page.evaluate("document.documentElement.scrollWidth") <= width
-                page.screenshot(
-                    path=str(SHOTS / f"labels-host-{width}-{scheme}.png"), full_page=True
-                )
-                t.assert_clean()
-            finally:
-                t.context.close()
+
+    def shoot(look: Look) -> None:
+        page = look.page
+        page.select_option("#group-by", "label:role")
+        expect(page.locator("#hosts tr.group").first).to_be_visible()
+        look.take("labels-fleet", full_page=False)
+        page.goto(f"{rf.base}/hosts/atlas")
+        expect(page.locator('#meta-facts [data-fact="label tier"]')).to_be_visible()
+        look.take("labels-host")
+
+    in_every_look(browser, rf, shoot)
