@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, event, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -96,8 +96,11 @@ class Database:
 
     def insert_ignore(self, table: Table) -> Any:
         """Return an INSERT that skips rows whose primary key exists (idempotent replays)."""
-        dialect = sqlite if self.is_sqlite else postgresql
-        return dialect.insert(table).on_conflict_do_nothing()
+        if self.is_sqlite:
+            return sqlite.insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects import postgresql  # 19 modules SQLite never needs
+
+        return postgresql.insert(table).on_conflict_do_nothing()
 
     @contextlib.asynccontextmanager
     async def unframed(self) -> AsyncIterator[AsyncConnection]:
