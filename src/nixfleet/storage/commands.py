@@ -238,7 +238,7 @@ async def lose_abandoned(db: Database, cutoff: float, now: float) -> list[dict[s
 
 async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
     """Start the reconnect window for a host's active commands."""
-    async with db.engine.begin() as conn:
+    async with db.unframed() as conn:  # one statement: atomic by itself
         await conn.execute(
             update(commands)
             .where(
