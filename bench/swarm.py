@@ -5,8 +5,10 @@ so the same compression and keepalive), sends `hello`, waits for `welcome`, then
 
 - heartbeats a `status` every `heartbeat_s` from the welcome (first one at a random offset,
   so N agents spread out as real ones do);
-- on `command`: records when it arrived, answers `started`, optionally streams `output`
-  lines whose text carries the send time, and `finished` (succeeded), so the host frees up;
+- on `command`: records when it arrived (and at which host), answers `started`, optionally
+  streams `output` lines whose text carries the send time, runs for the swarm's `run_s`
+  (a random time in that range, none by default), and sends `finished` (succeeded), so the
+  host frees up; the moment each `finished` leaves is recorded too;
 - in closed-loop mode (`ingest`) sends the next `status` with a `ref` the moment the
   dashboard's `status_ack` for the previous one arrives, and records the round trip.
 
@@ -61,6 +63,9 @@ class Swarm:
     received: dict[str, float] = field(default_factory=dict)  # command id -> monotonic
     waiters: dict[str, asyncio.Future[float]] = field(default_factory=dict)
     output_plan: OutputPlan = field(default_factory=OutputPlan)
+    run_s: tuple[float, float] = (0.0, 0.0)  # a command's run time: uniform in this range
+    command_hosts: dict[str, str] = field(default_factory=dict)  # command id -> host id
+    finished_sent: dict[str, float] = field(default_factory=dict)  # command id -> monotonic
     heartbeats_sent: int = 0
     failures: list[str] = field(default_factory=list)
     connect_retries: int = 0
@@ -97,8 +102,9 @@ class Swarm:
         await asyncio.wait_for(asyncio.gather(*(one(h) for h in ids)), timeout)
         return time.monotonic() - start
 
-    def note_command(self, command_id: str, at: float) -> None:
+    def note_command(self, command_id: str, at: float, host_id: str = "") -> None:
         self.received[command_id] = at
+        self.command_hosts[command_id] = host_id
         fut = self.waiters.get(command_id)
         if fut is not None and not fut.done():
             fut.set_result(at)
@@ -193,7 +199,7 @@ class SimAgent:
                 if kind == "status_ack":
                     await self._on_status_ack(msg)
                 elif kind == "command":
-                    self.swarm.note_command(msg["command_id"], time.monotonic())
+                    self.swarm.note_command(msg["command_id"], time.monotonic(), self.host_id)
                     # Its own task, like the real agent's runner: never block the reader.
                     self._spawn(self._run(msg["command_id"]))
         except ConnectionClosed as exc:
@@ -209,6 +215,8 @@ class SimAgent:
             line = OutputLine(seq=seq, stream="stdout", text=text)
             await self._send(Output(command_id=command_id, lines=[line]).model_dump_json())
             await asyncio.sleep(plan.interval_s)
+        if self.swarm.run_s[1] > 0:
+            await asyncio.sleep(random.uniform(*self.swarm.run_s))
         finished = Finished(
             command_id=command_id,
             result="succeeded",
@@ -216,7 +224,9 @@ class SimAgent:
             duration_s=time.time() - started,
             last_seq=plan.lines,
         )
-        await self._send(finished.model_dump_json())
+        text = finished.model_dump_json()
+        self.swarm.finished_sent[command_id] = time.monotonic()
+        await self._send(text)
 
     # --- closed-loop heartbeats ---------------------------------------------------------
     async def loop_status(self) -> None:

@@ -61,3 +61,22 @@ async def test_two_replicas_starting_the_same_wave_deploy_each_host_once(dbs):
         rows[0]["command_id"]
     ]
     assert await rollouts.open_ids(one) == ["r1"]
+
+
+async def test_a_tally_counts_each_state_per_wave_and_lists_only_the_failures(dbs):
+    one, _ = dbs
+    for h in ("web-01", "web-02", "web-03"):
+        await hosts.add(one, h, None, NOW, {})
+    row = {"id": "r2", "actor": "admin", "kind": "switch", "policy": {}, "state": "running",
+           "wave": -1, "waves": 2, "created_at": NOW, "updated_at": NOW}  # fmt: skip
+    await rollouts.create(one, row, [["web-01", "web-02"], ["web-03"]])
+    await rollouts.start_wave(one, "r2", 0, [_cmd("a", "web-01"), _cmd("b", "web-02")], NOW)
+    for cid, host, to in [("a", "web-01", CommandState.SUCCEEDED), ("b", "web-02", "failed")]:
+        await commands.move(one, cid, host, [CommandState.QUEUED], CommandState.DISPATCHED)
+        await commands.move(
+            one, cid, host, [CommandState.DISPATCHED], CommandState(to), exit_code=3
+        )
+    by_state, failures = await rollouts.tally(one, "r2")
+    assert by_state == {"succeeded": 1, "failed": 1, None: 1}
+    assert failures == [{"state": "failed", "detail": "", "exit_code": 3}]
+    assert await rollouts.tally(one, "r2", wave=1) == ({None: 1}, [])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from nixfleet.core.commands import SUPERSEDING, CommandState
 from nixfleet.core.errors import NotFound
@@ -41,7 +41,7 @@ async def create(db: Database, row: dict[str, Any], waves: Sequence[Sequence[str
 
 async def get(db: Database, rollout_id: str) -> dict[str, Any]:
     """Return one rollout row or raise NotFound."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(select(rollouts).where(rollouts.c.id == rollout_id))).first()
     if row is None:
         raise NotFound(f"rollouts: there is no rollout {rollout_id[:40]!r}")
@@ -51,7 +51,7 @@ async def get(db: Database, rollout_id: str) -> dict[str, Any]:
 async def recent(db: Database, limit: int) -> list[dict[str, Any]]:
     """Return the newest rollouts, newest first."""
     query = select(rollouts).order_by(rollouts.c.created_at.desc()).limit(limit)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
@@ -60,7 +60,7 @@ async def open_ids(db: Database) -> list[str]:
     query = select(rollouts.c.id).where(
         rollouts.c.state.in_([RolloutState.RUNNING, RolloutState.PAUSED])
     )
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [r[0] for r in await conn.execute(query)]
 
 
@@ -86,14 +86,60 @@ async def hosts(db: Database, rollout_id: str, wave: int | None = None) -> list[
     )
     if wave is not None:
         query = query.where(rollout_hosts.c.wave == wave)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+# Command states whose host's detail never shows in a rollout's report.
+_PLAIN = (
+    CommandState.QUEUED,
+    CommandState.DISPATCHED,
+    CommandState.RUNNING,
+    CommandState.SUCCEEDED,
+    CommandState.CANCELLED,
+)
+
+
+async def tally(
+    db: Database, rollout_id: str, wave: int | None = None
+) -> tuple[dict[str | None, int], list[dict[str, Any]]]:
+    """Return how many of the rollout's hosts (of one wave, if given) are in each command
+    state (None: no command yet), and the state, detail and exit code of every host whose
+    state is none of the plain ones (the failures).
+
+    What the rollout's counts and report need, without a row per host: the engine asks
+    after every change, and a rollout may have thousands of hosts.
+    """
+    joined = rollout_hosts.outerjoin(commands, commands.c.id == rollout_hosts.c.command_id)
+    counts = (
+        select(commands.c.state, func.count())
+        .select_from(joined)
+        .where(rollout_hosts.c.rollout_id == rollout_id)
+        .group_by(commands.c.state)
+    )
+    failures = (
+        select(commands.c.state, commands.c.detail, commands.c.exit_code)
+        .select_from(joined)
+        .where(
+            rollout_hosts.c.rollout_id == rollout_id,
+            commands.c.state.is_not(None),
+            commands.c.state.not_in([s.value for s in _PLAIN]),
+        )
+        .order_by(rollout_hosts.c.wave, rollout_hosts.c.host_id)
+    )
+    if wave is not None:
+        counts = counts.where(rollout_hosts.c.wave == wave)
+        failures = failures.where(rollout_hosts.c.wave == wave)
+    async with db.engine.connect() as conn:
+        by_state = {r[0]: int(r[1]) for r in await conn.execute(counts)}
+        rows = [dict(r._mapping) for r in await conn.execute(failures)]
+    return by_state, rows
 
 
 async def rollout_of_commands(db: Database, command_ids: Collection[str]) -> set[str]:
     """Return the ids of the rollouts these commands belong to."""
     found: set[str] = set()
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         for part in _chunks(list(command_ids)):
             res = await conn.execute(
                 select(rollout_hosts.c.rollout_id)

@@ -1,9 +1,11 @@
 """The rollout engine: starts waves, judges them, stops, pauses, aborts and reports.
 
 Decisions come from core.rollouts, state lives in the database (storage.rollouts), and
-every change is published as a `rollout` event after it is stored. The engine wakes when a
-command of an open rollout changes state or a pause between waves ends; nothing it knows
-lives only in memory, so a restarted dashboard carries on where the last one stopped.
+every change is published as a `rollout` event after it is stored. The engine wakes at once
+when a command ends (the end of a wave is the end of its last command) or a pause between
+waves ends; a command that was only queued, claimed or started cannot decide anything, so
+those move the live counts within COUNTS_EVERY_S, together. Nothing it knows lives only in
+memory, so a restarted dashboard carries on where the last one stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from nixfleet.core import guards
 from nixfleet.core import rollouts as rules
-from nixfleet.core.commands import CommandKind
+from nixfleet.core.commands import FINAL_STATES, CommandKind
 from nixfleet.core.errors import Conflict, NixFleetError, for_people
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.rollouts import (
@@ -38,6 +40,9 @@ log = logging.getLogger("nixfleet.rollouts")
 Notify = Callable[[dict[str, Any]], None]
 # Safety net only: every transition the engine needs wakes it without this.
 IDLE_WAKE_S = 30.0
+# A 1,000-host rollout woken by each of its 4,000 command moves spent the dashboard on
+# re-reading itself, and the last finish of a wave waited behind that: bench/rollout_gap.
+COUNTS_EVERY_S = 1.0
 
 
 class Rollouts:
@@ -53,6 +58,8 @@ class Rollouts:
         self._unsubscribe: Callable[[], None] | None = None
         self._settling: set[str] = set()  # ended, with hosts still finishing
         self._announced: dict[str, tuple[Any, ...]] = {}
+        self._counts_timer: asyncio.TimerHandle | None = None
+        self._announced_at: dict[str, float] = {}
 
     # --- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -62,14 +69,26 @@ class Rollouts:
     async def shutdown(self) -> None:
         if self._unsubscribe:
             self._unsubscribe()
+        if self._counts_timer is not None:
+            self._counts_timer.cancel()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "command":
-            self._wake.set()
+        if event.get("type") != "command":
+            return
+        if event["command"].get("state") in FINAL_STATES:
+            self._wake.set()  # a host ended: its wave may be decided now
+        elif self._counts_timer is None:
+            self._counts_timer = asyncio.get_running_loop().call_later(
+                COUNTS_EVERY_S, self._counts_due
+            )
+
+    def _counts_due(self) -> None:
+        self._counts_timer = None
+        self._wake.set()
 
     async def _run(self) -> None:
         while True:
@@ -81,7 +100,8 @@ class Rollouts:
 
     async def tick(self) -> float | None:
         """Step every open rollout and announce the ones whose counts moved; return the
-        earliest time one of them wants to be looked at again (a pause ending)."""
+        earliest time one of them wants to be looked at again (a pause ending, counts that
+        moved too soon after the last event to be sent yet)."""
         next_at: float | None = None
         try:
             ids = [*await store.open_ids(self.db), *self._settling]
@@ -91,13 +111,26 @@ class Rollouts:
         for rollout_id in dict.fromkeys(ids):
             try:
                 due = await self.step(rollout_id)
-                await self._announce_if_moved(rollout_id)
+                later = await self._announce_when_due(rollout_id)
             except Exception:  # one broken rollout must not stall the others
                 log.exception("rollouts: stepping %s failed", rollout_id)
                 continue
-            if due is not None:
-                next_at = due if next_at is None else min(next_at, due)
+            for at in (due, later):
+                if at is not None:
+                    next_at = at if next_at is None else min(next_at, at)
         return next_at
+
+    async def _announce_when_due(self, rollout_id: str) -> float | None:
+        """Announce the rollout if it moved, at most once per COUNTS_EVERY_S (each event
+        has every open rollout page read the whole rollout again); else return when.
+
+        A new wave, a pause or an end is published at once by the step that made it.
+        """
+        last = self._announced_at.get(rollout_id)
+        if last is not None and self.clock() - last < COUNTS_EVERY_S:
+            return last + COUNTS_EVERY_S
+        await self._announce_if_moved(rollout_id)
+        return None
 
     async def _announce_if_moved(self, rollout_id: str) -> None:
         """Publish the rollout when its counts or state changed since the last event.
@@ -106,7 +139,7 @@ class Rollouts:
         last one ends; then its report is final and stored.
         """
         summary = await self.summary(rollout_id)
-        key = (summary["state"], tuple(sorted(summary["counts"].items())))
+        key = _key(summary)
         ended = RolloutState(summary["state"]) in rules.FINAL
         pending = any(summary["counts"].get(o.value) for o in rules.PENDING)
         if ended and not pending and rollout_id in self._settling:
@@ -117,9 +150,11 @@ class Rollouts:
             self._settling.add(rollout_id)
         if self._announced.get(rollout_id) != key:
             self._announced[rollout_id] = key
+            self._announced_at[rollout_id] = self.clock()
             await self.bus.publish({"type": "rollout", "rollout": summary})
         if ended and not pending:
             self._announced.pop(rollout_id, None)
+            self._announced_at.pop(rollout_id, None)
             self._locks.pop(rollout_id, None)
 
     # --- creating -----------------------------------------------------------------
@@ -224,8 +259,8 @@ class Rollouts:
             return await self._next_wave(ro, policy)
 
     async def _verdict(self, rollout_id: str, wave: int, policy: RolloutPolicy) -> WaveVerdict:
-        rows = await store.hosts(self.db, rollout_id, wave)
-        outcomes = [rules.outcome_of(r["state"], True) for r in rows]
+        by_state, _ = await store.tally(self.db, rollout_id, wave)
+        outcomes = [rules.outcome_of(s, True) for s, n in by_state.items() for _ in range(n)]
         return rules.wave_verdict(outcomes, policy.failure_budget)
 
     async def _next_wave(self, ro: dict[str, Any], policy: RolloutPolicy) -> float | None:
@@ -323,10 +358,7 @@ class Rollouts:
         waves: list[dict[str, Any]] = [{"index": i, "hosts": []} for i in range(ro["waves"])]
         outcomes: list[tuple[Outcome, str]] = []
         for row in await store.hosts(self.db, rollout_id):
-            outcome = rules.outcome_of(row["state"], is_open)
-            detail = row["detail"] or ""
-            if outcome in rules.FAILURES and not detail and row["exit_code"] is not None:
-                detail = f"exit {row['exit_code']}"
+            outcome, detail = _outcome(row, is_open)
             outcomes.append((outcome, detail))
             waves[row["wave"]]["hosts"].append(
                 {
@@ -340,19 +372,20 @@ class Rollouts:
             )
         for wave in waves:
             wave["state"] = _wave_state(wave, ro["wave"], state)
-        counts = Counter(o.value for o, _ in outcomes)
-        return {
-            **ro,
-            "waves": waves,
-            "wave_count": ro["waves"],
-            "counts": {"total": len(outcomes), **counts},
-            "report": ro["report"] or rules.report(outcomes, state, ro["reason"]),
-        }
+        return {**_summarise(ro, outcomes), "waves": waves}
 
     async def summary(self, rollout_id: str) -> dict[str, Any]:
-        """Return the rollout without per-host rows (for lists and live events)."""
-        view = await self.view(rollout_id)
-        return {k: v for k, v in view.items() if k != "waves"}
+        """Return the rollout without per-host rows (for lists and live events): the same
+        counts and report as view, from a count per state and the failures' rows."""
+        ro = await store.get(self.db, rollout_id)
+        is_open = RolloutState(ro["state"]) not in rules.FINAL
+        by_state, failures = await store.tally(self.db, rollout_id)
+        outcomes = [_outcome(row, is_open) for row in failures]
+        listed = Counter(row["state"] for row in failures)
+        for command_state, n in by_state.items():
+            plain = rules.outcome_of(command_state, is_open)
+            outcomes += [(plain, "")] * (n - listed[command_state])
+        return _summarise(ro, outcomes)
 
     async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         return [await self.summary(r["id"]) for r in await store.recent(self.db, limit)]
@@ -365,7 +398,37 @@ class Rollouts:
         )
 
     async def _publish(self, rollout_id: str) -> None:
-        await self.bus.publish({"type": "rollout", "rollout": await self.summary(rollout_id)})
+        summary = await self.summary(rollout_id)
+        if RolloutState(summary["state"]) not in rules.FINAL or rollout_id in self._settling:
+            self._announced[rollout_id] = _key(summary)  # the next tick need not say it again
+            self._announced_at[rollout_id] = self.clock()
+        await self.bus.publish({"type": "rollout", "rollout": summary})
+
+
+def _key(summary: dict[str, Any]) -> tuple[Any, ...]:
+    """Return what a rollout event is worth sending again for: its state and counts."""
+    return (summary["state"], tuple(sorted(summary["counts"].items())))
+
+
+def _outcome(row: dict[str, Any], is_open: bool) -> tuple[Outcome, str]:
+    """Return a host's outcome and its detail for people (a bare failure: its exit code)."""
+    outcome = rules.outcome_of(row["state"], is_open)
+    detail = row["detail"] or ""
+    if outcome in rules.FAILURES and not detail and row["exit_code"] is not None:
+        detail = f"exit {row['exit_code']}"
+    return outcome, detail
+
+
+def _summarise(ro: dict[str, Any], outcomes: list[tuple[Outcome, str]]) -> dict[str, Any]:
+    """Return the rollout row with its counts and its report (the stored one once final)."""
+    state = RolloutState(ro["state"])
+    counts = Counter(o.value for o, _ in outcomes)
+    return {
+        **ro,
+        "wave_count": ro["waves"],
+        "counts": {"total": len(outcomes), **counts},
+        "report": ro["report"] or rules.report(outcomes, state, ro["reason"]),
+    }
 
 
 def _wave_state(wave: dict[str, Any], current: int, state: RolloutState) -> str:
