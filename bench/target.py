@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import insert
 
 from nixfleet.config import load_settings
 from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.security.passwords import hash_password
-from nixfleet.security.tokens import new_secret
+from nixfleet.security.tokens import new_agent_token, new_secret
 from nixfleet.storage.bus import LocalBus
 from nixfleet.storage.db import Database
 from nixfleet.storage.migrate import upgrade
+from nixfleet.storage.tables import hosts
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -161,16 +163,35 @@ class Target:
 
 
 async def _add_hosts(env: dict[str, str], ids: list[str]) -> dict[str, str]:
-    """Return {host id: agent token} after adding the hosts with the dashboard's own code."""
+    """Return {host id: agent token} after adding the hosts.
+
+    The first host is added with the dashboard's own code (`Fleet.add_host`,
+    `rotate_token`); the rest are inserted in batches of 1,000 as rows of the same shape,
+    tokens hashed by the same `identity.hash`: one at a time, 20,000 hosts took 6.5
+    minutes on PostgreSQL, two transactions each.
+    """
     settings = load_settings(**{k.removeprefix("NIXFLEET_").lower(): v for k, v in env.items()})
     await asyncio.to_thread(upgrade, settings.db_url)
     db = Database(settings.db_url)
     fleet = Fleet(settings, db, LocalBus())
     tokens: dict[str, str] = {}
     try:
-        for h in ids:
-            await fleet.add_host(h, {})
-            tokens[h] = await fleet.rotate_token(h)
+        if not ids:
+            return tokens
+        await fleet.add_host(ids[0], {})
+        tokens[ids[0]] = await fleet.rotate_token(ids[0])
+        now = fleet.clock()
+        for start in range(1, len(ids), 1000):
+            rows = []
+            for h in ids[start : start + 1000]:
+                tokens[h] = token = new_agent_token()
+                # What add_host, then rotate_token (storage/credentials.py), leave behind.
+                digest = fleet.identity.hash(token)
+                rows.append(
+                    {"id": h, "created_at": now, "token_hash": digest, "identity_state": "active"}
+                )
+            async with db.engine.begin() as conn:
+                await conn.execute(insert(hosts), rows)
         return tokens
     finally:
         await db.close()

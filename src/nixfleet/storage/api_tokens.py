@@ -82,7 +82,7 @@ async def add(db: Database, token: ApiToken, token_hash: str) -> None:
 async def by_hash(db: Database, token_hash: str) -> ApiToken | None:
     """Return the token whose secret hashes to token_hash (revoked and expired too)."""
     query = select(*_COLUMNS).where(api_tokens.c.token_hash == token_hash)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(query)).first()
     return None if row is None else _token(row)
 
@@ -92,7 +92,7 @@ async def get(db: Database, token_id: str, owner: str | None = None) -> ApiToken
     query = select(*_COLUMNS).where(api_tokens.c.id == token_id)
     if owner is not None:
         query = query.where(api_tokens.c.owner == owner)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound(f"tokens: no token {token_id[:16]!r}")
@@ -104,7 +104,7 @@ async def listed(db: Database, owner: str | None, everyone: bool = False) -> lis
     query = select(*_COLUMNS).order_by(api_tokens.c.created_at.desc())
     if not everyone:
         query = query.where(api_tokens.c.owner == owner)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [_token(row) for row in await conn.execute(query)]
 
 
@@ -146,5 +146,5 @@ async def live_of(db: Database, token_ids: set[str], now: float) -> set[str]:
             or_(t.c.owner.is_(None), ~users.c.disabled),
         )
     )
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return {row.id for row in await conn.execute(query)}

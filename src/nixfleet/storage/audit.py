@@ -103,7 +103,7 @@ async def search(
     if until is not None:
         query = query.where(t.c.at < until)
     query = query.order_by(desc(t.c.seq)).limit(limit)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
@@ -112,7 +112,7 @@ async def all_in_order(db: Database, batch: int = 1000) -> AsyncIterator[dict[st
     after = 0
     while True:
         query = select(t).where(t.c.seq > after).order_by(t.c.seq).limit(batch)
-        async with db.engine.connect() as conn:
+        async with db.reader.connect() as conn:
             rows = [dict(r._mapping) for r in await conn.execute(query)]
         for row in rows:
             yield row
@@ -128,7 +128,7 @@ async def verify(db: Database, key: bytes | None, watch: Collection[int] = ()) -
 
 async def seq_of(db: Database, hash_: str) -> int | None:
     """Return the seq of the entry with this hash, or None."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         found = (await conn.execute(select(t.c.seq).where(t.c.hash == hash_))).scalar()
     return int(found) if found is not None else None
 

@@ -26,7 +26,7 @@ NOT_COPIED = frozenset({change_counters.name})
 
 async def read(db: Database, name: str) -> int:
     """Return how many changes of kind name were counted so far (0 before the first)."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         value = (
             await conn.execute(
                 select(change_counters.c.value).where(change_counters.c.name == name)

@@ -9,10 +9,11 @@ illegal transition cannot be written, whoever calls.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import RowMapping, Update, and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.commands import (
     ACTIVE_STATES,
@@ -23,6 +24,7 @@ from nixfleet.core.commands import (
 )
 from nixfleet.core.errors import NotFound
 from nixfleet.storage.db import Database
+from nixfleet.storage.hosts import PUBLIC as PUBLIC_HOST
 from nixfleet.storage.tables import commands, hosts
 
 
@@ -60,15 +62,25 @@ def _clean(row: RowMapping) -> dict[str, Any]:
 
 
 async def enqueue(db: Database, row: dict[str, Any], supersede: bool) -> list[str]:
-    """Insert a queued command; return ids of queued commands it superseded (now cancelled).
+    """Insert a queued command; return ids of queued commands it superseded (now cancelled)."""
+    _, cancelled = await queue(db, row, supersede)
+    return [c["id"] for c in cancelled]
+
+
+async def queue(
+    db: Database, row: dict[str, Any], supersede: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Insert a command; return it as stored and the queued commands it superseded.
 
     1. When `supersede`, cancel this host's queued switch-like commands in the same
        transaction, so no reader sees two queued switches.
-    2. Insert the new row.
+    2. Insert the new row. Both statements return their rows (RETURNING), so whoever
+       announces them reads nothing again.
     """
     _born([row])
-    cancelled: list[str] = []
-    async with db.engine.begin() as conn:
+    cancelled: list[dict[str, Any]] = []
+    # Without superseding, the INSERT is the only statement: atomic by itself.
+    async with db.engine.begin() if supersede else db.unframed() as conn:
         if supersede:
             res = await conn.execute(
                 _transition({CommandState.QUEUED}, CommandState.CANCELLED)
@@ -80,11 +92,11 @@ async def enqueue(db: Database, row: dict[str, Any], supersede: bool) -> list[st
                     finished_at=row["created_at"],
                     detail=f"superseded by {row['id']}",
                 )
-                .returning(commands.c.id)
+                .returning(*commands.c)
             )
-            cancelled = [r[0] for r in res]
-        await conn.execute(insert(commands).values(**row))
-    return cancelled
+            cancelled = [_clean(r._mapping) for r in res]
+        stored = (await conn.execute(insert(commands).values(**row).returning(*commands.c))).one()
+    return _clean(stored._mapping), cancelled
 
 
 async def move(
@@ -96,13 +108,32 @@ async def move(
     **values: Any,
 ) -> bool:
     """Move a command of host_id to to_state if it is in one of from_states; return success."""
+    return await moved(db, command_id, host_id, from_states, to_state, **values) is not None
+
+
+async def moved(
+    db: Database,
+    command_id: str,
+    host_id: str,
+    from_states: Collection[CommandState],
+    to_state: CommandState,
+    **values: Any,
+) -> dict[str, Any] | None:
+    """Move a command as `move` does; return its row as written, or None if it was not
+    in one of from_states.
+
+    One guarded UPDATE … RETURNING, atomic by itself (`Database.unframed`).
+    """
     _no_state(values)
     query = _transition(from_states, to_state)
-    async with db.engine.begin() as conn:
+    async with db.unframed() as conn:
         res = await conn.execute(
-            query.where(commands.c.id == command_id, commands.c.host_id == host_id).values(**values)
+            query.where(commands.c.id == command_id, commands.c.host_id == host_id)
+            .values(**values)
+            .returning(*commands.c)
         )
-    return bool(res.rowcount == 1)
+        row = res.first()
+    return None if row is None else _clean(row._mapping)
 
 
 async def set_fields(
@@ -111,21 +142,43 @@ async def set_fields(
     host_id: str,
     only_in: Collection[CommandState] | None = None,
     **values: Any,
-) -> bool:
+) -> dict[str, Any] | None:
     """Update non-state fields of one command of host_id (only while in only_in, if given);
-    return whether a row changed."""
+    return its row as written, or None when no row changed."""
     _no_state(values)
     query = update(commands).where(commands.c.id == command_id, commands.c.host_id == host_id)
     if only_in is not None:
         query = query.where(commands.c.state.in_([s.value for s in only_in]))
-    async with db.engine.begin() as conn:
-        res = await conn.execute(query.values(**values))
-    return bool(res.rowcount == 1)
+    async with db.unframed() as conn:
+        row = (await conn.execute(query.values(**values).returning(*commands.c))).first()
+    return None if row is None else _clean(row._mapping)
+
+
+async def host_and_active(
+    db: Database, host_id: str, limit: int = 5
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Return the host's public row and its active commands, newest first (what a new
+    command is checked against), read on one connection; raise NotFound for no host."""
+    active = (
+        select(commands)
+        .where(
+            commands.c.host_id == host_id,
+            commands.c.state.in_([s.value for s in ACTIVE_STATES]),
+        )
+        .order_by(commands.c.created_at.desc())
+        .limit(limit)
+    )
+    async with db.reader.connect() as conn:
+        host = (await conn.execute(select(*PUBLIC_HOST).where(hosts.c.id == host_id))).first()
+        if host is None:
+            raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
+        rows = [_clean(r._mapping) for r in await conn.execute(active)]
+    return dict(host._mapping), rows
 
 
 async def get(db: Database, command_id: str) -> dict[str, Any]:
     """Return one command row or raise NotFound."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(select(commands).where(commands.c.id == command_id))).first()
     if row is None:
         raise NotFound(f"store: no command {command_id!r}")
@@ -140,14 +193,14 @@ async def for_host(
     if states is not None:
         query = query.where(commands.c.state.in_([s.value for s in states]))
     query = query.order_by(commands.c.created_at.desc()).limit(limit)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [_clean(r._mapping) for r in await conn.execute(query)]
 
 
 async def recent(db: Database, limit: int) -> list[dict[str, Any]]:
     """Return the fleet's newest commands (for the dashboard's first paint)."""
     query = select(commands).order_by(commands.c.created_at.desc()).limit(limit)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [_clean(r._mapping) for r in await conn.execute(query)]
 
 
@@ -282,7 +335,7 @@ async def enqueue_many(db: Database, rows: Sequence[dict[str, Any]], supersede: 
 async def get_many(db: Database, command_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Return the command rows named (missing ones are left out)."""
     out: list[dict[str, Any]] = []
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         for part in _chunks(command_ids):
             res = await conn.execute(select(commands).where(commands.c.id.in_(part)))
             out += [_clean(r._mapping) for r in res]
@@ -293,37 +346,47 @@ async def deliverable_many(
     db: Database, host_ids: Sequence[str], now: float
 ) -> list[dict[str, Any]]:
     """Return the queued, unexpired commands of these hosts, oldest first."""
+    async with db.reader.connect() as conn:
+        return await _deliverable(conn, host_ids, now)
+
+
+async def _deliverable(
+    conn: AsyncConnection, host_ids: Sequence[str], now: float
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    async with db.engine.connect() as conn:
-        for part in _chunks(host_ids):
-            query = (
-                select(commands)
-                .where(
-                    commands.c.host_id.in_(part),
-                    commands.c.state == CommandState.QUEUED,
-                    or_(commands.c.expires_at.is_(None), commands.c.expires_at > now),
-                )
-                .order_by(commands.c.created_at)
+    for part in _chunks(host_ids):
+        query = (
+            select(commands)
+            .where(
+                commands.c.host_id.in_(part),
+                commands.c.state == CommandState.QUEUED,
+                or_(commands.c.expires_at.is_(None), commands.c.expires_at > now),
             )
-            out += [_clean(r._mapping) for r in await conn.execute(query)]
+            .order_by(commands.c.created_at)
+        )
+        out += [_clean(r._mapping) for r in await conn.execute(query)]
     out.sort(key=lambda c: c["created_at"])
     return out
 
 
 async def busy_hosts(db: Database, host_ids: Sequence[str]) -> set[str]:
     """Return which of these hosts have an active (dispatched or running) command."""
+    async with db.reader.connect() as conn:
+        return await _busy(conn, host_ids)
+
+
+async def _busy(conn: AsyncConnection, host_ids: Sequence[str]) -> set[str]:
     busy: set[str] = set()
-    async with db.engine.connect() as conn:
-        for part in _chunks(host_ids):
-            res = await conn.execute(
-                select(commands.c.host_id)
-                .distinct()
-                .where(
-                    commands.c.host_id.in_(part),
-                    commands.c.state.in_([s.value for s in ACTIVE_STATES]),
-                )
+    for part in _chunks(host_ids):
+        res = await conn.execute(
+            select(commands.c.host_id)
+            .distinct()
+            .where(
+                commands.c.host_id.in_(part),
+                commands.c.state.in_([s.value for s in ACTIVE_STATES]),
             )
-            busy |= {r[0] for r in res}
+        )
+        busy |= {r[0] for r in res}
     return busy
 
 
@@ -337,15 +400,47 @@ async def claim(
     replica holds are claimed: a replica left with a stale link to an agent that moved on
     cannot take its commands.
     """
+    async with db.engine.begin() as conn:
+        return await _claim(conn, command_ids, now, holder)
+
+
+async def _claim(
+    conn: AsyncConnection, command_ids: Sequence[str], now: float, holder: str | None
+) -> list[dict[str, Any]]:
     claimed: list[dict[str, Any]] = []
     held = select(hosts.c.id).where(hosts.c.replica == holder)
-    async with db.engine.begin() as conn:
-        for part in _chunks(command_ids):
-            query = _transition({CommandState.QUEUED}, CommandState.DISPATCHED).where(
-                commands.c.id.in_(part)
-            )
-            if holder is not None:
-                query = query.where(commands.c.host_id.in_(held))
-            res = await conn.execute(query.values(dispatched_at=now).returning(*commands.c))
-            claimed += [_clean(r._mapping) for r in res]
+    for part in _chunks(command_ids):
+        query = _transition({CommandState.QUEUED}, CommandState.DISPATCHED).where(
+            commands.c.id.in_(part)
+        )
+        if holder is not None:
+            query = query.where(commands.c.host_id.in_(held))
+        res = await conn.execute(query.values(dispatched_at=now).returning(*commands.c))
+        claimed += [_clean(r._mapping) for r in res]
     return claimed
+
+
+Chooser = Callable[[list[dict[str, Any]], set[str]], list[str]]
+
+
+async def claim_next(
+    db: Database, host_ids: Sequence[str], now: float, choose: Chooser, holder: str | None
+) -> list[dict[str, Any]]:
+    """Claim what `choose` picks among these hosts' deliverable commands; return the rows
+    this call moved (as `claim`).
+
+    1. Read the hosts' queued, unexpired commands (oldest first); with some, read which
+       hosts have one active.
+       `choose(queued, busy)` returns the ids to send.
+    2. Claim them with the guarded UPDATE. The reads and the UPDATE share one
+       connection; the guard, not a transaction, keeps a claim exactly-once, so up to
+       500 hosts (one UPDATE) the statements run unframed. More take several UPDATEs,
+       in one transaction: all are claimed or none.
+    """
+    small = len(host_ids) <= _CHUNK
+    async with db.unframed() if small else db.engine.begin() as conn:
+        queued = await _deliverable(conn, host_ids, now)
+        if not queued:
+            return []
+        picked = choose(queued, await _busy(conn, host_ids))
+        return await _claim(conn, picked, now, holder) if picked else []

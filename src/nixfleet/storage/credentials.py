@@ -35,7 +35,7 @@ def _identity(row: Any) -> Identity:
 
 async def identity(db: Database, host_id: str) -> Identity | None:
     """Return a host's credential state, or None when there is no such host."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(select(*_IDENTITY).where(hosts.c.id == host_id))).first()
     return None if row is None else _identity(row)
 
@@ -44,14 +44,14 @@ async def identities(db: Database, host_ids: list[str]) -> dict[str, Identity]:
     """Return the credential state of each of host_ids that still exists."""
     if not host_ids:
         return {}
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         rows = await conn.execute(select(*_IDENTITY).where(hosts.c.id.in_(host_ids)))
     return {r.id: _identity(r) for r in rows}
 
 
 async def by_token_hash(db: Database, token_hash: str) -> Identity | None:
     """Return the host whose current token hashes to token_hash, if any."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (
             await conn.execute(select(*_IDENTITY).where(hosts.c.token_hash == token_hash))
         ).first()
@@ -60,7 +60,7 @@ async def by_token_hash(db: Database, token_hash: str) -> Identity | None:
 
 async def retired(db: Database, token_hash: str) -> dict[str, Any] | None:
     """Return the retired-token row for token_hash (host, reason, valid_until), if any."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (
             await conn.execute(
                 select(retired_tokens).where(retired_tokens.c.token_hash == token_hash)

@@ -12,7 +12,7 @@ from nixfleet.core.errors import Conflict, NotFound
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import hosts
 
-_PUBLIC = [c for c in hosts.c if c.name != "token_hash"]
+PUBLIC = [c for c in hosts.c if c.name != "token_hash"]
 
 
 async def add(
@@ -43,8 +43,8 @@ async def remove(db: Database, host_id: str) -> None:
 
 async def get(db: Database, host_id: str) -> dict[str, Any]:
     """Return one host's public row or raise NotFound."""
-    async with db.engine.connect() as conn:
-        row = (await conn.execute(select(*_PUBLIC).where(hosts.c.id == host_id))).first()
+    async with db.reader.connect() as conn:
+        row = (await conn.execute(select(*PUBLIC).where(hosts.c.id == host_id))).first()
     if row is None:
         raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
     return dict(row._mapping)
@@ -52,14 +52,14 @@ async def get(db: Database, host_id: str) -> dict[str, Any]:
 
 async def list_all(db: Database) -> list[dict[str, Any]]:
     """Return every host's public row, ordered by id."""
-    async with db.engine.connect() as conn:
-        rows = await conn.execute(select(*_PUBLIC).order_by(hosts.c.id))
+    async with db.reader.connect() as conn:
+        rows = await conn.execute(select(*PUBLIC).order_by(hosts.c.id))
     return [dict(r._mapping) for r in rows]
 
 
 async def ids(db: Database) -> set[str]:
     """Return the id of every host (cheap: one column)."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return set((await conn.execute(select(hosts.c.id))).scalars())
 
 
@@ -148,17 +148,31 @@ async def mark_disconnected(
     return bool(res.rowcount == 1)
 
 
-async def save_last_test(db: Database, host_id: str, summary: dict[str, Any]) -> None:
-    """Store the summary of a host's latest test run."""
-    async with db.engine.begin() as conn:
-        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(last_test=summary))
+async def save_last_test(
+    db: Database, host_id: str, summary: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Store the summary of a host's latest test run; return the host's public row as
+    written (None when it is gone)."""
+    return await _update_one(db, host_id, {"last_test": summary})
 
 
-async def save_outcome(db: Database, host_id: str, **fields: dict[str, Any]) -> None:
-    """Store a host's last deploy outcome (last_deploy) and/or its latest plan (plan)."""
+async def save_outcome(
+    db: Database, host_id: str, **fields: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Store a host's last deploy outcome (last_deploy) and/or its latest plan (plan);
+    return the host's public row as written (None when it is gone)."""
     values = {k: v for k, v in fields.items() if k in ("last_deploy", "plan")}
-    async with db.engine.begin() as conn:
-        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**values))
+    return await _update_one(db, host_id, values)
+
+
+async def _update_one(db: Database, host_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
+    # One UPDATE … RETURNING: atomic by itself, and whoever announces the host reads nothing.
+    async with db.unframed() as conn:
+        res = await conn.execute(
+            update(hosts).where(hosts.c.id == host_id).values(**values).returning(*PUBLIC)
+        )
+        row = res.first()
+    return None if row is None else dict(row._mapping)
 
 
 async def set_health_gate(db: Database, host_id: str, gate: dict[str, Any] | None) -> None:
@@ -197,7 +211,8 @@ async def save_statuses(db: Database, reports: dict[str, tuple[dict[str, Any], f
         )
     )
     params = [{"b_id": h, "b_status": st, "b_seen": at} for h, (st, at) in reports.items()]
-    async with db.engine.begin() as conn:
+    # One host's heartbeat is one statement, atomic by itself; a group is one transaction.
+    async with db.unframed() if len(params) == 1 else db.engine.begin() as conn:
         await conn.execute(stmt, params)
 
 
@@ -205,6 +220,6 @@ async def get_many(db: Database, host_ids: Collection[str]) -> list[dict[str, An
     """Return the public rows of the hosts named (missing ones are left out)."""
     if not host_ids:
         return []
-    async with db.engine.connect() as conn:
-        rows = await conn.execute(select(*_PUBLIC).where(hosts.c.id.in_(list(host_ids))))
+    async with db.reader.connect() as conn:
+        rows = await conn.execute(select(*PUBLIC).where(hosts.c.id.in_(list(host_ids))))
     return [dict(r._mapping) for r in rows]

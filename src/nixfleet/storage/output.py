@@ -111,7 +111,7 @@ async def lines(
         .order_by(output.c.seq)
         .limit(limit)
     )
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 

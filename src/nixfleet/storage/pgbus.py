@@ -2,8 +2,8 @@
 
 1. `publish` delivers to this process's handlers at once (as the local bus does), then
    waits until the event is in the `bus_events` journal: every publisher waiting at that
-   moment shares one transaction, whose NOTIFY carries the new rows' id range (a few
-   bytes, far under PostgreSQL's 8,000-byte payload limit).
+   moment shares one statement (an INSERT … RETURNING feeding a NOTIFY), whose NOTIFY
+   carries the new rows' id range (a few bytes, far under the 8,000-byte payload limit).
 2. What is journalled is a reference, not the event: the codec shrinks a host or command
    event to its id and an output event to its sequence range; the replicas that receive it
    read those rows from their tables and expand it again. Events no table holds (a session
@@ -82,6 +82,8 @@ class PgBus:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        # Each statement its own transaction (autocommit), for the journal's writes.
+        self._unframed = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.origin = origin
         self.codec: Codec = codec or WholeEvents()
         self.retention_s = retention_s
@@ -117,7 +119,7 @@ class PgBus:
         """Start listening; return once the first LISTEN is in place (or failed once)."""
         if codec is not None:
             self.codec = codec
-        async with self.db.engine.connect() as conn:
+        async with self.db.reader.connect() as conn:
             self._floor = (await conn.execute(select(func.max(bus_events.c.id)))).scalar() or 0
         self._listener = asyncio.get_running_loop().create_task(self._listen())
         with contextlib.suppress(TimeoutError):
@@ -166,13 +168,17 @@ class PgBus:
                 delay = min(delay * 2, 1.0)
 
     async def _write(self, refs: list[Event]) -> None:
+        """Journal refs and notify, in one statement run as its own transaction.
+
+        One round trip instead of BEGIN, INSERT, NOTIFY, COMMIT: the rows and their
+        notification still commit together (a NOTIFY is sent when its transaction commits).
+        """
         now = self.clock()
         rows = [{"at": now, "origin": self.origin, "event": ref} for ref in refs]
-        async with self.db.engine.begin() as conn:
-            result = await conn.execute(insert(bus_events).returning(bus_events.c.id), rows)
-            ids = list(result.scalars())
-            payload = f"{self.origin} {min(ids)} {max(ids)}"
-            await conn.execute(select(func.pg_notify(CHANNEL, payload)))
+        journal = insert(bus_events).values(rows).returning(bus_events.c.id).cte("journal")
+        ids = func.concat_ws(" ", self.origin, func.min(journal.c.id), func.max(journal.c.id))
+        async with self._unframed.connect() as conn:
+            await conn.execute(select(func.pg_notify(CHANNEL, ids)).select_from(journal))
             if now - self._pruned_at > self.retention_s / 10:
                 self._pruned_at = now
                 old = bus_events.c.at < now - self.retention_s
@@ -223,7 +229,7 @@ class PgBus:
             )
             .order_by(bus_events.c.id)
         )
-        async with self.db.engine.connect() as conn:
+        async with self.db.reader.connect() as conn:
             rows = list(await conn.execute(query))
         await self._deliver(origin, rows)
 
@@ -237,7 +243,7 @@ class PgBus:
                 .order_by(bus_events.c.id)
                 .limit(_CATCH_UP_PAGE)
             )
-            async with self.db.engine.connect() as conn:
+            async with self.db.reader.connect() as conn:
                 rows = list(await conn.execute(query))
             by_origin: dict[str, list[Any]] = {}
             for row in rows:

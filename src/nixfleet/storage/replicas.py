@@ -11,7 +11,7 @@ import re
 import secrets
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, delete, false, func, insert, or_, select, update
@@ -26,6 +26,8 @@ from nixfleet.storage.tables import commands, hosts, replicas
 class Census:
     hosts: dict[bool, int]  # online → how many
     commands: dict[str, int]  # queued / dispatched / running → how many
+    # deploy state → how many hosts; derived from the rows by the dashboard (Presence).
+    deploy: dict[str, int] = field(default_factory=dict)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
@@ -63,7 +65,7 @@ async def renew(db: Database, replica: str, now: float, lease_s: float) -> bool:
 async def live(db: Database, now: float) -> list[dict[str, Any]]:
     """Return the replicas whose lease runs, oldest first."""
     query = select(replicas).where(replicas.c.lease_until >= now).order_by(replicas.c.started_at)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
@@ -148,7 +150,7 @@ async def reclaim(db: Database, me: str, host_ids: Sequence[str], now: float) ->
 async def census(db: Database) -> Census:
     """Return the whole fleet's host and open-command counts."""
     open_states = [CommandState.QUEUED.value, *(s.value for s in ACTIVE_STATES)]
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         host_rows = await conn.execute(
             select(hosts.c.online, func.count()).group_by(hosts.c.online)
         )

@@ -41,7 +41,7 @@ async def create(db: Database, row: dict[str, Any], waves: Sequence[Sequence[str
 
 async def get(db: Database, rollout_id: str) -> dict[str, Any]:
     """Return one rollout row or raise NotFound."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(select(rollouts).where(rollouts.c.id == rollout_id))).first()
     if row is None:
         raise NotFound(f"rollouts: there is no rollout {rollout_id[:40]!r}")
@@ -51,7 +51,7 @@ async def get(db: Database, rollout_id: str) -> dict[str, Any]:
 async def recent(db: Database, limit: int) -> list[dict[str, Any]]:
     """Return the newest rollouts, newest first."""
     query = select(rollouts).order_by(rollouts.c.created_at.desc()).limit(limit)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
@@ -60,7 +60,7 @@ async def open_ids(db: Database) -> list[str]:
     query = select(rollouts.c.id).where(
         rollouts.c.state.in_([RolloutState.RUNNING, RolloutState.PAUSED])
     )
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [r[0] for r in await conn.execute(query)]
 
 
@@ -86,7 +86,7 @@ async def hosts(db: Database, rollout_id: str, wave: int | None = None) -> list[
     )
     if wave is not None:
         query = query.where(rollout_hosts.c.wave == wave)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
@@ -139,7 +139,7 @@ async def tally(
 async def rollout_of_commands(db: Database, command_ids: Collection[str]) -> set[str]:
     """Return the ids of the rollouts these commands belong to."""
     found: set[str] = set()
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         for part in _chunks(list(command_ids)):
             res = await conn.execute(
                 select(rollout_hosts.c.rollout_id)

@@ -33,14 +33,14 @@ async def add_many(db: Database, events: list[SecurityEvent]) -> None:
 async def recent(db: Database, since: float, limit: int = 50) -> list[dict[str, Any]]:
     """Return the newest events at or after since, newest first."""
     query = select(t).where(t.c.at >= since).order_by(desc(t.c.at), desc(t.c.id)).limit(limit)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
 async def failure_times(db: Database, since: float) -> list[float]:
     """Return the times of auth failures at or after since (the panel buckets them)."""
     query = select(t.c.at).where(t.c.kind == EventKind.AUTH_FAILURE.value, t.c.at >= since)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [r[0] for r in await conn.execute(query)]
 
 
@@ -54,7 +54,7 @@ async def top_addresses(db: Database, since: float, limit: int = 10) -> list[dic
         .order_by(desc(n), t.c.address)
         .limit(limit)
     )
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return [{"address": r[0], "count": r[1]} for r in await conn.execute(query)]
 
 

@@ -30,7 +30,7 @@ async def create(
 
 async def get(db: Database, id_hash: str) -> dict[str, Any] | None:
     """Return a session row or None."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(select(sessions).where(sessions.c.id_hash == id_hash))).first()
     return dict(row._mapping) if row else None
 
@@ -43,7 +43,7 @@ async def get_with_user(db: Database, id_hash: str) -> dict[str, Any] | None:
         .select_from(sessions.outerjoin(users, users.c.username == sessions.c.username))
         .where(sessions.c.id_hash == id_hash)
     )
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(query)).first()
     return dict(row._mapping) if row else None
 
@@ -80,5 +80,5 @@ async def live_of(db: Database, id_hashes: Collection[str]) -> set[str]:
         .join(users, users.c.username == sessions.c.username)
         .where(sessions.c.id_hash.in_(list(id_hashes)), ~users.c.disabled)
     )
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return {row[0] for row in await conn.execute(query)}

@@ -90,6 +90,6 @@ async def renew(db: Database, seats: list[str], now: float, lease_s: float) -> N
 
 
 async def count(db: Database, now: float) -> int:
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         query = select(func.count()).where(stream_seats.c.lease_until >= now)
         return int((await conn.execute(query)).scalar_one())

@@ -52,14 +52,14 @@ def _user(row: object) -> User:
 
 async def get(db: Database, username: str) -> User | None:
     """Return the user named username, or None."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         row = (await conn.execute(select(users).where(users.c.username == username))).first()
     return _user(row) if row else None
 
 
 async def list_all(db: Database) -> list[User]:
     """Return every user, by name."""
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         rows = await conn.execute(select(users).order_by(users.c.username))
     return [_user(row) for row in rows]
 
@@ -67,7 +67,7 @@ async def list_all(db: Database) -> list[User]:
 async def any_totp(db: Database) -> bool:
     """Return whether any enabled user has a TOTP secret (the login form asks for a code)."""
     query = select(func.count()).where(users.c.totp_secret.is_not(None), ~users.c.disabled)
-    async with db.engine.connect() as conn:
+    async with db.reader.connect() as conn:
         return bool((await conn.execute(query)).scalar())
 
 

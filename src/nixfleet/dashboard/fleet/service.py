@@ -237,6 +237,13 @@ class Fleet:
             "plan_summary": bulk_plan_summary(plans) if plans else None,
         }
 
+    async def deploy_counts(self) -> dict[str, int]:
+        """Return how many hosts of the fleet are in each deploy state (all states named)."""
+        counts = dict.fromkeys((s.value for s in DeployState), 0)
+        for host in await self.hosts():
+            counts[host["deploy"]["state"]] += 1
+        return counts
+
     async def views(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Return host_view of each row, once the ancestry of their deployed commits is known."""
         deployed = ((r.get("status") or {}).get("deployed_commit", "") for r in rows)
@@ -372,14 +379,13 @@ class Fleet:
            delivers them when the host is free.
         """
         kind = rules.parse_kind(raw_kind)
-        host = await host_store.get(self.db, canonical_host_id(raw_id))
+        host, active = await command_store.host_and_active(self.db, canonical_host_id(raw_id))
         host_id = host["id"]
         chosen = self.gate_for(kind, host, gate, no_gate)
         if generation is not None:
             _check_generation(host, kind, generation)
         guards.check_deliverable(host)
         now = self.clock()
-        active = await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=5)
         guards.check_second_deploy(kind.value, active, force)
         if kind == CommandKind.STOP:
             rules.check_stop_allowed(bool(active))
@@ -393,11 +399,11 @@ class Fleet:
                 "finished_at": now,
                 "detail": f"stop requested for {active[0]['id']}",
             }
-        superseded = await command_store.enqueue(
+        stored, superseded = await command_store.queue(
             self.db, row, supersede=rules.supersedes_queued(kind)
         )
-        for cid in superseded:
-            await self._publish_command(cid)
+        for cmd in superseded:
+            await self.bus.publish({"type": "command", "command": cmd})
         if kind == CommandKind.STOP:
             await self.bus.publish(
                 {
@@ -407,7 +413,8 @@ class Fleet:
                     "command_id": active[0]["id"],
                 }
             )
-        return await self._publish_command(row["id"])
+        await self.bus.publish({"type": "command", "command": stored})
+        return stored
 
     async def dispatch_many(
         self, actor: str, raw_ids: Collection[str], raw_kind: object
@@ -480,7 +487,7 @@ class Fleet:
     async def cancel_queued(self, command_id: str) -> dict[str, Any]:
         """Cancel a command that has not been delivered yet, or raise Conflict."""
         cmd = await command_store.get(self.db, command_id)
-        if not await command_store.move(
+        cancelled = await command_store.moved(
             self.db,
             command_id,
             cmd["host_id"],
@@ -488,9 +495,11 @@ class Fleet:
             CommandState.CANCELLED,
             finished_at=self.clock(),
             detail="cancelled while queued",
-        ):
+        )
+        if cancelled is None:
             raise Conflict(f"commands: {command_id} is {cmd['state']}, not queued; use stop")
-        return await self._publish_command(command_id)
+        await self.bus.publish({"type": "command", "command": cancelled})
+        return cancelled
 
     async def set_health_gate(self, raw_id: str, gate: HealthGate | None) -> dict[str, Any]:
         """Return the host after storing its default gate (None: the fleet's default)."""
@@ -516,36 +525,24 @@ class Fleet:
         3. Claim the picks with one guarded UPDATE (`… AND state = 'queued'`), so a command
            another replica claimed first is left out; announce what was claimed.
         """
-        ids = list(host_ids)
-        now = self.clock()
-        queued = await command_store.deliverable_many(self.db, ids, now)
-        if not queued:
-            return []
-        busy = await command_store.busy_hosts(self.db, ids)
-        picks: dict[str, dict[str, Any]] = {}
-        for cmd in queued:  # oldest first
-            chosen = picks.get(cmd["host_id"])
-            if _urgent(cmd) and (chosen is None or not _urgent(chosen)):
-                picks[cmd["host_id"]] = cmd  # the line is jumped even on a busy host
-            elif chosen is None and cmd["host_id"] not in busy:
-                picks[cmd["host_id"]] = cmd
-        claimed = await command_store.claim(
-            self.db, [c["id"] for c in picks.values()], now, holder=self.replica or None
+        claimed = await command_store.claim_next(
+            self.db, list(host_ids), self.clock(), _picks, holder=self.replica or None
         )
         await self._publish_all({"type": "command", "command": cmd} for cmd in claimed)
         return claimed
 
     async def unclaim(self, host_id: str, command_id: str) -> None:
         """Put a dispatched command that never left this process back in the queue."""
-        if await command_store.move(
+        cmd = await command_store.moved(
             self.db,
             command_id,
             host_id,
             [CommandState.DISPATCHED],
             CommandState.QUEUED,
             dispatched_at=None,
-        ):
-            await self._publish_command(command_id)
+        )
+        if cmd is not None:
+            await self.bus.publish({"type": "command", "command": cmd})
 
     async def _publish_views(self, hosts: list[dict[str, Any]]) -> None:
         """Record the hosts' state changes (their history), then announce the hosts."""
@@ -689,15 +686,16 @@ class Fleet:
         await self._publish_views(await self.views(await host_store.get_many(self.db, group)))
 
     async def record_started(self, host_id: str, msg: Started) -> None:
-        if await command_store.move(
+        cmd = await command_store.moved(
             self.db,
             msg.command_id,
             host_id,
             [CommandState.DISPATCHED],
             CommandState.RUNNING,
             started_at=msg.started_at,
-        ):
-            await self._publish_command(msg.command_id)
+        )
+        if cmd is not None:
+            await self.bus.publish({"type": "command", "command": cmd})
 
     async def record_output(self, host_id: str, msg: Output) -> int:
         """Store a batch of lines and return the sequence number to acknowledge.
@@ -759,10 +757,11 @@ class Fleet:
 
     async def record_warning(self, host_id: str, msg: Warning) -> None:
         """Note the agent's warning (still running after …) on an active command only."""
-        if await command_store.set_fields(
+        cmd = await command_store.set_fields(
             self.db, msg.command_id, host_id, ACTIVE_STATES, warned=True, detail=msg.text
-        ):
-            await self._publish_command(msg.command_id)
+        )
+        if cmd is not None:
+            await self.bus.publish({"type": "command", "command": cmd})
 
     async def record_finished(self, host_id: str, msg: Finished) -> None:
         """Store the final result; a replayed result for a finished command is a no-op."""
@@ -770,7 +769,7 @@ class Fleet:
         # A refusal is stored as failed; the detail says it never ran, and why.
         detail = f"rejected: {msg.detail}" if msg.result == "rejected" else msg.detail
         tests = [t.model_dump() for t in msg.tests] or None
-        moved = await command_store.move(
+        cmd = await command_store.moved(
             self.db,
             msg.command_id,
             host_id,
@@ -783,14 +782,15 @@ class Fleet:
             disconnected_at=None,
             change=msg.change.model_dump() if msg.change is not None else None,
         )
-        if not moved:
+        if cmd is None:
             return
-        cmd = await self._publish_command(msg.command_id)
+        await self.bus.publish({"type": "command", "command": cmd})
         await self._notice_new_target(cmd, msg)
         for hook in self.finished_hooks:
             hook(cmd)
-        if await self._record_outcome(host_id, cmd, msg):
-            await self._publish_views([await self.host(host_id)])
+        row = await self._record_outcome(host_id, cmd, msg)
+        if row is not None:
+            await self._publish_views(await self.views([row]))
         if cmd["kind"] == CommandKind.TEST:
             summary = {
                 "command_id": msg.command_id,
@@ -798,8 +798,9 @@ class Fleet:
                 "passed": sum(t.ok for t in msg.tests),
                 "total": len(msg.tests),
             }
-            await host_store.save_last_test(self.db, host_id, summary)
-            await self.bus.publish({"type": "host", "host": await self.host(host_id)})
+            row = await host_store.save_last_test(self.db, host_id, summary)
+            if row is not None:
+                await self.bus.publish({"type": "host", "host": (await self.views([row]))[0]})
 
     async def _notice_new_target(self, cmd: dict[str, Any], msg: Finished) -> None:
         """Look for a new target now when a deploy landed on a commit other than the one
@@ -810,17 +811,19 @@ class Fleet:
             # At most once a second: a rollout onto another branch asks git once, not per host.
             await self.refresh_target(self.clock() - self._target_checked >= TARGET_RECHECK_S)
 
-    async def _record_outcome(self, host_id: str, cmd: dict[str, Any], msg: Finished) -> bool:
-        """Keep a deploy's outcome and a plan's report on the host row; True if either."""
+    async def _record_outcome(
+        self, host_id: str, cmd: dict[str, Any], msg: Finished
+    ) -> dict[str, Any] | None:
+        """Keep a deploy's outcome and a plan's report on the host row; return the row as
+        written if either was kept."""
         kind = CommandKind(cmd["kind"])
         if kind in DEPLOYING:
             last = {"command_id": cmd["id"], "result": cmd["state"]} | {
                 k: cmd[k] for k in ("kind", "finished_at", "detail")
             }
-            await host_store.save_outcome(self.db, host_id, last_deploy=last)
-            return True
+            return await host_store.save_outcome(self.db, host_id, last_deploy=last)
         if kind != CommandKind.PLAN:
-            return False
+            return None
         plan: dict[str, Any] = {"command_id": cmd["id"], "finished_at": cmd["finished_at"]}
         if msg.plan is not None:
             plan |= msg.plan.model_dump()
@@ -829,8 +832,7 @@ class Fleet:
             error = cmd["detail"] or f"the build {cmd['state'].replace('_', ' ')}{code}"
             # The target it was asked for, so a failed plan expires like a good one.
             plan |= {"changed": False, "error": error, "target_commit": self.target or ""}
-        await host_store.save_outcome(self.db, host_id, plan=plan)
-        return True
+        return await host_store.save_outcome(self.db, host_id, plan=plan)
 
     # --- housekeeping ---------------------------------------------------------------
     async def sweep(self) -> None:
@@ -1070,6 +1072,21 @@ def _plan_view(
     }
     view["summary"] = f"plan failed: {error}" if error else plan_summary(view)
     return view
+
+
+def _picks(queued: list[dict[str, Any]], busy: set[str]) -> list[str]:
+    """Return the commands to send now, at most one per host (queued: oldest first).
+
+    A command that runs no process (restart) jumps the line, even on a busy host; other
+    work goes only to a host with nothing active, oldest first.
+    """
+    picks: dict[str, dict[str, Any]] = {}
+    for cmd in queued:
+        chosen = picks.get(cmd["host_id"])
+        jumps = _urgent(cmd) and (chosen is None or not _urgent(chosen))
+        if jumps or (chosen is None and cmd["host_id"] not in busy):
+            picks[cmd["host_id"]] = cmd
+    return [c["id"] for c in picks.values()]
 
 
 def _urgent(cmd: dict[str, Any]) -> bool:
