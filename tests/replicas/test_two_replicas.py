@@ -153,3 +153,48 @@ def test_guessing_on_one_replica_is_throttled_on_the_other(pair):
     assert wait_for(refused_on_b, 5, "b to throttle the account")
     res = httpx.post(f"{p.b.base}/login", data=right)
     assert res.status_code == 429 and int(res.headers["Retry-After"]) > 60
+
+
+def _by_state(text: str) -> dict[str, tuple[str, float]]:
+    """Return {deploy state: (reporting replica, hosts)} of one replica's /metrics."""
+    out = {}
+    for ln in _samples(text, "nixfleet_fleet_hosts_deploy"):
+        labels, value = ln.rsplit(" ", 1)
+        state = labels.split('state="')[1].split('"')[0]
+        out[state] = (labels.split('replica="')[1].split('"')[0], float(value))
+    return out
+
+
+def test_hosts_per_deploy_state_are_counted_by_one_replica_and_by_the_next_when_it_dies(pair):
+    p = pair(hosts=3)
+    p.start_agent("atlas", p.a.port)
+    p.start_agent("borealis", p.b.port)
+    on_b = p.login("b")
+    on_b.wait_online(["atlas", "borealis"])
+    hosts = on_b.get("/api/hosts").json()["hosts"]
+    expected = {
+        s: 0.0 for s in ("current", "behind", "diverged", "never_deployed", "unknown", "failed")
+    }
+    for h in hosts:
+        expected[h["deploy"]["state"]] += 1
+    replica_of = {h["id"]: h["replica"] for h in hosts}
+
+    def reports() -> list[dict[str, tuple[str, float]]] | None:
+        found = [r for r in (_by_state(p.a.metrics()), _by_state(p.b.metrics())) if r]
+        return found if found and {s: n for s, (_, n) in found[0].items()} == expected else None
+
+    # Replica a started first: it alone reports, every state named, the fleet's 3 hosts.
+    first = wait_for(reports, 15, "the fleet's hosts per deploy state")
+    assert len(first) == 1
+    assert {who for who, _ in first[0].values()} == {replica_of["atlas"]}
+    assert _by_state(p.b.metrics()) == {}
+
+    # a dies: once its lease runs out, b is the oldest live replica and reports instead.
+    p.a.kill()
+
+    def taken_over() -> dict[str, tuple[str, float]] | None:
+        found = _by_state(p.b.metrics())
+        return found if {who for who, _ in found.values()} == {replica_of["borealis"]} else None
+
+    after = wait_for(taken_over, 6 * LEASE_S, "replica b to count the fleet")
+    assert sum(n for _, n in after.values()) == 3

@@ -11,7 +11,7 @@ import re
 import secrets
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, delete, false, func, insert, or_, select, update
@@ -26,6 +26,8 @@ from nixfleet.storage.tables import commands, hosts, replicas
 class Census:
     hosts: dict[bool, int]  # online → how many
     commands: dict[str, int]  # queued / dispatched / running → how many
+    # deploy state → how many hosts; derived from the rows by the dashboard (Presence).
+    deploy: dict[str, int] = field(default_factory=dict)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")

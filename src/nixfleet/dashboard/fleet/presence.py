@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from nixfleet.storage import replicas as store
@@ -34,6 +35,9 @@ class Presence:
         self._task: asyncio.Task[None] | None = None
         # The fleet-wide counts, while this replica is the oldest live one (it reports them).
         self.census: store.Census | None = None
+        # Hosts per deploy state: every host's view, so counted once a lease, not a renewal.
+        self._deploy: dict[str, int] | None = None
+        self._deploy_at = 0.0
 
     @property
     def replica(self) -> str:
@@ -76,10 +80,21 @@ class Presence:
         await self._announce(await store.reclaim(db, self.replica, list(self.hub.links), now))
 
     async def _count_if_oldest(self) -> None:
-        db = self.fleet.db
-        live = await store.live(db, self.fleet.clock())
-        oldest = bool(live) and live[0]["id"] == self.replica
-        self.census = await store.census(db) if oldest else None
+        """Count the whole fleet while this replica is the oldest live one, else nothing.
+
+        The replicas agree on which is oldest (one table, ordered by start), so one
+        replica at a time reports the fleet's totals: a sum over replicas is not doubled,
+        and when the reporter dies the next oldest takes over once its lease runs out.
+        """
+        db, now = self.fleet.db, self.fleet.clock()
+        live = await store.live(db, now)
+        if not live or live[0]["id"] != self.replica:
+            self.census, self._deploy = None, None
+            return
+        counts = await store.census(db)
+        if self._deploy is None or now - self._deploy_at >= self.lease_s:
+            self._deploy, self._deploy_at = await self.fleet.deploy_counts(), now
+        self.census = replace(counts, deploy=self._deploy)
 
     async def release_dead(self) -> None:
         released = await store.release_dead(self.fleet.db, self.replica, self.fleet.clock())

@@ -237,6 +237,13 @@ class Fleet:
             "plan_summary": bulk_plan_summary(plans) if plans else None,
         }
 
+    async def deploy_counts(self) -> dict[str, int]:
+        """Return how many hosts of the fleet are in each deploy state (all states named)."""
+        counts = dict.fromkeys((s.value for s in DeployState), 0)
+        for host in await self.hosts():
+            counts[host["deploy"]["state"]] += 1
+        return counts
+
     async def views(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Return host_view of each row, once the ancestry of their deployed commits is known."""
         deployed = ((r.get("status") or {}).get("deployed_commit", "") for r in rows)

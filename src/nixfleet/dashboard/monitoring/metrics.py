@@ -71,6 +71,14 @@ class _Replicas(Collector):
         for state, n in counts.commands.items():
             commands.add_metric([state], n)
         yield commands
+        deploy = GaugeMetricFamily(
+            "nixfleet_fleet_hosts_deploy",
+            "Hosts of the whole fleet by deploy state (one replica reports).",
+            labels=["state"],
+        )
+        for state, n in counts.deploy.items():
+            deploy.add_metric([state], n)
+        yield deploy
 
 
 class _WithReplica(Collector):

@@ -203,8 +203,11 @@
       const data = await NF.api(`/api/hosts/${encodeURIComponent(hostId)}/states?limit=100`);
       const items = data.states.map((s) => el("li", { "data-field": s.field },
         el("time", { text: NF.dateTime(s.at) }), el("span", { class: "field muted", text: FIELD_WORDS[s.field] || s.field }),
-        el("span", { class: `badge ${STATE_TONE[s.value] || "neutral"}`, text: NF.words(s.value) }),
-        s.detail ? el("span", { class: "muted detail", text: s.field === "deploy" ? NF.short(s.detail) : s.detail }) : ""));
+        el("span", { class: "state" },
+          el("span", { class: `badge ${STATE_TONE[s.value] || "neutral"}`, text: NF.words(s.value) }),
+          !s.detail ? "" : s.field === "deploy"
+            ? el("code", { class: "muted detail commit", title: s.detail, text: NF.short(s.detail) })
+            : el("span", { class: "muted detail", text: s.detail }))));
       if (!items.length) items.push(el("li", { class: "muted", text: "No state changes recorded yet." }));
       $("#states").replaceChildren(...items);
     } catch (err) { setText($("#states"), err.message); }
