@@ -35,14 +35,20 @@ def pull_switch(rf: RunningFleet, commit: str) -> None:
     )
 
 
-def test_a_deploy_after_the_branch_moved_reads_behind_then_current(make_fleet):
+def deployed_once(make_fleet: Any, target_cache_s: str) -> tuple[RunningFleet, Any, str]:
+    """Return a one-host fleet whose host was deployed once, its API and that commit."""
     rf = make_fleet(
-        hosts=1, build_seconds=2, failing=(), env=BUSY | {"NIXFLEET_TARGET_CACHE_S": "1"}
+        hosts=1, build_seconds=2, failing=(), env=BUSY | {"NIXFLEET_TARGET_CACHE_S": target_cache_s}
     )
     api = rf.api()
     first = api.get("/api/hosts").json()["target"]
     pull_switch(rf, first)
     assert deploy_timeline(api) == ["never_deployed", f"current {first[:7]}"]
+    return rf, api, first
+
+
+def test_a_deploy_after_the_branch_moved_reads_behind_then_current(make_fleet):
+    rf, api, first = deployed_once(make_fleet, "1")
 
     second = commit_change(rf.fleet.root / "config", "a newer motd")
     wait_for(lambda: api.host("atlas")["deploy"]["state"] == "behind", 30, "behind")
@@ -58,12 +64,7 @@ def test_a_deploy_after_the_branch_moved_reads_behind_then_current(make_fleet):
 def test_a_deploy_before_the_dashboard_saw_the_branch_move_reads_current_to_current(make_fleet):
     # The dashboard would look at the branch again only in an hour: what it learns of the
     # new commit it learns from the deploy.
-    rf = make_fleet(
-        hosts=1, build_seconds=2, failing=(), env=BUSY | {"NIXFLEET_TARGET_CACHE_S": "3600"}
-    )
-    api = rf.api()
-    first = api.get("/api/hosts").json()["target"]
-    pull_switch(rf, first)
+    rf, api, first = deployed_once(make_fleet, "3600")
     second = commit_change(rf.fleet.root / "config", "a newer motd")
     pull_switch(rf, second)
     assert api.host("atlas")["deploy"]["target_commit"] == second

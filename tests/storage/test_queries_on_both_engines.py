@@ -394,3 +394,24 @@ async def test_simultaneous_audit_entries_on_two_replicas_are_all_stored_in_one_
     assert (result.count, result.broken, result.unsigned) == (120, None, 0)
     stored = await audit.search(db, limit=500)
     assert sorted(e["detail"]["n"] for e in stored) == list(range(120))
+
+
+async def test_a_gated_command_has_its_gate_on_top_of_the_reconnect_window(db):
+    await hosts.add(db, "atlas", None, NOW, {})
+    await hosts.add(db, "borealis", None, NOW, {})
+    gated = {**_command("gated", "atlas"), "gate": {"deadline_s": 300, "confirm": True}}
+    await commands.enqueue(db, gated, False)
+    await commands.enqueue(db, _command("plain", "borealis"), False)
+    await commands.claim(db, ["gated", "plain"], NOW)
+    for host in ("atlas", "borealis"):
+        await commands.mark_disconnected(db, host, NOW)
+    # 90 s window: the plain one is lost at once, the gated one only past 300 s + 90 s.
+    assert await commands.lose_abandoned(db, NOW + 1, NOW + 91) == [
+        {"id": "plain", "host_id": "borealis"}
+    ]
+    assert await commands.lose_abandoned(db, NOW + 299, NOW + 389) == []
+    assert await commands.lose_abandoned(db, NOW + 301, NOW + 391) == [
+        {"id": "gated", "host_id": "atlas"}
+    ]
+    (row,) = await commands.get_many(db, ["gated"])
+    assert row["state"] == "lost" and "health gate" in row["detail"]

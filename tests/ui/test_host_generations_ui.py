@@ -93,6 +93,12 @@ def test_rolling_back_to_a_chosen_generation_from_the_host_page(fleet, tab, brow
         look.page.goto(f"{rf.base}/hosts/atlas")
         expect(look.page.locator("#history td.change").first).to_have_text(re.compile(r"^gen \d+"))
         expect(look.page.locator("#states li").first).to_be_visible()
+        # Nothing is cut off at the card's edge: no "Roll back to th…", no hidden column.
+        cut = look.page.evaluate(
+            "[...document.querySelectorAll('main .card')]"
+            ".filter((c) => c.scrollWidth > c.clientWidth + 1).map((c) => c.id || c.className)"
+        )
+        assert cut == [], f"cards wider than their box at {look.width} px: {cut}"
         look.take("generations-host")
 
     in_every_look(browser, rf, shoot)

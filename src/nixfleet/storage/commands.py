@@ -220,20 +220,49 @@ async def expire_queued(db: Database, now: float) -> list[dict[str, Any]]:
 
 
 async def lose_abandoned(db: Database, cutoff: float, now: float) -> list[dict[str, Any]]:
-    """Mark active commands whose host left before cutoff and never came back as lost."""
+    """Mark active commands whose host left before cutoff and never came back as lost.
+
+    A command with a health gate gets its gate's deadline on top: its agent is meant to be
+    away while a new generation that broke the network waits out the gate and its runner
+    rolls back, and the true result (`rolled_back`) comes when the agent is back.
+    """
+    away = and_(commands.c.disconnected_at.is_not(None), commands.c.disconnected_at < cutoff)
+    active = commands.c.state.in_([s.value for s in ACTIVE_STATES])
     async with db.engine.begin() as conn:
-        res = await conn.execute(
-            _transition(ACTIVE_STATES, CommandState.LOST)
-            .where(
-                and_(commands.c.disconnected_at.is_not(None), commands.c.disconnected_at < cutoff)
-            )
-            .values(
-                finished_at=now,
-                detail="the agent did not reconnect within the reconnect window",
-            )
-            .returning(commands.c.id, commands.c.host_id)
+        rows = await conn.execute(
+            select(commands.c.id, commands.c.disconnected_at, commands.c.gate).where(away, active)
         )
-        return [_clean(r._mapping) for r in res]
+        plain, gated = [], []
+        for cid, left, gate in rows:
+            deadline = _gate_deadline(gate)
+            if not deadline:
+                plain.append(cid)
+            elif left + deadline < cutoff:
+                gated.append(cid)
+        lost: list[dict[str, Any]] = []
+        for ids, detail in (
+            (plain, "the agent did not reconnect within the reconnect window"),
+            (gated, "the agent did not reconnect within its health gate and the reconnect window"),
+        ):
+            for part in _chunks(ids):
+                res = await conn.execute(
+                    _transition(ACTIVE_STATES, CommandState.LOST)
+                    .where(commands.c.id.in_(part), away)
+                    .values(finished_at=now, detail=detail)
+                    .returning(commands.c.id, commands.c.host_id)
+                )
+                lost += [_clean(r._mapping) for r in res]
+        return lost
+
+
+def _gate_deadline(gate: Any) -> float:
+    """Return a stored gate's deadline in seconds (0 without a gate or a readable one)."""
+    if not isinstance(gate, dict):
+        return 0.0
+    deadline = gate.get("deadline_s")
+    if not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
+        return 0.0
+    return float(deadline) if math.isfinite(deadline) and deadline > 0 else 0.0
 
 
 async def mark_disconnected(db: Database, host_id: str, now: float) -> None:

@@ -98,8 +98,11 @@ window.NF = window.NF || {};
   NF.DEPLOY_KINDS = new Set(["switch", "pull-switch"]);
 
   NF.stateLabel = function stateLabel(c) {
-    // A running command whose agent dropped is waiting for it, not failed (yet).
-    if (NF.ACTIVE.has(c.state) && c.disconnected_at) return `${c.state}, awaiting reconnect`;
+    // A running command whose agent dropped is waiting for it, not failed (yet); a gated
+    // one for as long as its gate (the agent is meant to be away if the switch broke it).
+    if (NF.ACTIVE.has(c.state) && c.disconnected_at) {
+      return `${c.state}, ${c.gate ? "waiting for the health gate" : "awaiting reconnect"}`;
+    }
     if (c.state === "running" && c.warned) return "running, over its expected time";
     if (c.state === "rolled_back") return "rolled back";
     return c.state;
