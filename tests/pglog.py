@@ -86,6 +86,12 @@ class Log:
     def offset(self) -> int:
         return self.path.stat().st_size
 
+    def text(self, offset: int) -> str:
+        """Return what was logged after offset, as text."""
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
     def since(self, offset: int, until: int | None = None) -> Work:
         """Return the transactions logged for the database between offset and until."""
         with self.path.open("rb") as f:

@@ -267,7 +267,7 @@ def _gate_deadline(gate: Any) -> float:
 
 async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
     """Start the reconnect window for a host's active commands."""
-    async with db.engine.begin() as conn:
+    async with db.unframed() as conn:  # one statement: atomic by itself
         await conn.execute(
             update(commands)
             .where(

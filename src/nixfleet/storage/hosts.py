@@ -75,7 +75,7 @@ async def mark_connected(
 
     The newest connection wins: the host now belongs to this replica, whichever held it.
     """
-    async with db.engine.begin() as conn:
+    async with db.unframed() as conn:  # one statement: atomic by itself
         await conn.execute(
             update(hosts)
             .where(hosts.c.id == host_id)
@@ -116,7 +116,7 @@ async def set_meta(db: Database, host_id: str, meta: dict[str, str]) -> None:
     """Replace the metadata fields given (location, device type, theme colour)."""
     if not meta:
         return
-    async with db.engine.begin() as conn:
+    async with db.unframed() as conn:  # one statement: atomic by itself
         await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**meta))
 
 
@@ -124,7 +124,7 @@ async def set_labels(db: Database, host_id: str, owner: str, labels: dict[str, s
     """Replace one owner's labels ("labels": the operator's, "host_labels": the host's),
     or raise NotFound."""
     column = {"labels": hosts.c.labels, "host_labels": hosts.c.host_labels}[owner]
-    async with db.engine.begin() as conn:
+    async with db.unframed() as conn:  # one statement: atomic by itself
         res = await conn.execute(
             update(hosts)
             .where(hosts.c.id == host_id)
@@ -144,7 +144,7 @@ async def mark_disconnected(
     say otherwise (or start its commands' reconnect window).
     """
     held = or_(hosts.c.replica.is_(None), hosts.c.replica == replica)
-    async with db.engine.begin() as conn:
+    async with db.unframed() as conn:  # one statement: atomic by itself
         res = await conn.execute(
             update(hosts)
             .where(hosts.c.id == host_id, held)
