@@ -177,3 +177,12 @@ def test_only_an_admin_sees_the_users_link_on_every_page(team):
         for path in pages:
             html = browser.http.get(path).text
             assert ('href="/users"' in html) == sees, (name, path)
+
+
+def test_only_an_operator_or_an_admin_gets_the_host_gate_form_and_may_save_it(team):
+    gate = {"gate": {"deadline_s": 30}}
+    for name, may in (("vera", False), ("otto", True), ("ada", True)):
+        browser = Browser(team.base, name)
+        html = browser.http.get("/hosts/atlas").text
+        assert ('id="gate-form"' in html) == may, name
+        assert browser.send("PUT", "/api/hosts/atlas/health-gate", gate) == (200 if may else 403)
