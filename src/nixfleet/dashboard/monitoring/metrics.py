@@ -7,7 +7,7 @@ global one) lets several apps live in one process, as they do in tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -55,30 +55,20 @@ class _Replicas(Collector):
         counts = self.census()
         if counts is None:
             return
-        hosts = GaugeMetricFamily(
-            "nixfleet_fleet_hosts",
-            "Hosts of the whole fleet (one replica reports).",
-            labels=["online"],
-        )
-        for online, n in counts.hosts.items():
-            hosts.add_metric(["true" if online else "false"], n)
-        yield hosts
-        commands = GaugeMetricFamily(
-            "nixfleet_fleet_commands",
-            "Queued and active commands of the whole fleet (one replica reports).",
-            labels=["state"],
-        )
-        for state, n in counts.commands.items():
-            commands.add_metric([state], n)
-        yield commands
-        deploy = GaugeMetricFamily(
-            "nixfleet_fleet_hosts_deploy",
-            "Hosts of the whole fleet by deploy state (one replica reports).",
-            labels=["state"],
-        )
-        for state, n in counts.deploy.items():
-            deploy.add_metric([state], n)
-        yield deploy
+        online = {"true" if up else "false": n for up, n in counts.hosts.items()}
+        yield _gauge("nixfleet_fleet_hosts", "Hosts of the whole fleet", "online", online)
+        what = "Queued and active commands of the whole fleet"
+        yield _gauge("nixfleet_fleet_commands", what, "state", counts.commands)
+        what = "Hosts of the whole fleet by deploy state"
+        yield _gauge("nixfleet_fleet_hosts_deploy", what, "state", counts.deploy)
+
+
+def _gauge(name: str, what: str, label: str, counts: Mapping[str, int]) -> GaugeMetricFamily:
+    """One fleet-wide gauge with a sample per value of label."""
+    family = GaugeMetricFamily(name, f"{what} (one replica reports).", labels=[label])
+    for value, n in counts.items():
+        family.add_metric([value], n)
+    return family
 
 
 class _WithReplica(Collector):
