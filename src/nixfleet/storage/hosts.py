@@ -43,13 +43,13 @@ async def remove(db: Database, host_id: str) -> None:
 
 # Built once (each command reads its host): building it each call cost about as much CPU
 # as running it.
-_ONE = select(*PUBLIC).where(hosts.c.id == bindparam("host_id"))
+ONE = select(*PUBLIC).where(hosts.c.id == bindparam("host_id"))
 
 
 async def get(db: Database, host_id: str) -> dict[str, Any]:
     """Return one host's public row or raise NotFound."""
     async with db.reader.connect() as conn:
-        row = (await conn.execute(_ONE, {"host_id": host_id})).first()
+        row = (await conn.execute(ONE, {"host_id": host_id})).first()
     if row is None:
         raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
     return dict(row._mapping)
