@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import Update, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nixfleet.core.errors import Conflict, NotFound
@@ -170,11 +171,25 @@ async def save_outcome(
     return await _update_one(db, host_id, values)
 
 
+@functools.cache
+def _updating(keys: tuple[str, ...]) -> Update:
+    """Return the UPDATE … RETURNING of one host (b_id) setting keys (bound as b_<key>),
+    built once per shape: a finished command writes one, and building it cost as much CPU
+    as running it."""
+    return (
+        update(hosts)
+        .where(hosts.c.id == bindparam("b_id"))
+        .values({k: bindparam(f"b_{k}", type_=hosts.c[k].type) for k in keys})
+        .returning(*PUBLIC)
+    )
+
+
 async def _update_one(db: Database, host_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
     # One UPDATE … RETURNING: atomic by itself, and whoever announces the host reads nothing.
+    query = _updating(tuple(sorted(values)))
     async with db.unframed() as conn:
         res = await conn.execute(
-            update(hosts).where(hosts.c.id == host_id).values(**values).returning(*PUBLIC)
+            query, {"b_id": host_id, **{f"b_{k}": v for k, v in values.items()}}
         )
         row = res.first()
     return None if row is None else dict(row._mapping)
