@@ -63,7 +63,12 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             # One trip to aiosqlite's thread per statement, not five (sqlite_adapter.py).
-            self.engine: AsyncEngine = create_async_engine(self.url, module=sqlite_adapter.dbapi())
+            # check_same_thread off: reads run in the loop's thread (sqlite_adapter.py).
+            self.engine: AsyncEngine = create_async_engine(
+                self.url,
+                module=sqlite_adapter.dbapi(),
+                connect_args={"check_same_thread": False},
+            )
             pragmas = functools.partial(_sqlite_pragmas, busy_ms=int(busy_timeout_s * 1000))
             event.listen(self.engine.sync_engine, "connect", pragmas)
         else:
