@@ -18,9 +18,16 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+from argon2 import PasswordHasher
 
 import pgserver
 from nixfleet.demo.run import DemoFleet, DemoHost, prepare, start_agent, start_dashboard
+
+# The admin's argon2 hash for test fleets: argon2's defaults (64 MiB, 3 passes) cost ~0.2 s
+# of CPU per login, paid again by each of the suite's many logins. The cost is read from the
+# hash, so it is the operator's choice; tests/security/test_password_timing.py covers the
+# defaults and users added through the product (CLI, /api/users) still get them.
+_QUICK_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 # Fixtures of the multi-replica tests (two dashboards on one PostgreSQL, nginx in front).
 pytest_plugins = ["replicas.replicaset"]
@@ -134,6 +141,9 @@ class RunningFleet:
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # A test that provokes a 500 on purpose says so; every other one fails on a 500.
     expect_internal_errors: bool = False
+
+    def __post_init__(self) -> None:
+        self.fleet.env["NIXFLEET_ADMIN_PASSWORD_HASH"] = _QUICK_HASHER.hash(self.fleet.password)
 
     @property
     def base(self) -> str:
