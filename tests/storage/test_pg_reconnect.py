@@ -38,9 +38,7 @@ async def _read_together(db: Database, n: int) -> None:
     await asyncio.gather(*(one() for _ in range(n)))
 
 
-async def test_every_pooled_connection_from_before_a_restart_is_replaced_unseen(
-    pg_db, pg_cluster
-):
+async def test_every_pooled_connection_from_before_a_restart_is_replaced_unseen(pg_db, pg_cluster):
     await host_store.add(pg_db, "web-1", None, 1.0, {})
     await _read_together(pg_db, 4)
     await asyncio.to_thread(pg_cluster.stop)
