@@ -9,7 +9,7 @@ of times (docs/benchmarks.md, issue 20). Uvicorn's keeps, per connection:
   one waiter at most. `Inbox` and `Gate` below do the same with a list and a future.
 - the parsed handshake request (every header twice, in websockets' `Headers`) and the
   prepared 101 response, kept after the handshake although nothing reads them again:
-  about 5 KiB. They are let go once the handshake is answered.
+  about 5 KiB. They are emptied and let go once the handshake is answered.
 
 The rest of uvicorn's behaviour (frames, pings, close handshake, the 1009 for a frame
 over the size limit, the denial responses) is its own, unchanged.
@@ -108,7 +108,10 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
-        # The scope holds the headers the app reads; this copy has no reader.
+        # The scope holds the headers the app reads; this copy has no reader after the
+        # 101 was prepared from it. Emptied, not only let go: websockets' parser keeps
+        # the request it parsed in its frame for the life of the connection.
+        event.headers.clear()
         del self.request
 
     async def send(self, message: Any) -> None:
