@@ -113,6 +113,11 @@ async def measure(
             for d in by_line[:top]
         ],
     }
+    # A run whose dashboard logged errors measured their tracebacks too (linecache, …).
+    log = (root / "dashboard.log").read_text(errors="replace").splitlines()
+    result["dashboard_log_problems"] = sorted(
+        {line[:200] for line in log if "Traceback" in line or "ERROR" in line or "WARN" in line}
+    )[:20]
     if frames > 1:
         result["by_traceback"] = [
             {"bytes_per_agent": round(d.size_diff / agents), "frames": _frames(d.traceback)}
