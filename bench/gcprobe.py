@@ -8,11 +8,16 @@ process exits (SIGTERM from the benchmark included), with the interpreter's thre
 With BENCH_TRACEMALLOC=N in its environment it also traces allocations, keeping N frames of
 each one's traceback, and each SIGUSR1 writes a tracemalloc snapshot to OUT.<n>.snap
 (bench/connmem.py compares two of them).
+
+With BENCH_PROFILE=1, the first SIGUSR2 starts cProfile on the event loop's thread and the
+second stops it and writes OUT.prof (pstats): exact call counts per phase, where py-spy's
+samples are too few to tell one statement's cost from another's.
 """
 
 from __future__ import annotations
 
 import atexit
+import cProfile
 import gc
 import json
 import os
@@ -60,10 +65,27 @@ def main() -> None:
             tracemalloc.take_snapshot().dump(f"{out}.{taken[0]}.snap")
 
         signal.signal(signal.SIGUSR1, snapshot)
+    if os.environ.get("BENCH_PROFILE") == "1":
+        _profile_on_sigusr2(out)
     sys.argv = ["nixfleet", *sys.argv[2:]]
     from nixfleet.cli.main import main as nixfleet
 
     nixfleet()
+
+
+def _profile_on_sigusr2(out: Path) -> None:
+    profiler = cProfile.Profile()
+    running = [False]
+
+    def toggle(*_: object) -> None:
+        if running[0]:
+            profiler.disable()
+            profiler.dump_stats(f"{out}.prof")
+        else:
+            profiler.enable()
+        running[0] = not running[0]
+
+    signal.signal(signal.SIGUSR2, toggle)
 
 
 def summary(path: Path, since: float, until: float) -> dict[str, Any]:

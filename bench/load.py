@@ -357,7 +357,12 @@ async def run_size(root: Path, n: int, p: Profile) -> dict[str, Any]:
         out = {"capacity": await capacity(target, swarm, base, p.idle_s)}
         t1 = time.monotonic()
         spy = RESULTS / f"spy-dispatch-{n}-{time.strftime('%H%M%S')}.txt" if p.spy else None
+        profiling = p.gc_probe and os.environ.get("BENCH_PROFILE") == "1"
+        if profiling:  # bench/gcprobe.py: cProfile during the dispatch phase only
+            target.toggle_profile()
         out["dispatch"] = await dispatch(target, client, swarm, ids, p.commands, p.rate, spy)
+        if profiling:
+            target.toggle_profile(RESULTS / f"profile-dispatch-{n}-{time.strftime('%H%M%S')}.prof")
         out["dispatch"]["cpu_per_command"] = per_command(out["capacity"], out["dispatch"])
         windows |= {"capacity": (t0, t1), "dispatch": (t1, time.monotonic())}
         await asyncio.sleep(1)  # the last `finished` messages land; every host is free

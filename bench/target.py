@@ -15,6 +15,8 @@ import contextlib
 import os
 import resource
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -113,6 +115,21 @@ class Target:
     @property
     def gc_log(self) -> Path:
         return self.root / "gc.json"
+
+    def toggle_profile(self, keep: Path | None = None) -> None:
+        """Start, or stop and copy to keep, the dashboard's cProfile (BENCH_PROFILE=1)."""
+        assert self.proc is not None
+        prof = Path(f"{self.gc_log}.prof")
+        prof.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR2)
+        if keep is None:
+            return
+        deadline = time.monotonic() + 30
+        while not prof.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # dump_stats writes in one go, but let it finish
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(prof, keep)
 
     def start(self, gc_probe: bool = False) -> None:
         """Start the dashboard; with gc_probe, every collection it makes is logged."""

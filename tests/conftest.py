@@ -18,9 +18,16 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+from argon2 import PasswordHasher
 
 import pgserver
 from nixfleet.demo.run import DemoFleet, DemoHost, prepare, start_agent, start_dashboard
+
+# The admin's argon2 hash for test fleets: argon2's defaults (64 MiB, 3 passes) cost ~0.2 s
+# of CPU per login, paid again by each of the suite's many logins. The cost is read from the
+# hash, so it is the operator's choice; tests/security/test_password_timing.py covers the
+# defaults and users added through the product (CLI, /api/users) still get them.
+_QUICK_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 # Fixtures of the multi-replica tests (two dashboards on one PostgreSQL, nginx in front).
 pytest_plugins = ["replicas.replicaset"]
@@ -135,6 +142,9 @@ class RunningFleet:
     # A test that provokes a 500 on purpose says so; every other one fails on a 500.
     expect_internal_errors: bool = False
 
+    def __post_init__(self) -> None:
+        self.fleet.env["NIXFLEET_ADMIN_PASSWORD_HASH"] = _QUICK_HASHER.hash(self.fleet.password)
+
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -234,6 +244,45 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     cluster.drop_database(name)
 
 
+class Fleets:
+    """Start fleets under one directory and, when done, stop them and check their logs."""
+
+    def __init__(self, root: Path, engine_env: dict[str, str]) -> None:
+        self.root = root
+        self.engine_env = engine_env
+        self.running: list[RunningFleet] = []
+
+    def make(
+        self,
+        hosts: int = 3,
+        build_seconds: float = 1.0,
+        agents: bool = True,
+        env: dict[str, str] | None = None,
+        failing: tuple[str, ...] = ("dune",),
+    ) -> RunningFleet:
+        env = {**self.engine_env, **(env or {})}
+        fleet = prepare(
+            self.root / f"fleet{len(self.running)}", hosts, failing=failing, extra_env=env
+        )
+        rf = RunningFleet(fleet, uuid.uuid4().hex, build_seconds)
+        self.running.append(rf)
+        rf.start_dashboard()
+        if agents:
+            for h in fleet.hosts:
+                rf.start_agent(h.host_id)
+            rf.api().wait_online([h.host_id for h in fleet.hosts])
+        return rf
+
+    def close(self) -> None:
+        for rf in self.running:
+            rf.stop()
+        for rf in self.running:
+            log = rf.fleet.root / "dashboard.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if not rf.expect_internal_errors:
+                assert "unhandled error" not in text, f"the dashboard answered 500: see {log}"
+
+
 @pytest.fixture
 def make_fleet(
     tmp_path: Path, request: pytest.FixtureRequest
@@ -242,35 +291,26 @@ def make_fleet(
 
     Under the `backend` fixture the dashboard uses that fixture's database.
     """
-    running: list[RunningFleet] = []
     engine_env = request.getfixturevalue("backend").env if "backend" in request.fixturenames else {}
+    fleets = Fleets(tmp_path, engine_env)
+    yield fleets.make
+    fleets.close()
 
-    def factory(
-        hosts: int = 3,
-        build_seconds: float = 1.0,
-        agents: bool = True,
-        env: dict[str, str] | None = None,
-        failing: tuple[str, ...] = ("dune",),
-    ) -> RunningFleet:
-        env = {**engine_env, **(env or {})}
-        fleet = prepare(tmp_path / f"fleet{len(running)}", hosts, failing=failing, extra_env=env)
-        rf = RunningFleet(fleet, uuid.uuid4().hex, build_seconds)
-        running.append(rf)
-        rf.start_dashboard()
-        if agents:
-            for h in fleet.hosts:
-                rf.start_agent(h.host_id)
-            rf.api().wait_online([h.host_id for h in fleet.hosts])
-        return rf
 
-    yield factory
-    for rf in running:
-        rf.stop()
-    for rf in running:
-        log = rf.fleet.root / "dashboard.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        if not rf.expect_internal_errors:
-            assert "unhandled error" not in text, f"the dashboard answered 500: see {log}"
+@pytest.fixture(scope="module")
+def make_module_fleet(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., RunningFleet]]:
+    """Return make_fleet's factory for fleets that serve every test of a module (on SQLite).
+
+    A fleet costs about 3 s of CPU to prepare and start (Nix builds, a dashboard's imports,
+    agents), which most of a module's tests spend again only to read or to be refused. Only
+    for tests that leave nothing a later test of the module could see, or that each use a
+    thing (host, user, session) of their own.
+    """
+    fleets = Fleets(tmp_path_factory.mktemp("fleets"), {})
+    yield fleets.make
+    fleets.close()
 
 
 # --- agents against arbitrary servers (the transport tests in tests/agent) ---------------

@@ -13,9 +13,11 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 
-@pytest.fixture
-def idle(make_fleet):
-    return make_fleet(hosts=2, agents=False)
+@pytest.fixture(scope="module")
+def idle(make_module_fleet):
+    """One fleet for the module: a test that changes something (a token, a host) keeps
+    the fleet as the next test expects it."""
+    return make_module_fleet(hosts=2, agents=False)
 
 
 def test_health_needs_no_login_and_tells_no_versions(idle):
@@ -133,6 +135,7 @@ def test_a_rotated_token_stops_working_at_once(idle):
     old = idle.host("atlas").token_file.read_text()
     new = api.post("/api/hosts/atlas/agent-token").json()["agent_token"]
     assert new != old
+    idle.host("atlas").token_file.write_text(new)  # what the agent is given on rotation
 
     async def attempt() -> None:
         with pytest.raises(InvalidStatus):

@@ -63,8 +63,14 @@ INFO = ["--log-level", "info"]
 BACKOFF_CAP_WAIT = 90
 
 
-def test_a_token_presented_for_another_host_is_refused_and_counted_as_cross_host(make_fleet):
-    rf = make_fleet(hosts=2, agents=False)
+@pytest.fixture(scope="module")
+def idle(make_module_fleet):
+    """One fleet for the tests that change no credential: refusals and reads."""
+    return make_module_fleet(hosts=2, agents=False)
+
+
+def test_a_token_presented_for_another_host_is_refused_and_counted_as_cross_host(idle):
+    rf = idle
     atlas = rf.host("atlas").token_file.read_text().strip()
     assert handshake(rf.base, "borealis", atlas) == 401
     assert handshake(rf.base, "atlas", atlas) == 101
@@ -125,8 +131,8 @@ def test_an_expired_enrollment_code_is_refused(make_fleet):
     wait_for(lambda: "expired" in dashboard_log(rf), 10, "the expired refusal logged")
 
 
-def test_a_malformed_enrollment_gets_a_clear_4xx(make_fleet):
-    rf = make_fleet(hosts=1, agents=False)
+def test_a_malformed_enrollment_gets_a_clear_4xx(idle):
+    rf = idle
     for body in [{}, {"host_id": "atlas"}, {"host_id": "Bad_Host", "code": "x"}, {"code": "x"}]:
         res = httpx.post(f"{rf.base}/api/agent/enroll", json=body)
         assert 400 <= res.status_code < 500, body
@@ -399,8 +405,8 @@ CREDENTIAL_CHANGES = [
 ]
 
 
-def test_credential_changes_need_the_csrf_token(make_fleet):
-    rf = make_fleet(hosts=1, agents=False)
+def test_credential_changes_need_the_csrf_token(idle):
+    rf = idle
     api = rf.api()
     for method, path, body in CREDENTIAL_CHANGES:
         res = api.http.request(method, path, json=body)
@@ -412,8 +418,8 @@ def test_credential_changes_need_the_csrf_token(make_fleet):
     assert handshake(rf.base, "atlas", token) == 101
 
 
-def test_bad_credential_requests_get_a_clear_4xx(make_fleet):
-    rf = make_fleet(hosts=1, agents=False)
+def test_bad_credential_requests_get_a_clear_4xx(idle):
+    rf = idle
     api = rf.api()
     for method, path, body, status in [
         ("PUT", "/api/hosts/atlas/client-cert", {"sha256": "zz" * 32}, 422),

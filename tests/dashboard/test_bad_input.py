@@ -15,8 +15,20 @@ def _command_rows(rf) -> int:
         return int(conn.execute("SELECT count(*) FROM commands").fetchone()[0])
 
 
+@pytest.fixture(scope="module")
+def idle(make_module_fleet):
+    """One fleet for the module: each request here is refused and leaves nothing behind."""
+    return make_module_fleet(hosts=1, agents=False)
+
+
+@pytest.fixture(scope="module")
+def api(idle):
+    return idle.api()
+
+
 @pytest.fixture
-def idle(make_fleet):
+def fresh(make_fleet):
+    """A fleet of its own for generated input, some of which is valid and adds hosts."""
     return make_fleet(hosts=1, agents=False)
 
 
@@ -34,9 +46,8 @@ def idle(make_fleet):
     ],
 )
 def test_a_bad_command_request_is_refused_clearly_and_stores_nothing(
-    idle, path, body, status, code
+    idle, api, path, body, status, code
 ):
-    api = idle.api()
     res = api.post(path, body)
     assert res.status_code == status, res.text
     assert res.json()["error"] == code
@@ -44,14 +55,13 @@ def test_a_bad_command_request_is_refused_clearly_and_stores_nothing(
     assert _command_rows(idle) == 0
 
 
-def test_the_unknown_command_error_lists_what_is_accepted(idle):
-    detail = idle.api().post("/api/hosts/atlas/command", {"command": "reboot"}).json()["detail"]
+def test_the_unknown_command_error_lists_what_is_accepted(api):
+    detail = api.post("/api/hosts/atlas/command", {"command": "reboot"}).json()["detail"]
     for kind in ("pull", "switch", "pull-switch", "test", "stop", "restart"):
         assert kind in detail
 
 
-def test_malformed_json_is_a_400(idle):
-    api = idle.api()
+def test_malformed_json_is_a_400(idle, api):
     res = api.http.post(
         "/api/hosts/atlas/command",
         content=b'{"command": "sw',
@@ -62,16 +72,14 @@ def test_malformed_json_is_a_400(idle):
     assert _command_rows(idle) == 0
 
 
-def test_an_oversized_body_is_a_413(idle):
-    api = idle.api()
+def test_an_oversized_body_is_a_413(api):
     res = api.post("/api/hosts", {"host_id": "big", "location": "x" * 200_000})
     assert res.status_code == 413
     assert res.json()["error"] == "too_large"
     assert all(h["id"] != "big" for h in api.get("/api/hosts").json()["hosts"])
 
 
-def test_an_oversized_body_without_content_length_is_a_413(idle):
-    api = idle.api()
+def test_an_oversized_body_without_content_length_is_a_413(api):
 
     def chunks():
         for _ in range(100):
@@ -98,16 +106,14 @@ def test_an_oversized_body_without_content_length_is_a_413(idle):
         ({"host_id": "ATLAS"}, 409, "conflict"),
     ],
 )
-def test_adding_a_bad_or_duplicate_host_is_refused(idle, body, status, code):
-    api = idle.api()
+def test_adding_a_bad_or_duplicate_host_is_refused(api, body, status, code):
     res = api.post("/api/hosts", body)
     assert res.status_code == status, res.text
     assert res.json()["error"] == code
     assert [h["id"] for h in api.get("/api/hosts").json()["hosts"]] == ["atlas"]
 
 
-def test_hosts_are_added_and_removed_with_canonical_ids(idle):
-    api = idle.api()
+def test_hosts_are_added_and_removed_with_canonical_ids(api):
     res = api.post("/api/hosts", {"host_id": " Web-01 ", "location": "rack C"})
     assert res.status_code == 201
     assert res.json()["host"]["id"] == "web-01"
@@ -120,8 +126,7 @@ def test_hosts_are_added_and_removed_with_canonical_ids(idle):
     )
 
 
-def test_unknown_command_ids_and_routes_are_404_json(idle):
-    api = idle.api()
+def test_unknown_command_ids_and_routes_are_404_json(api):
     assert api.get("/api/commands/nope").status_code == 404
     res = api.get("/api/nothing-here")
     assert res.status_code == 404
@@ -153,11 +158,11 @@ bodies = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(body=bodies, raw=st.binary(max_size=60))
-def test_generated_garbage_is_always_a_clear_4xx(idle, body, raw):
+def test_generated_garbage_is_always_a_clear_4xx(fresh, body, raw):
     """Whatever JSON (or non-JSON) arrives, the answer is a 4xx JSON error or a success —
     never a 500 (the fixture's teardown also fails the test on any logged 500)."""
-    api = getattr(idle, "fuzz_api", None) or idle.api()  # one login for all examples
-    idle.fuzz_api = api
+    api = getattr(fresh, "fuzz_api", None) or fresh.api()  # one login for all examples
+    fresh.fuzz_api = api
     for path in ("/api/hosts", "/api/hosts/atlas/command", "/api/commands/bulk"):
         res = api.post(path, body)
         assert res.status_code < 500, (path, body, res.text)

@@ -109,7 +109,8 @@ def test_host_tests_run_in_order_and_each_result_is_reported(make_fleet):
 
 
 def test_pull_brings_a_host_from_behind_to_the_target_commit(make_fleet):
-    rf = make_fleet(hosts=1)
+    # The target is looked up again after 1 s, not the default 10: the new commit shows soon.
+    rf = make_fleet(hosts=1, env={"NIXFLEET_TARGET_CACHE_S": "1"})
     api = rf.api()
     new_head = commit_change(rf.fleet.root / "config", "bump nixpkgs")
     wait_for(lambda: api.host("atlas")["deploy"]["target_commit"] == new_head, 30, "new target")

@@ -10,12 +10,19 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 import websockets.sync.client as ws_client
 from websockets.exceptions import InvalidStatus
 
 
-def test_answers_with_codes_tokens_or_csrf_tokens_are_not_stored(make_fleet):
-    fleet = make_fleet(hosts=1, agents=False)
+@pytest.fixture(scope="module")
+def idle(make_module_fleet):
+    """One default fleet for the tests that only read or add a host of their own."""
+    return make_module_fleet(hosts=1, agents=False)
+
+
+def test_answers_with_codes_tokens_or_csrf_tokens_are_not_stored(idle):
+    fleet = idle
     api = fleet.api()
     added = api.post("/api/hosts", {"host_id": "web-01"})
     rotated = api.post("/api/hosts/web-01/agent-token")
@@ -27,8 +34,8 @@ def test_answers_with_codes_tokens_or_csrf_tokens_are_not_stored(make_fleet):
     assert "no-store" not in api.get("/static/app.css").headers.get("cache-control", "")
 
 
-def test_a_refused_agent_handshake_carries_the_hardening_headers(make_fleet):
-    fleet = make_fleet(hosts=1, agents=False)
+def test_a_refused_agent_handshake_carries_the_hardening_headers(idle):
+    fleet = idle
     headers = {
         "Authorization": "Bearer nfa_wrong-token-xxxxxxxxxxxxxxxx",
         "X-NixFleet-Host": "atlas",
@@ -45,8 +52,8 @@ def test_a_refused_agent_handshake_carries_the_hardening_headers(make_fleet):
     assert res.headers["cache-control"] == "no-store"
 
 
-def test_a_wrong_method_gets_405_with_allow(make_fleet):
-    fleet = make_fleet(hosts=1, agents=False)
+def test_a_wrong_method_gets_405_with_allow(idle):
+    fleet = idle
     res = httpx.put(f"{fleet.base}/login")
     assert res.status_code == 405
     assert set(res.headers["allow"].split(", ")) == {"GET", "POST"}

@@ -23,9 +23,9 @@ def _keys() -> list[str]:
     return access.route_keys(m.router for m in ROUTE_MODULES)
 
 
-@pytest.fixture
-def team(make_fleet):
-    rf = make_fleet(
+@pytest.fixture(scope="module")
+def cast(make_module_fleet):
+    rf = make_module_fleet(
         hosts=1,
         agents=False,
         env={"NIXFLEET_RATE_LIMIT_API": "1000/second", "NIXFLEET_RATE_LIMIT_LOGIN": "600/minute"},
@@ -34,6 +34,18 @@ def team(make_fleet):
         res = run_cli(["admin", "user", "add", name, "--role", role], rf.fleet.env, PASSWORD)
         assert res.returncode == 0, res.stderr
     return rf
+
+
+@pytest.fixture
+def team(cast):
+    """The module's fleet with every user of the cast (and admin) enabled again.
+
+    Some tests disable a user; the others expect all of them able to log in.
+    """
+    ada = Browser(cast.base, "ada")
+    for name in [*CAST, "admin"]:
+        assert ada.send("PATCH", f"/api/users/{name}", {"disabled": False}) == 200, name
+    return cast
 
 
 class Browser:

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import run_cli, wait_for
 
-WINDOW_S = 10  # small, so the "resolved" comes soon; wide enough for 12 argon2 logins
+# Small, so the "resolved" comes soon; wide enough for 12 logins (quick hashes: conftest).
+WINDOW_S = 4
 
 
 class Receiver:

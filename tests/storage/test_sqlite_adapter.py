@@ -1,6 +1,6 @@
-"""SQLite in one trip per statement (storage/sqlite_adapter.py) keeps what SQLAlchemy's own
-aiosqlite adapter gave: rows, counts, RETURNING, errors, and transactions that either
-commit whole or leave nothing behind."""
+"""SQLite in one trip per write and none per read (storage/sqlite_adapter.py) keeps what
+SQLAlchemy's own aiosqlite adapter gave: rows, counts, RETURNING, errors, and transactions
+that either commit whole or leave nothing behind."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from nixfleet.storage import sqlite_adapter
 from nixfleet.storage.db import Database
 from nixfleet.storage.migrate import upgrade
 from nixfleet.storage.tables import sessions
@@ -89,9 +90,8 @@ async def _insert(db: Database, n: int) -> None:
         await conn.execute(insert(sessions).values(_row(n)))
 
 
-async def test_a_read_is_one_trip_to_the_database_thread(db, monkeypatch):
-    await _count(db)  # the pool's connection is open
-    trips = []
+def _count_trips(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    trips: list[object] = []
     real = aiosqlite.core.Connection._execute
 
     async def counted(self, fn, *args, **kwargs):
@@ -99,10 +99,25 @@ async def test_a_read_is_one_trip_to_the_database_thread(db, monkeypatch):
         return await real(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+    return trips
+
+
+async def test_a_read_runs_without_a_trip_and_a_write_is_one_plus_its_commit(db, monkeypatch):
+    await _count(db)  # the pool's connection is open
+    trips = _count_trips(monkeypatch)
     assert await _count(db) == 0
-    assert (
-        len(trips) == 1
-    )  # SQLAlchemy's own adapter made 5: cursor, execute, fetch, close, rollback
-    trips.clear()
+    # SQLAlchemy's own adapter made 5: cursor, execute, fetch, close, rollback.
+    assert trips == []
     await _insert(db, 1)
     assert len(trips) == 2  # the statement and the commit
+
+
+async def test_a_read_of_many_rows_returns_every_row_in_order(db, monkeypatch):
+    count = sqlite_adapter.INLINE_ROWS * 3 + 7
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(sessions), [_row(n) for n in range(count)])
+    trips = _count_trips(monkeypatch)
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(select(sessions.c.created_at).order_by(sessions.c.created_at))
+        assert [r[0] for r in rows] == list(range(count))
+    assert len(trips) == 1  # the rows past the first INLINE_ROWS came from the thread

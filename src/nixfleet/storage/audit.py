@@ -41,6 +41,12 @@ def clean(value: Any) -> Any:
     return value
 
 
+# Built once (a command writes an entry): building a statement costs as much CPU as
+# running it.
+_HEAD = select(t.c.seq, t.c.hash).order_by(desc(t.c.seq)).limit(1)
+_INSERT = insert(t)
+
+
 async def append(db: Database, entry: dict[str, Any], key: bytes | None) -> dict[str, Any]:
     """Return the stored entry, chained after the current head and signed with key."""
     return (await append_many(db, [entry], key))[-1]
@@ -61,9 +67,7 @@ async def append_many(
             async with db.engine.begin() as conn:
                 # Replicas take turns: the head read here is still the head at the INSERT.
                 await db.write_lock(conn, "audit_log")
-                head = (
-                    await conn.execute(select(t.c.seq, t.c.hash).order_by(desc(t.c.seq)).limit(1))
-                ).first()
+                head = (await conn.execute(_HEAD)).first()
                 seq, prev = (head[0], head[1]) if head else (0, chain.GENESIS)
                 rows = []
                 for entry in entries:
@@ -72,7 +76,7 @@ async def append_many(
                     row["hash"] = prev = chain.entry_hash(prev, row)
                     row["mac"] = chain.entry_mac(key, row["hash"]) if key else None
                     rows.append(row)
-                await conn.execute(insert(t), rows)
+                await conn.execute(_INSERT, rows)
             return rows
         except IntegrityError:
             if attempt == _APPEND_TRIES - 1:

@@ -4,15 +4,33 @@
 Every UPDATE that writes a state is built by `_transition`, which refuses a move the state
 machine in `core.commands` forbids, and new rows must be born in an initial state: an
 illegal transition cannot be written, whoever calls.
+
+The statements of a command's life (queue, claim, started, finished, the guard-rail read)
+are built once per shape, with bound parameters (`_prepared`): building a statement with
+SQLAlchemy costs about as much CPU as running it on SQLite (its cache key and coercions
+walk the whole statement), and these run several times per command.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, Update, and_, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    RowMapping,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.commands import (
@@ -24,7 +42,7 @@ from nixfleet.core.commands import (
 )
 from nixfleet.core.errors import NotFound
 from nixfleet.storage.db import Database
-from nixfleet.storage.hosts import PUBLIC as PUBLIC_HOST
+from nixfleet.storage.hosts import ONE as ONE_HOST
 from nixfleet.storage.tables import commands, hosts
 
 
@@ -36,10 +54,91 @@ def _transition(from_states: Collection[CommandState], to_state: CommandState) -
     illegal = sorted(s.value for s in from_states if not can_move(s, to_state))
     if illegal or not from_states:
         raise ValueError(f"store: illegal transition {illegal} -> {to_state.value}")
+    return update(commands).where(_state_in(from_states)).values(state=to_state)
+
+
+def _state_in(states: Collection[CommandState]) -> ColumnElement[bool]:
+    """Return `state = a OR state = b …`: the same rows as `state IN (…)`, without the
+    expanding parameter SQLAlchemy re-renders into the SQL text at every execution."""
+    return or_(*(commands.c.state == s.value for s in sorted(states)))
+
+
+def _prepared(build: Callable[..., Any]) -> Callable[..., Any]:
+    """Cache a statement builder by its (hashable) shape: each shape is built once."""
+    return functools.cache(build)
+
+
+def _of_one(query: Update, keys: tuple[str, ...]) -> Update:
+    """Return query narrowed to one command of one host (b_id, b_host), setting the columns
+    named by keys (bound as b_<key>) and returning the row as written."""
     return (
-        update(commands)
-        .where(commands.c.state.in_([s.value for s in from_states]))
-        .values(state=to_state)
+        query.where(commands.c.id == bindparam("b_id"), commands.c.host_id == bindparam("b_host"))
+        .values({k: bindparam(f"b_{k}", type_=commands.c[k].type) for k in keys})
+        .returning(*commands.c)
+    )
+
+
+@_prepared
+def _moving(
+    from_states: frozenset[CommandState], to_state: CommandState, keys: tuple[str, ...]
+) -> Update:
+    return _of_one(_transition(from_states, to_state), keys)
+
+
+@_prepared
+def _setting(only_in: frozenset[CommandState] | None, keys: tuple[str, ...]) -> Update:
+    query = update(commands) if only_in is None else update(commands).where(_state_in(only_in))
+    return _of_one(query, keys)
+
+
+def _bound(command_id: str, host_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {"b_id": command_id, "b_host": host_id, **{f"b_{k}": v for k, v in values.items()}}
+
+
+_INSERT: Insert = insert(commands).returning(*commands.c)
+_SUPERSEDE: Update = (
+    _transition({CommandState.QUEUED}, CommandState.CANCELLED)
+    .where(
+        commands.c.host_id == bindparam("b_host"),
+        or_(*(commands.c.kind == k.value for k in sorted(SUPERSEDING))),
+    )
+    .values(finished_at=bindparam("b_at"), detail=bindparam("b_why"))
+    .returning(*commands.c)
+)
+_ONE: Select[Any] = select(commands).where(commands.c.id == bindparam("b_id"))
+_DELIVERABLE: Select[Any] = (
+    select(commands)
+    .where(
+        commands.c.host_id.in_(bindparam("b_hosts", expanding=True)),
+        commands.c.state == CommandState.QUEUED.value,
+        or_(commands.c.expires_at.is_(None), commands.c.expires_at > bindparam("b_now")),
+    )
+    .order_by(commands.c.created_at)
+)
+_BUSY: Select[Any] = (
+    select(commands.c.host_id)
+    .distinct()
+    .where(commands.c.host_id.in_(bindparam("b_hosts", expanding=True)), _state_in(ACTIVE_STATES))
+)
+_CLAIM: Update = (
+    _transition({CommandState.QUEUED}, CommandState.DISPATCHED)
+    .where(commands.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(dispatched_at=bindparam("b_now"))
+    .returning(*commands.c)
+)
+# A replica with a holder id claims only commands of hosts whose connection it holds.
+_CLAIM_HELD: Update = _CLAIM.where(
+    commands.c.host_id.in_(select(hosts.c.id).where(hosts.c.replica == bindparam("b_holder")))
+)
+
+
+@_prepared
+def _active_of_host(limit: int) -> Select[Any]:
+    return (
+        select(commands)
+        .where(commands.c.host_id == bindparam("b_host"), _state_in(ACTIVE_STATES))
+        .order_by(commands.c.created_at.desc())
+        .limit(limit)
     )
 
 
@@ -82,20 +181,12 @@ async def queue(
     # Without superseding, the INSERT is the only statement: atomic by itself.
     async with db.engine.begin() if supersede else db.unframed() as conn:
         if supersede:
+            why = f"superseded by {row['id']}"
             res = await conn.execute(
-                _transition({CommandState.QUEUED}, CommandState.CANCELLED)
-                .where(
-                    commands.c.host_id == row["host_id"],
-                    commands.c.kind.in_([k.value for k in SUPERSEDING]),
-                )
-                .values(
-                    finished_at=row["created_at"],
-                    detail=f"superseded by {row['id']}",
-                )
-                .returning(*commands.c)
+                _SUPERSEDE, {"b_host": row["host_id"], "b_at": row["created_at"], "b_why": why}
             )
             cancelled = [_clean(r._mapping) for r in res]
-        stored = (await conn.execute(insert(commands).values(**row).returning(*commands.c))).one()
+        stored = (await conn.execute(_INSERT, row)).one()
     return _clean(stored._mapping), cancelled
 
 
@@ -125,14 +216,9 @@ async def moved(
     One guarded UPDATE … RETURNING, atomic by itself (`Database.unframed`).
     """
     _no_state(values)
-    query = _transition(from_states, to_state)
+    query = _moving(frozenset(from_states), to_state, tuple(sorted(values)))
     async with db.unframed() as conn:
-        res = await conn.execute(
-            query.where(commands.c.id == command_id, commands.c.host_id == host_id)
-            .values(**values)
-            .returning(*commands.c)
-        )
-        row = res.first()
+        row = (await conn.execute(query, _bound(command_id, host_id, values))).first()
     return None if row is None else _clean(row._mapping)
 
 
@@ -146,11 +232,10 @@ async def set_fields(
     """Update non-state fields of one command of host_id (only while in only_in, if given);
     return its row as written, or None when no row changed."""
     _no_state(values)
-    query = update(commands).where(commands.c.id == command_id, commands.c.host_id == host_id)
-    if only_in is not None:
-        query = query.where(commands.c.state.in_([s.value for s in only_in]))
+    shape = None if only_in is None else frozenset(only_in)
+    query = _setting(shape, tuple(sorted(values)))
     async with db.unframed() as conn:
-        row = (await conn.execute(query.values(**values).returning(*commands.c))).first()
+        row = (await conn.execute(query, _bound(command_id, host_id, values))).first()
     return None if row is None else _clean(row._mapping)
 
 
@@ -159,27 +244,19 @@ async def host_and_active(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Return the host's public row and its active commands, newest first (what a new
     command is checked against), read on one connection; raise NotFound for no host."""
-    active = (
-        select(commands)
-        .where(
-            commands.c.host_id == host_id,
-            commands.c.state.in_([s.value for s in ACTIVE_STATES]),
-        )
-        .order_by(commands.c.created_at.desc())
-        .limit(limit)
-    )
     async with db.reader.connect() as conn:
-        host = (await conn.execute(select(*PUBLIC_HOST).where(hosts.c.id == host_id))).first()
+        host = (await conn.execute(ONE_HOST, {"host_id": host_id})).first()
         if host is None:
             raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
-        rows = [_clean(r._mapping) for r in await conn.execute(active)]
+        active = await conn.execute(_active_of_host(limit), {"b_host": host_id})
+        rows = [_clean(r._mapping) for r in active]
     return dict(host._mapping), rows
 
 
 async def get(db: Database, command_id: str) -> dict[str, Any]:
     """Return one command row or raise NotFound."""
     async with db.reader.connect() as conn:
-        row = (await conn.execute(select(commands).where(commands.c.id == command_id))).first()
+        row = (await conn.execute(_ONE, {"b_id": command_id})).first()
     if row is None:
         raise NotFound(f"store: no command {command_id!r}")
     return _clean(row._mapping)
@@ -355,16 +432,8 @@ async def _deliverable(
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for part in _chunks(host_ids):
-        query = (
-            select(commands)
-            .where(
-                commands.c.host_id.in_(part),
-                commands.c.state == CommandState.QUEUED,
-                or_(commands.c.expires_at.is_(None), commands.c.expires_at > now),
-            )
-            .order_by(commands.c.created_at)
-        )
-        out += [_clean(r._mapping) for r in await conn.execute(query)]
+        rows = await conn.execute(_DELIVERABLE, {"b_hosts": list(part), "b_now": now})
+        out += [_clean(r._mapping) for r in rows]
     out.sort(key=lambda c: c["created_at"])
     return out
 
@@ -378,14 +447,7 @@ async def busy_hosts(db: Database, host_ids: Sequence[str]) -> set[str]:
 async def _busy(conn: AsyncConnection, host_ids: Sequence[str]) -> set[str]:
     busy: set[str] = set()
     for part in _chunks(host_ids):
-        res = await conn.execute(
-            select(commands.c.host_id)
-            .distinct()
-            .where(
-                commands.c.host_id.in_(part),
-                commands.c.state.in_([s.value for s in ACTIVE_STATES]),
-            )
-        )
+        res = await conn.execute(_BUSY, {"b_hosts": list(part)})
         busy |= {r[0] for r in res}
     return busy
 
@@ -408,14 +470,9 @@ async def _claim(
     conn: AsyncConnection, command_ids: Sequence[str], now: float, holder: str | None
 ) -> list[dict[str, Any]]:
     claimed: list[dict[str, Any]] = []
-    held = select(hosts.c.id).where(hosts.c.replica == holder)
+    query, held = (_CLAIM, {}) if holder is None else (_CLAIM_HELD, {"b_holder": holder})
     for part in _chunks(command_ids):
-        query = _transition({CommandState.QUEUED}, CommandState.DISPATCHED).where(
-            commands.c.id.in_(part)
-        )
-        if holder is not None:
-            query = query.where(commands.c.host_id.in_(held))
-        res = await conn.execute(query.values(dispatched_at=now).returning(*commands.c))
+        res = await conn.execute(query, {"b_ids": list(part), "b_now": now, **held})
         claimed += [_clean(r._mapping) for r in res]
     return claimed
 

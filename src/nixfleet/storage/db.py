@@ -51,6 +51,10 @@ def engine_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
+_SQLITE_WRITE_LOCK = text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0")
+_PG_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:n))")
+
+
 class Database:
     """Own the engine; every storage function takes one of these and its scope."""
 
@@ -59,7 +63,12 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             # One trip to aiosqlite's thread per statement, not five (sqlite_adapter.py).
-            self.engine: AsyncEngine = create_async_engine(self.url, module=sqlite_adapter.dbapi())
+            # check_same_thread off: reads run in the loop's thread (sqlite_adapter.py).
+            self.engine: AsyncEngine = create_async_engine(
+                self.url,
+                module=sqlite_adapter.dbapi(),
+                connect_args={"check_same_thread": False},
+            )
             pragmas = functools.partial(_sqlite_pragmas, busy_ms=int(busy_timeout_s * 1000))
             event.listen(self.engine.sync_engine, "connect", pragmas)
         else:
@@ -127,11 +136,9 @@ class Database:
         (busy_timeout) rather than failing later on a stale snapshot.
         """
         if self.is_sqlite:
-            await conn.execute(
-                text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0")
-            )
+            await conn.execute(_SQLITE_WRITE_LOCK)
         else:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
+            await conn.execute(_PG_ADVISORY_LOCK, {"n": name})
 
     async def close(self) -> None:
         await self.engine.dispose()

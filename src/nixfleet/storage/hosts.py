@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import Update, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nixfleet.core.errors import Conflict, NotFound
@@ -43,13 +44,13 @@ async def remove(db: Database, host_id: str) -> None:
 
 # Built once (each command reads its host): building it each call cost about as much CPU
 # as running it.
-_ONE = select(*PUBLIC).where(hosts.c.id == bindparam("host_id"))
+ONE = select(*PUBLIC).where(hosts.c.id == bindparam("host_id"))
 
 
 async def get(db: Database, host_id: str) -> dict[str, Any]:
     """Return one host's public row or raise NotFound."""
     async with db.reader.connect() as conn:
-        row = (await conn.execute(_ONE, {"host_id": host_id})).first()
+        row = (await conn.execute(ONE, {"host_id": host_id})).first()
     if row is None:
         raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
     return dict(row._mapping)
@@ -170,11 +171,25 @@ async def save_outcome(
     return await _update_one(db, host_id, values)
 
 
+@functools.cache
+def _updating(keys: tuple[str, ...]) -> Update:
+    """Return the UPDATE … RETURNING of one host (b_id) setting keys (bound as b_<key>),
+    built once per shape: a finished command writes one, and building it cost as much CPU
+    as running it."""
+    return (
+        update(hosts)
+        .where(hosts.c.id == bindparam("b_id"))
+        .values({k: bindparam(f"b_{k}", type_=hosts.c[k].type) for k in keys})
+        .returning(*PUBLIC)
+    )
+
+
 async def _update_one(db: Database, host_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
     # One UPDATE … RETURNING: atomic by itself, and whoever announces the host reads nothing.
+    query = _updating(tuple(sorted(values)))
     async with db.unframed() as conn:
         res = await conn.execute(
-            update(hosts).where(hosts.c.id == host_id).values(**values).returning(*PUBLIC)
+            query, {"b_id": host_id, **{f"b_{k}": v for k, v in values.items()}}
         )
         row = res.first()
     return None if row is None else dict(row._mapping)

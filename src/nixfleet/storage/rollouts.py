@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 
 from nixfleet.core.commands import SUPERSEDING, CommandState
 from nixfleet.core.errors import NotFound
@@ -55,13 +55,16 @@ async def recent(db: Database, limit: int) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in await conn.execute(query)]
 
 
+# Built once: the engine asks each time a command ends.
+_OPEN = select(rollouts.c.id).where(
+    or_(rollouts.c.state == RolloutState.RUNNING, rollouts.c.state == RolloutState.PAUSED)
+)
+
+
 async def open_ids(db: Database) -> list[str]:
     """Return the ids of rollouts that are running or paused (work for the engine)."""
-    query = select(rollouts.c.id).where(
-        rollouts.c.state.in_([RolloutState.RUNNING, RolloutState.PAUSED])
-    )
     async with db.reader.connect() as conn:
-        return [r[0] for r in await conn.execute(query)]
+        return [r[0] for r in await conn.execute(_OPEN)]
 
 
 async def hosts(db: Database, rollout_id: str, wave: int | None = None) -> list[dict[str, Any]]:
