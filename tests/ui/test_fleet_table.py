@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -40,6 +41,16 @@ window.EventSource = class extends NativeEventSource {
 ORDER_IS = (
     "(n) => [...document.querySelectorAll('#hosts tr.host')].map(r => r.dataset.host).join() === n"
 )
+
+
+@pytest.fixture(scope="module")
+def six(make_module_fleet) -> RunningFleet:
+    """Six hosts without agents, for the tests that only look (and are refused).
+
+    Started on a worker thread, as ui.fleet does (Playwright's loop runs on this one).
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(make_module_fleet, hosts=6, agents=False).result()
 
 
 @pytest.fixture
@@ -110,8 +121,8 @@ def test_search_finds_hosts_by_name_and_location_and_slash_focuses_it(fleet, tab
     tab.assert_clean()
 
 
-def test_sorting_by_a_column_and_grouping_by_location(fleet, tab):
-    rf = fleet(hosts=6, agents=False)
+def test_sorting_by_a_column_and_grouping_by_location(six, tab):
+    rf = six
     page = log_in(tab, rf)
     expect(page.locator("#hosts tr.host")).to_have_count(6)
     header = page.locator('#hosts th[data-key="host"]')
@@ -201,8 +212,8 @@ def test_a_host_added_from_the_cli_appears_in_an_open_page_and_a_removed_one_goe
     tab.assert_clean()
 
 
-def test_the_table_fits_a_1280_px_window(fleet, tab):
-    rf = fleet(hosts=6, agents=False)
+def test_the_table_fits_a_1280_px_window(six, tab):
+    rf = six
     page = log_in(tab, rf)
     expect(page.locator("#hosts tr.host")).to_have_count(6)
     widths: dict[str, Any] = page.evaluate(
@@ -238,8 +249,8 @@ def test_a_phone_gets_cards_without_horizontal_scrolling(fleet, phone):
     phone.assert_clean()
 
 
-def test_dark_mode_follows_the_system_and_the_toggle_overrides_it(fleet, browser):
-    rf = fleet(hosts=1, agents=False)
+def test_dark_mode_follows_the_system_and_the_toggle_overrides_it(six, browser):
+    rf = six
     dark = ui.open_tab(browser, color_scheme="dark")
     try:
         page = log_in(dark, rf)
@@ -260,8 +271,8 @@ def test_dark_mode_follows_the_system_and_the_toggle_overrides_it(fleet, browser
         dark.context.close()
 
 
-def test_api_errors_read_as_sentences_without_internal_prefixes(fleet, tab):
-    rf = fleet(hosts=1, agents=False)
+def test_api_errors_read_as_sentences_without_internal_prefixes(six, tab):
+    rf = six
     api = rf.api()
     again = api.post("/api/hosts", {"host_id": "atlas"})
     assert again.status_code == 409

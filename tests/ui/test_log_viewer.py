@@ -8,9 +8,11 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 import test_dashboard_ui as ui
 from playwright.sync_api import Page, expect
 from test_dashboard_ui import FINISHED, col, log_in
@@ -19,6 +21,16 @@ from conftest import RunningFleet
 
 browser, tab, fleet, _bounded_expect = ui.browser, ui.tab, ui.fleet, ui._bounded_expect
 ESC = "\x1b"
+
+
+@pytest.fixture(scope="module")
+def idle(make_module_fleet):
+    """One host without an agent for the tests that seed a finished log of their own.
+
+    Started on a worker thread, as ui.fleet does (Playwright's loop runs on this one).
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(make_module_fleet, hosts=1, agents=False).result()
 
 
 def seed_log(rf: RunningFleet, host: str, lines: list[tuple[str, str]]) -> str:
@@ -54,8 +66,8 @@ def row_of(page: Page, seq: int) -> Any:
     return page.locator(f'#dock-view .ln-row[data-seq="{seq}"]')
 
 
-def test_the_ansi_parser_turns_sgr_codes_into_classes_and_drops_every_other_code(fleet, tab):
-    rf = fleet(hosts=1, agents=False)
+def test_the_ansi_parser_turns_sgr_codes_into_classes_and_drops_every_other_code(idle, tab):
+    rf = idle
     page = log_in(tab, rf)
     parse = """([text, state]) => {
         const r = NF.ansi.parse(text, state || undefined);
@@ -95,8 +107,8 @@ def test_the_ansi_parser_turns_sgr_codes_into_classes_and_drops_every_other_code
     tab.assert_clean()
 
 
-def test_colours_errors_and_warnings_render_in_the_viewer(fleet, tab):
-    rf = fleet(hosts=1, agents=False)
+def test_colours_errors_and_warnings_render_in_the_viewer(idle, tab):
+    rf = idle
     cid = seed_log(
         rf,
         "atlas",
@@ -169,8 +181,8 @@ def test_follow_pauses_when_scrolling_up_and_the_button_resumes_it(fleet, tab):
     tab.assert_clean()
 
 
-def test_search_finds_a_line_in_a_50000_line_log_and_jumps_to_the_first_error(fleet, tab):
-    rf = fleet(hosts=1, agents=False)
+def test_search_finds_a_line_in_a_50000_line_log_and_jumps_to_the_first_error(idle, tab):
+    rf = idle
     lines = [("stderr", f"building '/nix/store/{i:08d}-pkg-{i}.drv'...") for i in range(50_000)]
     lines[43_209] = ("stderr", "checking the needle-in-the-haystack configuration")
     lines[30_000] = ("stderr", f"{ESC}[31;1merror:{ESC}[0m the one real failure")
@@ -201,8 +213,8 @@ def test_search_finds_a_line_in_a_50000_line_log_and_jumps_to_the_first_error(fl
     tab.assert_clean()
 
 
-def test_line_numbers_stream_time_and_wrap_toggles(fleet, tab):
-    rf = fleet(hosts=1, agents=False)
+def test_line_numbers_stream_time_and_wrap_toggles(idle, tab):
+    rf = idle
     long = "x" * 600
     cid = seed_log(rf, "atlas", [("stdout", "first"), ("stderr", long), ("system", "last")])
     page = log_in(tab, rf)
@@ -230,8 +242,8 @@ def test_line_numbers_stream_time_and_wrap_toggles(fleet, tab):
     tab.assert_clean()
 
 
-def test_download_returns_every_line_of_a_100000_line_log_and_needs_a_session(fleet, tab):
-    rf = fleet(hosts=1, agents=False)
+def test_download_returns_every_line_of_a_100000_line_log_and_needs_a_session(idle, tab):
+    rf = idle
     lines = [
         ("stdout" if i % 3 else "stderr", f"line {i} {ESC}[32mok{ESC}[0m") for i in range(100_000)
     ]
