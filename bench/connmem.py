@@ -1,6 +1,6 @@
 """Memory per connected agent, by the line that allocated it: `python -m bench.connmem`.
 
-Run from the repository root:  python -m bench.connmem [--agents 1000] [--settle 20]
+Run from the repository root:  python -m bench.connmem [--agents 1000] [--settle 20] [--frames 8]
 
 1. A dashboard (bench/target.py: `nixfleet serve`, fresh SQLite, N hosts) is started under
    bench/gcprobe.py with tracemalloc on.
@@ -9,6 +9,8 @@ Run from the repository root:  python -m bench.connmem [--agents 1000] [--settle
 3. The difference is grouped by file and by line, in bytes per agent; RSS per agent is
    given too (inflated by tracemalloc's own bookkeeping: take the load benchmark's figure
    for RSS, this one for where it goes).
+4. With `--frames N` (N > 1) each allocation keeps N frames and the biggest tracebacks are
+   listed too, innermost frame first: which caller a line like `contextlib.py:473` is for.
 Load-independent: the bytes do not depend on how busy the machine is.
 """
 
@@ -58,10 +60,15 @@ async def _snapshot(target: Target, n: int) -> tracemalloc.Snapshot:
     raise RuntimeError("bench: the dashboard wrote no snapshot")
 
 
-async def measure(root: Path, agents: int, settle_s: float, top: int) -> dict[str, Any]:
-    target = await asyncio.to_thread(
-        Target.create, root, agents, {"BENCH_TRACEMALLOC": "1", "NIXFLEET_HEARTBEAT_S": "5"}
-    )
+def _frames(trace: tracemalloc.Traceback) -> list[str]:
+    return [f"{_where(f.filename)}:{f.lineno}" for f in reversed(list(trace))]
+
+
+async def measure(
+    root: Path, agents: int, settle_s: float, top: int, frames: int = 1
+) -> dict[str, Any]:
+    env = {"BENCH_TRACEMALLOC": str(frames), "NIXFLEET_HEARTBEAT_S": "5"}
+    target = await asyncio.to_thread(Target.create, root, agents, env)
     swarm = Swarm("", target.tokens)
     client = None
     try:
@@ -84,7 +91,7 @@ async def measure(root: Path, agents: int, settle_s: float, top: int) -> dict[st
     by_file = after.compare_to(before, "filename")
     by_line = after.compare_to(before, "lineno")
     total = sum(d.size_diff for d in by_file)
-    return {
+    result: dict[str, Any] = {
         "agents": agents,
         "settle_s": settle_s,
         "traced_bytes_per_agent": round(total / agents),
@@ -106,6 +113,17 @@ async def measure(root: Path, agents: int, settle_s: float, top: int) -> dict[st
             for d in by_line[:top]
         ],
     }
+    # A run whose dashboard logged errors measured their tracebacks too (linecache, …).
+    log = (root / "dashboard.log").read_text(errors="replace").splitlines()
+    result["dashboard_log_problems"] = sorted(
+        {line[:200] for line in log if "Traceback" in line or "ERROR" in line or "WARN" in line}
+    )[:20]
+    if frames > 1:
+        result["by_traceback"] = [
+            {"bytes_per_agent": round(d.size_diff / agents), "frames": _frames(d.traceback)}
+            for d in after.compare_to(before, "traceback")[:top]
+        ]
+    return result
 
 
 def main() -> None:
@@ -113,12 +131,15 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--settle", type=float, default=12.0, help="seconds after connecting")
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--frames", type=int, default=1, help="frames kept per allocation")
     parser.add_argument("--out", type=Path, help="write the JSON here too")
     args = parser.parse_args()
     raise_nofile()
     tmp = Path(tempfile.mkdtemp(prefix="nixfleet-connmem-"))
     try:
-        result = asyncio.run(measure(tmp / "fleet", args.agents, args.settle, args.top))
+        result = asyncio.run(
+            measure(tmp / "fleet", args.agents, args.settle, args.top, args.frames)
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["loadavg_1_5_15"] = os.getloadavg()

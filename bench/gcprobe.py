@@ -5,8 +5,9 @@ collection's generation, duration and what it collected are kept in memory (a ca
 that wrote a file would add to the pause it measures) and written to OUT as JSON when the
 process exits (SIGTERM from the benchmark included), with the interpreter's thresholds.
 
-With BENCH_TRACEMALLOC=1 in its environment it also traces allocations, and each SIGUSR1
-writes a tracemalloc snapshot to OUT.<n>.snap (bench/connmem.py compares two of them).
+With BENCH_TRACEMALLOC=N in its environment it also traces allocations, keeping N frames of
+each one's traceback, and each SIGUSR1 writes a tracemalloc snapshot to OUT.<n>.snap
+(bench/connmem.py compares two of them).
 
 With BENCH_PROFILE=1, the first SIGUSR2 starts cProfile on the event loop's thread and the
 second stops it and writes OUT.prof (pstats): exact call counts per phase, where py-spy's
@@ -54,8 +55,9 @@ def main() -> None:
     # this one exits normally, so atexit runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     gc.callbacks.append(_on_gc)
-    if os.environ.get("BENCH_TRACEMALLOC") == "1":
-        tracemalloc.start(1)
+    frames = int(os.environ.get("BENCH_TRACEMALLOC") or 0)
+    if frames > 0:
+        tracemalloc.start(frames)
         taken = [0]
 
         def snapshot(*_: object) -> None:

@@ -8,8 +8,9 @@ token. An API token (Bearer) needs no CSRF token (it is no ambient authority), b
 must be allowed on the route (`tokens`) and its scope must reach it (`scope`: "host"
 when the path names the host, "command" when the route checks hosts and kind itself,
 see `dashboard/apitokens.py`). `None` marks the few routes that authenticate their
-caller themselves (login, the agents' WebSocket and enrollment, the scrape-token
-metrics, health).
+caller themselves (login, the agents' enrollment, the scrape-token metrics, health).
+The agents' WebSocket is no route of the router: it is served ahead of it, and
+authenticates the agent itself (`routes/agent_ws.py`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ NEEDS: dict[str, Need] = {
     "POST /login": PUBLIC,  # its own Origin check
     "GET /login/oidc": PUBLIC,  # single sign-on: off to the provider
     "GET /login/oidc/callback": PUBLIC,  # the state (one-time, this browser's) and ID token
-    "WS /api/agent/ws": PUBLIC,  # agent token or client certificate
     "POST /api/agent/enroll": PUBLIC,  # one-time enrollment code
     "POST /api/hooks/{forge_name}": PUBLIC,  # the forge signs the body
     "POST /logout": Need(V, tokens=False),

@@ -87,7 +87,6 @@ ROUTE_MODULES = (
     commands,
     logs,
     events,
-    agent_ws,
     enroll,
     monitoring,
     security,
@@ -300,8 +299,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.state.trusted_proxies = settings.trusted_networks
     # The last added runs first: AccessLog → SecurityHeaders → AllowedHosts → CatchAll →
-    # RateLimit → BodyLimit → the app. The access log sees every answer, including a 421,
-    # a 429 or a 500, and every answer carries the security headers.
+    # RateLimit → BodyLimit → the agents' WebSocket, or the app. The access log sees every
+    # answer, including a 421, a 429 or a 500, and every answer carries the security headers.
+    app.add_middleware(agent_ws.ServeAgentsFirst)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, settings=settings)
     app.add_middleware(CatchAll)

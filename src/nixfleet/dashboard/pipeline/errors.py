@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.routing import compile_path
 from starlette.types import Send
 
@@ -117,25 +118,38 @@ def _describe(exc: RequestValidationError, content_type: str) -> tuple[int, str,
     return 422, "invalid", f"{where}{first.get('msg', 'invalid request')}"
 
 
+def domain_answer(exc: NixFleetError) -> JSONResponse:
+    """Return the answer to a refusal of our own (NixFleetError), for people to read."""
+    log.info("refused (%s): %r", exc.code, str(exc))
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+    return error_response(exc.status, exc.code, for_people(str(exc)), headers)
+
+
+def database_answer(conn: HTTPConnection, exc: OperationalError) -> JSONResponse | None:
+    """Return a 503 with Retry-After for a busy or full database; None for anything else."""
+    trouble = _database_trouble(exc)
+    if trouble is None:
+        return None  # a bug, not the weather: CatchAll's generic 500
+    code, detail = trouble
+    if code == "storage_full":
+        conn.app.state.storage_full_at = time.monotonic()  # for /health
+    # An agent's handshake lands here too, as a WebSocket (no method): 503 all the same.
+    method = conn.scope.get("method", "WEBSOCKET")
+    log.warning("dashboard: %s %s answered 503: %s", method, conn.url.path, exc.orig)
+    return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(NixFleetError)
     async def _domain(_: Request, exc: NixFleetError) -> JSONResponse:
-        log.info("refused (%s): %r", exc.code, str(exc))
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
-        return error_response(exc.status, exc.code, for_people(str(exc)), headers)
+        return domain_answer(exc)
 
     @app.exception_handler(OperationalError)
     async def _database(request: Request, exc: OperationalError) -> JSONResponse:
-        trouble = _database_trouble(exc)
-        if trouble is None:
-            raise exc  # a bug, not the weather: CatchAll's generic 500
-        code, detail = trouble
-        if code == "storage_full":
-            request.app.state.storage_full_at = time.monotonic()  # for /health
-        # An agent's handshake lands here too, as a WebSocket (no method): 503 all the same.
-        method = request.scope.get("method", "WEBSOCKET")
-        log.warning("dashboard: %s %s answered 503: %s", method, request.url.path, exc.orig)
-        return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
+        answer = database_answer(request, exc)
+        if answer is None:
+            raise exc
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

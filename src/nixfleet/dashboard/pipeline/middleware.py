@@ -1,10 +1,17 @@
-"""Pure ASGI middleware (BaseHTTPMiddleware breaks streaming responses such as SSE)."""
+"""Pure ASGI middleware (BaseHTTPMiddleware breaks streaming responses such as SSE).
+
+Where a middleware has nothing left to do once it called the app, its `__call__` is a
+plain function returning the app's awaitable: an async one would keep a coroutine frame
+alive for as long as the request runs, and an agent's WebSocket runs as long as it is
+connected (thousands of them, docs/benchmarks.md, issue 20).
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import secrets
+from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,10 +31,12 @@ class CatchAll:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._catching(scope, receive, send)
+
+    async def _catching(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
         # The access log (outside) usually named the request already and sends the header.
         own_id = "request_id" not in state
@@ -66,10 +75,12 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._limited(scope, receive, send)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"request body is larger than the limit of {self.max_bytes} bytes"
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
@@ -124,26 +135,34 @@ class SecurityHeaders:
     def __init__(self, app: ASGIApp, hsts: bool) -> None:
         self.app, self.hsts = app, hsts
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        nonce = secrets.token_urlsafe(18)
-        scope.setdefault("state", {})["csp_nonce"] = nonce
-        extra = _hardening(nonce)
-        if self.hsts and is_https(scope):
-            extra.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
-        cacheable = scope["path"].startswith("/static/")
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] == "http":
+            nonce = secrets.token_urlsafe(18)
+            scope.setdefault("state", {})["csp_nonce"] = nonce
+            return self.app(scope, receive, self._adding_to(scope, send, nonce))
+        if scope["type"] == "websocket":
+            # No page to render: the nonce is made only if the handshake is refused.
+            return self.app(scope, receive, self._adding_to(scope, send, None))
+        return self.app(scope, receive, send)
 
+    def _adding_to(self, scope: Scope, send: Send, nonce: str | None) -> Send:
         async def with_headers(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
-                headers = [*message.get("headers", []), *extra]
-                if not cacheable and not any(k.lower() == b"cache-control" for k, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
+                message["headers"] = self._headers(scope, message, nonce)
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        return with_headers
+
+    def _headers(
+        self, scope: Scope, start: Message, nonce: str | None
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [*start.get("headers", []), *_hardening(nonce or secrets.token_urlsafe(18))]
+        if self.hsts and is_https(scope):
+            headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+        cacheable = scope["path"].startswith("/static/")
+        if not cacheable and not any(k.lower() == b"cache-control" for k, _ in headers):
+            headers.append((b"cache-control", b"no-store"))
+        return headers
 
 
 def _hardening(nonce: str) -> list[tuple[bytes, bytes]]:
@@ -177,24 +196,26 @@ class AllowedHosts:
     def __init__(self, app: ASGIApp, names: frozenset[str]) -> None:
         self.app, self.names = app, names
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] not in ("http", "websocket") or "*" in self.names:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         host = ""
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value.decode("latin-1")
                 break
         if host_allowed(host, self.names):
-            await self.app(scope, receive, send)
-            return
-        detail = "this dashboard does not answer to that host name (NIXFLEET_ALLOWED_HOSTS)"
-        if scope["type"] == "http":
-            await send_error(send, 421, "misdirected", detail)
-            return
-        await receive()  # websocket.connect
-        await send_error(send, 421, "misdirected", detail, kind="websocket.http")
+            return self.app(scope, receive, send)
+        return _misdirected(scope, receive, send)
+
+
+async def _misdirected(scope: Scope, receive: Receive, send: Send) -> None:
+    detail = "this dashboard does not answer to that host name (NIXFLEET_ALLOWED_HOSTS)"
+    if scope["type"] == "http":
+        await send_error(send, 421, "misdirected", detail)
+        return
+    await receive()  # websocket.connect
+    await send_error(send, 421, "misdirected", detail, kind="websocket.http")
 
 
 def host_allowed(host: str, names: frozenset[str]) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Awaitable
 from typing import Protocol
 
 import limits
@@ -125,15 +126,20 @@ class RateLimit:
             for name, rate in configured.items()
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not async where nothing is left to do once the app is called: an agent's
+        # WebSocket would keep this frame as long as it is connected (middleware.py).
         name = route_name(scope) if scope["type"] in ("http", "websocket") else None
         if name is None:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         address = request_origin(scope).address
         if name == "agent_ws":
-            await self.app(scope, receive, self._count_refusals(scope, send, address))
-            return
+            return self.app(scope, receive, self._count_refusals(scope, send, address))
+        return self._limited(scope, receive, send, name, address)
+
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, name: str, address: str
+    ) -> None:
         retry_after = await self._hit(scope, name, address)
         token = _token_key(scope) if retry_after is None else None
         if token is not None:

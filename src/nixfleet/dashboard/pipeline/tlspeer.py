@@ -15,35 +15,35 @@ import ssl
 from typing import Any, cast
 
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
 
 from nixfleet.dashboard.deps import request_origin
+from nixfleet.dashboard.pipeline.websocket import LeanWebSocketProtocol
 from nixfleet.security.clientcert import fingerprint_of_forwarded, fingerprint_of_pem
 
 
-def _with_tls(app: ASGIApp, tls: dict[str, Any]) -> ASGIApp:
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        extensions = {**(scope.get("extensions") or {}), "tls": tls}
-        await app({**scope, "extensions": extensions}, receive, send)
-
-    return wrapped
-
-
-class TlsPeerWebSocketProtocol(WebSocketsSansIOProtocol):
+class TlsPeerWebSocketProtocol(LeanWebSocketProtocol):
     """Uvicorn's WebSocket protocol plus the ASGI TLS extension (client certificate)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._tls: dict[str, Any] | None = None
         ssl_object = cast(ssl.SSLObject | None, transport.get_extra_info("ssl_object"))
         if ssl_object is None:
             return
         der = ssl_object.getpeercert(binary_form=True)
-        tls = {
+        self._tls = {
             "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
             "tls_version": ssl_object.version(),
         }
-        self.app = _with_tls(self.app, tls)
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # The app's task is made but has not run yet: it starts with this scope. Put into
+        # the scope, not a wrapper around the app, which would live as long as the socket.
+        scope = getattr(self, "scope", None)
+        if self._tls is not None and scope is not None:
+            scope["extensions"]["tls"] = self._tls
 
 
 def client_cert_sha256(conn: HTTPConnection, header: str = "") -> str | None:

@@ -1,4 +1,14 @@
-"""The agents' WebSocket: authenticate, reconcile, then store what the agent reports."""
+"""The agents' WebSocket: authenticate, reconcile, then store what the agent reports.
+
+It is served ahead of FastAPI's router (`ServeAgentsFirst`, the innermost middleware of
+app.py), not as a route: FastAPI keeps what it made to route and call an endpoint (the
+match, the solved dependencies, two exit stacks, the exception wrapper, their coroutine
+frames) alive as long as the endpoint runs, which for an agent is as long as it is
+connected: about 12 KiB for each of thousands of agents (docs/benchmarks.md, issue 20).
+This endpoint needs none of it: it authenticates its caller itself, as access.NEEDS says
+of the routes marked public, and it answers the errors its handshake can meet the way
+pipeline/errors.install answers them for the routes. Every middleware still runs first.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +18,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from nixfleet.core.errors import NotFound
+from nixfleet.core.errors import NixFleetError, NotFound
 from nixfleet.core.protocol import (
     CLOSE_BAD_MESSAGE,
     CLOSE_PROTOCOL_TOO_OLD,
@@ -38,10 +49,11 @@ from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import client_address
 from nixfleet.dashboard.fleet.hub import AgentLink
 from nixfleet.dashboard.fleet.identity import AgentAuth
+from nixfleet.dashboard.pipeline import errors
 from nixfleet.dashboard.pipeline.tlspeer import client_cert_sha256
 
-router = APIRouter()
 log = logging.getLogger("nixfleet.agent_ws")
+PATH = "/api/agent/ws"
 HELLO_TIMEOUT_S = 10
 # How long a message waits for a busy or full database before the agent is asked to retry.
 DB_RETRY_WINDOW_S = 60.0
@@ -56,7 +68,42 @@ def _bearer(value: str | None) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-@router.websocket("/api/agent/ws")
+class ServeAgentsFirst:
+    """Send the agents' WebSocket to `serve`, everything else on to FastAPI's router."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not async: it hands on the next coroutine without a frame of its own, which
+        # would live as long as the connection.
+        if scope["type"] == "websocket" and scope["path"] == PATH:
+            return serve(scope, receive, send)
+        return self.app(scope, receive, send)
+
+
+async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one agent's WebSocket.
+
+    Until the handshake is answered, a busy or full database is answered 503 with
+    Retry-After and a refusal of ours (NixFleetError) with its status, as on any route.
+    """
+    websocket = WebSocket(scope, receive, send)
+    try:
+        await agent_socket(websocket)
+    except (NixFleetError, OperationalError) as exc:
+        if websocket.application_state != WebSocketState.CONNECTING:
+            raise
+        answer = (
+            errors.domain_answer(exc)
+            if isinstance(exc, NixFleetError)
+            else errors.database_answer(websocket, exc)
+        )
+        if answer is None:
+            raise
+        await answer(scope, receive, send)
+
+
 async def agent_socket(websocket: WebSocket) -> None:
     ctx: Context = websocket.app.state.ctx
     claimed = websocket.headers.get("x-nixfleet-host", "")

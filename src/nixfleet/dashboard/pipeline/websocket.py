@@ -1,0 +1,121 @@
+"""Uvicorn's WebSocket protocol (websockets' sans-I/O one), lighter per open connection.
+
+Every agent holds one for as long as it is connected, so what it keeps counts thousands
+of times (docs/benchmarks.md, issue 20). Uvicorn's keeps, per connection:
+
+- an `asyncio.Queue` for the frames the app has not read yet, and an `asyncio.Event` for
+  "the transport may be written": five deques of 64 slots each, about 4 KiB, where the
+  queue holds one message at a time (uvicorn stops reading until the app took it) and
+  one waiter at most. `Inbox` and `Gate` below do the same with a list and a future.
+- the parsed handshake request (every header twice, in websockets' `Headers`) and the
+  prepared 101 response, kept after the handshake although nothing reads them again:
+  about 5 KiB. They are emptied and let go once the handshake is answered.
+
+The rest of uvicorn's behaviour (frames, pings, close handshake, the 1009 for a frame
+over the size limit, the denial responses) is its own, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+
+class Inbox:
+    """The queue uvicorn reads a connection's events from: put_nowait, get and empty."""
+
+    __slots__ = ("_items", "_waiters")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiters: list[asyncio.Future[None]] | None = None  # made for the first wait
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake_one()
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            waiters = self._waiters = self._waiters or []
+            waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # Woken, then cancelled before it ran: the item is still here for another.
+                if self._items:
+                    self._wake_one(skip=waiter)
+                raise
+            finally:
+                waiters.remove(waiter)
+                if not waiters:
+                    self._waiters = None
+        return self._items.pop(0)
+
+    def _wake_one(self, skip: asyncio.Future[None] | None = None) -> None:
+        for waiter in self._waiters or ():
+            if waiter is not skip and not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class Gate:
+    """The event uvicorn waits on before each write: open, or closed while paused."""
+
+    __slots__ = ("_open", "_waiters")
+
+    def __init__(self) -> None:
+        self._open = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def set(self) -> None:
+        self._open = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._open = False
+
+    async def wait(self) -> bool:
+        if self._open:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters = [*(self._waiters or ()), waiter]
+        try:
+            await waiter
+        finally:
+            if self._waiters and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
+class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    """Uvicorn's protocol with `Inbox` and `Gate`, forgetting its handshake once answered."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Replaced, not subclassed: uvicorn calls only the methods these two have.
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Gate()  # type: ignore[assignment]
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # The scope holds the headers the app reads; this copy has no reader after the
+        # 101 was prepared from it. Emptied, not only let go: websockets' parser keeps
+        # the request it parsed in its frame for the life of the connection.
+        event.headers.clear()
+        del self.request
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete:
+            # The 101 it prepared is sent (or a denial was sent instead): not needed again.
+            self.__dict__.pop("response", None)
