@@ -162,6 +162,21 @@ async def test_expiry_and_the_reconnect_window(db):
     assert await commands.deliverable_many(db, ["atlas"], NOW) == []
 
 
+async def test_a_host_that_goes_offline_has_its_running_command_in_the_window_at_once(db):
+    await hosts.add(db, "atlas", None, NOW, {})
+    await commands.enqueue(db, _command("run", "atlas", "test"), False)
+    await commands.claim(db, ["run"], NOW)
+    await hosts.mark_connected(db, "atlas", {"hostname": "atlas"}, NOW, "replica-b")
+    # The replica it left does not hold it any more: nothing changes, it says so.
+    assert await hosts.mark_disconnected(db, "atlas", NOW + 5, "replica-a") is False
+    assert (await commands.get(db, "run"))["disconnected_at"] is None
+    # The replica that holds it: offline and in the reconnect window in one write, so no
+    # reader (or a replica killed between two writes) sees one without the other.
+    assert await hosts.mark_disconnected(db, "atlas", NOW + 10, "replica-b") is True
+    assert (await hosts.get(db, "atlas"))["online"] is False
+    assert (await commands.get(db, "run"))["disconnected_at"] == NOW + 10
+
+
 async def test_output_replays_are_dropped_and_nul_bytes_do_not_break_the_insert(db):
     await hosts.add(db, "atlas", None, NOW, {})
     await commands.enqueue(db, _command("c1", "atlas"), supersede=False)

@@ -9,11 +9,13 @@ from typing import Any
 from sqlalchemy import Update, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from nixfleet.core.commands import ACTIVE_STATES
 from nixfleet.core.errors import Conflict, NotFound
 from nixfleet.storage.db import Database
-from nixfleet.storage.tables import hosts
+from nixfleet.storage.tables import commands, hosts
 
 PUBLIC = [c for c in hosts.c if c.name != "token_hash"]
+_ACTIVE = [s.value for s in ACTIVE_STATES]
 
 
 async def add(
@@ -139,19 +141,29 @@ async def set_labels(db: Database, host_id: str, owner: str, labels: dict[str, s
 async def mark_disconnected(
     db: Database, host_id: str, now: float, replica: str | None = None
 ) -> bool:
-    """Record that a host's agent left replica; return False if another replica holds it.
+    """Record that a host's agent left replica and start its active commands' reconnect
+    window; return False (and change nothing) if another replica holds it.
 
     An agent that moved to another replica is still online: the replica it left must not
-    say otherwise (or start its commands' reconnect window).
+    say otherwise (or start its commands' reconnect window). Both writes are one
+    transaction: a replica killed between them left the host offline and owned by nobody
+    with a running command outside any window, which no sweep would ever end.
     """
     held = or_(hosts.c.replica.is_(None), hosts.c.replica == replica)
-    async with db.unframed() as conn:  # one statement: atomic by itself
+    async with db.engine.begin() as conn:
         res = await conn.execute(
             update(hosts)
             .where(hosts.c.id == host_id, held)
             .values(online=False, last_seen=now, replica=None)
         )
-    return bool(res.rowcount == 1)
+        if res.rowcount != 1:
+            return False
+        await conn.execute(
+            update(commands)
+            .where(commands.c.host_id == host_id, commands.c.state.in_(_ACTIVE))
+            .values(disconnected_at=now)
+        )
+    return True
 
 
 async def save_last_test(

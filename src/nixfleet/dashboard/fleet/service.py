@@ -668,9 +668,9 @@ class Fleet:
 
     async def agent_disconnected(self, host_id: str) -> None:
         now = self.clock()
+        # The host goes offline and its commands enter the reconnect window together.
         if not await host_store.mark_disconnected(self.db, host_id, now, self.replica or None):
             return  # the agent is connected to another replica now
-        await command_store.mark_disconnected(self.db, host_id, now)
         try:
             await self._publish_views([await self.host(host_id)])
         except NotFound:
