@@ -6,7 +6,7 @@ machine in `core.commands` forbids, and new rows must be born in an initial stat
 illegal transition cannot be written, whoever calls.
 
 The statements of a command's life (queue, claim, started, finished, the guard-rail read)
-are built once per shape, with bound parameters (`_prepared`): building a statement with
+are built once per shape (`functools.cache`), with bound parameters: building a statement with
 SQLAlchemy costs about as much CPU as running it on SQLite (its cache key and coercions
 walk the whole statement), and these run several times per command.
 """
@@ -63,11 +63,6 @@ def _state_in(states: Collection[CommandState]) -> ColumnElement[bool]:
     return or_(*(commands.c.state == s.value for s in sorted(states)))
 
 
-def _prepared(build: Callable[..., Any]) -> Callable[..., Any]:
-    """Cache a statement builder by its (hashable) shape: each shape is built once."""
-    return functools.cache(build)
-
-
 def _of_one(query: Update, keys: tuple[str, ...]) -> Update:
     """Return query narrowed to one command of one host (b_id, b_host), setting the columns
     named by keys (bound as b_<key>) and returning the row as written."""
@@ -78,14 +73,14 @@ def _of_one(query: Update, keys: tuple[str, ...]) -> Update:
     )
 
 
-@_prepared
+@functools.cache  # one statement per (hashable) shape
 def _moving(
     from_states: frozenset[CommandState], to_state: CommandState, keys: tuple[str, ...]
 ) -> Update:
     return _of_one(_transition(from_states, to_state), keys)
 
 
-@_prepared
+@functools.cache  # one statement per (hashable) shape
 def _setting(only_in: frozenset[CommandState] | None, keys: tuple[str, ...]) -> Update:
     query = update(commands) if only_in is None else update(commands).where(_state_in(only_in))
     return _of_one(query, keys)
@@ -132,7 +127,7 @@ _CLAIM_HELD: Update = _CLAIM.where(
 )
 
 
-@_prepared
+@functools.cache  # one statement per (hashable) shape
 def _active_of_host(limit: int) -> Select[Any]:
     return (
         select(commands)
