@@ -209,9 +209,14 @@ async def run_engine(engine: str, root: Path, n: int, p: Profile, pg_url: str) -
     try:
         base_rss = [t.sample().rss_bytes for t in side.targets]
         c0 = time.monotonic()
-        for r, t in enumerate(side.targets):  # host i on replica i % replicas
-            mine = ids[r :: len(side.targets)]
-            await swarm.connect(mine, timeout=CONNECT_TIMEOUT_S, url=t.ws_url)
+        # Host i on replica i % replicas; the replicas take their agents at the same time,
+        # as behind a balancer.
+        await asyncio.gather(
+            *(
+                swarm.connect(ids[r :: len(side.targets)], timeout=CONNECT_TIMEOUT_S, url=t.ws_url)
+                for r, t in enumerate(side.targets)
+            )
+        )
         connect_s = time.monotonic() - c0
         gc.freeze()  # the generator's own collections over N connections (see load.py)
         await asyncio.sleep(1)

@@ -6,6 +6,7 @@ host between two systems is told apart from a settled one. On SQLite and Postgre
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -132,7 +133,7 @@ async def test_one_hosts_history_being_written_never_holds_up_another_hosts(db, 
             await w.close()
     for host_id in ("flappy", "steady"):  # and no change was stored twice in a row
         values = [r["value"] for r in await host_states.for_host(db, host_id, 100)]
-        assert len(values) >= 2 and all(a != b for a, b in zip(values, values[1:]))
+        assert len(values) >= 2 and all(a != b for a, b in itertools.pairwise(values))
 
 
 def command(cid: str, kind: str) -> dict[str, object]:
