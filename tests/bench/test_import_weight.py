@@ -2,7 +2,8 @@
 
 Each costs the user resident memory on every host or dashboard: httpx pulls in rich, pygments
 and click; cryptography, apprise and psycopg are only needed when pinning, alerting or on
-PostgreSQL; Jinja only for a page, which agents and API callers never ask for. The benchmark script itself must keep working (it is how the figures are made).
+PostgreSQL; Jinja only for a page, which agents and API callers never ask for. The benchmark
+script itself must keep working (it is how the figures are made).
 """
 
 from __future__ import annotations
