@@ -47,7 +47,7 @@ from bench.swarm import Swarm
 from bench.target import Target, cpu_percent, host_ids, login
 
 METRICS_TOKEN = "bench-replicas-metrics-token-0123456789abcdef"
-CONNECT_TIMEOUT_S = 600.0
+CONNECT_TIMEOUT_S = 1200.0  # per replica; 10,000 handshakes at 2 cores take minutes
 
 
 @dataclass
