@@ -144,7 +144,9 @@ class HostMeta(_Msg):
 
 
 class OutputLine(_Msg):
-    seq: Seq = Field(ge=1)
+    # Lines count from 1. Not `Seq = Field(ge=1)`: pydantic applies the type's own ge=0 after
+    # the field's, so 0 passed (tests/core/test_wire_protocol.py found it).
+    seq: Annotated[int, Field(ge=1, le=INT32_MAX)]
     stream: Literal["stdout", "stderr", "system"] = "stdout"
     text: LineText
 

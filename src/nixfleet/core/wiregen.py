@@ -38,7 +38,6 @@ UNIONS: tuple[tuple[str, Any, str], ...] = (
 )
 # pydantic refuses NaN and ±Infinity (allow_inf_nan=False); msgspec says it with bounds.
 FLOAT_MAX = sys.float_info.max
-_LOWER = ("ge", "gt", "min_length")
 
 HEADER = '''"""The agent protocol's messages as msgspec Structs: GENERATED, do not edit.
 
@@ -73,21 +72,20 @@ def _tags() -> dict[type[BaseModel], tuple[str, str]]:
 
 
 def _constraints(metadata: typing.Iterable[Any]) -> dict[str, Any]:
-    """Return the bounds of pydantic metadata as msgspec Meta keywords (tightest wins)."""
+    """Return the bounds of pydantic metadata as msgspec Meta keywords.
+
+    The last of two bounds of one kind wins, as in pydantic (which sets them one after
+    the other in the schema it builds), even where the first was the tighter.
+    """
     out: dict[str, Any] = {}
-
-    def tighten(key: str, value: Any, pick: Any) -> None:
-        out[key] = value if key not in out else pick(out[key], value)
-
     for item in metadata:
         if isinstance(item, FieldInfo):
-            for key, value in _constraints(item.metadata).items():
-                tighten(key, value, max if key in _LOWER else min)
+            out.update(_constraints(item.metadata))
             continue
         for key in ("ge", "gt", "le", "lt", "min_length", "max_length"):
             value = getattr(item, key, None)
             if value is not None:
-                tighten(key, value, max if key in _LOWER else min)
+                out[key] = value
         pattern = getattr(item, "pattern", None)
         if pattern is not None:
             out["pattern"] = _python_pattern(pattern)
