@@ -475,8 +475,9 @@ def _replicas(args: argparse.Namespace) -> dict[str, Any]:
     from bench import replicas
 
     p = replicas.profile(PROFILES["full"], args.sizes)
-    p = replace(p, **{k: v for k, v in (("commands", args.commands), ("idle_s", args.idle_s),
-                ("heartbeat_s", args.heartbeat_s)) if v is not None})  # fmt: skip
+    given = {"commands": args.commands, "idle_s": args.idle_s, "heartbeat_s": args.heartbeat_s,
+             "spy": args.spy or None}  # fmt: skip
+    p = replace(p, **{k: v for k, v in given.items() if v is not None})
     if args.pg_url and len(p.sizes) > 1:
         raise SystemExit("bench: --pg-url holds one fleet: give one size (--sizes N)")
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,14 +40,14 @@ from typing import Any
 
 import httpx
 
-from bench.load import Profile, bulk, capacity
+from bench.load import RESULTS, Profile, _spy, bulk, capacity
 from bench.pgbus import _run as pgbus_run
 from bench.stats import summary
 from bench.swarm import Swarm
 from bench.target import Target, cpu_percent, host_ids, login
 
 METRICS_TOKEN = "bench-replicas-metrics-token-0123456789abcdef"
-CONNECT_TIMEOUT_S = 600.0
+CONNECT_TIMEOUT_S = 1200.0  # per replica; 10,000 handshakes at 2 cores take minutes
 
 
 @dataclass
@@ -152,14 +152,29 @@ async def _dispatch(side: Side, swarm: Swarm, ids: list[str], p: Profile) -> dic
         except (httpx.HTTPError, TimeoutError) as exc:
             errors.append(repr(exc)[:200])
 
+    spies = []
+    if p.spy:  # py-spy each replica while the POSTs go out (the GIL holder's samples)
+        stamp = time.strftime("%H%M%S")
+        for r, t in enumerate(side.targets):
+            out = RESULTS / f"spy-replicas-{side.engine}-{len(ids)}-{r}-{stamp}.txt"
+            spies.append(_spy(t, out, p.commands / p.rate))
+    cpu0 = [t.sample() for t in side.targets]
     start = time.monotonic()
     tasks = []
     for i in range(p.commands):
         await asyncio.sleep(max(0.0, start + i / p.rate - time.monotonic()))
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
+    cpu1 = [t.sample() for t in side.targets]
+    for spy in spies:
+        await asyncio.to_thread(spy.wait, 60)
     return {
         "commands": p.commands,
+        # Each replica's CPU over the phase, per command POSTed to the whole fleet.
+        "cpu_ms_per_command_per_replica": [
+            round((b.cpu_s - a.cpu_s) * 1000 / p.commands, 1)
+            for a, b in zip(cpu0, cpu1, strict=True)
+        ],
         "rate_per_s": p.rate,
         "latency_ms": summary(latencies),
         "crossing_replicas_ms": summary(crossed),
@@ -194,9 +209,14 @@ async def run_engine(engine: str, root: Path, n: int, p: Profile, pg_url: str) -
     try:
         base_rss = [t.sample().rss_bytes for t in side.targets]
         c0 = time.monotonic()
-        for r, t in enumerate(side.targets):  # host i on replica i % replicas
-            mine = ids[r :: len(side.targets)]
-            await swarm.connect(mine, timeout=CONNECT_TIMEOUT_S, url=t.ws_url)
+        # Host i on replica i % replicas; the replicas take their agents at the same time,
+        # as behind a balancer.
+        await asyncio.gather(
+            *(
+                swarm.connect(ids[r :: len(side.targets)], timeout=CONNECT_TIMEOUT_S, url=t.ws_url)
+                for r, t in enumerate(side.targets)
+            )
+        )
         connect_s = time.monotonic() - c0
         gc.freeze()  # the generator's own collections over N connections (see load.py)
         await asyncio.sleep(1)

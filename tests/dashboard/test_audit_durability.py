@@ -5,6 +5,7 @@ with an id that is not valid text is refused whole; certificate binding is audit
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -118,6 +119,35 @@ def test_an_agent_handshake_on_a_locked_database_is_told_to_come_back(impatient)
     assert "unhandled error" not in text and "Traceback" not in text
     holder.join()  # a login meanwhile would be told to come back too
     fleet.api().wait_online(["atlas"])  # the lock gone, the agent is back
+
+
+def test_an_agent_whose_database_locks_after_the_handshake_is_closed_with_try_again(make_fleet):
+    # The handshake is answered, then the database locks before the hello is stored: the
+    # agent is told 1013 (come back later) and the log has one line, not a traceback.
+    fleet = make_fleet(hosts=1, agents=False, env={"NIXFLEET_DB_BUSY_TIMEOUT_S": "1"})
+    db_path = fleet.fleet.root / "dashboard" / "nixfleet.db"
+    token = fleet.host("atlas").token_file.read_text().strip()
+    headers = {"Authorization": f"Bearer {token}", "X-NixFleet-Host": "atlas"}
+    url = fleet.base.replace("http://", "ws://") + "/api/agent/ws"
+    hello = {"type": "hello", "protocol": 1, "host_id": "atlas", "agent_version": "t", "status": {}}
+
+    async def attempt() -> tuple[int | None, str]:
+        ws = await websockets.connect(url, additional_headers=headers, open_timeout=10)
+        holder = _hold_write_lock(db_path, 4)
+        await ws.send(json.dumps(hello))
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 15)
+        except websockets.ConnectionClosed as closed:
+            holder.join()
+            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
+
+    code, reason = asyncio.run(attempt())
+    assert code == 1013, (code, reason)
+    assert "try again" in reason
+    text = (fleet.fleet.root / "dashboard.log").read_text()
+    assert "Exception in ASGI application" not in text and "Traceback" not in text
+    assert "the database is unavailable" in text
 
 
 def test_a_bulk_command_with_an_invalid_id_is_refused_whole(make_fleet):

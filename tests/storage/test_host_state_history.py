@@ -6,6 +6,7 @@ host between two systems is told apart from a settled one. On SQLite and Postgre
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,6 +97,43 @@ async def test_writers_racing_to_store_the_same_changes_store_each_once(db, back
         ("steady", "deploy"): ("current", "cccc"),
         ("steady", "connection"): ("offline", ""),
     }
+
+
+async def test_one_hosts_history_being_written_never_holds_up_another_hosts(db, backend):
+    # Replicas store different hosts' changes side by side; only writers of the same host
+    # wait for each other. (SQLite has one writer for everything: nothing to show there.)
+    if backend.name != "postgresql":
+        pytest.skip("SQLite serialises every write; the per-host lock is PostgreSQL's")
+    other = Database(backend.url)
+    try:
+        async with other.engine.begin() as conn:
+            # Another replica is midway through storing flappy's changes.
+            await other.write_locks(conn, ["nixfleet.host_states:flappy"])
+            assert await asyncio.wait_for(host_states.record(db, [change("steady", 1)]), 30)
+            same_host = asyncio.ensure_future(host_states.record(db, [change("flappy", 1)]))
+            await asyncio.sleep(0.5)
+            assert not same_host.done()  # it waits for the other writer of flappy
+        assert await asyncio.wait_for(same_host, 30)
+    finally:
+        await other.close()
+    # Writers of overlapping sets of hosts, each listing them in its own order, all finish.
+    writers = [Database(backend.url) for _ in range(3)]
+    try:
+        batches = [
+            [change(h, i) for h in order]
+            for i, order in enumerate((["flappy", "steady"], ["steady", "flappy"]) * 3, start=2)
+        ]
+        done = await asyncio.wait_for(
+            asyncio.gather(*(host_states.record(writers[i % 3], b) for i, b in enumerate(batches))),
+            60,
+        )
+        assert all(done)
+    finally:
+        for w in writers:
+            await w.close()
+    for host_id in ("flappy", "steady"):  # and no change was stored twice in a row
+        values = [r["value"] for r in await host_states.for_host(db, host_id, 100)]
+        assert len(values) >= 2 and all(a != b for a, b in itertools.pairwise(values))
 
 
 def command(cid: str, kind: str) -> dict[str, object]:

@@ -130,3 +130,48 @@ async def test_a_postgresql_restart_loses_no_event(replicas, pg_cluster):
     await asyncio.sleep(0.5)
     assert [e["i"] for e in on_b] == list(range(300))
     assert a.lost == 0 and b.reconnects >= 1
+
+
+class _SlowCodec:
+    """Events as they are, each read taking 50 ms (a replica under load); counts reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def shrink(self, event: dict) -> dict:
+        return event
+
+    async def expand(self, refs):
+        self.reads += 1
+        await asyncio.sleep(0.05)
+        return list(refs)
+
+
+async def test_a_replica_slow_to_read_merges_what_piled_up_and_loses_nothing(pg_url):
+    # Two replicas publish one event at a time (a notification each) faster than the third
+    # reads: it reads what piled up per replica in one go, every event once, in order.
+    dbs = [Database(pg_url) for _ in range(3)]
+    a, c, b = PgBus(dbs[0], "replica-a"), PgBus(dbs[1], "replica-c"), PgBus(dbs[2], "replica-b")
+    slow = _SlowCodec()
+    try:
+        for bus in (a, c):
+            await bus.start()
+        await b.start(slow)
+        on_b = _collect(b)
+
+        async def one_at_a_time(bus: PgBus, name: str) -> None:
+            for i in range(100):
+                await bus.publish({"type": "n", "from": name, "i": i})
+
+        await asyncio.gather(one_at_a_time(a, "a"), one_at_a_time(c, "c"))
+        await wait_for_async(lambda: len(on_b) >= 200, timeout=60, what="200 events on b")
+        await asyncio.sleep(0.3)
+        for name in ("a", "c"):
+            assert [e["i"] for e in on_b if e["from"] == name] == list(range(100))
+        assert len(on_b) == 200
+        assert slow.reads < 100  # one read per notification would be 200
+    finally:
+        for bus in (a, c, b):
+            await bus.close()
+        for db in dbs:
+            await db.close()

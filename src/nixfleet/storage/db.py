@@ -10,7 +10,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,11 @@ def engine_url(url: str) -> str:
 
 _SQLITE_WRITE_LOCK = text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0")
 _PG_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:n))")
+# Each name's lock in the order given (unnest keeps the array's order): callers sort, so
+# two transactions wanting overlapping sets never hold one each and wait for the other.
+_PG_ADVISORY_LOCKS = text(
+    "SELECT count(pg_advisory_xact_lock(hashtext(n))) FROM unnest(CAST(:names AS text[])) AS n"
+)
 
 
 class Database:
@@ -143,6 +148,18 @@ class Database:
             await conn.execute(_SQLITE_WRITE_LOCK)
         else:
             await conn.execute(_PG_ADVISORY_LOCK, {"n": name})
+
+    async def write_locks(self, conn: AsyncConnection, names: Iterable[str]) -> None:
+        """Hold a lock for each of names until conn's transaction ends, across processes.
+
+        For read-then-write steps that must not interleave for the same key (a host) but may
+        run side by side for different ones: on PostgreSQL, one advisory lock per name,
+        taken in sorted order in one round trip. SQLite has one writer anyway: write_lock.
+        """
+        if self.is_sqlite:
+            await conn.execute(_SQLITE_WRITE_LOCK)
+        else:
+            await conn.execute(_PG_ADVISORY_LOCKS, {"names": sorted(set(names))})
 
     async def close(self) -> None:
         await self.engine.dispose()

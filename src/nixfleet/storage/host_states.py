@@ -64,10 +64,13 @@ async def record(db: Database, rows: Sequence[dict[str, Any]]) -> bool:
 
 async def _record(db: Database, rows: Sequence[dict[str, Any]]) -> None:
     async with db.engine.begin() as conn:
-        # One writer at a time across replicas: read the newest rows and insert under the
-        # same lock, or two replicas would both read "behind" and both store "current".
-        await db.write_lock(conn, _LOCK)
-        newest = await _latest(conn, {r["host_id"] for r in rows})
+        # One writer at a time per host across replicas: read the newest rows and insert
+        # under the same lock, or two replicas would both read "behind" and both store
+        # "current". Per host, not fleet-wide: one lock for every host's history had the
+        # replicas' sessions queueing for it (issue 18; docs/benchmarks.md).
+        ids = {r["host_id"] for r in rows}
+        await db.write_locks(conn, (f"{_LOCK}:{host_id}" for host_id in ids))
+        newest = await _latest(conn, ids)
         fresh = []
         for row in rows:
             key, said = (row["host_id"], row["field"]), (row["value"], row["detail"])

@@ -62,7 +62,7 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(m for m in _METHODS if m in found[resource])
 
 
-def _database_trouble(exc: OperationalError) -> tuple[str, str] | None:
+def database_trouble(exc: OperationalError) -> tuple[str, str] | None:
     """Return (code, detail) when the database is busy or full, None for anything else."""
     text = str(exc.orig).lower()
     if "full" in text or "no space" in text:
@@ -127,7 +127,7 @@ def domain_answer(exc: NixFleetError) -> JSONResponse:
 
 def database_answer(conn: HTTPConnection, exc: OperationalError) -> JSONResponse | None:
     """Return a 503 with Retry-After for a busy or full database; None for anything else."""
-    trouble = _database_trouble(exc)
+    trouble = database_trouble(exc)
     if trouble is None:
         return None  # a bug, not the weather: CatchAll's generic 500
     code, detail = trouble

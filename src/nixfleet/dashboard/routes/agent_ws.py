@@ -13,6 +13,7 @@ pipeline/errors.install answers them for the routes. Every middleware still runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -95,7 +96,8 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         await agent_socket(websocket)
     except (NixFleetError, OperationalError) as exc:
         if websocket.application_state != WebSocketState.CONNECTING:
-            raise
+            await _try_again_later(websocket, exc)
+            return
         answer = (
             errors.domain_answer(exc)
             if isinstance(exc, NixFleetError)
@@ -104,6 +106,21 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         if answer is None:
             raise
         await answer(scope, receive, send)
+
+
+async def _try_again_later(websocket: WebSocket, exc: Exception) -> None:
+    """Close an accepted socket whose database is busy or full with 1013, in one log line.
+
+    The agent reconnects after its backoff and replays what was not acknowledged; anything
+    other than the database's weather is a bug and goes on to uvicorn's traceback.
+    """
+    if not isinstance(exc, OperationalError) or errors.database_trouble(exc) is None:
+        raise exc
+    host = getattr(websocket.state, "host", "?")
+    log.warning("agent_ws: %s: the database is unavailable (%s); told to come back", host, exc.orig)
+    if websocket.application_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(RuntimeError, OSError):
+            await websocket.close(CLOSE_TRY_AGAIN, "the dashboard's database is busy; try again")
 
 
 async def agent_socket(websocket: WebSocket) -> None:
