@@ -2,7 +2,8 @@
 
 Each costs the user resident memory on every host or dashboard: httpx pulls in rich, pygments
 and click; cryptography, apprise and psycopg are only needed when pinning, alerting or on
-PostgreSQL. The benchmark script itself must keep working (it is how the figures are made).
+PostgreSQL; Jinja only for a page, which agents and API callers never ask for. The benchmark
+script itself must keep working (it is how the figures are made).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def test_the_command_line_loads_httpx_only_when_ctl_talks_to_a_dashboard() -> No
 
 def test_a_sqlite_dashboard_without_alert_channels_loads_neither_apprise_nor_psycopg() -> None:
     assert _loaded("nixfleet.dashboard.app", ("apprise", "psycopg")) == []
+
+
+def test_the_dashboard_loads_jinja_only_to_render_a_page() -> None:
+    assert _loaded("nixfleet.dashboard.app", ("jinja2",)) == []
 
 
 def test_the_memory_benchmark_reports_rss_and_a_breakdown() -> None:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from nixfleet.config import Settings
 from nixfleet.core.errors import NotFound
@@ -65,6 +64,7 @@ from nixfleet.dashboard.routes import (
 from nixfleet.dashboard.signon import SignOn
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.dashboard.streamseats import SharedSeats
+from nixfleet.dashboard.templating import Templates
 from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
@@ -170,7 +170,7 @@ def _stream_seats(
 
 def create_app(settings: Settings) -> FastAPI:
     """Return the dashboard app; storage opens and the sweeper starts in its lifespan."""
-    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates = Templates(_HERE / "templates")  # Jinja is loaded on the first page
     rules = load_rules(settings.alert_rules_file)  # a bad rules file fails start-up
     deploy_rules = load_deploy_rules(settings.alert_rules_file)
 

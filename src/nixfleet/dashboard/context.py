@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fastapi.templating import Jinja2Templates
-
 from nixfleet.config import Settings
 from nixfleet.dashboard.fleet.hooks import PushHooks
 from nixfleet.dashboard.fleet.hub import Hub
@@ -19,6 +17,7 @@ from nixfleet.dashboard.monitoring.event_store import EventStore
 from nixfleet.dashboard.monitoring.metrics import Metrics
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
+from nixfleet.dashboard.templating import Templates
 from nixfleet.security.sessions import SessionSigner
 from nixfleet.security.throttle import LoginThrottle
 from nixfleet.storage.bus import EventBus
@@ -36,7 +35,7 @@ class Context:
     fleet: Fleet
     hub: Hub
     broadcaster: Broadcaster
-    templates: Jinja2Templates
+    templates: Templates
     security: SecurityLog
     signer: SessionSigner
     login_throttle: LoginThrottle
