@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from nixfleet.dashboard.access import NEEDS
 from nixfleet.dashboard.pipeline.ratelimit import route_name
@@ -31,6 +31,10 @@ from nixfleet.dashboard.pipeline.ratelimit import route_name
 
 class ErrorBody(BaseModel):
     """Every refusal and failure: a stable machine code and a sentence for people."""
+
+    # The shape is sent as dicts (pipeline/errors); only the schema reads the model, so it
+    # is built on the first request for it, not for each route's `responses=` at start-up.
+    model_config = ConfigDict(defer_build=True)
 
     error: str = Field(description="stable machine code, e.g. not_found, rate_limited")
     detail: str = Field(description="what went wrong, as a sentence")

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class AuditEntries(BaseModel):
+class Reply(BaseModel):
+    # Only the schema at /api/openapi.json reads these (no route validates or builds one),
+    # so pydantic builds each on that first request, not at import: about 25 ms and the
+    # validators FastAPI would make for every `responses=` entry at start-up.
+    model_config = ConfigDict(defer_build=True)
+
+
+class AuditEntries(Reply):
     """The audit log's entries, newest first (format=json)."""
 
     entries: list[dict[str, Any]]
@@ -21,7 +28,7 @@ class AuditEntries(BaseModel):
 Record = dict[str, Any]  # a host, a command, a rollout: its fields are its wing's
 
 
-class Health(BaseModel):
+class Health(Reply):
     """The dashboard and its database: ok, or degraded (then 503) and why."""
 
     status: str = Field(description="ok or degraded")
@@ -29,7 +36,7 @@ class Health(BaseModel):
     detail: str | None = None
 
 
-class HostList(BaseModel):
+class HostList(Reply):
     """The hosts asked for, the counts per state and the summary of their plans."""
 
     hosts: list[Record]
@@ -38,14 +45,14 @@ class HostList(BaseModel):
     plan_summary: str | None
 
 
-class HostSamples(BaseModel):
+class HostSamples(Reply):
     """The host's load and memory of the last day (5-minute averages)."""
 
     host_id: str
     samples: list[Record]
 
 
-class NewHostCode(BaseModel):
+class NewHostCode(Reply):
     """The host, and its enrollment code: shown once."""
 
     host: Record
@@ -53,7 +60,7 @@ class NewHostCode(BaseModel):
     enroll_expires_at: float
 
 
-class EnrollCode(BaseModel):
+class EnrollCode(Reply):
     """A new enrollment code for the host: shown once."""
 
     host_id: str
@@ -61,33 +68,33 @@ class EnrollCode(BaseModel):
     enroll_expires_at: float
 
 
-class AgentToken(BaseModel):
+class AgentToken(Reply):
     """The host's agent token: shown once."""
 
     host_id: str
     agent_token: str
 
 
-class Removed(BaseModel):
+class Removed(Reply):
     """The host that was removed."""
 
     removed: str
 
 
-class Revoked(BaseModel):
+class Revoked(Reply):
     """The host whose agent token was revoked."""
 
     revoked: str
 
 
-class CertBound(BaseModel):
+class CertBound(Reply):
     """The client certificate the host is bound to now (null: none)."""
 
     host_id: str
     cert_sha256: str | None
 
 
-class HostLabels(BaseModel):
+class HostLabels(Reply):
     """The host's labels: in force, set by operators, and where each comes from."""
 
     host_id: str
@@ -96,33 +103,33 @@ class HostLabels(BaseModel):
     label_sources: dict[str, str]
 
 
-class HealthGateSet(BaseModel):
+class HealthGateSet(Reply):
     """The health gate the host's switches carry by default (null: none)."""
 
     host_id: str
     health_gate: Record | None
 
 
-class Queued(BaseModel):
+class Queued(Reply):
     """The command and its state."""
 
     command_id: str
     state: str
 
 
-class BulkResults(BaseModel):
+class BulkResults(Reply):
     """One result per host: its command, or why it was refused (error, detail)."""
 
     results: list[Record]
 
 
-class HostCommands(BaseModel):
+class HostCommands(Reply):
     """The host's commands, newest first."""
 
     commands: list[Record]
 
 
-class OutputPage(BaseModel):
+class OutputPage(Reply):
     """Output lines after after_seq; `next` is the after_seq of the next page, or null."""
 
     command_id: str
@@ -130,13 +137,13 @@ class OutputPage(BaseModel):
     next: int | None
 
 
-class RolloutList(BaseModel):
+class RolloutList(Reply):
     """The latest rollouts, newest first."""
 
     rollouts: list[Record]
 
 
-class RolloutPlan(BaseModel):
+class RolloutPlan(Reply):
     """What the rollout would do (dry_run): its waves, the hosts left out, in words."""
 
     kind: str
@@ -146,13 +153,13 @@ class RolloutPlan(BaseModel):
     summary: str
 
 
-class UserList(BaseModel):
+class UserList(Reply):
     """The users (never a password hash or TOTP secret)."""
 
     users: list[Record]
 
 
-class UserAdded(BaseModel):
+class UserAdded(Reply):
     """The new user; with totp, its TOTP secret and URI: shown once."""
 
     user: Record
@@ -160,27 +167,27 @@ class UserAdded(BaseModel):
     totp_uri: str | None = None
 
 
-class OneUser(BaseModel):
+class OneUser(Reply):
     """The user after the change."""
 
     user: Record
 
 
-class Enrolled(BaseModel):
+class Enrolled(Reply):
     """The enrolled host's agent token: shown once."""
 
     host_id: str
     agent_token: str
 
 
-class HookResult(BaseModel):
+class HookResult(Reply):
     """What the delivery led to (accepted, other branch, other event) and why."""
 
     result: str
     detail: str
 
 
-class SecuritySummary(BaseModel):
+class SecuritySummary(Reply):
     """The security panel's data: failures per hour, top addresses, recent events, alerts."""
 
     generated_at: float
@@ -193,7 +200,7 @@ class SecuritySummary(BaseModel):
     channels: list[Record]
 
 
-class Rollout(BaseModel):
+class Rollout(Reply):
     """The rollout: its policy, each wave with each host's outcome, counts and the report."""
 
     id: str
@@ -204,7 +211,7 @@ class Rollout(BaseModel):
     report: str
 
 
-class CommandWithOutput(BaseModel):
+class CommandWithOutput(Reply):
     """The command and its first output lines; output_next pages on (…/output)."""
 
     id: str
@@ -215,26 +222,26 @@ class CommandWithOutput(BaseModel):
     output_next: int | None
 
 
-class TokenList(BaseModel):
+class TokenList(Reply):
     """The API tokens the caller may see (never a secret)."""
 
     tokens: list[Record]
 
 
-class TokenCreated(BaseModel):
+class TokenCreated(Reply):
     """The new token and its secret: shown once."""
 
     token: Record
     secret: str
 
 
-class OneToken(BaseModel):
+class OneToken(Reply):
     """The token after the change (revoked)."""
 
     token: Record
 
 
-class HostStates(BaseModel):
+class HostStates(Reply):
     """The host's state changes (online, deploy state, reboot), newest first."""
 
     host_id: str
