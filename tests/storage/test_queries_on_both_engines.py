@@ -76,19 +76,23 @@ async def test_hosts_are_added_once_listed_in_order_and_keep_exact_times(db):
 async def test_a_host_connects_reports_and_disconnects(db):
     await hosts.add(db, "atlas", None, NOW, {})
     status = {"hostname": "atlas", "load1": 0.5, "generation": 3}
-    await hosts.record_link(db, "atlas", NOW, {"breaker": "closed"})
-    await hosts.mark_connected(db, "atlas", status, NOW)
-    await hosts.record_link(db, "atlas", NOW + 5, {"breaker": "half_open"})
+    await hosts.mark_connected(db, "atlas", status, NOW, link={"breaker": "closed"})
+    await hosts.mark_connected(
+        db, "atlas", status, NOW + 5, link={"breaker": "half_open"}, fields={"location": "B"}
+    )
     await hosts.save_statuses(db, {"atlas": ({**status, "load1": 2.25}, NOW + 10)})
     row = await hosts.get(db, "atlas")
     assert row["online"] is True and row["status"]["load1"] == 2.25
     assert row["last_seen"] == NOW + 10
     assert row["connection"] == {"reconnects": [NOW + 5], "breaker": "half_open"}
+    assert row["location"] == "B" and row["connected_at"] == NOW + 5
     await hosts.mark_disconnected(db, "atlas", NOW + 20)
     assert (await hosts.get(db, "atlas"))["online"] is False
     await hosts.mark_connected(db, "atlas", status, NOW + 30)
     await hosts.mark_all_offline(db)
     assert [h["online"] for h in await hosts.get_many(db, ["atlas", "nobody"])] == [False]
+    with pytest.raises(NotFound):  # a host removed while its agent shook hands
+        await hosts.mark_connected(db, "nobody", status, NOW + 40)
 
 
 async def test_removing_a_host_removes_its_commands_and_output(db):

@@ -161,7 +161,25 @@ class Database:
         else:
             await conn.execute(_PG_ADVISORY_LOCKS, {"names": sorted(set(names))})
 
+    @functools.cached_property
+    def lease(self) -> AsyncEngine:
+        """Return the engine a replica's lease is renewed through: a pool of its own.
+
+        On PostgreSQL the lease must be renewed on time whatever the rest of the process is
+        doing: thousands of agents connecting at once can keep every connection of the
+        main pool busy, and a renewal waiting behind them had the other replica take this
+        one for dead. One connection is enough (one statement every few seconds).
+        SQLite has one process and no lease that matters: the same engine.
+        """
+        if self.is_sqlite:
+            return self.engine
+        engine = create_async_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+        event.listen(engine.sync_engine, "connect", _postgres_session)
+        return engine
+
     async def close(self) -> None:
+        if "lease" in self.__dict__ and self.lease is not self.engine:
+            await self.lease.dispose()
         await self.engine.dispose()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -36,16 +36,30 @@ async def latest(db: Database, host_ids: Collection[str]) -> Latest:
         return await _latest(conn, host_ids)
 
 
+# Built once (every connect, report and command end stores a change): the newest row of
+# each field of some hosts, and a host's rows past its newest ROWS_PER_HOST.
+_NEWEST = (
+    select(func.max(host_states.c.id))
+    .where(host_states.c.host_id.in_(bindparam("ids", expanding=True)))
+    .group_by(host_states.c.host_id, host_states.c.field)
+)
+_LATEST = select(
+    host_states.c.host_id, host_states.c.field, host_states.c.value, host_states.c.detail
+).where(host_states.c.id.in_(_NEWEST))
+_KEEP = (
+    select(host_states.c.id)
+    .where(host_states.c.host_id == bindparam("host_id"))
+    .order_by(host_states.c.id.desc())
+    .limit(ROWS_PER_HOST)
+)
+_TRIM = delete(host_states).where(
+    host_states.c.host_id == bindparam("host_id"),
+    host_states.c.id.not_in(_KEEP.scalar_subquery()),
+)
+
+
 async def _latest(conn: AsyncConnection, host_ids: Collection[str]) -> Latest:
-    newest = (
-        select(func.max(host_states.c.id))
-        .where(host_states.c.host_id.in_(list(host_ids)))
-        .group_by(host_states.c.host_id, host_states.c.field)
-    )
-    query = select(
-        host_states.c.host_id, host_states.c.field, host_states.c.value, host_states.c.detail
-    ).where(host_states.c.id.in_(newest))
-    rows = await conn.execute(query)
+    rows = await conn.execute(_LATEST, {"ids": list(host_ids)})
     return {(r.host_id, r.field): (r.value, r.detail) for r in rows}
 
 
@@ -85,18 +99,7 @@ async def _record(db: Database, rows: Sequence[dict[str, Any]]) -> None:
 
 
 async def _trim(conn: AsyncConnection, host_id: str) -> None:
-    keep = (
-        select(host_states.c.id)
-        .where(host_states.c.host_id == host_id)
-        .order_by(host_states.c.id.desc())
-        .limit(ROWS_PER_HOST)
-    )
-    await conn.execute(
-        delete(host_states).where(
-            host_states.c.host_id == host_id,
-            host_states.c.id.not_in(keep.scalar_subquery()),
-        )
-    )
+    await conn.execute(_TRIM, {"host_id": host_id})
 
 
 async def settling(db: Database, host_ids: Collection[str]) -> set[str]:

@@ -71,56 +71,65 @@ async def ids(db: Database) -> set[str]:
         return set((await conn.execute(select(hosts.c.id))).scalars())
 
 
+_LINK = select(hosts.c.connected_at, hosts.c.connection).where(hosts.c.id == bindparam("host_id"))
+
+
 async def mark_connected(
-    db: Database, host_id: str, status: dict[str, Any], now: float, replica: str | None = None
+    db: Database,
+    host_id: str,
+    status: dict[str, Any],
+    now: float,
+    replica: str | None = None,
+    *,
+    link: dict[str, Any] | None = None,
+    window_s: float = 3600,
+    fields: dict[str, str] | None = None,
+    host_labels: dict[str, str] | None = None,
 ) -> None:
-    """Record that a host's agent connected to replica and what it reported.
+    """Record that a host's agent connected to replica, or raise NotFound (host removed).
 
-    The newest connection wins: the host now belongs to this replica, whichever held it.
+    One transaction for what a handshake writes: the status it reported, the connection's
+    health (link: the agent's breaker and TLS report, see _link_health), the metadata
+    fields its configuration sets and, when given, its own labels. On PostgreSQL each
+    transaction is several round trips, and thousands of agents reconnect at once after a
+    restart. The newest connection wins: the host now belongs to this replica.
     """
-    async with db.unframed() as conn:  # one statement: atomic by itself
-        await conn.execute(
-            update(hosts)
-            .where(hosts.c.id == host_id)
-            .values(online=True, connected_at=now, last_seen=now, status=status, replica=replica)
-        )
+    values: dict[str, Any] = {
+        "online": True,
+        "connected_at": now,
+        "last_seen": now,
+        "status": status,
+        "replica": replica,
+        **(fields or {}),
+    }
+    if host_labels is not None:
+        values["host_labels"] = host_labels
+    async with db.engine.begin() as conn:
+        row = (await conn.execute(_LINK, {"host_id": host_id})).first()
+        if row is None:
+            raise NotFound(f"store: no host {host_id!r}; check the name (it may have been removed)")
+        if link is not None:
+            values["connection"] = _link_health(row, now, link, window_s)
+        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**values))
 
 
-async def record_link(
-    db: Database, host_id: str, now: float, report: dict[str, Any], window_s: float = 3600
-) -> None:
-    """Record a new agent connection's health before mark_connected overwrites connected_at.
+def _link_health(row: Any, now: float, report: dict[str, Any], window_s: float) -> dict[str, Any]:
+    """Return a host's connection health once a new connection reports.
 
     1. A connection of a host that was connected before counts as a reconnect; only
        those of the last window_s are kept.
     2. The agent's breaker report replaces the last one; a TLS failure replaces the last
        one only when there is a new one, so the row keeps showing it.
     """
-    async with db.engine.begin() as conn:
-        row = (
-            await conn.execute(
-                select(hosts.c.connected_at, hosts.c.connection).where(hosts.c.id == host_id)
-            )
-        ).first()
-        if row is None:
-            return
-        health = dict(row.connection or {})
-        recent = [t for t in health.get("reconnects", []) if t > now - window_s]
-        if row.connected_at is not None:
-            recent.append(now)
-        health["reconnects"] = recent[-500:]
-        health["breaker"] = report.get("breaker")
-        if report.get("tls_failure"):
-            health["tls_failure"] = report["tls_failure"]
-        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(connection=health))
-
-
-async def set_meta(db: Database, host_id: str, meta: dict[str, str]) -> None:
-    """Replace the metadata fields given (location, device type, theme colour)."""
-    if not meta:
-        return
-    async with db.unframed() as conn:  # one statement: atomic by itself
-        await conn.execute(update(hosts).where(hosts.c.id == host_id).values(**meta))
+    health = dict(row.connection or {})
+    recent = [t for t in health.get("reconnects", []) if t > now - window_s]
+    if row.connected_at is not None:
+        recent.append(now)
+    health["reconnects"] = recent[-500:]
+    health["breaker"] = report.get("breaker")
+    if report.get("tls_failure"):
+        health["tls_failure"] = report["tls_failure"]
+    return health
 
 
 async def set_labels(db: Database, host_id: str, owner: str, labels: dict[str, str]) -> None:

@@ -52,8 +52,11 @@ async def register(db: Database, replica: str, now: float, lease_s: float) -> No
 
 
 async def renew(db: Database, replica: str, now: float, lease_s: float) -> bool:
-    """Extend this replica's lease; return False if its row is gone (it was taken for dead)."""
-    async with db.engine.begin() as conn:
+    """Extend this replica's lease; return False if its row is gone (it was taken for dead).
+
+    Through the lease's own connection (Database.lease), never queued behind requests.
+    """
+    async with db.lease.begin() as conn:
         res = await conn.execute(
             update(replicas)
             .where(replicas.c.id == replica)

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from nixfleet.dashboard.fleet.service import Fleet
 
 log = logging.getLogger("nixfleet.presence")
+# Hosts announced at a time after a release: one read each batch, not one per host, and
+# not 10,000 requests for the pool at once.
+_ANNOUNCE_BATCH = 500
 
 
 class Presence:
@@ -32,7 +35,8 @@ class Presence:
         self.fleet = fleet
         self.hub = hub
         self.lease_s = lease_s
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._announcing: set[asyncio.Task[None]] = set()
         # The fleet-wide counts, while this replica is the oldest live one (it reports them).
         self.census: store.Census | None = None
         # Hosts per deploy state: every host's view, so counted once a lease, not a renewal.
@@ -47,27 +51,40 @@ class Presence:
         """Register with a fresh lease, release dead replicas' hosts, start renewing."""
         await store.register(self.fleet.db, self.replica, self.fleet.clock(), self.lease_s)
         await self.release_dead()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        # Two loops: the renewal must never wait for the other work. A census of 20,000
+        # hosts or the announcement of thousands released, done between two renewals, had
+        # a busy replica miss its lease, be taken for dead, take its hosts back, announce
+        # them all, and miss the next one (docs/benchmarks.md, issue 18).
+        self._tasks = [loop.create_task(self._keep_lease()), loop.create_task(self._watch())]
 
     async def shutdown(self) -> None:
         """Stop renewing and hand back this replica's hosts (their agents move on)."""
-        if self._task is not None:
-            self._task.cancel()
+        for task in [*self._tasks, *self._announcing]:
+            task.cancel()
+        for task in [*self._tasks, *self._announcing]:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         with contextlib.suppress(Exception):
             released = await store.release_own(self.fleet.db, self.replica, self.fleet.clock())
             await self._announce(released)
 
-    async def _run(self) -> None:
+    async def _keep_lease(self) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 await self.renew()
+            except Exception:
+                log.exception("presence: lease renewal failed")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
                 await self.release_dead()
                 await self._count_if_oldest()
             except Exception:
-                log.exception("presence: lease renewal failed")
+                log.exception("presence: checking the other replicas failed")
 
     async def renew(self) -> None:
         """Renew the lease; after being taken for dead, register again and take back the
@@ -77,7 +94,7 @@ class Presence:
             return
         log.warning("presence: %s was taken for dead; taking its agents back", self.replica)
         await store.register(db, self.replica, now, self.lease_s)
-        await self._announce(await store.reclaim(db, self.replica, list(self.hub.links), now))
+        self._announce_later(await store.reclaim(db, self.replica, list(self.hub.links), now))
 
     async def _count_if_oldest(self) -> None:
         """Count the whole fleet while this replica is the oldest live one, else nothing.
@@ -102,7 +119,17 @@ class Presence:
             log.info(
                 "presence: %d hosts of replicas whose lease ran out are offline", len(released)
             )
-        await self._announce(released)
+        self._announce_later(released)
+
+    def _announce_later(self, host_ids: list[str]) -> None:
+        """Announce hosts in a task of its own: thousands of them take a while, and the
+        loop that found them has its next round to keep."""
+        if not host_ids:
+            return
+        task = asyncio.get_running_loop().create_task(self._announce(host_ids))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
 
     async def _announce(self, host_ids: list[str]) -> None:
-        await asyncio.gather(*(self.fleet.publish_host(h) for h in host_ids))
+        for i in range(0, len(host_ids), _ANNOUNCE_BATCH):
+            await self.fleet.publish_hosts(host_ids[i : i + _ANNOUNCE_BATCH])

@@ -36,11 +36,11 @@ from nixfleet.core.errors import (
     ValidationError,
     for_people,
 )
+from nixfleet.core.framing import CLOSE_REPLACED
 from nixfleet.core.gates import HealthGate, choose_gate
 from nixfleet.core.generations import check_rollback_target
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
-    CLOSE_REPLACED,
     Finished,
     Hello,
     HostMeta,
@@ -195,6 +195,11 @@ class Fleet:
             await self.bus.publish({"type": "host", "host": await self.host(host_id)})
         except NotFound:
             pass  # removed meanwhile
+
+    async def publish_hosts(self, host_ids: list[str]) -> None:
+        """Announce many hosts with one read (hosts removed meanwhile are left out)."""
+        views = await self.views(await host_store.get_many(self.db, host_ids))
+        await self._publish_all({"type": "host", "host": h} for h in views)
 
     async def host(self, host_id: str) -> dict[str, Any]:
         return (await self.views([await host_store.get(self.db, host_id)]))[0]
@@ -612,12 +617,22 @@ class Fleet:
         3. Running commands it does not know are lost (the agent lost its journal).
         """
         now = self.clock()
-        await host_store.record_link(
-            self.db, host_id, now, _link_report(hello.transport, now), RECONNECT_WINDOW_S
-        )
+        # One owner per field: what the host's own configuration sets wins; a field it
+        # leaves empty stays as an operator entered it in the dashboard. The host's
+        # configuration owns its whole label set: a label it dropped goes.
+        fields = _set_fields(hello.meta) if hello.meta is not None else {}
         await host_store.mark_connected(
-            self.db, host_id, hello.status.model_dump(), now, self.replica or None
+            self.db,
+            host_id,
+            hello.status.model_dump(),
+            now,
+            self.replica or None,
+            link=_link_report(hello.transport, now),
+            window_s=RECONNECT_WINDOW_S,
+            fields=fields,
+            host_labels=dict(hello.meta.labels) if hello.meta is not None else None,
         )
+        self._meta_from_host[host_id] = frozenset(fields)
         if not self.db.is_sqlite:
             # Another replica may still hold a stale link to this agent: it lets go.
             await self.bus.publish(
@@ -630,14 +645,6 @@ class Fleet:
                     "keep": self.replica,
                 }
             )
-        # One owner per field: what the host's own configuration sets wins; a field it
-        # leaves empty stays as an operator entered it in the dashboard.
-        fields = _set_fields(hello.meta) if hello.meta is not None else {}
-        await host_store.set_meta(self.db, host_id, fields)
-        self._meta_from_host[host_id] = frozenset(fields)
-        if hello.meta is not None:
-            # The host's configuration owns its whole set: a label it dropped goes.
-            await host_store.set_labels(self.db, host_id, "host_labels", dict(hello.meta.labels))
         known = set(hello.known_commands)
         for cmd in await command_store.for_host(self.db, host_id, ACTIVE_STATES, limit=100):
             if cmd["id"] in known:

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.routing import compile_path
@@ -139,6 +140,23 @@ def database_answer(conn: HTTPConnection, exc: OperationalError) -> JSONResponse
     return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
 
 
+def pool_answer(conn: HTTPConnection) -> JSONResponse:
+    """Return a 503 with Retry-After when every database connection stayed busy.
+
+    Under a flood (thousands of agents reconnecting at once) the pool's wait can run out;
+    that is the weather, like a busy database, not a bug for a 500.
+    """
+    method = conn.scope.get("method", "WEBSOCKET")
+    log.warning("dashboard: %s %s answered 503: no database connection came free", method,
+                conn.url.path)  # fmt: skip
+    return error_response(
+        503,
+        "database_busy",
+        "the dashboard is too busy to reach its database; nothing was changed, try again shortly",
+        {"Retry-After": str(DB_RETRY_AFTER_S)},
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(NixFleetError)
     async def _domain(_: Request, exc: NixFleetError) -> JSONResponse:
@@ -150,6 +168,10 @@ def install(app: FastAPI) -> None:
         if answer is None:
             raise exc
         return answer
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool(request: Request, _: PoolTimeout) -> JSONResponse:
+        return pool_answer(request)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -22,15 +22,18 @@ from collections.abc import Awaitable, Callable
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from nixfleet.core.errors import NixFleetError, NotFound
-from nixfleet.core.protocol import (
+from nixfleet.core.framing import (
     CLOSE_BAD_MESSAGE,
     CLOSE_PROTOCOL_TOO_OLD,
     CLOSE_REPLACED,
     MIN_PROTOCOL_VERSION,
+)
+from nixfleet.core.protocol import (
     Ack,
     AgentMessage,
     Credential,
@@ -92,15 +95,18 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     websocket = WebSocket(scope, receive, send)
     try:
         await agent_socket(websocket)
-    except (NixFleetError, OperationalError) as exc:
+    except (NixFleetError, OperationalError, PoolTimeout) as exc:
         if websocket.application_state != WebSocketState.CONNECTING:
             await _try_again_later(websocket, exc)
             return
-        answer = (
-            errors.domain_answer(exc)
-            if isinstance(exc, NixFleetError)
-            else errors.database_answer(websocket, exc)
-        )
+        if isinstance(exc, NixFleetError):
+            answer: Callable[[Scope, Receive, Send], Awaitable[None]] | None = errors.domain_answer(
+                exc
+            )
+        elif isinstance(exc, PoolTimeout):
+            answer = errors.pool_answer(websocket)
+        else:
+            answer = errors.database_answer(websocket, exc)
         if answer is None:
             raise
         await answer(scope, receive, send)
@@ -112,10 +118,14 @@ async def _try_again_later(websocket: WebSocket, exc: Exception) -> None:
     The agent reconnects after its backoff and replays what was not acknowledged; anything
     other than the database's weather is a bug and goes on to uvicorn's traceback.
     """
-    if not isinstance(exc, OperationalError) or errors.database_trouble(exc) is None:
+    if isinstance(exc, PoolTimeout):
+        why = "no database connection came free"
+    elif isinstance(exc, OperationalError) and errors.database_trouble(exc) is not None:
+        why = str(exc.orig)
+    else:
         raise exc
     host = getattr(websocket.state, "host", "?")
-    log.warning("agent_ws: %s: the database is unavailable (%s); told to come back", host, exc.orig)
+    log.warning("agent_ws: %s: the database is unavailable (%s); told to come back", host, why)
     if websocket.application_state == WebSocketState.CONNECTED:
         with contextlib.suppress(RuntimeError, OSError):
             await websocket.close(CLOSE_TRY_AGAIN, "the dashboard's database is busy; try again")
@@ -310,13 +320,13 @@ async def _stored_in_time(link: AgentLink, handle: Callable[[], Awaitable[None]]
         try:
             await handle()
             return True
-        except OperationalError as exc:
+        except (OperationalError, PoolTimeout) as exc:
             if time.monotonic() + delay > deadline:
                 return False
             log.warning(
                 "agent_ws: %s: the database refused a message (%s); retry in %.1f s",
                 link.host_id,
-                exc.orig,
+                getattr(exc, "orig", None) or "no database connection came free",
                 delay,
             )
         await asyncio.sleep(delay)
