@@ -58,8 +58,8 @@ LabelValue = Annotated[str, StringConstraints(pattern=VALUE_PATTERN)]
 
 class _Msg(BaseModel):
     # strict: a string is not a number and a float is not an integer; no NaN or Infinity.
-    # defer_build: each process validates one direction only, so each model and union is
-    # built on its first use rather than by every process at import (docs/benchmarks.md).
+    # defer_build: the dashboard validates one direction only (agent_message), so each
+    # model and union is built on its first use, not at import (docs/benchmarks.md).
     model_config = ConfigDict(
         extra="ignore", frozen=True, strict=True, allow_inf_nan=False, defer_build=True
     )
