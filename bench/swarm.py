@@ -30,8 +30,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from nixfleet.core.framing import PROTOCOL_VERSION
 from nixfleet.core.protocol import (
-    PROTOCOL_VERSION,
     Finished,
     Hello,
     HostStatus,

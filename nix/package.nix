@@ -50,6 +50,7 @@ py.buildPythonApplication {
       jinja2
       argon2-cffi
       websockets
+      msgspec
       httpx
       python-multipart
       cryptography

@@ -28,6 +28,12 @@ def test_the_agent_does_not_load_what_only_enrollment_or_pinning_needs() -> None
     assert _loaded("nixfleet.agent.daemon", ("httpx", "rich", "pygments", "cryptography")) == []
 
 
+def test_the_agent_reads_its_options_and_messages_without_pydantic() -> None:
+    weights = ("pydantic", "pydantic_core", "pydantic_settings", "annotated_types")
+    for module in ("nixfleet.agent.daemon", "nixfleet.cli.agent"):
+        assert _loaded(module, weights) == []
+
+
 def test_the_command_line_loads_httpx_only_when_ctl_talks_to_a_dashboard() -> None:
     assert _loaded("nixfleet.cli.main", ("httpx",)) == []
 

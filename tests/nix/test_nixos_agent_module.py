@@ -18,7 +18,7 @@ from tests.nix.moduleeval import (
 )
 
 from nixfleet.core.commands import CommandKind
-from nixfleet.core.protocol import HostMeta
+from nixfleet.core.wire import HostMeta
 
 pytestmark = needs_lib
 

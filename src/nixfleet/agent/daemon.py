@@ -21,12 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import WebSocketException
 
 from nixfleet import __version__
-from nixfleet.agent import status
+from nixfleet.agent import codec, status
 from nixfleet.agent.deployment import DeployRecord
 from nixfleet.agent.executors import Target, gate_plan, make_executor
 from nixfleet.agent.journal import Entry, Journal
@@ -38,9 +37,9 @@ from nixfleet.agent.transport import Backoff, Transport
 from nixfleet.core.branch import check_branch
 from nixfleet.core.commands import DEPLOYING, KIND_RULES, CommandKind
 from nixfleet.core.errors import ConfigError
+from nixfleet.core.framing import PROTOCOL_VERSION
 from nixfleet.core.hostid import canonical_host_id
-from nixfleet.core.protocol import (
-    PROTOCOL_VERSION,
+from nixfleet.core.wire import (
     Ack,
     Cancel,
     Command,
@@ -56,7 +55,6 @@ from nixfleet.core.protocol import (
     Status,
     StatusAck,
     Welcome,
-    dashboard_message,
 )
 
 log = logging.getLogger("nixfleet.agent")
@@ -235,7 +233,7 @@ class Agent:
         except OSError as exc:
             log.error("agent: cannot store the new token in %s: %s", self.opts.token_file, exc)
             return
-        await ws.send(CredentialSaved().model_dump_json())
+        await ws.send(codec.encode(CredentialSaved()))
         log.warning(
             "agent: the dashboard replaced the shared token with this host's own; saved to %s",
             self.opts.token_file,
@@ -248,17 +246,19 @@ class Agent:
         headers = {"Authorization": f"Bearer {self.token}", "X-NixFleet-Host": self.host_id}
         async with self.transport.dial(headers) as ws:
             await ws.send(
-                Hello(
-                    protocol=PROTOCOL_VERSION,
-                    host_id=self.host_id,
-                    agent_version=__version__,
-                    status=await self._status(),
-                    known_commands=list(self.runner.entries),
-                    meta=self.opts.meta,
-                    transport=self.transport.report(),
-                ).model_dump_json()
+                codec.encode(
+                    Hello(
+                        protocol=PROTOCOL_VERSION,
+                        host_id=self.host_id,
+                        agent_version=__version__,
+                        status=await self._status(),
+                        known_commands=list(self.runner.entries),
+                        meta=self.opts.meta,
+                        transport=self.transport.report(),
+                    )
+                )
             )
-            welcome = dashboard_message.validate_json(await asyncio.wait_for(ws.recv(), 10))
+            welcome = codec.read_dashboard(await asyncio.wait_for(ws.recv(), 10))
             if not isinstance(welcome, Welcome):
                 return
             self.heartbeat_s = welcome.heartbeat_s
@@ -332,14 +332,15 @@ class Agent:
         activated = bool(current) and (result == "succeeded" or current != before)
         commit = await status.git_head(self.opts.repo_dir) if activated else ""
         finished_at = record.get("finished_at")
-        outcome = DeployOutcome.model_validate(
+        outcome = codec.convert(
+            DeployOutcome,
             {
                 "command_id": entry.command_id,
                 "kind": entry.kind,
                 "result": result if result in _DEPLOY_RESULTS else "failed",
                 "finished_at": finished_at if isinstance(finished_at, float) else time.time(),
                 "detail": str(record.get("detail", ""))[:2000],
-            }
+            },
         )
         self.record.note(outcome, current if activated else "", commit)
 
@@ -355,7 +356,7 @@ class Agent:
     async def _heartbeat(self, ws: ClientConnection) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            await ws.send(Status(status=await self._status()).model_dump_json())
+            await ws.send(codec.encode(Status(status=await self._status())))
 
     async def _flush(self, ws: ClientConnection) -> None:
         """Send every unacknowledged line and result; on a new connection, from the start."""
@@ -364,25 +365,25 @@ class Agent:
         while True:
             self.wake.clear()
             while self.runner.warnings:
-                await ws.send(self.runner.warnings.pop(0).model_dump_json())
+                await ws.send(codec.encode(self.runner.warnings.pop(0)))
             for cid, entry in list(self.runner.entries.items()):
-                # Batches by bytes under the limit both sides agree on (core.protocol),
+                # Batches by bytes under the limit both sides agree on (core.framing),
                 # read from the journal one at a time: nothing waits in memory.
                 while batch := entry.batch_after(max(sent.get(cid, 0), entry.acked_seq)):
-                    await ws.send(Output(command_id=cid, lines=batch).model_dump_json())
+                    await ws.send(codec.encode(Output(command_id=cid, lines=batch)))
                     sent[cid] = batch[-1].seq
                 if entry.finished is not None and cid not in finished_sent:
-                    await ws.send(entry.finished.model_dump_json())
+                    await ws.send(codec.encode(entry.finished))
                     finished_sent.add(cid)
                     # What the command changed (system, generation, checkout) shows at once.
-                    await ws.send(Status(status=await self._status()).model_dump_json())
+                    await ws.send(codec.encode(Status(status=await self._status())))
             await self.wake.wait()
 
     async def _receive(self, ws: ClientConnection) -> None:
         async for raw in ws:
             try:
-                msg = dashboard_message.validate_json(raw)
-            except ValidationError as exc:
+                msg = codec.read_dashboard(raw)
+            except codec.Unreadable as exc:
                 await self._unreadable(ws, raw, exc)
                 continue
             if isinstance(msg, Ack):
@@ -397,14 +398,11 @@ class Agent:
             elif isinstance(msg, StatusAck):
                 pass
 
-    async def _unreadable(
-        self, ws: ClientConnection, raw: str | bytes, exc: ValidationError
-    ) -> None:
+    async def _unreadable(self, ws: ClientConnection, raw: str | bytes, exc: Exception) -> None:
         """Refuse a command this agent cannot read (a newer dashboard's gate, say) by its
         id; anything else unreadable is logged and skipped. Neither ends the session."""
-        errors = exc.errors()
-        where = ".".join(str(p) for p in errors[0]["loc"])[:80] if errors else ""
-        reason = str(errors[0]["msg"])[:300] if errors else "invalid"
+        where, reason = codec.where(exc)
+        where, reason = where[:80], reason[:300] or "invalid"
         try:
             data = json.loads(raw)
             command_id = str(data["command_id"]) if data.get("type") == "command" else ""
@@ -416,11 +414,12 @@ class Agent:
                 last_seq=0,
                 detail=f"agent: this agent cannot read the command ({where}: {reason})",
             )
-        except (ValueError, TypeError, KeyError, AttributeError, ValidationError):
+            reply = codec.encode(refusal)  # a command id out of bounds cannot be refused by it
+        except (ValueError, TypeError, KeyError, AttributeError):  # codec.Invalid too
             log.warning("agent: ignoring an unreadable message from the dashboard (%s)", where)
             return
         log.warning("agent: refused command %s: cannot read %s", command_id, where)
-        await ws.send(refusal.model_dump_json())
+        await ws.send(reply)
 
     async def _on_command(self, ws: ClientConnection, msg: Command) -> None:
         def refuse(detail: str) -> Finished:
@@ -436,37 +435,38 @@ class Agent:
         try:
             kind = CommandKind(msg.kind)
         except ValueError:
-            await ws.send(refuse(f"agent: unknown command {msg.kind!r}").model_dump_json())
+            await ws.send(codec.encode(refuse(f"agent: unknown command {msg.kind!r}")))
             return
         if msg.command_id in self.runner.entries:
             return  # a replay of a command we already run: the journal answers for it
         if msg.expires_at is not None and msg.expires_at < time.time():
-            await ws.send(refuse("agent: command expired before it arrived").model_dump_json())
+            await ws.send(codec.encode(refuse("agent: command expired before it arrived")))
         elif kind == CommandKind.RESTART:
-            await ws.send(
-                Finished(
-                    command_id=msg.command_id,
-                    result="succeeded",
-                    exit_code=0,
-                    duration_s=0,
-                    last_seq=0,
-                    detail="agent restarting",
-                ).model_dump_json()
+            restarting = Finished(
+                command_id=msg.command_id,
+                result="succeeded",
+                exit_code=0,
+                duration_s=0,
+                last_seq=0,
+                detail="agent restarting",
             )
+            await ws.send(codec.encode(restarting))
             self.restart_requested = True
             await ws.close()
         elif not KIND_RULES[kind].runs_process:
-            await ws.send(refuse(f"agent: {kind} is not run as a process").model_dump_json())
+            await ws.send(codec.encode(refuse(f"agent: {kind} is not run as a process")))
         elif self.runner.busy():
-            await ws.send(refuse("agent: another command is running").model_dump_json())
+            await ws.send(codec.encode(refuse("agent: another command is running")))
         elif not self.bucket.take():
             n, per = self.opts.command_rate
             log.warning("agent: refused command %s: over %d per %g s", msg.command_id, n, per)
             await ws.send(
-                refuse(
-                    f"rate limited: at most {n} commands per {per:g} s; "
-                    f"next in {self.bucket.retry_after():.0f} s"
-                ).model_dump_json()
+                codec.encode(
+                    refuse(
+                        f"rate limited: at most {n} commands per {per:g} s; "
+                        f"next in {self.bucket.retry_after():.0f} s"
+                    )
+                )
             )
         else:
             gate = None
@@ -481,9 +481,8 @@ class Agent:
                 "commit_before": now.deployed_commit,
             }
             entry = self.runner.start(msg.command_id, kind, note, gate, msg.generation)
-            await ws.send(
-                Started(command_id=msg.command_id, started_at=entry.started_at).model_dump_json()
-            )
+            started = Started(command_id=msg.command_id, started_at=entry.started_at)
+            await ws.send(codec.encode(started))
 
 
 _DEPLOY_RESULTS = ("succeeded", "cancelled", "timed_out", "rolled_back")

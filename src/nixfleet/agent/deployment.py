@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+import msgspec
 
-from nixfleet.core.protocol import DeployOutcome
+from nixfleet.agent import codec
+from nixfleet.core.wire import DeployOutcome
 
 log = logging.getLogger("nixfleet.agent.deployment")
 
@@ -37,10 +38,10 @@ class DeployRecord:
         try:
             data = json.loads(self.path.read_text())
             self.systems = {str(k): str(v) for k, v in dict(data.get("systems", {})).items()}
-            self.last = DeployOutcome.model_validate(data["last"]) if data.get("last") else None
+            self.last = codec.convert(DeployOutcome, data["last"]) if data.get("last") else None
         except FileNotFoundError:
             return
-        except (ValueError, TypeError, AttributeError, ValidationError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:  # codec.Invalid is a ValueError
             # A damaged record only costs the fallback: the systems' own revisions still count.
             log.warning("agent: ignoring unreadable %s: %s", self.path, type(exc).__name__)
 
@@ -71,7 +72,7 @@ class DeployRecord:
     def _save(self) -> None:
         data: dict[str, Any] = {
             "systems": self.systems,
-            "last": self.last.model_dump() if self.last else None,
+            "last": msgspec.to_builtins(self.last) if self.last else None,
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1))

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
+
 from nixfleet.core.commands import GATED, CommandKind
-from nixfleet.core.gates import HealthGate, TestsCheck, UnitCheck, check_label
+from nixfleet.core.wire import Check, HealthGate, HttpCheck, TcpCheck, TestsCheck, UnitCheck
 
 Step = dict[str, Any]
 
@@ -83,6 +85,19 @@ def _preview_steps(executor: Executor, t: Target, command_id: str) -> list[Step]
     ]
 
 
+def check_label(check: Check) -> str:
+    """Return the name a check goes by in output and reasons: its own, or what it checks."""
+    if check.name:
+        return check.name
+    if isinstance(check, UnitCheck):
+        return check.unit
+    if isinstance(check, TcpCheck):
+        return f"{check.host}:{check.port}"
+    if isinstance(check, HttpCheck):
+        return check.url[:80]
+    return "tests"
+
+
 def gate_plan(
     executor: Executor, t: Target, gate: HealthGate, systemctl: list[str], profile: Path
 ) -> dict[str, Any]:
@@ -94,7 +109,11 @@ def gate_plan(
     """
     checks: list[Step] = []
     for check in gate.checks:
-        probe: Step = {"label": check_label(check), **check.model_dump(exclude={"name"})}
+        fields = msgspec.to_builtins(check)  # with its kind, the tag
+        probe: Step = {
+            "label": check_label(check),
+            **{k: v for k, v in fields.items() if k != "name"},
+        }
         if isinstance(check, TestsCheck):
             probe |= {
                 "dir": str(t.repo_dir / "hosts" / t.host_id / "tests"),

@@ -16,17 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from nixfleet.core.protocol import (
-    Change,
-    Finished,
-    OutputLine,
-    PlanReport,
-    TestResult,
-    batch_lines,
-    cut_line,
-)
+from nixfleet.agent import codec
+from nixfleet.core.framing import batch_lines, cut_line
+from nixfleet.core.wire import Change, Finished, OutputLine, PlanReport, TestResult
 
 _SCAN_CHUNK = 1 << 20
 
@@ -72,7 +64,7 @@ class Entry:
         return new
 
     def batch_after(self, seq: int) -> list[OutputLine]:
-        """Return the next batch of lines after seq (by bytes, see core.batch_lines), read
+        """Return the next batch of lines after seq (by bytes, see core.framing.batch_lines), read
         from the journal; empty when every line read so far is past seq."""
         start = self._floor(seq)
         offsets: dict[int, int] = {}
@@ -90,7 +82,7 @@ class Entry:
                     if current > seq:
                         yield _line(current, raw)
 
-        batch = next(batch_lines(lines()), [])
+        batch = next(batch_lines(lines(), codec.json_size), [])
         if batch:
             self._remember(batch[-1].seq, offsets[batch[-1].seq])
         return batch
@@ -145,6 +137,7 @@ class Entry:
             plan=plan,
             change=_change(record.get("change")),
         )
+        codec.encode(self.finished)  # out of bounds (a result the runner made up): raise here
         return self.finished
 
     # --- what the dashboard acknowledged ---------------------------------------------
@@ -194,8 +187,8 @@ def _change(raw: object) -> Change | None:
     if raw is None:
         return None
     try:
-        return Change.model_validate(raw)
-    except ValidationError:
+        return codec.convert(Change, raw)
+    except codec.Invalid:
         return None
 
 

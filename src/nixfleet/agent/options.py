@@ -26,19 +26,11 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
-
+from nixfleet.agent import codec
 from nixfleet.agent.ratelimit import parse_rate
 from nixfleet.agent.transport import TransportOptions
 from nixfleet.core.branch import check_branch
@@ -46,7 +38,7 @@ from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules, parse_tim
 from nixfleet.core.errors import ConfigError, NixFleetError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.labels import check_labels, parse_assignments
-from nixfleet.core.protocol import HostMeta
+from nixfleet.core.wire import HostMeta
 from nixfleet.security.tls import MIN_VERSIONS, parse_pin
 
 T = TypeVar("T")
@@ -54,35 +46,17 @@ V = TypeVar("V")
 
 ENV_PREFIX = "NIXFLEET_AGENT_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-# The parsed TOML file of the load in progress: the lowest source, below the environment.
-_file_values: ContextVar[Mapping[str, Any]] = ContextVar("agent_file_values")
-
-
-def _words(value: str) -> list[str]:
-    return [p for p in re.split(r"[\s,]+", value) if p]
+_TRUE = ("1", "true", "yes", "on", "t", "y")
+_FALSE = ("0", "false", "no", "off", "f", "n")
 
 
-def _project_error(parse: Callable[[V], T], value: V) -> T:
-    """Return parse(value), turning the project's error into the ValueError pydantic reports."""
-    try:
-        return parse(value)
-    except NixFleetError as exc:
-        raise ValueError(str(exc).removeprefix("agent: ").removeprefix("labels: ")) from None
+@dataclass
+class AgentOptions:
+    """Everything `nixfleet agent` is told; read once at start-up by `load_options`.
 
-
-class _ConfigFile(PydanticBaseSettingsSource):
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _file_values.get({}).get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_file_values.get({}))
-
-
-class AgentOptions(BaseSettings):
-    """Everything `nixfleet agent` is told; read once at start-up by `load_options`."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+    Built only by load_options, which checks every value with the parser of its key
+    (`_PARSERS`): a field without a parser there is a bug the options test catches.
+    """
 
     url: str
     host_id: str
@@ -99,167 +73,28 @@ class AgentOptions(BaseSettings):
     macos_tool: str = "darwin-rebuild"
     systemd_run: str = "auto"
     # The program a health gate's unit check asks (`PROGRAM is-active --quiet UNIT`).
-    systemctl: str = Field("systemctl", min_length=1, max_length=1024, pattern=r"^[^\x00]*$")
+    systemctl: str = "systemctl"
     allow_insecure: bool = False
     ca_file: Path | None = None
-    pin: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pin: list[str] = field(default_factory=list)
     min_tls: str = "1.2"
-    command_rate: Annotated[tuple[int, float], NoDecode] = (6, 600.0)
-    backoff_floor: float = Field(1.0, ge=0.01)
-    backoff_cap: float = Field(300.0, ge=0.1)
-    breaker_threshold: int = Field(5, ge=1)
-    probe_interval: float = Field(60.0, ge=0.1)
+    command_rate: tuple[int, float] = (6, 600.0)
+    backoff_floor: float = 1.0
+    backoff_cap: float = 300.0
+    breaker_threshold: int = 5
+    probe_interval: float = 60.0
     location: str = ""
     device_type: str = ""
     theme_color: str = ""
     # KEY=VALUE labels of this host (core.labels); they win over the operator's.
-    label: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    timeout: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    label: dict[str, str] = field(default_factory=dict)
+    timeout: dict[str, str] = field(default_factory=dict)
     enroll_code_file: Path | None = None
     # The code itself; after loading, the content of enroll_code_file when that is given.
-    enroll_code: str = Field("", repr=False)
+    enroll_code: str = field(default="", repr=False)
     client_cert: Path | None = None
     client_key: Path | None = None
     log_level: str = "info"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _ConfigFile(settings_cls)
-
-    @field_validator("host_id")
-    @classmethod
-    def _host_id(cls, value: str) -> str:
-        return _project_error(canonical_host_id, value)
-
-    @field_validator("branch")
-    @classmethod
-    def _branch(cls, value: str) -> str:
-        return _project_error(check_branch, value)
-
-    @field_validator("os")
-    @classmethod
-    def _os(cls, value: str) -> str:
-        if value not in ("nixos", "macos"):
-            raise ValueError("must be nixos or macos")
-        return value
-
-    @field_validator("macos_tool")
-    @classmethod
-    def _macos_tool(cls, value: str) -> str:
-        if value not in ("darwin-rebuild", "home-manager"):
-            raise ValueError("must be darwin-rebuild or home-manager")
-        return value
-
-    @field_validator("systemd_run")
-    @classmethod
-    def _systemd_run(cls, value: str) -> str:
-        if value not in ("auto", "yes", "no"):
-            raise ValueError("must be auto, yes or no")
-        return value
-
-    @field_validator("min_tls")
-    @classmethod
-    def _min_tls(cls, value: str) -> str:
-        if value not in MIN_VERSIONS:
-            raise ValueError(f"must be one of {', '.join(MIN_VERSIONS)}")
-        return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _log_level(cls, value: str) -> str:
-        if value.lower() not in LOG_LEVELS:
-            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
-        return value.lower()
-
-    @field_validator("pin", mode="before")
-    @classmethod
-    def _pins(cls, value: Any) -> Any:
-        items = _words(value) if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            return items
-        return [_project_error(parse_pin, str(p)) for p in items]
-
-    @field_validator("command_rate", mode="before")
-    @classmethod
-    def _rate(cls, value: Any) -> Any:
-        return _project_error(parse_rate, value) if isinstance(value, str) else value
-
-    @field_validator("backoff_cap")
-    @classmethod
-    def _cap_above_floor(cls, value: float, info: ValidationInfo) -> float:
-        floor = info.data.get("backoff_floor")
-        if floor is not None and value < floor:
-            raise ValueError(f"must not be below the backoff floor ({floor:g} s)")
-        return value
-
-    @field_validator("location", "device_type", "theme_color")
-    @classmethod
-    def _meta(cls, value: str, info: ValidationInfo) -> str:
-        try:
-            HostMeta.model_validate({str(info.field_name): value})
-        except ValidationError as exc:
-            raise ValueError(exc.errors()[0]["msg"]) from None
-        return value
-
-    @field_validator("label", mode="before")
-    @classmethod
-    def _labels(cls, value: Any) -> Any:
-        """Return {key: value} from a table, a list of KEY=VALUE, or a string of them."""
-        if isinstance(value, str):
-            value = _words(value)
-        if isinstance(value, list | tuple):
-            pairs = _project_error(parse_assignments, [str(v) for v in value])
-            if pairs[1]:
-                raise ValueError("KEY- (remove) has no meaning here; write KEY=VALUE")
-            value = pairs[0]
-        if isinstance(value, Mapping):
-            value = _project_error(check_labels, dict(value))
-        return value
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeouts(cls, value: Any) -> Any:
-        """Return {kind: "WARN:KILL"} from a table, a list of KIND=WARN:KILL, or a string."""
-        if isinstance(value, str):
-            value = _words(value)
-        if isinstance(value, Mapping):
-            value = [f"{k}={v}" for k, v in value.items()]
-        if not isinstance(value, list | tuple):
-            return value
-        table = {}
-        for spec in value:
-            kind, rule = _project_error(parse_timeout, str(spec))
-            table[kind.value] = f"{rule.warn_after_s:g}:{rule.kill_after_s:g}"
-        return table
-
-    # The certificate files are loaded (and named if unreadable) when the TLS context is
-    # built; the code file is read here, so its error can name the source that gave it.
-    @field_validator("enroll_code_file")
-    @classmethod
-    def _readable(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            try:
-                value.read_bytes()
-            except OSError as exc:
-                raise ValueError(f"cannot read {value}: {exc.strerror}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _read_enroll_code(self) -> AgentOptions:
-        if self.enroll_code_file is not None:
-            try:
-                self.enroll_code = self.enroll_code_file.read_text()
-            except OSError as exc:
-                raise ValueError(f"cannot read {self.enroll_code_file}: {exc.strerror}") from None
-        self.enroll_code = self.enroll_code.strip()
-        return self
 
     @property
     def rules(self) -> dict[CommandKind, KindRules]:
@@ -296,23 +131,267 @@ class AgentOptions(BaseSettings):
         )
 
 
+# --- one parser per key: the value of any source (a flag's, a variable's text, TOML's) -------
+# Each returns the value or raises ValueError with the reason: "must …", "is …" and
+# "cannot …" read after the key ("--min-tls must be one of 1.2, 1.3"), anything else after
+# a colon ("NIXFLEET_AGENT_BACKOFF_FLOOR: 'soon' is not a number").
+
+
+def _words(value: str) -> list[str]:
+    return [p for p in re.split(r"[\s,]+", value) if p]
+
+
+def _project_error(parse: Callable[[V], T], value: V) -> T:
+    """Return parse(value), turning the project's error into the ValueError reported."""
+    try:
+        return parse(value)
+    except NixFleetError as exc:
+        raise ValueError(str(exc).removeprefix("agent: ").removeprefix("labels: ")) from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {value!r}")
+    return value
+
+
+def _path(value: Any) -> Path:
+    return value if isinstance(value, Path) else Path(_text(value))
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _number(value: Any, kind: type[Any] = float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        number = kind(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not {'a whole' if kind is int else 'a'} number") from None
+    if kind is int and isinstance(value, float) and number != value:
+        raise ValueError(f"{value!r} is not a whole number")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+def _at_least(bound: float, kind: type[Any] = float) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        number = _number(value, kind)
+        if number < bound:
+            raise ValueError(f"must be at least {bound:g}")
+        return number
+
+    return parse
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if _text(value) not in choices:
+            raise ValueError(f"must be {', '.join(choices[:-1])} or {choices[-1]}")
+        return str(value)
+
+    return parse
+
+
+def _min_tls(value: Any) -> str:
+    if _text(value) not in MIN_VERSIONS:
+        raise ValueError(f"must be one of {', '.join(MIN_VERSIONS)}")
+    return str(value)
+
+
+def _log_level(value: Any) -> str:
+    if _text(value).lower() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return str(value).lower()
+
+
+def _systemctl(value: Any) -> str:
+    text = _text(value)
+    if not 1 <= len(text) <= 1024 or "\x00" in text:
+        raise ValueError("must be a program name or path of 1 to 1024 characters, no NUL")
+    return text
+
+
+def _list(value: Any, what: str) -> list[str]:
+    items = _words(value) if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"expected a list of {what}, got {value!r}")
+    return [str(v) for v in items]
+
+
+def _pins(value: Any) -> list[str]:
+    return [_project_error(parse_pin, p) for p in _list(value, "pins")]
+
+
+def _rate(value: Any) -> tuple[int, float]:
+    if isinstance(value, list | tuple) and len(value) == 2:  # the parsed form, as TOML may hold
+        value = f"{_number(value[0], int)}/{_number(value[1])}"
+    return _project_error(parse_rate, _text(value))
+
+
+def _meta(name: str) -> Callable[[Any], str]:
+    """Return the parser of one metadata field: the protocol's own bound (core.wire)."""
+
+    def parse(value: Any) -> str:
+        try:
+            codec.convert(HostMeta, {name: _text(value)})
+        except codec.Invalid as exc:
+            reason = codec.where(exc)[1].replace("`", "")
+            raise ValueError(reason[:1].lower() + reason[1:]) from None
+        return str(value)
+
+    return parse
+
+
+def _labels(value: Any) -> dict[str, str]:
+    """Return {key: value} from a table, a list of KEY=VALUE, or a string of them."""
+    if isinstance(value, Mapping):
+        return _project_error(check_labels, dict(value))
+    pairs = _project_error(parse_assignments, _list(value, "KEY=VALUE labels"))
+    if pairs[1]:
+        raise ValueError("KEY- (remove) has no meaning here; write KEY=VALUE")
+    return _project_error(check_labels, pairs[0])
+
+
+def _timeouts(value: Any) -> dict[str, str]:
+    """Return {kind: "WARN:KILL"} from a table, a list of KIND=WARN:KILL, or a string."""
+    if isinstance(value, Mapping):
+        value = [f"{k}={v}" for k, v in value.items()]
+    table = {}
+    for spec in _list(value, "KIND=WARN:KILL timeouts"):
+        kind, rule = _project_error(parse_timeout, spec)
+        table[kind.value] = f"{rule.warn_after_s:g}:{rule.kill_after_s:g}"
+    return table
+
+
+def _readable(value: Any) -> Path:
+    """Return the path of a file that can be read now (its error names the source)."""
+    path = _path(value)
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return path
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "url": _text,
+    "host_id": lambda v: _project_error(canonical_host_id, _text(v)),
+    "token_file": _path,
+    "repo_dir": _path,
+    "repo_url": _text,
+    "branch": lambda v: _project_error(check_branch, _text(v)),
+    "state_dir": _path,
+    "system_dir": _path,
+    "system_profile": _path,
+    "macos_version_file": _path,
+    "os": _one_of("nixos", "macos"),
+    "macos_tool": _one_of("darwin-rebuild", "home-manager"),
+    "systemd_run": _one_of("auto", "yes", "no"),
+    "systemctl": _systemctl,
+    "allow_insecure": _bool,
+    "ca_file": _path,
+    "pin": _pins,
+    "min_tls": _min_tls,
+    "command_rate": _rate,
+    "backoff_floor": _at_least(0.01),
+    "backoff_cap": _at_least(0.1),
+    "breaker_threshold": _at_least(1, int),
+    "probe_interval": _at_least(0.1),
+    "location": _meta("location"),
+    "device_type": _meta("device_type"),
+    "theme_color": _meta("theme_color"),
+    "label": _labels,
+    "timeout": _timeouts,
+    "enroll_code_file": _readable,
+    "enroll_code": _text,
+    "client_cert": _path,
+    "client_key": _path,
+    "log_level": _log_level,
+}
+_REQUIRED = ("url", "host_id", "token_file", "repo_dir")
+
+
+class _Refused(Exception):
+    """One key's value was refused: the key and the sentence after its name."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(key, reason)
+        self.key, self.reason = key, reason
+
+
 def load_options(flags: Mapping[str, Any], config: Path | None = None) -> AgentOptions:
     """Return the options from flags, the environment and the config file, or raise ConfigError.
 
     flags holds only the flags given on the command line (keys as in AgentOptions).
+    1. Read the file; a key it has that is no option stops start-up.
+    2. For each key in the table's order, take the highest source that gives it and parse
+       that value; the first refusal stops start-up, naming the key as that source does.
+    3. Check what spans keys (the backoff cap against its floor), read the enrollment code.
     """
     file_values = _read_config(config) if config is not None else {}
-    token = _file_values.set(file_values)
+    env = {name.upper(): value for name, value in os.environ.items()}
+    sources = (
+        flags,
+        {k: env[f"{ENV_PREFIX}{k.upper()}"] for k in _PARSERS if f"{ENV_PREFIX}{k.upper()}" in env},
+        file_values,
+    )
     try:
-        return AgentOptions(**flags)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if not first["loc"]:  # a check across keys, or the code file vanished since
-            raise ConfigError(f"agent:{_reason(first)}") from None
-        name = _source_name(str(first["loc"][0]), flags, file_values, config)
-        raise ConfigError(f"agent: {name}{_reason(first)}") from None
-    finally:
-        _file_values.reset(token)
+        for key in file_values:
+            if key not in _PARSERS:
+                raise _Refused(
+                    key, " is not an agent setting (keys are the long flag names, with _ for -)"
+                )
+        values = _parse_all(sources)
+    except _Refused as exc:
+        name = _source_name(exc.key, flags, env, file_values, config)
+        raise ConfigError(f"agent: {name}{exc.reason}") from None
+    return _finish(AgentOptions(**values))
+
+
+def _parse_all(sources: tuple[Mapping[str, Any], ...]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, parse in _PARSERS.items():
+        given = next((s[key] for s in sources if key in s), _MISSING)
+        if given is _MISSING:
+            if key in _REQUIRED:
+                where = f"a flag, {ENV_PREFIX}{key.upper()}, or {key} in --config"
+                raise _Refused(key, f" is missing ({where})")
+            continue
+        try:
+            values[key] = parse(given)
+        except ValueError as exc:
+            msg = str(exc)
+            raise _Refused(
+                key, f" {msg}" if msg.startswith(("must ", "is ", "cannot ")) else f": {msg}"
+            ) from None
+    floor, cap = values.get("backoff_floor", 1.0), values.get("backoff_cap", 300.0)
+    if cap < floor:
+        raise _Refused("backoff_cap", f" must not be below the backoff floor ({floor:g} s)")
+    return values
+
+
+_MISSING = object()
+
+
+def _finish(opts: AgentOptions) -> AgentOptions:
+    """Return opts with the enrollment code read from its file, when one is named."""
+    if opts.enroll_code_file is not None:
+        try:
+            opts.enroll_code = opts.enroll_code_file.read_text()
+        except OSError as exc:  # it vanished since it was checked
+            raise ConfigError(
+                f"agent: cannot read {opts.enroll_code_file}: {exc.strerror}"
+            ) from None
+    opts.enroll_code = opts.enroll_code.strip()
+    return opts
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -326,24 +405,17 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _source_name(
-    key: str, flags: Mapping[str, Any], file_values: Mapping[str, Any], config: Path | None
+    key: str,
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any],
+    config: Path | None,
 ) -> str:
     """Return key as the source that gave it spells it (the flag when none did)."""
-    env = f"{ENV_PREFIX}{key.upper()}"
     if key in flags:
         return "--" + key.replace("_", "-")
-    if any(name.upper() == env for name in os.environ):
-        return env
+    if f"{ENV_PREFIX}{key.upper()}" in env:
+        return f"{ENV_PREFIX}{key.upper()}"
     if key in file_values:
         return f"{key} in {config}"
     return "--" + key.replace("_", "-")
-
-
-def _reason(error: Any) -> str:
-    if error["type"] == "missing":
-        key = str(error["loc"][0])
-        return f" is missing (a flag, {ENV_PREFIX}{key.upper()}, or {key} in --config)"
-    if error["type"] == "extra_forbidden":
-        return " is not an agent setting (keys are the long flag names, with _ for -)"
-    msg = str(error["msg"]).removeprefix("Value error, ")
-    return f" {msg}" if msg.startswith(("must ", "is ", "cannot ")) else f": {msg}"

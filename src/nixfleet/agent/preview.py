@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nixfleet.agent.status import SystemPaths, boot_files
 from nixfleet.core.drift import reboot_reason
-from nixfleet.core.protocol import PackageChange, PlanReport
+from nixfleet.core.wire import PackageChange, PlanReport
 
 _NIX = ["nix", "--extra-experimental-features", "nix-command"]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

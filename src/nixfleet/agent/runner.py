@@ -13,10 +13,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from nixfleet.agent import codec
 from nixfleet.agent.executors import Executor, Target, plan, runner_argv
 from nixfleet.agent.journal import Entry, Journal
 from nixfleet.core.commands import KIND_RULES, CommandKind, KindRules
-from nixfleet.core.protocol import PlanReport, Warning
+from nixfleet.core.wire import PlanReport, Warning
 
 log = logging.getLogger("nixfleet.agent.runner")
 
@@ -162,7 +163,10 @@ class Runner:
     async def _finish(self, entry: Entry, record: dict[str, Any]) -> PlanReport | None:
         """Return the plan report for entry; a failure to make one fails no command."""
         try:
-            return await self.finisher(entry, record)
+            plan = await self.finisher(entry, record)
+            if plan is not None:
+                codec.encode(plan)  # out of the protocol's bounds: no report, as any failure
+            return plan
         except (OSError, RuntimeError, ValueError) as exc:
             log.warning("agent: after %s (%s): %s", entry.command_id, entry.kind, exc)
             record["detail"] = (record.get("detail") or str(exc))[:500]

@@ -12,15 +12,16 @@ import hashlib
 import json
 import os
 import platform
-import plistlib
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from nixfleet import __version__
+from nixfleet.agent.codec import salvage
 from nixfleet.agent.deployment import DeployRecord
-from nixfleet.core.protocol import MAX_GENERATIONS, BootFiles, HostStatus, salvage
+from nixfleet.core.framing import MAX_GENERATIONS
+from nixfleet.core.wire import BootFiles, HostStatus
 
 _GENERATION = re.compile(r"-(\d+)-link$")
 _KERNEL = re.compile(r"^/nix/store/[0-9a-z]{32}-linux-(\d[^/]*?)/")
@@ -158,10 +159,13 @@ def _os_release(system: str) -> dict[str, str]:
 
 
 def _macos_version(version_file: Path) -> str:
+    # Imported here: plistlib brings the XML parser (0.3 MiB), which only macOS hosts use.
+    import plistlib
+
     try:
         with version_file.open("rb") as fh:
             return str(plistlib.load(fh).get("ProductVersion", ""))[:40]
-    except (OSError, ValueError, plistlib.InvalidFileException):
+    except (OSError, ValueError):  # plistlib.InvalidFileException is a ValueError
         return platform.mac_ver()[0]
 
 

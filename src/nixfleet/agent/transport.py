@@ -31,13 +31,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from nixfleet.core.errors import ConfigError
-from nixfleet.core.protocol import (
-    AUTH_CLOSE_CODES,
-    CLOSE_BAD_MESSAGE,
-    MAX_MESSAGE_BYTES,
-    TLSFailureReport,
-    TransportReport,
-)
+from nixfleet.core.framing import AUTH_CLOSE_CODES, CLOSE_BAD_MESSAGE, MAX_MESSAGE_BYTES
+from nixfleet.core.wire import TLSFailureReport, TransportReport
 from nixfleet.security.tls import TLSFailure, check_pin, classify, client_context
 
 log = logging.getLogger("nixfleet.agent.transport")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from nixfleet.core.protocol import TIMESTAMP_MAX
+from nixfleet.core.framing import TIMESTAMP_MAX
 
 
 class Drift(StrEnum):

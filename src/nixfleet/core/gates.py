@@ -82,19 +82,6 @@ class HealthGate(BaseModel):
     checks: list[Check] = Field(default_factory=list, max_length=MAX_CHECKS)
 
 
-def check_label(check: TestsCheck | UnitCheck | TcpCheck | HttpCheck) -> str:
-    """Return the name a check goes by in output and reasons: its own, or what it checks."""
-    if check.name:
-        return check.name
-    if isinstance(check, UnitCheck):
-        return check.unit
-    if isinstance(check, TcpCheck):
-        return f"{check.host}:{check.port}"
-    if isinstance(check, HttpCheck):
-        return check.url[:80]
-    return "tests"
-
-
 def choose_gate(
     kind: str,
     requested: HealthGate | None,

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
-
-from pydantic import StringConstraints
+from typing import Any
 
 from nixfleet.core.errors import ValidationError
 
@@ -28,9 +26,6 @@ VALUE_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 RESERVED = frozenset({"location", "device_type", "os", "state"})
 FROM_HOST = "host configuration"
 FROM_DASHBOARD = "dashboard"
-
-LabelKey = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
-LabelValue = Annotated[str, StringConstraints(pattern=VALUE_PATTERN)]
 
 _KEY = re.compile(KEY_PATTERN)
 _VALUE = re.compile(VALUE_PATTERN)

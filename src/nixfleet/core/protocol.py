@@ -7,7 +7,6 @@ sequence it has stored and the agent drops lines only then, so nothing is lost o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -21,33 +20,22 @@ from pydantic import (
 )
 
 from nixfleet.core import labels as label_rules
+from nixfleet.core.framing import (
+    INT32_MAX,
+    INT64_MAX,
+    LINE_MAX_CHARS,
+    MAX_GENERATIONS,
+    PROTOCOL_VERSION,
+    TIMESTAMP_MAX,
+)
 from nixfleet.core.gates import HealthGate
-from nixfleet.core.labels import MAX_LABELS, LabelKey, LabelValue
+from nixfleet.core.labels import KEY_PATTERN, MAX_LABELS, VALUE_PATTERN
 
-PROTOCOL_VERSION = 1
-MIN_PROTOCOL_VERSION = 1
-
-# --- what one message may cost -------------------------------------------------------------
-# Both sides enforce it: `nixfleet serve` gives it to uvicorn (a larger frame is closed with
-# 1009 before it is buffered) and the agent's client refuses larger dashboard messages.
-MAX_MESSAGE_BYTES = 2**20
-# The agent packs output into messages of at most this many bytes of JSON (a quarter of the
-# limit: the envelope and a last line always fit) and at most OUTPUT_BATCH_LINES lines.
-OUTPUT_BATCH_BYTES = MAX_MESSAGE_BYTES // 2
-OUTPUT_BATCH_LINES = 500
-# One output line, in characters. JSON needs at most 6 bytes a character (\u001b), so a
-# longest line (≤ 384 KiB) still fits next to a full batch; a longer one is cut (cut_line).
-LINE_MAX_CHARS = 65536
-LINE_CUT_MARK = " … [line cut: longer than {limit} characters]"
-
-# --- bounded types: every field an agent sends is one of these ------------------------------
-# Integers fit a signed 64-bit column (or 32-bit where the column is one), floats are finite
-# (the model config refuses NaN and ±Infinity), strings have a length and no NUL (PostgreSQL
-# cannot store one). A new field picks the type that says what it is.
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
-# Unix seconds between 1970 and 2100: anything else is a broken clock or an attack.
-TIMESTAMP_MAX = 4_102_444_800
+# Every field an agent sends is one of the bounded types below: floats are finite (the
+# model config refuses NaN and ±Infinity), strings have a length and no NUL (PostgreSQL
+# cannot store one). A new field picks the type that says what it is. The numbers are
+# core.framing's, which the agent's Structs (core/wire.py, generated from these models)
+# share.
 _NO_NUL = r"^[^\x00]*$"
 
 Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
@@ -64,26 +52,17 @@ Name = Annotated[str, StringConstraints(max_length=255, pattern=_NO_NUL)]
 StorePath = Annotated[str, StringConstraints(max_length=1024, pattern=_NO_NUL)]
 Detail = Annotated[str, StringConstraints(max_length=2000, pattern=_NO_NUL)]
 LineText = Annotated[str, StringConstraints(max_length=LINE_MAX_CHARS, pattern=_NO_NUL)]
-
-# WebSocket close codes (4000-4999 are for applications).
-CLOSE_BAD_TOKEN = 4401
-CLOSE_PROTOCOL_TOO_OLD = 4426
-CLOSE_BAD_MESSAGE = 4400
-CLOSE_REPLACED = 4409
-CLOSE_HOST_REMOVED = 4404
-# The credential a live connection was opened with stopped being valid; the reason is the code.
-CLOSE_TOKEN_REVOKED = 4403
-CLOSE_TOKEN_ROTATED = 4410
-# Refusals of who the agent is: retrying soon with the same credential cannot help, so the
-# agent backs off harder.
-AUTH_CLOSE_CODES = frozenset(
-    {CLOSE_BAD_TOKEN, CLOSE_HOST_REMOVED, CLOSE_TOKEN_REVOKED, CLOSE_TOKEN_ROTATED}
-)
+LabelKey = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(pattern=VALUE_PATTERN)]
 
 
 class _Msg(BaseModel):
     # strict: a string is not a number and a float is not an integer; no NaN or Infinity.
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, allow_inf_nan=False)
+    # defer_build: the dashboard validates one direction only (agent_message), so each
+    # model and union is built on its first use, not at import (docs/benchmarks.md).
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, strict=True, allow_inf_nan=False, defer_build=True
+    )
 
 
 # A git commit (SHA-1 or SHA-256), or "" for none.
@@ -108,11 +87,6 @@ class DeployOutcome(_Msg):
     result: Literal["succeeded", "failed", "cancelled", "timed_out", "rolled_back"]
     finished_at: UnixTime
     detail: Detail = ""
-
-
-# How many of a profile's generations a status lists (the newest), so the host page can show
-# them with their commits without one host's long history growing every heartbeat.
-MAX_GENERATIONS = 20
 
 
 class Generation(_Msg):
@@ -174,7 +148,9 @@ class HostMeta(_Msg):
 
 
 class OutputLine(_Msg):
-    seq: Seq = Field(ge=1)
+    # Lines count from 1. Not `Seq = Field(ge=1)`: pydantic applies the type's own ge=0 after
+    # the field's, so 0 passed (tests/core/test_wire_protocol.py found it).
+    seq: Annotated[int, Field(ge=1, le=INT32_MAX)]
     stream: Literal["stdout", "stderr", "system"] = "stdout"
     text: LineText
 
@@ -272,32 +248,6 @@ def salvage(model: type[_M], raw: object) -> _M:
     return model.model_validate(kept)
 
 
-def cut_line(text: str) -> str:
-    """Return text fit to be an output line: NUL replaced, at most LINE_MAX_CHARS, marked if cut."""
-    text = text.replace("\x00", "\ufffd")
-    if len(text) <= LINE_MAX_CHARS:
-        return text
-    mark = LINE_CUT_MARK.format(limit=LINE_MAX_CHARS)
-    return text[: LINE_MAX_CHARS - len(mark)] + mark
-
-
-def batch_lines(lines: Iterable[OutputLine]) -> Iterator[list[OutputLine]]:
-    """Yield the lines in batches of at most OUTPUT_BATCH_LINES lines and about
-    OUTPUT_BATCH_BYTES bytes of JSON (a batch always holds at least one line, and a
-    longest line next to a full batch is still below MAX_MESSAGE_BYTES)."""
-    batch: list[OutputLine] = []
-    size = 0
-    for line in lines:
-        cost = len(line.model_dump_json().encode()) + 1
-        if batch and (size + cost > OUTPUT_BATCH_BYTES or len(batch) >= OUTPUT_BATCH_LINES):
-            yield batch
-            batch, size = [], 0
-        batch.append(line)
-        size += cost
-    if batch:
-        yield batch
-
-
 # agent → dashboard
 class Hello(_Msg):
     type: Literal["hello"] = "hello"
@@ -360,7 +310,7 @@ AgentMessage = Annotated[
     Hello | Status | Started | Output | Warning | Finished | CredentialSaved,
     Field(discriminator="type"),
 ]
-agent_message = TypeAdapter(AgentMessage)
+agent_message = TypeAdapter(AgentMessage, config=ConfigDict(defer_build=True))
 
 
 # dashboard → agent
@@ -414,4 +364,4 @@ class Credential(_Msg):
 DashboardMessage = Annotated[
     Welcome | Command | Cancel | Ack | StatusAck | Credential, Field(discriminator="type")
 ]
-dashboard_message = TypeAdapter(DashboardMessage)
+dashboard_message = TypeAdapter(DashboardMessage, config=ConfigDict(defer_build=True))

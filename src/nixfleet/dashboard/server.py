@@ -32,7 +32,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nixfleet.config import Settings
-from nixfleet.core.protocol import MAX_MESSAGE_BYTES
+from nixfleet.core.framing import MAX_MESSAGE_BYTES
 from nixfleet.dashboard.pipeline.tlspeer import TlsPeerWebSocketProtocol
 
 log = logging.getLogger("nixfleet.server")

@@ -15,7 +15,8 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from nixfleet.core.commands import FINAL_STATES, CommandState
-from nixfleet.core.protocol import CLOSE_HOST_REMOVED, Cancel, Command
+from nixfleet.core.framing import CLOSE_HOST_REMOVED
+from nixfleet.core.protocol import Cancel, Command
 from nixfleet.dashboard.fleet.service import Fleet, stored_gate
 from nixfleet.storage.bus import Event
 

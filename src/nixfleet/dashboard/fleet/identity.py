@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from nixfleet.config import Settings
 from nixfleet.core.errors import Conflict
+from nixfleet.core.framing import CLOSE_HOST_REMOVED, CLOSE_TOKEN_REVOKED, CLOSE_TOKEN_ROTATED
 from nixfleet.core.hostid import canonical_host_id, is_host_id
-from nixfleet.core.protocol import CLOSE_HOST_REMOVED, CLOSE_TOKEN_REVOKED, CLOSE_TOKEN_ROTATED
 from nixfleet.core.secevents import AuthFactor
 from nixfleet.security import tokens
 from nixfleet.security.clientcert import parse_fingerprint

@@ -36,11 +36,11 @@ from nixfleet.core.errors import (
     ValidationError,
     for_people,
 )
+from nixfleet.core.framing import CLOSE_REPLACED
 from nixfleet.core.gates import HealthGate, choose_gate
 from nixfleet.core.generations import check_rollback_target
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.core.protocol import (
-    CLOSE_REPLACED,
     Finished,
     Hello,
     HostMeta,

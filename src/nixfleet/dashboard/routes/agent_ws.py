@@ -27,11 +27,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from nixfleet.core.errors import NixFleetError, NotFound
-from nixfleet.core.protocol import (
+from nixfleet.core.framing import (
     CLOSE_BAD_MESSAGE,
     CLOSE_PROTOCOL_TOO_OLD,
     CLOSE_REPLACED,
     MIN_PROTOCOL_VERSION,
+)
+from nixfleet.core.protocol import (
     Ack,
     AgentMessage,
     Credential,
