@@ -58,7 +58,11 @@ LabelValue = Annotated[str, StringConstraints(pattern=VALUE_PATTERN)]
 
 class _Msg(BaseModel):
     # strict: a string is not a number and a float is not an integer; no NaN or Infinity.
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, allow_inf_nan=False)
+    # defer_build: the dashboard validates one direction only (agent_message), so each
+    # model and union is built on its first use, not at import (docs/benchmarks.md).
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, strict=True, allow_inf_nan=False, defer_build=True
+    )
 
 
 # A git commit (SHA-1 or SHA-256), or "" for none.
@@ -306,7 +310,7 @@ AgentMessage = Annotated[
     Hello | Status | Started | Output | Warning | Finished | CredentialSaved,
     Field(discriminator="type"),
 ]
-agent_message = TypeAdapter(AgentMessage)
+agent_message = TypeAdapter(AgentMessage, config=ConfigDict(defer_build=True))
 
 
 # dashboard → agent
@@ -360,4 +364,4 @@ class Credential(_Msg):
 DashboardMessage = Annotated[
     Welcome | Command | Cancel | Ack | StatusAck | Credential, Field(discriminator="type")
 ]
-dashboard_message = TypeAdapter(DashboardMessage)
+dashboard_message = TypeAdapter(DashboardMessage, config=ConfigDict(defer_build=True))
