@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,21 @@ def pg_cluster() -> Iterator[pgserver.Cluster]:
     cluster = pgserver.create(bindir)
     yield cluster
     pgserver.destroy(cluster)
+
+
+@pytest.fixture
+async def pg_db(pg_cluster: pgserver.Cluster) -> AsyncIterator[Any]:
+    """Return a Database on a fresh, migrated PostgreSQL database of the session's cluster."""
+    from nixfleet.storage.db import Database
+    from nixfleet.storage.migrate import upgrade
+
+    name = pg_cluster.create_database()
+    url = pg_cluster.url(name)
+    await asyncio.to_thread(upgrade, url)
+    database = Database(url)
+    yield database
+    await database.close()
+    pg_cluster.drop_database(name)
 
 
 @dataclass

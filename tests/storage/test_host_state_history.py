@@ -99,12 +99,13 @@ async def test_writers_racing_to_store_the_same_changes_store_each_once(db, back
     }
 
 
-async def test_one_hosts_history_being_written_never_holds_up_another_hosts(db, backend):
+async def test_one_hosts_history_being_written_never_holds_up_another_hosts(pg_db):
     # Replicas store different hosts' changes side by side; only writers of the same host
-    # wait for each other. (SQLite has one writer for everything: nothing to show there.)
-    if backend.name != "postgresql":
-        pytest.skip("SQLite serialises every write; the per-host lock is PostgreSQL's")
-    other = Database(backend.url)
+    # wait for each other. PostgreSQL only: SQLite has one writer for everything.
+    db = pg_db
+    for host_id in ("flappy", "steady"):
+        await hosts.add(db, host_id, None, NOW, {})
+    other = Database(db.url)
     try:
         async with other.engine.begin() as conn:
             # Another replica is midway through storing flappy's changes.
@@ -117,7 +118,7 @@ async def test_one_hosts_history_being_written_never_holds_up_another_hosts(db, 
     finally:
         await other.close()
     # Writers of overlapping sets of hosts, each listing them in its own order, all finish.
-    writers = [Database(backend.url) for _ in range(3)]
+    writers = [Database(db.url) for _ in range(3)]
     try:
         batches = [
             [change(h, i) for h in order]

@@ -4,27 +4,13 @@ found dead on their next checkout and replaced, so no request fails for them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import select
 
 from nixfleet.storage import db as db_module
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage.db import Database
-from nixfleet.storage.migrate import upgrade
 from nixfleet.storage.tables import hosts
-
-
-@pytest.fixture
-async def pg_db(pg_cluster) -> AsyncIterator[Database]:
-    name = pg_cluster.create_database()
-    url = pg_cluster.url(name)
-    await asyncio.to_thread(upgrade, url)
-    database = Database(url)
-    yield database
-    await database.close()
-    pg_cluster.drop_database(name)
 
 
 async def _read_together(db: Database, n: int) -> None:

@@ -7,26 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-
-import pytest
 
 from nixfleet.storage import replicas
-from nixfleet.storage.db import Database
-from nixfleet.storage.migrate import upgrade
 
 NOW = 1_760_000_000.0
-
-
-@pytest.fixture
-async def pg_db(pg_cluster) -> AsyncIterator[Database]:
-    name = pg_cluster.create_database()
-    url = pg_cluster.url(name)
-    await asyncio.to_thread(upgrade, url)
-    database = Database(url)
-    yield database
-    await database.close()
-    pg_cluster.drop_database(name)
 
 
 async def test_a_lease_is_renewed_while_every_pooled_connection_is_busy(pg_db):

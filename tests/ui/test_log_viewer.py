@@ -147,7 +147,9 @@ def test_colours_errors_and_warnings_render_in_the_viewer(idle, tab):
 
 
 def test_follow_pauses_when_scrolling_up_and_the_button_resumes_it(fleet, tab):
-    rf = fleet(hosts=1, build_seconds=14)
+    # Long enough that lines still arrive after the reader scrolls up on a loaded machine
+    # (at 14 s, a CI run once saw the build end first: the button said "Jump to the end").
+    rf = fleet(hosts=1, build_seconds=24)
     # A real-Nix switch prints a dozen lines: a short window gives the log a box they overflow.
     tab.page.set_viewport_size({"width": 1400, "height": 380})
     page = log_in(tab, rf)
@@ -173,7 +175,7 @@ def test_follow_pauses_when_scrolling_up_and_the_button_resumes_it(fleet, tab):
     assert scroller.evaluate(at_bottom)
     api = rf.api()
     cid = api.get("/api/hosts/atlas/commands").json()["commands"][0]["id"]
-    api.wait_state(cid, FINISHED, timeout=30)
+    api.wait_state(cid, FINISHED, timeout=60)
     expect(page.locator("#output-meta")).to_have_attribute("data-state", "succeeded")
     stored = api.get(f"/api/commands/{cid}").json()["output"]
     expect(row_of(page, stored[-1]["seq"])).to_be_visible()  # still following: the end shows

@@ -14,7 +14,7 @@
       # The nixpkgs attributes nix/package.nix names (docs/nix.md).
       pythonNames = [
         "fastapi" "uvicorn" "sqlalchemy" "aiosqlite" "psycopg" "alembic" "pydantic"
-        "pydantic-settings" "typer" "jinja2" "argon2-cffi" "websockets" "httpx"
+        "pydantic-settings" "typer" "jinja2" "argon2-cffi" "websockets" "msgspec" "httpx"
         "python-multipart" "cryptography" "limits" "itsdangerous" "pyotp" "segno"
         "prometheus-client" "apprise" "authlib" "joserfc" "setuptools" "uvloop" "httptools" "greenlet"
       ];
