@@ -63,8 +63,20 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(m for m in _METHODS if m in found[resource])
 
 
-def database_trouble(exc: OperationalError) -> tuple[str, str] | None:
-    """Return (code, detail) when the database is busy or full, None for anything else."""
+DatabaseError = OperationalError | PoolTimeout
+
+
+def database_trouble(exc: DatabaseError) -> tuple[str, str] | None:
+    """Return (code, detail) when the database is busy or full, None for anything else.
+
+    A pool whose wait ran out (every connection busy under a flood of agents reconnecting)
+    is the database being busy too: the weather, not a bug for a 500.
+    """
+    if isinstance(exc, PoolTimeout):
+        return "database_busy", (
+            "the dashboard is too busy to reach its database; nothing was changed, "
+            "try again shortly"
+        )
     text = str(exc.orig).lower()
     if "full" in text or "no space" in text:
         return "storage_full", "the database cannot be written (disk full); nothing was changed"
@@ -126,7 +138,12 @@ def domain_answer(exc: NixFleetError) -> JSONResponse:
     return error_response(exc.status, exc.code, for_people(str(exc)), headers)
 
 
-def database_answer(conn: HTTPConnection, exc: OperationalError) -> JSONResponse | None:
+def database_reason(exc: DatabaseError) -> str:
+    """Return what the database said, for a log line (a pool timeout says nothing)."""
+    return str(exc.orig) if isinstance(exc, OperationalError) else "no connection came free"
+
+
+def database_answer(conn: HTTPConnection, exc: DatabaseError) -> JSONResponse | None:
     """Return a 503 with Retry-After for a busy or full database; None for anything else."""
     trouble = database_trouble(exc)
     if trouble is None:
@@ -136,25 +153,8 @@ def database_answer(conn: HTTPConnection, exc: OperationalError) -> JSONResponse
         conn.app.state.storage_full_at = time.monotonic()  # for /health
     # An agent's handshake lands here too, as a WebSocket (no method): 503 all the same.
     method = conn.scope.get("method", "WEBSOCKET")
-    log.warning("dashboard: %s %s answered 503: %s", method, conn.url.path, exc.orig)
+    log.warning("dashboard: %s %s answered 503: %s", method, conn.url.path, database_reason(exc))
     return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
-
-
-def pool_answer(conn: HTTPConnection) -> JSONResponse:
-    """Return a 503 with Retry-After when every database connection stayed busy.
-
-    Under a flood (thousands of agents reconnecting at once) the pool's wait can run out;
-    that is the weather, like a busy database, not a bug for a 500.
-    """
-    method = conn.scope.get("method", "WEBSOCKET")
-    log.warning("dashboard: %s %s answered 503: no database connection came free", method,
-                conn.url.path)  # fmt: skip
-    return error_response(
-        503,
-        "database_busy",
-        "the dashboard is too busy to reach its database; nothing was changed, try again shortly",
-        {"Retry-After": str(DB_RETRY_AFTER_S)},
-    )
 
 
 def install(app: FastAPI) -> None:
@@ -163,15 +163,12 @@ def install(app: FastAPI) -> None:
         return domain_answer(exc)
 
     @app.exception_handler(OperationalError)
-    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: DatabaseError) -> JSONResponse:
         answer = database_answer(request, exc)
         if answer is None:
             raise exc
         return answer
-
-    @app.exception_handler(PoolTimeout)
-    async def _pool(request: Request, _: PoolTimeout) -> JSONResponse:
-        return pool_answer(request)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -99,14 +99,11 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         if websocket.application_state != WebSocketState.CONNECTING:
             await _try_again_later(websocket, exc)
             return
-        if isinstance(exc, NixFleetError):
-            answer: Callable[[Scope, Receive, Send], Awaitable[None]] | None = errors.domain_answer(
-                exc
-            )
-        elif isinstance(exc, PoolTimeout):
-            answer = errors.pool_answer(websocket)
-        else:
-            answer = errors.database_answer(websocket, exc)
+        answer = (
+            errors.domain_answer(exc)
+            if isinstance(exc, NixFleetError)
+            else errors.database_answer(websocket, exc)
+        )
         if answer is None:
             raise
         await answer(scope, receive, send)
@@ -118,13 +115,10 @@ async def _try_again_later(websocket: WebSocket, exc: Exception) -> None:
     The agent reconnects after its backoff and replays what was not acknowledged; anything
     other than the database's weather is a bug and goes on to uvicorn's traceback.
     """
-    if isinstance(exc, PoolTimeout):
-        why = "no database connection came free"
-    elif isinstance(exc, OperationalError) and errors.database_trouble(exc) is not None:
-        why = str(exc.orig)
-    else:
+    if not isinstance(exc, OperationalError | PoolTimeout) or not errors.database_trouble(exc):
         raise exc
     host = getattr(websocket.state, "host", "?")
+    why = errors.database_reason(exc)
     log.warning("agent_ws: %s: the database is unavailable (%s); told to come back", host, why)
     if websocket.application_state == WebSocketState.CONNECTED:
         with contextlib.suppress(RuntimeError, OSError):
@@ -326,7 +320,7 @@ async def _stored_in_time(link: AgentLink, handle: Callable[[], Awaitable[None]]
             log.warning(
                 "agent_ws: %s: the database refused a message (%s); retry in %.1f s",
                 link.host_id,
-                getattr(exc, "orig", None) or "no database connection came free",
+                errors.database_reason(exc),
                 delay,
             )
         await asyncio.sleep(delay)
