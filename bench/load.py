@@ -103,13 +103,13 @@ async def connect(target: Target, swarm: Swarm, ids: list[str]) -> dict[str, Any
 
 async def capacity(target: Target, swarm: Swarm, base_rss: int, idle_s: float) -> dict[str, Any]:
     """Return RSS and CPU of the dashboard while the connected agents only heartbeat."""
-    n = len(swarm.agents)
+    n = swarm.size()
     sent0, me0, a = swarm.heartbeats_sent, proc_sample(os.getpid()), target.sample()
     await asyncio.sleep(idle_s)
     b, me1 = target.sample(), proc_sample(os.getpid())
     return {
         "agents": n,
-        "heartbeat_s": next(iter(swarm.agents.values())).heartbeat_s if n else None,
+        "heartbeat_s": swarm.heartbeat_interval(),
         "window_s": round(b.at - a.at, 1),
         "rss_mib": round(b.rss_bytes / 2**20, 1),
         "rss_idle_dashboard_mib": round(base_rss / 2**20, 1),
