@@ -189,7 +189,10 @@ class SimAgent:
         await asyncio.sleep(random.uniform(0, self.heartbeat_s))
         while True:
             if not self.looping:
-                await self._send(self.status_json)
+                try:
+                    await self._send(self.status_json)
+                except ConnectionClosed:
+                    return  # counted in failures; nothing else to do for a closed link
                 self.swarm.heartbeats_sent += 1
             await asyncio.sleep(self.heartbeat_s)
 
