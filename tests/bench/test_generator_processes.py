@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(180)
 
 async def test_agents_in_three_generator_processes_answer_a_command(tmp_path, monkeypatch):
     monkeypatch.setattr("bench.generators.PER_PROCESS", 2)
-    target = Target.create(tmp_path / "dash", 6)
+    target = await asyncio.to_thread(Target.create, tmp_path / "dash", 6)
     target.start()
     swarm = SpreadSwarm("", target.tokens)
     try:
