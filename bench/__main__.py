@@ -2,4 +2,5 @@
 
 from bench.load import main
 
-main()
+if __name__ == "__main__":  # not when a generator process (bench/generators.py) imports it
+    main()

@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from bench.generators import PER_PROCESS, SpreadSwarm
 from bench.load import RESULTS, Profile, _spy, bulk, capacity
 from bench.pgbus import _run as pgbus_run
 from bench.stats import summary
@@ -48,6 +49,7 @@ from bench.target import Target, cpu_percent, host_ids, login
 
 METRICS_TOKEN = "bench-replicas-metrics-token-0123456789abcdef"
 CONNECT_TIMEOUT_S = 1200.0  # per replica; 10,000 handshakes at 2 cores take minutes
+FD_HEADROOM = 1024  # a dashboard's files besides its agents' sockets (pool, logs, listeners)
 
 
 @dataclass
@@ -194,7 +196,10 @@ async def _bus_received(target: Target) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def run_engine(engine: str, root: Path, n: int, p: Profile, pg_url: str) -> dict[str, Any]:
+async def run_engine(
+    engine: str, root: Path, n: int, p: Profile, pg_url: str, lifetime_s: float = 3600
+) -> dict[str, Any]:
+    """Run one engine at one size; generator processes, if any, live at most `lifetime_s`."""
     env = dict(p.env)
     if p.heartbeat_s is not None:
         env["NIXFLEET_HEARTBEAT_S"] = str(p.heartbeat_s)
@@ -204,19 +209,28 @@ async def run_engine(engine: str, root: Path, n: int, p: Profile, pg_url: str) -
     t0 = time.monotonic()
     side = await _start(engine, root, n, env)
     setup_s = time.monotonic() - t0
-    swarm = Swarm("", side.targets[0].tokens)
+    # Past PER_PROCESS agents the generator is several processes (bench/generators.py):
+    # one cannot hold more sockets than its open-file limit.
+    spread = n > PER_PROCESS
+    swarm = SpreadSwarm("", side.targets[0].tokens) if spread else Swarm("", side.targets[0].tokens)
     ids = host_ids(n)
     try:
         base_rss = [t.sample().rss_bytes for t in side.targets]
         c0 = time.monotonic()
         # Host i on replica i % replicas; the replicas take their agents at the same time,
         # as behind a balancer.
-        await asyncio.gather(
-            *(
-                swarm.connect(ids[r :: len(side.targets)], timeout=CONNECT_TIMEOUT_S, url=t.ws_url)
-                for r, t in enumerate(side.targets)
+        if isinstance(swarm, SpreadSwarm):
+            plan = [(h, side.targets[i % len(side.targets)].ws_url) for i, h in enumerate(ids)]
+            await swarm.connect_spread(plan, CONNECT_TIMEOUT_S, lifetime_s=lifetime_s)
+        else:
+            await asyncio.gather(
+                *(
+                    swarm.connect(
+                        ids[r :: len(side.targets)], timeout=CONNECT_TIMEOUT_S, url=t.ws_url
+                    )
+                    for r, t in enumerate(side.targets)
+                )
             )
-        )
         connect_s = time.monotonic() - c0
         gc.freeze()  # the generator's own collections over N connections (see load.py)
         await asyncio.sleep(1)
@@ -240,6 +254,8 @@ async def run_engine(engine: str, root: Path, n: int, p: Profile, pg_url: str) -
             "n": n,
             "setup_s": round(setup_s, 1),
             "connect_s": round(connect_s, 1),
+            "generator_processes": len(swarm.processes) if isinstance(swarm, SpreadSwarm) else 1,
+            "connect_retries": swarm.connect_retries,
             "memory_per_replica": memory,
             "cpu_idle_percent_first_replica": cap["cpu_percent"],
             "dispatch": dispatched,
@@ -269,7 +285,10 @@ async def run_engine(engine: str, root: Path, n: int, p: Profile, pg_url: str) -
 def run(
     p: Profile, pg_url: str | None, budget_s: float, partial: Path | None = None
 ) -> dict[str, Any]:
+    import resource
+
     nofile = _nofile(2 * max(p.sizes, default=0) + 4096)
+    hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     gc.set_threshold(50_000, 50, 1000)  # as `nixfleet serve` does
     t0 = time.monotonic()
     result: dict[str, Any] = {"benchmark": "replicas", "nofile": nofile, "runs": []}
@@ -281,11 +300,23 @@ def run(
                     if time.monotonic() - t0 > budget_s:
                         print(f"bench: budget spent; skipping {engine} N={n}", file=sys.stderr)
                         continue
+                    replicas = 2 if engine == "postgresql" else 1
+                    if -(-n // replicas) + FD_HEADROOM > hard_nofile:
+                        why = (
+                            f"{engine} N={n}: one dashboard would hold {-(-n // replicas)} "
+                            f"agent sockets, over this machine's hard open-file limit "
+                            f"({hard_nofile}) less {FD_HEADROOM} for its other files"
+                        )
+                        result["skipped"] = [*result.get("skipped", []), why]
+                        print(f"bench: skipping {why}", file=sys.stderr)
+                        continue
                     if engine == "postgresql" and cluster is not None:
                         url = cluster.url(cluster.create_database())  # a fresh one per size
                     before = _load()
                     try:
-                        one = asyncio.run(run_engine(engine, tmp / f"{engine}{n}", n, p, url))
+                        left = budget_s - (time.monotonic() - t0) + CONNECT_TIMEOUT_S
+                        root = tmp / f"{engine}{n}"
+                        one = asyncio.run(run_engine(engine, root, n, p, url, left))
                     except Exception as exc:  # one engine's failure must not lose the others
                         result["failed"] = [*result.get("failed", []), f"{engine} N={n}: {exc!r}"]
                         print(f"bench: {engine} N={n} failed: {exc!r}", file=sys.stderr)
@@ -322,6 +353,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {b['post_to_202_s']} / {b['all_delivered_s']} | {notify} "
             f"| {load[0]} → {load[1]} |"
         )
+    for why in r.get("skipped", []):
+        lines.append(f"\nNot run: {why}.")
     bus = r.get("pgbus")
     if bus:
         lines += [

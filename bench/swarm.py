@@ -102,6 +102,17 @@ class Swarm:
         await asyncio.wait_for(asyncio.gather(*(one(h) for h in ids)), timeout)
         return time.monotonic() - start
 
+    def size(self) -> int:
+        """Return how many simulated agents this swarm holds."""
+        return len(self.agents)
+
+    def heartbeat_interval(self) -> float | None:
+        """Return the heartbeat period the dashboard gave the agents (None before any)."""
+        return next(iter(self.agents.values())).heartbeat_s if self.agents else None
+
+    def note_finished(self, command_id: str, at: float) -> None:
+        self.finished_sent[command_id] = at
+
     def note_command(self, command_id: str, at: float, host_id: str = "") -> None:
         self.received[command_id] = at
         self.command_hosts[command_id] = host_id
@@ -178,7 +189,10 @@ class SimAgent:
         await asyncio.sleep(random.uniform(0, self.heartbeat_s))
         while True:
             if not self.looping:
-                await self._send(self.status_json)
+                try:
+                    await self._send(self.status_json)
+                except ConnectionClosed:
+                    return  # counted in failures; nothing else to do for a closed link
                 self.swarm.heartbeats_sent += 1
             await asyncio.sleep(self.heartbeat_s)
 
@@ -225,7 +239,7 @@ class SimAgent:
             last_seq=plan.lines,
         )
         text = finished.model_dump_json()
-        self.swarm.finished_sent[command_id] = time.monotonic()
+        self.swarm.note_finished(command_id, time.monotonic())
         await self._send(text)
 
     # --- closed-loop heartbeats ---------------------------------------------------------
