@@ -106,10 +106,11 @@ class Database:
         if self.is_sqlite:
             # One trip to aiosqlite's thread per statement, not five (sqlite_adapter.py).
             # check_same_thread off: reads run in the loop's thread (sqlite_adapter.py).
+            module = sqlite_adapter.dbapi()
             self.engine: AsyncEngine = create_async_engine(
                 self.url,
-                module=sqlite_adapter.dbapi(),
                 connect_args={"check_same_thread": False},
+                **({"module": module} if module else {}),
             )
             pragmas = functools.partial(_sqlite_pragmas, busy_ms=int(busy_timeout_s * 1000))
             event.listen(self.engine.sync_engine, "connect", pragmas)

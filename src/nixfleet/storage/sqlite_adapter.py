@@ -22,6 +22,11 @@ a reader takes no lock a writer holds, so it never waits out `busy_timeout`, and
 connection is opened with check_same_thread off (sqlite3's connections are serialized).
 A read that returns many rows fetches only its first `INLINE_ROWS` here and the rest in
 the thread, so a large listing does not hold the loop for long.
+
+It subclasses SQLAlchemy's private adapter classes as they are in its 2.1 releases (on 2.0
+it does not take effect: four trips per read). On any other minor release `dbapi()` returns
+None and the engine uses SQLAlchemy's own adapter: slower, but never this module's guesses
+about internals it was not written for.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import collections
 import sqlite3
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -39,6 +45,12 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 _Done = tuple[Any, list[Any], int, int | None]  # description, rows, rowcount, lastrowid
 # Rows a read fetches in the loop's thread before it hands the rest to the database thread.
 INLINE_ROWS = 200
+WRITTEN_FOR = "2.1."  # the SQLAlchemy releases whose adapter classes these subclass
+
+
+def fits(version: str = sqlalchemy.__version__) -> bool:
+    """Return whether the installed SQLAlchemy is one this adapter was written for."""
+    return version.startswith(WRITTEN_FOR)
 
 
 def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool = False) -> _Done:
@@ -148,8 +160,11 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
         return OneTripConnection(self, adapted._connection)
 
 
-def dbapi() -> OneTripDBAPI:
-    """Return the DBAPI module for create_async_engine(module=…)."""
+def dbapi() -> OneTripDBAPI | None:
+    """Return the DBAPI module for create_async_engine(module=…), or None where it does not
+    fit the installed SQLAlchemy (its own adapter is the one to use then)."""
+    if not fits():
+        return None
     import aiosqlite
 
     return OneTripDBAPI(aiosqlite, sqlite3)

@@ -102,9 +102,13 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Replaced, not subclassed: uvicorn calls only the methods these two have.
-        self.queue = Inbox()  # type: ignore[assignment]
-        self.writable = Gate()  # type: ignore[assignment]
+        # Replaced, not subclassed: uvicorn calls only the methods these two have. Only
+        # where uvicorn still keeps them under these names and types (it is not pinned):
+        # otherwise its own stay, and the connection is as heavy as uvicorn makes it.
+        if isinstance(getattr(self, "queue", None), asyncio.Queue):
+            self.queue = Inbox()  # type: ignore[assignment]
+        if isinstance(getattr(self, "writable", None), asyncio.Event):
+            self.writable = Gate()  # type: ignore[assignment]
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -112,7 +116,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         # 101 was prepared from it. Emptied, not only let go: websockets' parser keeps
         # the request it parsed in its frame for the life of the connection.
         event.headers.clear()
-        del self.request
+        self.__dict__.pop("request", None)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
