@@ -17,7 +17,7 @@ it, and the agents' endpoint takes the next message only once the last one is st
 the database is busy it retries for up to a minute (routes/agent_ws.py) or, under a bulk
 deploy to thousands of hosts, waits its turn. The agent's pong sits unread meanwhile, and
 uvicorn would close the link with 1011 "keepalive ping timeout" although the agent answered
-(at 20,000 agents, 1,764 links were lost that way during one bulk switch, docs/benchmarks.md).
+(the likely end of 1,764 links in one bulk switch to 20,000 agents, docs/benchmarks.md).
 Here the wait for the pong starts again while reading is paused; once reading resumes a
 peer that really is gone still times out as before.
 
