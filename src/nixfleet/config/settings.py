@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     # within this; connections per address and in all before the oldest unfinished go.
     header_timeout_s: float = Field(10, gt=0, le=300)
     keep_alive_s: int = Field(5, ge=1, le=300)
+    # How often each agent's WebSocket is pinged, and how long its pong may take: a host
+    # whose machine vanished without closing (power, network) shows offline after both.
+    agent_ping_s: float = Field(20, ge=1, le=300)
     max_connections: int = Field(0, ge=0)  # 0: from the open-file limit
     max_connections_per_address: int = Field(256, ge=1)
 
