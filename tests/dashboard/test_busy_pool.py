@@ -52,10 +52,12 @@ def _waiting_on_lock(pg_cluster, backend) -> bool:
     return bool(row and row[0])
 
 
-async def _handshake(base: str) -> int:
-    """Return the status an agent handshake with no token is answered."""
+async def _handshake(base: str, token: str = "") -> int:
+    """Return the status atlas's agent handshake is answered (with token, if given)."""
+    headers = {"Authorization": f"Bearer {token}", "X-NixFleet-Host": "atlas"} if token else {}
+    url = base.replace("http", "ws") + "/api/agent/ws"
     try:
-        ws = await websockets.connect(base.replace("http", "ws") + "/api/agent/ws", open_timeout=10)
+        ws = await websockets.connect(url, additional_headers=headers, open_timeout=10)
     except InvalidStatus as exc:
         return exc.response.status_code
     await ws.close()
@@ -121,8 +123,15 @@ def test_a_postgresql_restart_is_answered_503_until_it_is_back(make_fleet, backe
     pg_cluster.stop()
     try:
         down = [api.get("/api/hosts"), api.post("/api/hosts", {"host_id": "web-08"})]
+        # Agents are told to come back (503), or refused as before without a token.
+        token = fleet.host("atlas").token_file.read_text().strip()
+        handshakes = [
+            asyncio.run(_handshake(fleet.base, token)),
+            asyncio.run(_handshake(fleet.base)),
+        ]
     finally:
         pg_cluster.start()
+    assert handshakes == [503, 401]
     for res in down:
         assert res.status_code == 503, res.text
         assert "try again" in res.json()["detail"]
