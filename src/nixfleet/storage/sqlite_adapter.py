@@ -6,11 +6,12 @@ for one read: open a cursor, execute, fetch, close the cursor, and the rollback 
 the pool takes the connection back. At 1,000 agents those trips were most of the
 dashboard's CPU per command (py-spy, docs/benchmarks.md "Lighter").
 
-Here a statement's cursor, execution, rows and close are one function run in the thread
-(one trip), and a commit or rollback with no transaction open is not sent at all: Python's
-sqlite3 does nothing for either then (it checks the same flag, `in_transaction`, which is
-safe to read from this thread while no call of this connection is under way, and none is:
-SQLAlchemy awaits each one). Everything else is SQLAlchemy's own aiosqlite adapter.
+Here a statement that goes to the thread makes one trip (its cursor, execution, rows and
+close are one function run there), and a commit or rollback with no transaction open is
+not sent at all: Python's sqlite3 does nothing for either then (it checks the same flag,
+`in_transaction`, which is safe to read from this thread while no call of this connection
+is under way, and none is: SQLAlchemy awaits each one). Everything else is SQLAlchemy's
+own aiosqlite adapter.
 
 A statement runs in the event loop's own thread, no trip at all: handing it to the thread
 and its result back (a queue put that wakes the thread, the GIL passed over and back, the
@@ -33,6 +34,11 @@ caller sees, and a batch of many rows; the thread lets the loop go on while SQLi
 So does every commit: it may run a WAL checkpoint, whose fsync must not hold the loop.
 A statement that returns many rows fetches only its first `INLINE_ROWS` here and the rest
 in the thread, so a large listing does not hold the loop for long.
+
+It subclasses SQLAlchemy's private adapter classes as they are in its 2.1 releases (on 2.0
+it does not take effect: four trips per read). On any other minor release `dbapi()` returns
+None and the engine uses SQLAlchemy's own adapter: slower, but never this module's guesses
+about internals it was not written for.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import re
 import sqlite3
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -51,6 +58,12 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 _Done = tuple[Any, list[Any], int, int | None]  # description, rows, rowcount, lastrowid
 # Rows a read fetches in the loop's thread before it hands the rest to the database thread.
 INLINE_ROWS = 200
+WRITTEN_FOR = "2.1."  # the SQLAlchemy releases whose adapter classes these subclass
+
+
+def fits(version: str = sqlalchemy.__version__) -> bool:
+    """Return whether the installed SQLAlchemy is one this adapter was written for."""
+    return version.startswith(WRITTEN_FOR)
 
 
 def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool = False) -> _Done:
@@ -198,8 +211,11 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
         return conn
 
 
-def dbapi() -> OneTripDBAPI:
-    """Return the DBAPI module for create_async_engine(module=…)."""
+def dbapi() -> OneTripDBAPI | None:
+    """Return the DBAPI module for create_async_engine(module=…), or None where it does not
+    fit the installed SQLAlchemy (its own adapter is the one to use then)."""
+    if not fits():
+        return None
     import aiosqlite
 
     return OneTripDBAPI(aiosqlite, sqlite3)

@@ -21,9 +21,9 @@ from typing import Any
 
 from nixfleet.core.errors import Unavailable
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
-from nixfleet.dashboard.monitoring.background import Worker, is_transient
+from nixfleet.dashboard.monitoring.background import Worker
 from nixfleet.storage import audit as store
-from nixfleet.storage.db import Database
+from nixfleet.storage.db import Database, is_transient
 
 log = logging.getLogger("nixfleet.audit")
 _LOGIN_FACTORS = {AuthFactor.PASSWORD.value, AuthFactor.TOTP.value} | {
