@@ -30,6 +30,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from nixfleet.agent.transport import PONG_WAIT_S
 from nixfleet.core.framing import PROTOCOL_VERSION
 from nixfleet.core.protocol import (
     Finished,
@@ -164,6 +165,7 @@ class SimAgent:
             open_timeout=60,
             max_size=2**20,
             ping_interval=20,
+            ping_timeout=PONG_WAIT_S,
         )
         await self.ws.send(self._hello)
         welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 60))

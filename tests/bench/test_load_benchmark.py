@@ -7,13 +7,9 @@ itself to measure (docs/benchmarks.md), never for a test.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
+from benchrun import run_bench
 from conftest import pids_with_env
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_quick_profile_runs_to_the_end_and_writes_numbers(tmp_path):
@@ -22,15 +18,7 @@ def test_the_quick_profile_runs_to_the_end_and_writes_numbers(tmp_path):
         "--mixed-hosts", "4", "--loops", "2", "--ingest-s", "1", "--output-lines", "5",
         "--name", "smoke", "--out-dir", str(tmp_path),
     ]  # fmt: skip
-    res = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "NIXFLEET_BENCH_SMOKE": tmp_path.name},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
+    run_bench("bench", tmp_path, args, timeout=120)
     result = json.loads((tmp_path / "smoke.json").read_text())
     size = result["sizes"][0]
     assert size["n"] == 4

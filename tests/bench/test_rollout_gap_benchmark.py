@@ -8,26 +8,15 @@ belongs to the benchmark (docs/benchmarks.md), never to a test.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from benchrun import run_bench
 from conftest import pids_with_env
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(tmp_path: Path, *args: str) -> dict[str, object]:
     out = tmp_path / "gap.json"
-    res = subprocess.run(
-        [sys.executable, "-m", "bench.rollout_gap", *args, "--out", str(out)],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "NIXFLEET_BENCH_SMOKE": tmp_path.name},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
+    run_bench("bench.rollout_gap", tmp_path, [*args, "--out", str(out)], timeout=180)
     return dict(json.loads(out.read_text()))
 
 

@@ -187,3 +187,24 @@ def test_binding_and_unbinding_a_client_certificate_is_audited(make_fleet):
         ("atlas", "admin", found[1]["detail"]["sha256"]),
     ]
     assert found[1]["detail"]["sha256"].replace(":", "").lower().startswith("abab")
+
+
+def test_an_agent_waiting_on_a_busy_database_keeps_its_link_past_the_ping_timeout(make_fleet):
+    # While its output waits for the database, the dashboard stops reading the agent's
+    # socket, so the agent's pongs wait unread: that is the dashboard's delay, not a dead
+    # agent, and the link (with the build's stream) stays up.
+    env = {"NIXFLEET_DB_BUSY_TIMEOUT_S": "1", "NIXFLEET_AGENT_PING_S": "1"}
+    fleet = make_fleet(hosts=1, build_seconds=6, env=env)
+    db_path = fleet.fleet.root / "dashboard" / "nixfleet.db"
+    api = fleet.api()
+    connected_at = api.host("atlas")["connected_at"]
+    build = api.command("atlas", "switch")
+    api.wait_state(build, {"running"}, 30)
+    _hold_write_lock(db_path, 5).join()  # five pings' worth of waiting
+    done = api.wait_state(build, {"succeeded", "failed"}, 60)
+    assert done["state"] == "succeeded"
+    assert api.host("atlas")["connected_at"] == connected_at  # never reconnected
+    seqs = [line["seq"] for line in done["output"]]
+    assert seqs == list(range(1, len(seqs) + 1)) and seqs
+    text = (fleet.fleet.root / "dashboard.log").read_text()
+    assert "the database refused a message" in text  # its output did wait

@@ -8,6 +8,17 @@ from conftest import wait_for
 from replicas.replicaset import LEASE_S
 
 
+def _one_agent_on_each(pair, hosts: int, login_on: str):
+    """Return the pair with atlas on replica a and borealis on b, online, and a logged-in
+    API on the replica login_on names."""
+    p = pair(hosts=hosts)
+    p.start_agent("atlas", p.a.port)
+    p.start_agent("borealis", p.b.port)
+    api = p.login(login_on)
+    api.wait_online(["atlas", "borealis"])
+    return p, api
+
+
 def test_a_command_queued_on_one_replica_runs_on_an_agent_of_the_other_and_streams_back(pair):
     p = pair(hosts=2, build_seconds=1)
     p.start_agent("atlas", p.b.port)
@@ -81,11 +92,7 @@ def _samples(text: str, name: str) -> list[str]:
 
 
 def test_each_replica_labels_its_metrics_and_one_reports_the_whole_fleet(pair):
-    p = pair(hosts=2)
-    p.start_agent("atlas", p.a.port)
-    p.start_agent("borealis", p.b.port)
-    on_a = p.login("a")
-    on_a.wait_online(["atlas", "borealis"])
+    p, on_a = _one_agent_on_each(pair, hosts=2, login_on="a")
     ids = {on_a.host("atlas")["replica"], on_a.host("borealis")["replica"]}
     assert len(ids) == 2
     labels = set()
@@ -166,11 +173,7 @@ def _by_state(text: str) -> dict[str, tuple[str, float]]:
 
 
 def test_hosts_per_deploy_state_are_counted_by_one_replica_and_by_the_next_when_it_dies(pair):
-    p = pair(hosts=3)
-    p.start_agent("atlas", p.a.port)
-    p.start_agent("borealis", p.b.port)
-    on_b = p.login("b")
-    on_b.wait_online(["atlas", "borealis"])
+    p, on_b = _one_agent_on_each(pair, hosts=3, login_on="b")
     hosts = on_b.get("/api/hosts").json()["hosts"]
     expected = {
         s: 0.0 for s in ("current", "behind", "diverged", "never_deployed", "unknown", "failed")

@@ -159,7 +159,10 @@ async def test_expiry_and_the_reconnect_window(db):
     assert [r["id"] for r in await commands.expire_queued(db, NOW)] == ["old"]
     assert [r["id"] for r in await commands.claim(db, ["run"], NOW)] == ["run"]
     assert await commands.busy_hosts(db, ["atlas", "idle"]) == {"atlas"}
-    await commands.mark_disconnected(db, "atlas", NOW)
+    await hosts.mark_disconnected(db, "atlas", NOW)
+    # Dropping again before any hello re-attached it does not restart the window.
+    await hosts.mark_disconnected(db, "atlas", NOW + 60)
+    assert (await commands.get(db, "run"))["disconnected_at"] == NOW
     assert await commands.lose_abandoned(db, NOW - 1, NOW) == []
     lost = await commands.lose_abandoned(db, NOW + 90, NOW + 91)
     assert lost == [{"id": "run", "host_id": "atlas"}]
@@ -423,7 +426,7 @@ async def test_a_gated_command_has_its_gate_on_top_of_the_reconnect_window(db):
     await commands.enqueue(db, _command("plain", "borealis"), False)
     await commands.claim(db, ["gated", "plain"], NOW)
     for host in ("atlas", "borealis"):
-        await commands.mark_disconnected(db, host, NOW)
+        await hosts.mark_disconnected(db, host, NOW)
     # 90 s window: the plain one is lost at once, the gated one only past 300 s + 90 s.
     assert await commands.lose_abandoned(db, NOW + 1, NOW + 91) == [
         {"id": "plain", "host_id": "borealis"}

@@ -1,6 +1,7 @@
-"""SQLite in one trip per write and none per read (storage/sqlite_adapter.py) keeps what
-SQLAlchemy's own aiosqlite adapter gave: rows, counts, RETURNING, errors, and transactions
-that either commit whole or leave nothing behind."""
+"""SQLite with statements in the event loop's thread and commits in one trip
+(storage/sqlite_adapter.py) keeps what SQLAlchemy's own aiosqlite adapter gave: rows,
+counts, RETURNING, errors, transactions that either commit whole or leave nothing behind,
+and writers that wait for each other, without holding up the loop."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import aiosqlite.core
 import pytest
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from nixfleet.storage import sqlite_adapter
 from nixfleet.storage.db import Database
@@ -102,16 +103,71 @@ def _count_trips(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return trips
 
 
-async def test_a_read_runs_without_a_trip_and_a_write_is_one_plus_its_commit(db, monkeypatch):
+needs_fit = pytest.mark.skipif(
+    not sqlite_adapter.fits(), reason="SQLAlchemy's own adapter is used on this release"
+)
+
+
+@needs_fit
+async def test_a_read_and_a_small_write_run_without_a_trip_and_the_commit_is_one(db, monkeypatch):
     await _count(db)  # the pool's connection is open
     trips = _count_trips(monkeypatch)
     assert await _count(db) == 0
     # SQLAlchemy's own adapter made 5: cursor, execute, fetch, close, rollback.
     assert trips == []
     await _insert(db, 1)
-    assert len(trips) == 2  # the statement and the commit
+    assert len(trips) == 1  # the commit (SQLAlchemy's adapter: 4 with it)
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(sessions), [_row(n) for n in range(2, 12)])  # executemany
+    assert len(trips) == 2
 
 
+@needs_fit
+async def test_a_delete_and_a_large_batch_go_to_the_thread(db, monkeypatch):
+    await _count(db)
+    trips = _count_trips(monkeypatch)
+    count = sqlite_adapter.INLINE_ROWS + 1
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(sessions), [_row(n) for n in range(count)])
+    assert len(trips) == 2  # the batch and the commit
+    async with db.engine.begin() as conn:
+        gone = await conn.execute(delete(sessions).where(sessions.c.created_at < 5))
+    assert gone.rowcount == 5
+    assert len(trips) == 4
+    assert await _count(db) == count - 5
+
+
+async def test_a_reader_is_served_while_a_writer_waits_for_the_lock(db):
+    other = Database(db.url)  # another process's view: its own connection
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(insert(sessions).values(_row(1)))
+            writer = asyncio.create_task(_insert(other, 2))
+            # The waiting writer holds no loop: reads on both databases go on meanwhile.
+            for _ in range(3):
+                assert await _count(other) == 0
+                await asyncio.sleep(0.05)
+            assert not writer.done()
+        await writer
+        assert await _count(db) == 2
+    finally:
+        await other.close()
+
+
+async def test_a_writer_gives_up_after_the_busy_timeout_it_was_given(db):
+    impatient = Database(db.url, busy_timeout_s=0.2)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(insert(sessions).values(_row(1)))
+            with pytest.raises(OperationalError, match="database is locked"):
+                await _insert(impatient, 2)
+        await _insert(impatient, 3)  # the lock is free: it writes at once
+        assert await _count(db) == 2
+    finally:
+        await impatient.close()
+
+
+@needs_fit
 async def test_a_read_of_many_rows_returns_every_row_in_order(db, monkeypatch):
     count = sqlite_adapter.INLINE_ROWS * 3 + 7
     async with db.engine.begin() as conn:
@@ -121,3 +177,9 @@ async def test_a_read_of_many_rows_returns_every_row_in_order(db, monkeypatch):
         rows = await conn.execute(select(sessions.c.created_at).order_by(sessions.c.created_at))
         assert [r[0] for r in rows] == list(range(count))
     assert len(trips) == 1  # the rows past the first INLINE_ROWS came from the thread
+
+
+def test_other_sqlalchemy_releases_get_sqlalchemy_s_own_adapter():
+    # The adapter subclasses private classes of the 2.1 releases: elsewhere it stands aside.
+    assert sqlite_adapter.fits("2.1.9") and not sqlite_adapter.fits("2.0.58")
+    assert not sqlite_adapter.fits("2.2.0") and not sqlite_adapter.fits("2.10.1")

@@ -36,6 +36,12 @@ from nixfleet.core.wire import TLSFailureReport, TransportReport
 from nixfleet.security.tls import TLSFailure, check_pin, classify, client_context
 
 log = logging.getLogger("nixfleet.agent.transport")
+# How long a ping may wait for its pong before the agent gives the link up. Longer than the
+# minute for which the dashboard, its database busy, holds back reading this socket while it
+# retries storing the last message (routes/agent_ws.py): the pong waits behind it unread. A
+# dashboard that is really gone usually closes the connection (a killed process, a restart);
+# only a vanished machine or network takes the full 20 s + 75 s to notice.
+PONG_WAIT_S = 75.0
 _YEAR_S = 366 * 86400  # the bound of TransportReport.down_s: a longer outage reports a year
 
 Clock = Callable[[], float]
@@ -248,6 +254,7 @@ class Transport:
             open_timeout=self.opts.open_timeout_s,
             max_size=MAX_MESSAGE_BYTES,
             ping_interval=20,
+            ping_timeout=PONG_WAIT_S,
             create_connection=pinned,
             proxy=None,
             **extra,

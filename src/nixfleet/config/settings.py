@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     replica_lease_s: float = Field(15, ge=2, le=600)
     # SQLite: how long a write waits for another writer's lock before the answer is 503.
     db_busy_timeout_s: float = Field(10, gt=0, le=300)
+    # PostgreSQL: connections this process may hold (pool + overflow), and how long a request
+    # waits for one before the answer is 503. Replicas x (size + overflow + 1, the event
+    # listener's own connection) must fit the server's max_connections (default 100).
+    db_pool_size: int = Field(10, ge=1, le=200)
+    db_pool_overflow: int = Field(20, ge=0, le=500)
+    db_pool_timeout_s: float = Field(30, gt=0, le=300)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     demo: bool = False
@@ -218,6 +224,9 @@ class Settings(BaseSettings):
     # within this; connections per address and in all before the oldest unfinished go.
     header_timeout_s: float = Field(10, gt=0, le=300)
     keep_alive_s: int = Field(5, ge=1, le=300)
+    # How often each agent's WebSocket is pinged, and how long its pong may take: a host
+    # whose machine vanished without closing (power, network) shows offline after both.
+    agent_ping_s: float = Field(20, ge=1, le=300)
     max_connections: int = Field(0, ge=0)  # 0: from the open-file limit
     max_connections_per_address: int = Field(256, ge=1)
 

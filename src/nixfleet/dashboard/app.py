@@ -25,7 +25,6 @@ from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.dashboard.fleet.throttling import SharedLoginThrottle
 from nixfleet.dashboard.monitoring.alerts import Alerts, load_deploy_rules, load_rules
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
-from nixfleet.dashboard.monitoring.background import is_transient
 from nixfleet.dashboard.monitoring.deploy_alerts import DeployAlerts
 from nixfleet.dashboard.monitoring.event_store import EventStore
 from nixfleet.dashboard.monitoring.metrics import Metrics
@@ -70,7 +69,7 @@ from nixfleet.security.throttle import LoginThrottle
 from nixfleet.security.tokens import new_secret
 from nixfleet.storage import users as user_store
 from nixfleet.storage.bus import LocalBus
-from nixfleet.storage.db import Database
+from nixfleet.storage.db import Database, PoolSize, log_failure
 from nixfleet.storage.replicas import new_replica_id
 from nixfleet.storage.streamseats import Caps
 
@@ -109,11 +108,8 @@ async def _sweeper(fleet: Fleet, hub: Hub, events: EventStore, streams: Broadcas
             await streams.end_dead_sessions(fleet.db)
             await events.prune_if_due()
             await fleet.prune_output_if_due()
-        except Exception as exc:
-            if not is_transient(exc):
-                log.exception("dashboard: sweep failed")
-            else:  # a busy or full database: the next sweep tries again
-                log.warning("dashboard: sweep postponed: %s", getattr(exc, "orig", exc))
+        except Exception as exc:  # the next sweep tries again
+            log_failure(log, "dashboard: sweep", exc)
         await asyncio.sleep(SWEEP_EVERY_S)
 
 
@@ -176,7 +172,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.db_url, settings.db_busy_timeout_s)
+        pool = PoolSize(
+            settings.db_pool_size, settings.db_pool_overflow, settings.db_pool_timeout_s
+        )
+        db = Database(settings.db_url, settings.db_busy_timeout_s, pool)
         replica = settings.replica_id or new_replica_id()
         bus: LocalBus | PgBus
         if db.is_sqlite:

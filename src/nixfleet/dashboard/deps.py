@@ -51,7 +51,11 @@ class Session:
     token: ApiToken | None = None
 
 
-def get_ctx(request: Request) -> Context:
+async def get_ctx(request: Request) -> Context:
+    # async although it awaits nothing: FastAPI runs a plain `def` dependency in its
+    # thread pool, a hand-off to a worker thread and back (its queue, the GIL, the
+    # loop's wake-up) on every request for one attribute read (py-spy, docs/benchmarks.md
+    # "Sixth pass").
     ctx: Context = request.app.state.ctx
     return ctx
 

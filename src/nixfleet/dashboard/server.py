@@ -207,6 +207,8 @@ def uvicorn_config(
         # The limit agents batch under (core.protocol); a larger frame gets close 1009.
         ws_max_size=MAX_MESSAGE_BYTES,
         ws=TlsPeerWebSocketProtocol,
+        ws_ping_interval=settings.agent_ping_s,
+        ws_ping_timeout=settings.agent_ping_s,
         # Agent messages are small JSON: compressing them saves little and costs each
         # connection its own zlib state (about 40 KiB of the dashboard's memory per agent).
         ws_per_message_deflate=False,

@@ -29,7 +29,7 @@ import asyncio
 import pickle
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -249,7 +249,7 @@ class Broadcaster:
         last_event_id: int | None = None,
         abort: Callable[[], None] | None = None,
         seat: str | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield SSE frames for one browser until it goes away or its session ends.
 
         1. Check the stream limits and subscribe, with no await in between, so no event

@@ -337,19 +337,6 @@ def _gate_deadline(gate: Any) -> float:
     return float(deadline) if math.isfinite(deadline) and deadline > 0 else 0.0
 
 
-async def mark_disconnected(db: Database, host_id: str, now: float) -> None:
-    """Start the reconnect window for a host's active commands."""
-    async with db.unframed() as conn:  # one statement: atomic by itself
-        await conn.execute(
-            update(commands)
-            .where(
-                commands.c.host_id == host_id,
-                commands.c.state.in_([s.value for s in ACTIVE_STATES]),
-            )
-            .values(disconnected_at=now)
-        )
-
-
 async def open_reconnect_windows(db: Database, now: float) -> int:
     """Start the reconnect window of every active command; return how many.
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from nixfleet.storage import sqlite_adapter
@@ -52,6 +55,23 @@ def engine_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Return whether exc is the weather (busy, locked, full, unreachable): worth a retry.
+
+    A pool with no connection free within its timeout is the database being busy too.
+    """
+    return isinstance(exc, OperationalError | PoolTimeout | OSError | TimeoutError)
+
+
+def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log a background step that failed: one line for the weather (the step runs again
+    later by itself), the traceback for anything else (a bug)."""
+    if is_transient(exc):
+        logger.warning("%s postponed: %s", what, getattr(exc, "orig", None) or exc)
+    else:
+        logger.error("%s failed", what, exc_info=exc)
+
+
 _SQLITE_WRITE_LOCK = text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0")
 _PG_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:n))")
 # Each name's lock in the order given (unnest keeps the array's order): callers sort, so
@@ -61,32 +81,56 @@ _PG_ADVISORY_LOCKS = text(
 )
 
 
+@dataclass(frozen=True)
+class PoolSize:
+    """How many PostgreSQL connections one process may hold, and how long a request waits.
+
+    Each replica holds up to size + overflow connections; all replicas together must stay
+    under the server's max_connections. A request that finds none free within timeout_s is
+    answered 503 "database busy" (pipeline/errors.py) rather than queueing without end.
+    """
+
+    size: int = 10
+    overflow: int = 20
+    timeout_s: float = 30.0
+
+
 class Database:
     """Own the engine; every storage function takes one of these and its scope."""
 
-    def __init__(self, url: str, busy_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, busy_timeout_s: float = 10.0, pool: PoolSize | None = None
+    ) -> None:
         self.url = engine_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             # One trip to aiosqlite's thread per statement, not five (sqlite_adapter.py).
             # check_same_thread off: reads run in the loop's thread (sqlite_adapter.py).
+            module = sqlite_adapter.dbapi()
             self.engine: AsyncEngine = create_async_engine(
                 self.url,
-                module=sqlite_adapter.dbapi(),
                 connect_args={"check_same_thread": False},
+                **({"module": module} if module else {}),
             )
             pragmas = functools.partial(_sqlite_pragmas, busy_ms=int(busy_timeout_s * 1000))
             event.listen(self.engine.sync_engine, "connect", pragmas)
         else:
+            size = pool or PoolSize()
             # LIFO: the connection used last is drawn first, so under load the same few
             # stay busy (and are not pinged, below) while the rest idle.
             self.engine = create_async_engine(
-                self.url, pool_size=10, max_overflow=20, pool_use_lifo=True
+                self.url,
+                pool_size=size.size,
+                max_overflow=size.overflow,
+                pool_timeout=size.timeout_s,
+                pool_use_lifo=True,
             )
             event.listen(self.engine.sync_engine, "connect", _postgres_session)
-            pool = self.engine.sync_engine.pool
-            event.listen(pool, "checkin", _note_checkin)
-            event.listen(pool, "checkout", functools.partial(_ping_if_idle, self.engine.dialect))
+            engine_pool = self.engine.sync_engine.pool
+            event.listen(engine_pool, "checkin", _note_checkin)
+            event.listen(
+                engine_pool, "checkout", functools.partial(_ping_if_idle, self.engine.dialect)
+            )
         # Reads. On PostgreSQL a read outside a transaction (autocommit) spares the BEGIN
         # and the ROLLBACK, two of a one-query read's four round trips; under PostgreSQL's
         # READ COMMITTED each statement sees its own snapshot either way. The same pool.

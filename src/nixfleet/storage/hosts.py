@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import Update, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.commands import ACTIVE_STATES
 from nixfleet.core.errors import Conflict, NotFound
@@ -16,6 +17,7 @@ from nixfleet.storage.tables import commands, hosts
 
 PUBLIC = [c for c in hosts.c if c.name != "token_hash"]
 _ACTIVE = [s.value for s in ACTIVE_STATES]
+_CHUNK = 500  # ids per IN (…): SQLite's bound-parameter limit
 
 
 async def add(
@@ -167,12 +169,28 @@ async def mark_disconnected(
         )
         if res.rowcount != 1:
             return False
+        await open_reconnect_windows_of(conn, [host_id], now)
+    return True
+
+
+async def open_reconnect_windows_of(
+    conn: AsyncConnection, host_ids: Sequence[str], now: float
+) -> None:
+    """Start the reconnect window of these hosts' active commands, in conn's transaction.
+
+    A window already open keeps its start: an agent that drops again before its hello
+    re-attached anything does not earn its commands a longer one.
+    """
+    for i in range(0, len(host_ids), _CHUNK):
         await conn.execute(
             update(commands)
-            .where(commands.c.host_id == host_id, commands.c.state.in_(_ACTIVE))
+            .where(
+                commands.c.host_id.in_(host_ids[i : i + _CHUNK]),
+                commands.c.state.in_(_ACTIVE),
+                commands.c.disconnected_at.is_(None),
+            )
             .values(disconnected_at=now)
         )
-    return True
 
 
 async def save_last_test(

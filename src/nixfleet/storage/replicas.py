@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.commands import ACTIVE_STATES, CommandState
 from nixfleet.storage.db import Database
+from nixfleet.storage.hosts import open_reconnect_windows_of
 from nixfleet.storage.tables import commands, hosts, replicas
 
 
@@ -109,16 +110,7 @@ async def _release(conn: AsyncConnection, which: Any, now: float) -> list[str]:
         .returning(hosts.c.id)
     )
     released = [r[0] for r in res]
-    for i in range(0, len(released), _CHUNK):
-        await conn.execute(
-            update(commands)
-            .where(
-                commands.c.host_id.in_(released[i : i + _CHUNK]),
-                commands.c.state.in_([s.value for s in ACTIVE_STATES]),
-                commands.c.disconnected_at.is_(None),
-            )
-            .values(disconnected_at=now)
-        )
+    await open_reconnect_windows_of(conn, released, now)
     return released
 
 

@@ -6,30 +6,49 @@ for one read: open a cursor, execute, fetch, close the cursor, and the rollback 
 the pool takes the connection back. At 1,000 agents those trips were most of the
 dashboard's CPU per command (py-spy, docs/benchmarks.md "Lighter").
 
-Here a statement's cursor, execution, rows and close are one function run in the thread
-(one trip), and a commit or rollback with no transaction open is not sent at all: Python's
-sqlite3 does nothing for either then (it checks the same flag, `in_transaction`, which is
-safe to read from this thread while no call of this connection is under way, and none is:
-SQLAlchemy awaits each one). Everything else is SQLAlchemy's own aiosqlite adapter.
+Here a statement that goes to the thread makes one trip (its cursor, execution, rows and
+close are one function run there), and a commit or rollback with no transaction open is
+not sent at all: Python's sqlite3 does nothing for either then (it checks the same flag,
+`in_transaction`, which is safe to read from this thread while no call of this connection
+is under way, and none is: SQLAlchemy awaits each one). Everything else is SQLAlchemy's
+own aiosqlite adapter.
 
-A read (SELECT) runs in the event loop's own thread, no trip at all: handing a statement
-to the thread and its result back (a queue put that wakes the thread, the GIL passed over
-and back, the loop woken through its self-pipe) cost more CPU than SQLite's work for a
-one-row read (a prebuilt host read: 290 us of CPU and 520 us of wall time through the
-thread, 186 us and 260 us here; py-spy put a fifth of the dashboard's GIL samples during
-dispatch on the hand-off). It is safe to do so because in WAL mode (`db._sqlite_pragmas`)
-a reader takes no lock a writer holds, so it never waits out `busy_timeout`, and the
-connection is opened with check_same_thread off (sqlite3's connections are serialized).
-A read that returns many rows fetches only its first `INLINE_ROWS` here and the rest in
-the thread, so a large listing does not hold the loop for long.
+A statement runs in the event loop's own thread, no trip at all: handing it to the thread
+and its result back (a queue put that wakes the thread, the GIL passed over and back, the
+loop woken through its self-pipe) cost more CPU than SQLite's work for a one-row read or
+write (a prebuilt host read: 290 us of CPU and 520 us of wall time through the thread, 186
+us and 260 us here; during dispatch py-spy put a fifth of the dashboard's GIL samples on the
+hand-off, and after reads stopped making it, 18 % on the writes' hand-offs). The connection
+is opened with check_same_thread off (sqlite3's connections are serialized).
+
+What it must not do there is wait: a statement waiting in SQLite's busy handler would hold
+the whole loop. So the connection's own busy timeout stays 0, and the timeout the database
+asks for (`PRAGMA busy_timeout`, `db._sqlite_pragmas`) is kept as the wait of a trip to the
+thread: a statement that finds the write lock taken (another process, or another of this
+process's transactions between two of its statements) fails at once with SQLITE_BUSY,
+having done nothing, and is run again in the thread, where it waits as before. A reader in
+WAL mode takes no lock a writer holds, so a read nearly never goes there.
+
+Some work goes to the thread first (`_here_first`): a DELETE, whose size has no bound the
+caller sees, and a batch of many rows; the thread lets the loop go on while SQLite works.
+So does every commit: it may run a WAL checkpoint, whose fsync must not hold the loop.
+A statement that returns many rows fetches only its first `INLINE_ROWS` here and the rest
+in the thread, so a large listing does not hold the loop for long.
+
+It subclasses SQLAlchemy's private adapter classes as they are in its 2.1 releases (on 2.0
+it does not take effect: four trips per read). On any other minor release `dbapi()` returns
+None and the engine uses SQLAlchemy's own adapter: slower, but never this module's guesses
+about internals it was not written for.
 """
 
 from __future__ import annotations
 
 import collections
+import re
 import sqlite3
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -39,6 +58,12 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 _Done = tuple[Any, list[Any], int, int | None]  # description, rows, rowcount, lastrowid
 # Rows a read fetches in the loop's thread before it hands the rest to the database thread.
 INLINE_ROWS = 200
+WRITTEN_FOR = "2.1."  # the SQLAlchemy releases whose adapter classes these subclass
+
+
+def fits(version: str = sqlalchemy.__version__) -> bool:
+    """Return whether the installed SQLAlchemy is one this adapter was written for."""
+    return version.startswith(WRITTEN_FOR)
 
 
 def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool = False) -> _Done:
@@ -56,13 +81,14 @@ def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool =
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
-    """A cursor whose statement makes one trip: its rows are fetched in that trip."""
+    """A cursor whose statement runs in the loop's thread, or in one trip to the
+    database thread when it must wait for the write lock or may run long."""
 
     __slots__ = ("_done",)
 
     def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
         # No aiosqlite cursor (opening one is a trip of its own): each statement opens
-        # and closes a sqlite3 cursor in the database thread.
+        # and closes a sqlite3 cursor.
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
         self._cursor = None  # type: ignore[assignment]
@@ -95,35 +121,58 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         return await self._trip(operation, seq_of_parameters, True)
 
     async def _trip(self, operation: str, parameters: Any, many: bool) -> None:
-        aio = self._connection
-        if not many and operation.startswith("SELECT"):
-            await self._read_here(operation, parameters)
-            return
-        async with self._adapt_connection._execute_mutex:
-            # aiosqlite's own way to run a function in its thread (its `_conn` raises
-            # ValueError once closed, which the adapter turns into OperationalError).
-            self._done = await aio._execute(lambda: _run(aio._conn, operation, parameters, many))
+        adapt = self._adapt_connection
+        assert isinstance(adapt, OneTripConnection)
+        async with adapt._execute_mutex:
+            wanted = _busy_pragma(operation)
+            if wanted is not None:
+                adapt.wait_ms = wanted
+                self._done = (None, [], -1, None)
+            elif not _here_first(operation, parameters, many):
+                self._done = await self._there(adapt.wait_ms, operation, parameters, many)
+            else:
+                try:
+                    self._done = await self._here(operation, parameters, many)
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc):
+                        raise
+                    # Nothing was done (the lock was not had): wait for it in the thread.
+                    self._done = await self._there(adapt.wait_ms, operation, parameters, many)
         self._rows = collections.deque(self._done[1])
 
-    async def _read_here(self, operation: str, parameters: Any) -> None:
-        """Run a read in the loop's thread; its rows past INLINE_ROWS are fetched in the
-        database thread (the cursor is handed over between calls, never shared)."""
+    async def _there(self, wait_ms: int, operation: str, parameters: Any, many: bool) -> _Done:
+        """Run a statement in the database thread (one trip), waiting for a lock as asked."""
         aio = self._connection
-        async with self._adapt_connection._execute_mutex:
-            cur = aio._conn.cursor()
-            try:
+        # aiosqlite's own way to run a function in its thread (its `_conn` raises
+        # ValueError once closed, which the adapter turns into OperationalError).
+        done: _Done = await aio._execute(
+            lambda: _waiting(aio._conn, wait_ms, operation, parameters, many)
+        )
+        return done
+
+    async def _here(self, operation: str, parameters: Any, many: bool) -> _Done:
+        """Run a statement in the loop's thread; its rows past INLINE_ROWS are fetched in
+        the database thread (the cursor is handed over between calls, never shared)."""
+        aio = self._connection
+        cur = aio._conn.cursor()
+        try:
+            if many:
+                cur.executemany(operation, parameters)
+            else:
                 cur.execute(operation, () if parameters is None else parameters)
-                rows = cur.fetchmany(INLINE_ROWS) if cur.description else []
-                if len(rows) == INLINE_ROWS:
-                    rows += await aio._execute(cur.fetchall)
-                self._done = (cur.description, rows, cur.rowcount, cur.lastrowid)
-            finally:
-                cur.close()
-        self._rows = collections.deque(self._done[1])
+            rows = cur.fetchmany(INLINE_ROWS) if cur.description else []
+            if len(rows) == INLINE_ROWS:
+                rows += await aio._execute(cur.fetchall)
+            return cur.description, rows, cur.rowcount, cur.lastrowid
+        finally:
+            cur.close()
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    # How long a statement may wait for a lock (`PRAGMA busy_timeout`, which the
+    # connection itself is never left at: see `_busy_pragma`).
+    __slots__ = ("wait_ms",)
+    wait_ms: int
 
     _cursor_cls = OneTripCursor  # type: ignore[assignment]  # a subclass of it
 
@@ -136,20 +185,84 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             super().rollback()
 
     def commit(self) -> None:
-        if not self._idle():
+        # In the database thread, as before: a commit may run a WAL checkpoint, whose
+        # fsync must not hold the loop. In WAL mode it takes no lock it could wait for;
+        # outside it (a database that is not WAL) it may, so it waits as asked.
+        if self._idle():
+            return
+        raw = self._connection._conn
+        _set_wait(raw, self.wait_ms)
+        try:
             super().commit()
+        finally:
+            _set_wait(raw, 0)
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     """The DBAPI module to hand create_async_engine(module=…) for SQLite."""
 
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
-        adapted = super().connect(*arg, **kw)
-        return OneTripConnection(self, adapted._connection)
+        # The connection never waits in the loop's thread; the timeout asked for (sqlite3's
+        # `timeout`, later `PRAGMA busy_timeout`) is what a trip to the thread waits.
+        wait_s = float(kw.pop("timeout", 5.0))
+        adapted = super().connect(*arg, timeout=0, **kw)
+        conn = OneTripConnection(self, adapted._connection)
+        conn.wait_ms = int(wait_s * 1000)
+        return conn
 
 
-def dbapi() -> OneTripDBAPI:
-    """Return the DBAPI module for create_async_engine(module=…)."""
+def dbapi() -> OneTripDBAPI | None:
+    """Return the DBAPI module for create_async_engine(module=…), or None where it does not
+    fit the installed SQLAlchemy (its own adapter is the one to use then)."""
+    if not fits():
+        return None
     import aiosqlite
 
     return OneTripDBAPI(aiosqlite, sqlite3)
+
+
+_BUSY_PRAGMA = re.compile(r"\s*PRAGMA\s+busy_timeout\s*=\s*(\d+)\s*;?\s*$", re.IGNORECASE)
+
+
+def _busy_pragma(operation: str) -> int | None:
+    """Return the milliseconds a `PRAGMA busy_timeout=N` asks for, or None for any other
+    statement. It is kept as the wait of the thread's trips rather than run: in the
+    loop's thread the connection must not wait at all (`db._sqlite_pragmas` sets it)."""
+    found = _BUSY_PRAGMA.match(operation)
+    return int(found.group(1)) if found else None
+
+
+def _here_first(operation: str, parameters: Any, many: bool) -> bool:
+    """Return whether a statement is tried in the loop's thread first.
+
+    A DELETE is not: its size has no bound the caller sees (a host's removal cascades to
+    all its commands' output; retention prunes), and SQLite lets go of the GIL while it
+    works, so in the thread the loop goes on meanwhile. Nor is a batch of more than
+    INLINE_ROWS (a heartbeat group of thousands of hosts, a full output batch).
+    """
+    if operation.lstrip()[:6].upper() == "DELETE":
+        return False
+    return not many or len(parameters) <= INLINE_ROWS
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _set_wait(conn: sqlite3.Connection, ms: int) -> None:
+    cur = conn.cursor()
+    try:
+        cur.execute(f"PRAGMA busy_timeout={int(ms)}")
+    finally:
+        cur.close()
+
+
+def _waiting(
+    conn: sqlite3.Connection, wait_ms: int, operation: str, parameters: Any, many: bool
+) -> _Done:
+    """Run one statement in the database thread, waiting up to wait_ms for a lock."""
+    _set_wait(conn, wait_ms)
+    try:
+        return _run(conn, operation, parameters, many)
+    finally:
+        _set_wait(conn, 0)

@@ -19,6 +19,7 @@ from nixfleet.core.framing import CLOSE_HOST_REMOVED
 from nixfleet.core.protocol import Cancel, Command
 from nixfleet.dashboard.fleet.service import Fleet, stored_gate
 from nixfleet.storage.bus import Event
+from nixfleet.storage.db import log_failure
 
 log = logging.getLogger("nixfleet.hub")
 
@@ -112,8 +113,8 @@ class Hub:
                     continue
                 try:
                     claimed = await self.fleet.claim_many(hosts)
-                except Exception:
-                    log.exception("hub: claiming commands for %d hosts failed", len(hosts))
+                except Exception as exc:
+                    log_failure(log, f"hub: claiming commands for {len(hosts)} hosts", exc)
                     continue
                 for cmd in claimed:
                     # Not awaited here: one agent slow to read must not hold up the others.

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from nixfleet.storage import replicas as store
+from nixfleet.storage.db import log_failure
 
 if TYPE_CHECKING:
     from nixfleet.dashboard.fleet.hub import Hub
@@ -74,8 +75,8 @@ class Presence:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 await self.renew()
-            except Exception:
-                log.exception("presence: lease renewal failed")
+            except Exception as exc:
+                log_failure(log, "presence: lease renewal", exc)
 
     async def _watch(self) -> None:
         while True:
@@ -83,8 +84,8 @@ class Presence:
             try:
                 await self.release_dead()
                 await self._count_if_oldest()
-            except Exception:
-                log.exception("presence: checking the other replicas failed")
+            except Exception as exc:
+                log_failure(log, "presence: checking the other replicas", exc)
 
     async def renew(self) -> None:
         """Renew the lease; after being taken for dead, register again and take back the

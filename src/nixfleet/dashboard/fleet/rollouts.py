@@ -34,6 +34,7 @@ from nixfleet.dashboard.fleet.service import Fleet
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import hosts as host_store
 from nixfleet.storage import rollouts as store
+from nixfleet.storage.db import log_failure
 
 log = logging.getLogger("nixfleet.rollouts")
 # Told about a rollout (its summary) when it stops or ends: the deploy notifications.
@@ -105,15 +106,15 @@ class Rollouts:
         next_at: float | None = None
         try:
             ids = [*await store.open_ids(self.db), *self._settling]
-        except Exception:
-            log.exception("rollouts: reading the open rollouts failed")
+        except Exception as exc:
+            log_failure(log, "rollouts: reading the open rollouts", exc)
             return None
         for rollout_id in dict.fromkeys(ids):
             try:
                 due = await self.step(rollout_id)
                 later = await self._announce_when_due(rollout_id)
-            except Exception:  # one broken rollout must not stall the others
-                log.exception("rollouts: stepping %s failed", rollout_id)
+            except Exception as exc:  # one broken rollout must not stall the others
+                log_failure(log, f"rollouts: stepping {rollout_id}", exc)
                 continue
             for at in (due, later):
                 if at is not None:

@@ -600,8 +600,13 @@ class Fleet:
 
     async def _publish_all(self, events: Iterable[Event]) -> None:
         # Together, not one after the other: a bus that journals events for other replicas
-        # writes them in one transaction instead of one each.
-        await asyncio.gather(*(self.bus.publish(e) for e in events))
+        # writes them in one transaction instead of one each. One event (a claim, a
+        # finished command) is awaited as it is: gather would make it a task of its own.
+        many = list(events)
+        if len(many) == 1:
+            await self.bus.publish(many[0])
+        else:
+            await asyncio.gather(*(self.bus.publish(e) for e in many))
 
     async def _publish_command(self, command_id: str) -> dict[str, Any]:
         cmd = await command_store.get(self.db, command_id)

@@ -21,9 +21,9 @@ from typing import Any
 
 from nixfleet.core.errors import Unavailable
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
-from nixfleet.dashboard.monitoring.background import Worker, is_transient
+from nixfleet.dashboard.monitoring.background import Worker
 from nixfleet.storage import audit as store
-from nixfleet.storage.db import Database
+from nixfleet.storage.db import Database, is_transient
 
 log = logging.getLogger("nixfleet.audit")
 _LOGIN_FACTORS = {AuthFactor.PASSWORD.value, AuthFactor.TOTP.value} | {
@@ -172,15 +172,19 @@ class AuditLog:
         if not entries:
             return
         stored = await store.append_many(self.db, entries, self.key)
-        self._anchor(stored[-1]["seq"], stored[-1]["hash"])
+        await self._anchor(stored[-1]["seq"], stored[-1]["hash"])
 
-    def _anchor(self, seq: int, hash_: str) -> None:
+    async def _anchor(self, seq: int, hash_: str) -> None:
         # The log line is the copy an attacker with the database (and even the data
         # directory) cannot take back once it has been shipped off the machine.
         log.info("audit: head %d:%s", seq, hash_)
         if self.key is None or self.anchor is None:
             return
         try:
-            store.write_anchor(self.anchor, self.key, seq, hash_)
+            # In a worker thread: replacing a file is about 1 ms of system time here
+            # (docs/benchmarks.md, "Sixth pass") that held the loop and every agent with
+            # it. Still awaited, under the lock: the anchor is written before the answer,
+            # and two heads are never written out of order.
+            await asyncio.to_thread(store.write_anchor, self.anchor, self.key, seq, hash_)
         except OSError as exc:
             log.error("audit: cannot write the anchor file %s: %s", self.anchor, exc.strerror)

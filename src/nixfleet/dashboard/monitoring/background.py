@@ -18,15 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from sqlalchemy.exc import OperationalError
+from nixfleet.storage.db import is_transient
 
 T = TypeVar("T")
 log = logging.getLogger("nixfleet.background")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Return whether exc is the weather (busy, locked, full, unreachable): worth a retry."""
-    return isinstance(exc, OperationalError | OSError | TimeoutError)
 
 
 class Worker(Generic[T]):

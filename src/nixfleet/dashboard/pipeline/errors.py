@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.routing import compile_path
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from nixfleet.core.errors import NixFleetError, Unavailable, for_people
 
@@ -64,6 +64,20 @@ def _allowed_methods(request: Request) -> str:
 
 
 DatabaseError = OperationalError | PoolTimeout
+DATABASE_ERRORS = (OperationalError, PoolTimeout)  # for `except`, which takes no union
+# SQLSTATEs of a PostgreSQL out of reach: the connection-exception class (08) and a server
+# shutting down, crashed or still starting (57P01-57P03).
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _unreachable(exc: OperationalError) -> bool:
+    """Return whether exc says the database server cannot be reached (not that it refused)."""
+    if exc.connection_invalidated:
+        return True
+    # psycopg's errors carry a SQLSTATE, None when the failure was on the client's side (a
+    # refused or broken connection); sqlite3's have no such attribute.
+    state = getattr(exc.orig, "sqlstate", "")
+    return state is None or str(state).startswith(_UNREACHABLE_STATES)
 
 
 def database_trouble(exc: DatabaseError) -> tuple[str, str] | None:
@@ -76,6 +90,12 @@ def database_trouble(exc: DatabaseError) -> tuple[str, str] | None:
         return "database_busy", (
             "the dashboard is too busy to reach its database; nothing was changed, "
             "try again shortly"
+        )
+    if _unreachable(exc):
+        # PostgreSQL restarting or the network down: the pool connects again on a later
+        # checkout by itself, so this request failing is the weather too.
+        return "database_unavailable", (
+            "the dashboard cannot reach its database; nothing was changed, try again shortly"
         )
     text = str(exc.orig).lower()
     if "full" in text or "no space" in text:
@@ -155,6 +175,21 @@ def database_answer(conn: HTTPConnection, exc: DatabaseError) -> JSONResponse | 
     method = conn.scope.get("method", "WEBSOCKET")
     log.warning("dashboard: %s %s answered 503: %s", method, conn.url.path, database_reason(exc))
     return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
+
+
+async def send_database_answer(scope: Scope, receive: Receive, send: Send, exc: Exception) -> bool:
+    """Send the 503 for a busy database from middleware; False when exc is something else.
+
+    For what fails before any route's handler can answer: the rate limiter's shared
+    counters (storage/ratecounts.py) are a database write on every request.
+    """
+    if not isinstance(exc, DATABASE_ERRORS):
+        return False
+    answer = database_answer(HTTPConnection(scope), exc)
+    if answer is None:
+        return False
+    await answer(scope, receive, send)
+    return True
 
 
 def install(app: FastAPI) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nixfleet.dashboard.deps import is_https
-from nixfleet.dashboard.pipeline.errors import send_error
+from nixfleet.dashboard.pipeline.errors import send_database_answer, send_error
 
 log = logging.getLogger("nixfleet.dashboard")
 
@@ -56,7 +56,10 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, tagged)
-        except Exception:
+        except Exception as exc:
+            # A busy database met in middleware (no route handler to answer it): 503.
+            if not started and await send_database_answer(scope, receive, tagged, exc):
+                return
             log.exception(
                 "dashboard: unhandled error, request id %s, on %s %s",
                 request_id,

@@ -24,6 +24,7 @@ redis://…) chooses that storage instead.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Awaitable
@@ -37,9 +38,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nixfleet.config import Settings
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.deps import request_origin
-from nixfleet.dashboard.pipeline.errors import send_error
+from nixfleet.dashboard.pipeline.errors import DATABASE_ERRORS, database_reason, send_error
 from nixfleet.storage.db import Database
 from nixfleet.storage.ratecounts import WindowCounts
+
+log = logging.getLogger("nixfleet.ratelimit")
 
 
 def route_name(scope: Scope) -> str | None:
@@ -163,7 +166,7 @@ class RateLimit:
                 401,
                 403,
             ):
-                retry_after = await self._hit(scope, "agent_ws", address)
+                retry_after = await self._counted_refusal(scope, address)
                 if retry_after is not None:
                     swallow = True
                     scope["app"].state.ctx.security.emit(
@@ -176,6 +179,20 @@ class RateLimit:
             await send(message)
 
         return counting
+
+    async def _counted_refusal(self, scope: Scope, address: str) -> int | None:
+        """Count one refused handshake; a database too busy to count it lets it go uncounted.
+
+        The handshake is refused either way, and this runs while its answer is being sent,
+        where an error could only end as a traceback and a dropped connection.
+        """
+        try:
+            return await self._hit(scope, "agent_ws", address)
+        except DATABASE_ERRORS as exc:
+            log.warning(
+                "rate limit: an agent handshake refusal went uncounted: %s", database_reason(exc)
+            )
+            return None
 
     async def _hit(self, scope: Scope, name: str, address: str) -> int | None:
         """Return None if the request may pass, else the seconds until it may retry."""

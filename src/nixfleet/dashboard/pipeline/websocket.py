@@ -11,6 +11,16 @@ of times (docs/benchmarks.md, issue 20). Uvicorn's keeps, per connection:
   prepared 101 response, kept after the handshake although nothing reads them again:
   about 5 KiB. They are emptied and let go once the handshake is answered.
 
+One behaviour differs: a pong that is late because *we* stopped reading does not close
+the connection. Uvicorn stops reading a socket after each message until the app has taken
+it, and the agents' endpoint takes the next message only once the last one is stored; while
+the database is busy it retries for up to a minute (routes/agent_ws.py) or, under a bulk
+deploy to thousands of hosts, waits its turn. The agent's pong sits unread meanwhile, and
+uvicorn would close the link with 1011 "keepalive ping timeout" although the agent answered
+(the likely end of 1,764 links in one bulk switch to 20,000 agents, docs/benchmarks.md).
+Here the wait for the pong starts again while reading is paused; once reading resumes a
+peer that really is gone still times out as before.
+
 The rest of uvicorn's behaviour (frames, pings, close handshake, the 1009 for a frame
 over the size limit, the denial responses) is its own, unchanged.
 """
@@ -102,9 +112,13 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Replaced, not subclassed: uvicorn calls only the methods these two have.
-        self.queue = Inbox()  # type: ignore[assignment]
-        self.writable = Gate()  # type: ignore[assignment]
+        # Replaced, not subclassed: uvicorn calls only the methods these two have. Only
+        # where uvicorn still keeps them under these names and types (it is not pinned):
+        # otherwise its own stay, and the connection is as heavy as uvicorn makes it.
+        if isinstance(getattr(self, "queue", None), asyncio.Queue):
+            self.queue = Inbox()  # type: ignore[assignment]
+        if isinstance(getattr(self, "writable", None), asyncio.Event):
+            self.writable = Gate()  # type: ignore[assignment]
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -112,7 +126,16 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         # 101 was prepared from it. Emptied, not only let go: websockets' parser keeps
         # the request it parsed in its frame for the life of the connection.
         event.headers.clear()
-        del self.request
+        self.__dict__.pop("request", None)
+
+    def keepalive_timeout(self) -> None:
+        wait = self.ping_timeout
+        if wait and getattr(self, "read_paused", False) and self.pending_ping_payload:
+            # The pong may be waiting in the socket behind a message the app has not taken:
+            # our delay, not the agent's. Wait again; handle_pong ends the wait as usual.
+            self.pong_timer = self.loop.call_later(wait, self.keepalive_timeout)
+            return
+        super().keepalive_timeout()
 
     async def send(self, message: Any) -> None:
         await super().send(message)

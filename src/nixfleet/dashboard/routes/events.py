@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -9,6 +13,9 @@ from nixfleet.core.errors import for_people
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession, client_address, still_live
+from nixfleet.storage.db import is_transient
+
+log = logging.getLogger("nixfleet.events")
 
 router = APIRouter()
 # A browser that gave up because it had too many streams tries again after this long.
@@ -46,18 +53,46 @@ async def events(
     abort = (request.scope.get("extensions") or {}).get("nixfleet.abort")
 
     async def still_valid() -> bool:
-        return await still_live(ctx, session)
+        try:
+            return await still_live(ctx, session)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The database out of reach (PostgreSQL restarting): nobody can end the session
+            # meanwhile either, so the open stream goes on and asks again at the next
+            # keep-alive. Closing it would leave the page without live updates: a browser
+            # does not retry an event stream that was answered 503.
+            log.warning("events: a session check was postponed: %s", getattr(exc, "orig", exc))
+            return True
 
     return StreamingResponse(
-        ctx.broadcaster.stream(
-            session.id_hash,
-            ctx.fleet.snapshot,
-            still_valid,
-            address=address,
-            last_event_id=_last_event_id(request),
-            abort=abort,
-            seat=seat,
+        _ended_quietly_by_an_outage(
+            ctx.broadcaster.stream(
+                session.id_hash,
+                ctx.fleet.snapshot,
+                still_valid,
+                address=address,
+                last_event_id=_last_event_id(request),
+                abort=abort,
+                seat=seat,
+            )
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _ended_quietly_by_an_outage(
+    frames: AsyncGenerator[str, None],
+) -> AsyncIterator[str]:
+    """Relay frames; end the stream, not the connection with a traceback, when a snapshot
+    finds the database out of reach. The answer had begun (200), so the browser's
+    EventSource opens a new stream by itself after the `retry:` the stream began with."""
+    async with contextlib.aclosing(frames):
+        try:
+            async for frame in frames:
+                yield frame
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("events: a stream ended early: %s", getattr(exc, "orig", exc))
