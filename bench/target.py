@@ -131,11 +131,16 @@ class Target:
         keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(prof, keep)
 
-    def start(self, gc_probe: bool = False) -> None:
-        """Start the dashboard; with gc_probe, every collection it makes is logged."""
+    def start(self, gc_probe: bool = False, runner: list[str] | None = None) -> None:
+        """Start the dashboard; with gc_probe, every collection it makes is logged.
+
+        runner replaces `nixfleet` as what `python -m` runs (a probe such as bench/mallocprobe.py
+        that takes nixfleet's arguments after its own).
+        """
         port_file = self.root / "port"
         log = (self.root / "dashboard.log").open("ab")
-        runner = ["bench.gcprobe", str(self.gc_log)] if gc_probe else ["nixfleet"]
+        if runner is None:
+            runner = ["bench.gcprobe", str(self.gc_log)] if gc_probe else ["nixfleet"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *runner, "serve", "--host", "127.0.0.1", "--port", "0",
              "--port-file", str(port_file), "--log-level", "warning"],

@@ -31,13 +31,15 @@ py.buildPythonApplication {
 
   build-system = [ py.setuptools ];
 
-  # One attribute per entry of pyproject.toml's `dependencies`, same order; the extras
-  # (uvicorn[standard], sqlalchemy[asyncio]) are nixpkgs' optional-dependencies.
+  # One attribute per entry of pyproject.toml's `dependencies`, same order; the extra
+  # (sqlalchemy[asyncio]) is nixpkgs' optional-dependencies.
   # pythonRuntimeDepsCheck fails the build if nixpkgs' version is outside pyproject's range.
   dependencies =
     (with py; [
       fastapi
       uvicorn
+      httptools
+      uvloop
       sqlalchemy
       aiosqlite
       # psycopg[binary] is pip's prebuilt wheel; nixpkgs' psycopg is built against its libpq
@@ -63,7 +65,6 @@ py.buildPythonApplication {
       authlib
       joserfc
     ])
-    ++ py.uvicorn.optional-dependencies.standard
     ++ py.sqlalchemy.optional-dependencies.asyncio;
 
   # The agent runs git (clone, fetch, rev-parse) and the dashboard `git ls-remote`.

@@ -11,7 +11,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 
 def hello(host_id: str, **status: Any) -> dict[str, Any]:
@@ -35,6 +35,18 @@ async def connect(base: str, host_id: str, token: str, say_hello: bool = True) -
         welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert welcome["type"] == "welcome", welcome
     return ws
+
+
+async def handshake_status(base: str, host_id: str, token: str = "") -> int:
+    """Return the HTTP status an agent handshake is answered: 101, or the refusal's."""
+    url = base.replace("http://", "ws://") + "/api/agent/ws"
+    headers = {"Authorization": f"Bearer {token}", "X-NixFleet-Host": host_id} if token else {}
+    try:
+        ws = await websockets.connect(url, additional_headers=headers, open_timeout=10)
+    except InvalidStatus as exc:
+        return exc.response.status_code
+    await ws.close()
+    return 101
 
 
 async def close_code(ws: ClientConnection, timeout: float = 10) -> int | None:

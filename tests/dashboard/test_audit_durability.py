@@ -13,9 +13,9 @@ import time
 import httpx
 import pytest
 import websockets
-from websockets.exceptions import InvalidStatus
 
 from conftest import wait_for
+from rawagent import handshake_status
 
 LOCK_S = 8.0
 
@@ -108,18 +108,7 @@ def test_an_agent_handshake_on_a_locked_database_is_told_to_come_back(impatient)
     db_path = fleet.fleet.root / "dashboard" / "nixfleet.db"
     token = fleet.host("atlas").token_file.read_text().strip()
     holder = _hold_write_lock(db_path, 3)
-    headers = {"Authorization": f"Bearer {token}", "X-NixFleet-Host": "atlas"}
-    url = fleet.base.replace("http://", "ws://") + "/api/agent/ws"
-
-    async def attempt() -> int:
-        try:
-            ws = await websockets.connect(url, additional_headers=headers, open_timeout=10)
-        except InvalidStatus as exc:
-            return exc.response.status_code
-        await ws.close()
-        return 101
-
-    assert asyncio.run(attempt()) == 503
+    assert asyncio.run(handshake_status(fleet.base, "atlas", token)) == 503
     text = (fleet.fleet.root / "dashboard.log").read_text()
     assert "unhandled error" not in text and "Traceback" not in text
     holder.join()  # a login meanwhile would be told to come back too

@@ -10,11 +10,10 @@ import threading
 import httpx
 import psycopg
 import pytest
-import websockets
-from websockets.exceptions import InvalidStatus
 
 import pgserver
 from conftest import wait_for
+from rawagent import handshake_status
 
 
 @pytest.fixture
@@ -52,18 +51,6 @@ def _waiting_on_lock(pg_cluster, backend) -> bool:
     return bool(row and row[0])
 
 
-async def _handshake(base: str, token: str = "") -> int:
-    """Return the status atlas's agent handshake is answered (with token, if given)."""
-    headers = {"Authorization": f"Bearer {token}", "X-NixFleet-Host": "atlas"} if token else {}
-    url = base.replace("http", "ws") + "/api/agent/ws"
-    try:
-        ws = await websockets.connect(url, additional_headers=headers, open_timeout=10)
-    except InvalidStatus as exc:
-        return exc.response.status_code
-    await ws.close()
-    return 101
-
-
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_requests_beyond_the_pool_get_503_and_nothing_is_half_done(
     one_connection, backend, pg_cluster
@@ -88,7 +75,7 @@ def test_requests_beyond_the_pool_get_503_and_nothing_is_half_done(
         assert page.status_code == 503, page.text
         # A handshake refused without touching the database, whose refusal the rate limit
         # counts in it: still refused, not a traceback.
-        assert asyncio.run(_handshake(fleet.base)) == 401
+        assert asyncio.run(handshake_status(fleet.base, "atlas")) == 401
     finally:
         lock.rollback()
         lock.close()
@@ -126,8 +113,8 @@ def test_a_postgresql_restart_is_answered_503_until_it_is_back(make_fleet, backe
         # Agents are told to come back (503), or refused as before without a token.
         token = fleet.host("atlas").token_file.read_text().strip()
         handshakes = [
-            asyncio.run(_handshake(fleet.base, token)),
-            asyncio.run(_handshake(fleet.base)),
+            asyncio.run(handshake_status(fleet.base, "atlas", token)),
+            asyncio.run(handshake_status(fleet.base, "atlas")),
         ]
     finally:
         pg_cluster.start()

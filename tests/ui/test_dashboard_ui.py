@@ -404,6 +404,42 @@ def test_the_page_recovers_by_itself_after_a_dashboard_restart(fleet, tab):
     tab.assert_clean()
 
 
+def _answer_streams(page: Page, status: int) -> None:
+    """Answer every new /api/events (the page's stream and its probe) with status."""
+    body = '{"error": "database_unavailable", "detail": "try again shortly"}'
+    page.route(
+        "**/api/events",
+        lambda route: route.fulfill(status=status, content_type="application/json", body=body),
+    )
+
+
+def test_a_stream_answered_503_is_waited_out_and_a_401_ends_the_session(fleet, tab):
+    # A browser gives up on an event stream answered anything but 200. Only a 401 means
+    # the session is gone; a 503 (PostgreSQL restarting behind the dashboard) is waited out
+    # on the same page.
+    rf = fleet(hosts=1, agents=False)
+    page = log_in(tab, rf)
+    mark_page(page)
+    errors_before = len(tab.console_errors)
+    _answer_streams(page, 503)
+    rf.kill_dashboard()  # cuts the open stream; the browser's reconnect meets the 503
+    rf.start_dashboard()
+    expect(page.locator("#conn")).to_have_text("dashboard unavailable — retrying…")
+    assert page.url == f"{rf.base}/"
+    page.unroute("**/api/events")
+    expect(page.locator("#conn")).to_have_text("live")  # the same page, its stream reopened
+    assert_not_reloaded(page)
+
+    _answer_streams(page, 401)
+    rf.kill_dashboard()
+    rf.start_dashboard()
+    page.wait_for_url(f"{rf.base}/login")
+    tab.forgive_console_errors(
+        re.compile(r"(status of (401|503)|net::ERR_[A-Z_]+) .*/api/events\)$"), since=errors_before
+    )
+    tab.assert_clean()
+
+
 def test_a_hosts_last_tls_failure_is_shown_in_its_row(fleet, tab, ca):
     authority, ca_file = ca
     good, wrong_key = authority.issue_cert("127.0.0.1"), authority.issue_cert("127.0.0.1")

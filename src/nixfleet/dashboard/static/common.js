@@ -140,6 +140,32 @@ window.NF = window.NF || {};
     return Math.min(1, Math.max(0, 1 - (st.mem_available || 0) / st.mem_total));
   };
 
+  // A stream the browser gave up on: EventSource stops for good on any answer but 200, and
+  // only a 401 means the session is gone. A 503 (the dashboard's database out of reach), a
+  // 502 (no replica behind the balancer) or no answer at all is waited out: the page asks
+  // the stream's own address what it answers now, and opens the stream again in a while.
+  NF.streamAnswer = async function streamAnswer() {
+    const stop = new AbortController();
+    try {
+      const res = await fetch("/api/events", { credentials: "same-origin", signal: stop.signal });
+      return res.status;
+    } catch (err) {
+      return 0;
+    } finally {
+      stop.abort(); // a 200 is a stream: the page opens its own
+    }
+  };
+  NF.STREAM_RETRY_MS = 3000;
+  NF.whenStreamStops = async function whenStreamStops(reopen, say) {
+    if (await NF.streamAnswer() === 401) {
+      say("session ended — log in again");
+      window.location.assign("/login");
+      return;
+    }
+    say("dashboard unavailable — retrying…");
+    setTimeout(reopen, NF.STREAM_RETRY_MS);
+  };
+
   // The live stream: a snapshot, then deltas with contiguous ids; a gap starts over.
   NF.connect = function connect(handlers, conn) {
     const source = new EventSource("/api/events");
@@ -161,9 +187,7 @@ window.NF = window.NF || {};
     source.addEventListener("session_ended", () => { source.close(); window.location.assign("/login"); });
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) {
-        // The browser gives up on a 401: the session is gone, so is the page's purpose.
-        say("session ended — log in again", "down");
-        window.location.assign("/login");
+        NF.whenStreamStops(() => NF.connect(handlers, conn), (text) => say(text, "down"));
       } else {
         say("reconnecting…", "down");
       }

@@ -29,7 +29,7 @@ function connect() {
   source.onopen = () => { conn.textContent = "live"; conn.className = "conn live"; };
   source.onerror = () => {
     conn.className = "conn down";
-    if (source.readyState === EventSource.CLOSED) window.location.assign("/login");
+    if (source.readyState === EventSource.CLOSED) NF.whenStreamStops(connect, (text) => { conn.textContent = text; });
     else conn.textContent = "reconnecting…";
   };
 }
