@@ -95,6 +95,18 @@ async def test_a_host_connects_reports_and_disconnects(db):
         await hosts.mark_connected(db, "nobody", status, NOW + 40)
 
 
+async def test_hosts_whose_statuses_were_just_stored_read_as_if_read_back(db):
+    await hosts.add(db, "atlas", None, NOW, {"location": "rack A"})
+    await hosts.add(db, "borg", None, NOW, {})
+    group = {"atlas": ({"hostname": "atlas", "load1": 0.5}, NOW), "nobody": ({}, NOW)}
+    await hosts.save_statuses(db, group)
+    reported = {h: st for h, (st, _) in group.items()}
+    got = await hosts.get_many_reported(db, reported)
+    assert got == await hosts.get_many(db, ["atlas"])  # the same row, columns in order
+    assert list(got[0]) == list((await hosts.get_many(db, ["atlas"]))[0])
+    assert got[0]["status"] == {"hostname": "atlas", "load1": 0.5}
+
+
 async def test_removing_a_host_removes_its_commands_and_output(db):
     await hosts.add(db, "atlas", None, NOW, {})
     await commands.enqueue(db, _command("c1", "atlas"), supersede=False)

@@ -168,6 +168,36 @@ async def test_a_writer_gives_up_after_the_busy_timeout_it_was_given(db):
 
 
 @needs_fit
+async def test_writers_of_one_process_take_turns_and_none_meets_a_busy_database(db):
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(sessions).values(_row(1)))
+        second = asyncio.create_task(_insert(db, 2))  # the same process, its own connection
+        await asyncio.sleep(0.05)
+        assert not second.done()  # waiting for its turn
+        await conn.execute(insert(sessions).values(_row(3)))  # the first goes on meanwhile
+    await second
+    assert await _count(db) == 3
+
+
+@needs_fit
+async def test_a_writer_waiting_for_a_writer_of_its_own_task_fails_as_sqlite_would(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    await asyncio.to_thread(upgrade, url)
+    impatient = Database(url, busy_timeout_s=0.2)
+    try:
+        with pytest.raises(IntegrityError):  # unrelated: the outer one then fails itself
+            async with impatient.engine.begin() as conn:
+                await conn.execute(insert(sessions).values(_row(1)))
+                with pytest.raises(OperationalError, match="database is locked"):
+                    await _insert(impatient, 2)  # nested: waits for the outer one
+                await conn.execute(insert(sessions).values(_row(1)))
+        await _insert(impatient, 4)  # the turn was given back
+        assert await _count(impatient) == 1
+    finally:
+        await impatient.close()
+
+
+@needs_fit
 async def test_a_read_of_many_rows_returns_every_row_in_order(db, monkeypatch):
     count = sqlite_adapter.INLINE_ROWS * 3 + 7
     async with db.engine.begin() as conn:

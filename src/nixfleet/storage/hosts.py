@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Update, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Update, bindparam, delete, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -282,3 +282,26 @@ async def get_many(db: Database, host_ids: Collection[str]) -> list[dict[str, An
     async with db.reader.connect() as conn:
         rows = await conn.execute(select(*PUBLIC).where(hosts.c.id.in_(list(host_ids))))
     return [dict(r._mapping) for r in rows]
+
+
+# The public columns with the status left out (a NULL in its place keeps the columns'
+# order), built once: the ids are an expanding IN.
+_REPORTED = select(*(null().label("status") if c.name == "status" else c for c in PUBLIC)).where(
+    hosts.c.id.in_(bindparam("ids", expanding=True))
+)
+
+
+async def get_many_reported(
+    db: Database, statuses: Mapping[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Return the public rows of the hosts in statuses (missing ones are left out), each with
+    the status given there: one just stored, so not read back. Decoding each status's JSON
+    again cost a heartbeat more than its UPDATE did (docs/benchmarks.md, "Sixth pass")."""
+    if not statuses:
+        return []
+    async with db.reader.connect() as conn:
+        rows = await conn.execute(_REPORTED, {"ids": list(statuses)})
+    found = [dict(r._mapping) for r in rows]
+    for row in found:
+        row["status"] = statuses[row["id"]]
+    return found

@@ -43,6 +43,7 @@ about internals it was not written for.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import re
 import sqlite3
@@ -123,22 +124,31 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     async def _trip(self, operation: str, parameters: Any, many: bool) -> None:
         adapt = self._adapt_connection
         assert isinstance(adapt, OneTripConnection)
-        async with adapt._execute_mutex:
-            wanted = _busy_pragma(operation)
-            if wanted is not None:
-                adapt.wait_ms = wanted
-                self._done = (None, [], -1, None)
-            elif not _here_first(operation, parameters, many):
-                self._done = await self._there(adapt.wait_ms, operation, parameters, many)
-            else:
-                try:
-                    self._done = await self._here(operation, parameters, many)
-                except sqlite3.OperationalError as exc:
-                    if not _busy(exc):
-                        raise
-                    # Nothing was done (the lock was not had): wait for it in the thread.
-                    self._done = await self._there(adapt.wait_ms, operation, parameters, many)
+        wanted = _busy_pragma(operation)
+        if wanted is not None:
+            adapt.wait_ms = wanted
+            self._done = (None, [], -1, None)
+            return
+        if _writes(operation):
+            await adapt.take_turn()
+        try:
+            async with adapt._execute_mutex:
+                self._done = await self._run_it(adapt.wait_ms, operation, parameters, many)
+        finally:
+            if not adapt.in_transaction():
+                adapt.end_turn()  # the statement stood alone, or failed and took its with it
         self._rows = collections.deque(self._done[1])
+
+    async def _run_it(self, wait_ms: int, operation: str, parameters: Any, many: bool) -> _Done:
+        if not _here_first(operation, parameters, many):
+            return await self._there(wait_ms, operation, parameters, many)
+        try:
+            return await self._here(operation, parameters, many)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+        # Nothing was done (another process holds the lock): wait for it in the thread.
+        return await self._there(wait_ms, operation, parameters, many)
 
     async def _there(self, wait_ms: int, operation: str, parameters: Any, many: bool) -> _Done:
         """Run a statement in the database thread (one trip), waiting for a lock as asked."""
@@ -171,35 +181,75 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     # How long a statement may wait for a lock (`PRAGMA busy_timeout`, which the
     # connection itself is never left at: see `_busy_pragma`).
-    __slots__ = ("wait_ms",)
+    # wait_ms: how long a statement may wait for a lock (`PRAGMA busy_timeout`, which the
+    # connection itself is never left at: see `_busy_pragma`); writing: it holds the
+    # process's writer turn (`Writers`) until its transaction ends.
+    __slots__ = ("wait_ms", "writing")
     wait_ms: int
+    writing: bool
 
     _cursor_cls = OneTripCursor  # type: ignore[assignment]  # a subclass of it
 
     def _idle(self) -> bool:
+        return not self.in_transaction()
+
+    def in_transaction(self) -> bool:
         raw = self._connection._connection
-        return raw is None or not raw.in_transaction
+        return raw is not None and raw.in_transaction
+
+    async def take_turn(self) -> None:
+        if not self.writing:
+            await _writers(self.dbapi).take(self.wait_ms)
+            self.writing = True
+
+    def end_turn(self) -> None:
+        if self.writing:
+            self.writing = False
+            _writers(self.dbapi).give_back()
 
     def rollback(self) -> None:
-        if not self._idle():
-            super().rollback()
+        try:
+            if not self._idle():
+                super().rollback()
+        finally:
+            self.end_turn()
 
     def commit(self) -> None:
         # In the database thread, as before: a commit may run a WAL checkpoint, whose
         # fsync must not hold the loop. In WAL mode it takes no lock it could wait for;
         # outside it (a database that is not WAL) it may, so it waits as asked.
-        if self._idle():
-            return
-        raw = self._connection._conn
-        _set_wait(raw, self.wait_ms)
         try:
-            super().commit()
+            if self._idle():
+                return
+            raw = self._connection._conn
+            _set_wait(raw, self.wait_ms)
+            try:
+                super().commit()
+            finally:
+                _set_wait(raw, 0)
         finally:
-            _set_wait(raw, 0)
+            self.end_turn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.end_turn()
+
+    def terminate(self) -> None:
+        try:
+            super().terminate()
+        finally:
+            self.end_turn()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
-    """The DBAPI module to hand create_async_engine(module=…) for SQLite."""
+    """The DBAPI module to hand create_async_engine(module=…) for SQLite (one per engine:
+    its connections share one `Writers`)."""
+
+    def __init__(self, aiosqlite: Any, sqlite: Any) -> None:
+        super().__init__(aiosqlite, sqlite)
+        self.writers = Writers()
 
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
         # The connection never waits in the loop's thread; the timeout asked for (sqlite3's
@@ -207,8 +257,62 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
         wait_s = float(kw.pop("timeout", 5.0))
         adapted = super().connect(*arg, timeout=0, **kw)
         conn = OneTripConnection(self, adapted._connection)
-        conn.wait_ms = int(wait_s * 1000)
+        conn.wait_ms, conn.writing = int(wait_s * 1000), False
         return conn
+
+
+class Writers:
+    """This process's writers of one database, one transaction at a time, first come first
+    served.
+
+    SQLite has one writer. Two of this process's write transactions that overlap (the
+    second starts while the first waits for its commit, a trip to the thread) made the
+    second fail at once in the loop's thread and wait in SQLite's busy handler, which
+    sleeps and polls (1, 2, 5, 10 … 100 ms): a commit long done could keep a command
+    waiting tens of milliseconds. Here the second waits its turn and is woken the moment
+    the first ends. The wait is bounded like SQLite's (`wait_ms`, then "database is
+    locked"), so a transaction that waits for another of its own task fails as it did.
+    Other processes still meet at SQLite's lock.
+    """
+
+    __slots__ = ("_lock", "_loop")
+
+    def __init__(self) -> None:
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _current(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:  # a lock serves one loop
+            self._lock, self._loop = asyncio.Lock(), loop
+        return self._lock
+
+    async def take(self, wait_ms: int) -> None:
+        lock = self._current()
+        if not lock.locked():
+            await lock.acquire()  # free: no wait, no timer
+            return
+        try:
+            async with asyncio.timeout(wait_ms / 1000):
+                await lock.acquire()
+        except TimeoutError:
+            raise sqlite3.OperationalError("database is locked") from None
+
+    def give_back(self) -> None:
+        if self._lock is not None and self._lock.locked():
+            self._lock.release()
+
+
+def _writers(dbapi: Any) -> Writers:
+    writers: Writers = dbapi.writers
+    return writers
+
+
+def _writes(operation: str) -> bool:
+    """Return whether a statement may write (take SQLite's write lock): the dashboard's
+    reads all start with SELECT; PRAGMAs (at connect) take no write lock."""
+    head = operation.lstrip()[:6].upper()
+    return head != "SELECT" and not head.startswith("PRAGMA")
 
 
 def dbapi() -> OneTripDBAPI | None:

@@ -249,19 +249,24 @@ class Fleet:
             counts[host["deploy"]["state"]] += 1
         return counts
 
-    async def views(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def views(
+        self, rows: list[dict[str, Any]], reported: bool = False
+    ) -> list[dict[str, Any]]:
         """Return host_view of each row, once the ancestry of their deployed commits is known."""
         deployed = ((r.get("status") or {}).get("deployed_commit", "") for r in rows)
         await self.ancestry.prepare(deployed, self.target)
-        return [self.host_view(r) for r in rows]
+        return [self.host_view(r, reported) for r in rows]
 
-    def host_view(self, row: dict[str, Any]) -> dict[str, Any]:
+    def host_view(self, row: dict[str, Any], reported: bool = False) -> dict[str, Any]:
         """Return a host row with what is derived from it: deploy state, reboot, plan, health.
 
         The stored status is read through today's bounds, so a row written before them
-        (a 400-digit number, NaN) cannot break the host list or the event stream.
+        (a 400-digit number, NaN) cannot break the host list or the event stream. With
+        reported, the row's status is one an agent just sent (a HostStatus, checked on
+        arrival, dumped), which those bounds would give back unchanged.
         """
-        st = salvage(HostStatus, row["status"]).model_dump() if row.get("status") else {}
+        status = row.get("status")
+        st = (status if reported else salvage(HostStatus, status).model_dump()) if status else {}
         link = row.get("connection") or {}
         now = self.clock()
         deploy = self._deploy_view(row, st)
@@ -695,7 +700,10 @@ class Fleet:
     async def _announce_statuses(self, group: Reports) -> None:
         for host_id, (status, at) in group.items():
             self.samples.record(host_id, status, at)
-        await self._publish_views(await self.views(await host_store.get_many(self.db, group)))
+        # The statuses as they were stored (each a HostStatus's dump), not read back.
+        reported = {host_id: status for host_id, (status, _) in group.items()}
+        rows = await host_store.get_many_reported(self.db, reported)
+        await self._publish_views(await self.views(rows, reported=True))
 
     async def record_started(self, host_id: str, msg: Started) -> None:
         cmd = await command_store.moved(
