@@ -17,7 +17,8 @@ it, and the agents' endpoint takes the next message only once the last one is st
 the database is busy it retries for up to a minute (routes/agent_ws.py) or, under a bulk
 deploy to thousands of hosts, waits its turn. The agent's pong sits unread meanwhile, and
 uvicorn would close the link with 1011 "keepalive ping timeout" although the agent answered
-(the likely end of 1,764 links in one bulk switch to 20,000 agents, docs/benchmarks.md).
+(in a bulk switch to 20,000 agents on two replicas, thousands of links ended that way;
+none with this protocol, docs/benchmarks.md).
 Here the wait for the pong starts again while reading is paused; once reading resumes a
 peer that really is gone still times out as before.
 
