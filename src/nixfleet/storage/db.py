@@ -104,8 +104,8 @@ class Database:
         self.url = engine_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
-            # One trip to aiosqlite's thread per statement, not five (sqlite_adapter.py).
-            # check_same_thread off: reads run in the loop's thread (sqlite_adapter.py).
+            # Statements run in the loop's thread, and only what must wait or may run long
+            # goes to aiosqlite's (sqlite_adapter.py); hence check_same_thread off.
             module = sqlite_adapter.dbapi()
             self.engine: AsyncEngine = create_async_engine(
                 self.url,
