@@ -27,6 +27,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,38 @@ def _row(stage: str, r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+Reading = Callable[[Target, str], Awaitable[dict[str, Any]]]
+
+
+async def _by_stage(
+    target: Target, agents: int, settle_s: float, again: int, every_s: float, read: Reading
+) -> tuple[list[dict[str, Any]], int]:
+    """Connect agents to the started target; return read's row at each stage (no agent,
+    the agents settled, then `again` more rows every_s apart) and the agents' failures."""
+    swarm = Swarm("", target.tokens)
+    client = None
+    rows = []
+    try:
+        await target.wait_healthy(120)
+        swarm.ws_url = target.ws_url
+        client = await login(target.base, target.password, timeout=120)
+        await asyncio.sleep(2)
+        rows.append(await read(target, "0 agents"))
+        if agents:
+            await swarm.connect(host_ids(agents), parallel=16)
+            await asyncio.sleep(settle_s)
+            rows.append(await read(target, f"{agents} agents"))
+            for k in range(1, again + 1):
+                await asyncio.sleep(every_s)
+                rows.append(await read(target, f"{agents} agents, {k * every_s:.0f} s later"))
+    finally:
+        if client is not None:
+            await client.aclose()
+        await swarm.close()
+        target.stop()
+    return rows, len(swarm.failures)
+
+
 async def plain(
     root: Path,
     agents: int,
@@ -79,33 +112,13 @@ async def plain(
 ) -> dict[str, Any]:
     """Return the RSS of a plain `nixfleet serve` (no probe, no trim from outside) by stage."""
     target = await asyncio.to_thread(Target.create, root, agents, env)
-    swarm = Swarm("", target.tokens)
-    client = None
-    rows = []
-    try:
-        target.start()
-        await target.wait_healthy(120)
-        swarm.ws_url = target.ws_url
-        client = await login(target.base, target.password, timeout=120)
-        await asyncio.sleep(2)
-        rows.append({"stage": "0 agents", "rss_mib": round(target.sample().rss_bytes / MIB, 1)})
-        if agents:
-            await swarm.connect(host_ids(agents), parallel=16)
-            await asyncio.sleep(settle_s)
-            rss = round(target.sample().rss_bytes / MIB, 1)
-            rows.append({"stage": f"{agents} agents", "rss_mib": rss})
-            for k in range(1, again + 1):
-                await asyncio.sleep(every_s)
-                rss = round(target.sample().rss_bytes / MIB, 1)
-                rows.append(
-                    {"stage": f"{agents} agents, {k * every_s:.0f} s later", "rss_mib": rss}
-                )
-    finally:
-        if client is not None:
-            await client.aclose()
-        await swarm.close()
-        target.stop()
-    return {"agents": agents, "env": env, "rows": rows, "agent_failures": len(swarm.failures)}
+
+    async def rss(target: Target, stage: str) -> dict[str, Any]:
+        return {"stage": stage, "rss_mib": round(target.sample().rss_bytes / MIB, 1)}
+
+    target.start()
+    rows, failures = await _by_stage(target, agents, settle_s, again, every_s, rss)
+    return {"agents": agents, "env": env, "rows": rows, "agent_failures": failures}
 
 
 async def measure(
@@ -116,32 +129,16 @@ async def measure(
     again: int = 0,
     every_s: float = 30,
 ) -> dict[str, Any]:
+    """Return what each allocator holds, before and after a trim, by stage (the probe)."""
     target = await asyncio.to_thread(Target.create, root, agents, env)
     log = root / "trim.jsonl"
-    swarm = Swarm("", target.tokens)
-    client = None
-    rows = []
-    try:
-        target.start(runner=["bench.mallocprobe", str(log)])
-        await target.wait_healthy(120)
-        swarm.ws_url = target.ws_url
-        client = await login(target.base, target.password, timeout=120)
-        await asyncio.sleep(2)
-        rows.append(_row("0 agents", await _trim(target, log)))
-        if agents:
-            await swarm.connect(host_ids(agents), parallel=16)
-            await asyncio.sleep(settle_s)
-            rows.append(_row(f"{agents} agents", await _trim(target, log)))
-            for k in range(1, again + 1):
-                await asyncio.sleep(every_s)
-                stage = f"{agents} agents, {k * every_s:.0f} s later"
-                rows.append(_row(stage, await _trim(target, log)))
-    finally:
-        if client is not None:
-            await client.aclose()
-        await swarm.close()
-        target.stop()
-    return {"agents": agents, "env": env, "rows": rows, "agent_failures": len(swarm.failures)}
+
+    async def trimmed(target: Target, stage: str) -> dict[str, Any]:
+        return _row(stage, await _trim(target, log))
+
+    target.start(runner=["bench.mallocprobe", str(log)])
+    rows, failures = await _by_stage(target, agents, settle_s, again, every_s, trimmed)
+    return {"agents": agents, "env": env, "rows": rows, "agent_failures": failures}
 
 
 def main() -> None:
