@@ -102,25 +102,6 @@ async def _by_stage(
     return rows, len(swarm.failures)
 
 
-async def plain(
-    root: Path,
-    agents: int,
-    settle_s: float,
-    env: dict[str, str],
-    again: int = 0,
-    every_s: float = 30,
-) -> dict[str, Any]:
-    """Return the RSS of a plain `nixfleet serve` (no probe, no trim from outside) by stage."""
-    target = await asyncio.to_thread(Target.create, root, agents, env)
-
-    async def rss(target: Target, stage: str) -> dict[str, Any]:
-        return {"stage": stage, "rss_mib": round(target.sample().rss_bytes / MIB, 1)}
-
-    target.start()
-    rows, failures = await _by_stage(target, agents, settle_s, again, every_s, rss)
-    return {"agents": agents, "env": env, "rows": rows, "agent_failures": failures}
-
-
 async def measure(
     root: Path,
     agents: int,
@@ -128,16 +109,22 @@ async def measure(
     env: dict[str, str],
     again: int = 0,
     every_s: float = 30,
+    probe: bool = True,
 ) -> dict[str, Any]:
-    """Return what each allocator holds, before and after a trim, by stage (the probe)."""
+    """Return, by stage, what each allocator holds before and after a trim (probe), or
+    only the RSS of a plain `nixfleet serve` with no trim from outside (probe False)."""
     target = await asyncio.to_thread(Target.create, root, agents, env)
     log = root / "trim.jsonl"
 
     async def trimmed(target: Target, stage: str) -> dict[str, Any]:
         return _row(stage, await _trim(target, log))
 
-    target.start(runner=["bench.mallocprobe", str(log)])
-    rows, failures = await _by_stage(target, agents, settle_s, again, every_s, trimmed)
+    async def rss(target: Target, stage: str) -> dict[str, Any]:
+        return {"stage": stage, "rss_mib": round(target.sample().rss_bytes / MIB, 1)}
+
+    target.start(runner=["bench.mallocprobe", str(log)] if probe else None)
+    read = trimmed if probe else rss
+    rows, failures = await _by_stage(target, agents, settle_s, again, every_s, read)
     return {"agents": agents, "env": env, "rows": rows, "agent_failures": failures}
 
 
@@ -163,9 +150,7 @@ def main() -> None:
         try:
             out["sizes"].append(
                 asyncio.run(
-                    (plain if args.plain else measure)(
-                        root, n, args.settle, env, args.again, args.every
-                    )
+                    measure(root, n, args.settle, env, args.again, args.every, not args.plain)
                 )
             )
         finally:

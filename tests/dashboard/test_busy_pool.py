@@ -97,7 +97,13 @@ def test_pool_settings_are_bounded(tmp_path):
 
     from nixfleet.config.settings import Settings
 
-    for key, value in (("db_pool_size", 0), ("db_pool_overflow", -1), ("db_pool_timeout_s", 0)):
+    for key, value in (
+        ("db_pool_size", 0),
+        ("db_pool_overflow", -1),
+        ("db_pool_timeout_s", 0),
+        ("agent_ping_s", 0.5),
+        ("agent_ping_s", 301),
+    ):
         with pytest.raises(ValidationError, match=key):
             Settings(demo=True, data_dir=tmp_path, **{key: value})
     assert Settings(demo=True, data_dir=tmp_path, db_pool_size=3).db_pool_size == 3

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from nixfleet.storage import streamseats as store
-from nixfleet.storage.db import Database
+from nixfleet.storage.db import Database, failure_reason
 
 log = logging.getLogger("nixfleet.sse")
 # How long a seat may wait for its stream to subscribe before it is no longer renewed.
@@ -67,7 +67,7 @@ class SharedSeats:
         try:
             await store.give_back(self.db, seats)
         except Exception as exc:  # the seat's lease lapses instead
-            log.warning("sse: a stream seat was not given back: %s", getattr(exc, "orig", exc))
+            log.warning("sse: a stream seat was not given back: %s", failure_reason(exc))
 
     def held(self) -> list[str]:
         """Return the seats to renew: open streams' and recent ones still starting."""
@@ -90,7 +90,7 @@ class SharedSeats:
             try:
                 await self.renew()
             except Exception as exc:
-                log.warning("sse: stream seats not renewed: %s", getattr(exc, "orig", exc))
+                log.warning("sse: stream seats not renewed: %s", failure_reason(exc))
 
     async def shutdown(self) -> None:
         if self._renewer is not None:

@@ -63,11 +63,18 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | PoolTimeout | OSError | TimeoutError)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Return what the database said, for a log line (a pool timeout says nothing useful)."""
+    if isinstance(exc, PoolTimeout):
+        return "no connection came free"
+    return str(getattr(exc, "orig", None) or exc)
+
+
 def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
     """Log a background step that failed: one line for the weather (the step runs again
     later by itself), the traceback for anything else (a bug)."""
     if is_transient(exc):
-        logger.warning("%s postponed: %s", what, getattr(exc, "orig", None) or exc)
+        logger.warning("%s postponed: %s", what, failure_reason(exc))
     else:
         logger.error("%s failed", what, exc_info=exc)
 

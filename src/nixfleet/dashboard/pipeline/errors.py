@@ -24,6 +24,7 @@ from starlette.routing import compile_path
 from starlette.types import Receive, Scope, Send
 
 from nixfleet.core.errors import NixFleetError, Unavailable, for_people
+from nixfleet.storage.db import failure_reason
 
 log = logging.getLogger("nixfleet.errors")
 # A database busy past its timeout, or full: the same request can succeed later.
@@ -158,11 +159,6 @@ def domain_answer(exc: NixFleetError) -> JSONResponse:
     return error_response(exc.status, exc.code, for_people(str(exc)), headers)
 
 
-def database_reason(exc: DatabaseError) -> str:
-    """Return what the database said, for a log line (a pool timeout says nothing)."""
-    return str(exc.orig) if isinstance(exc, OperationalError) else "no connection came free"
-
-
 def database_answer(conn: HTTPConnection, exc: DatabaseError) -> JSONResponse | None:
     """Return a 503 with Retry-After for a busy or full database; None for anything else."""
     trouble = database_trouble(exc)
@@ -173,7 +169,7 @@ def database_answer(conn: HTTPConnection, exc: DatabaseError) -> JSONResponse | 
         conn.app.state.storage_full_at = time.monotonic()  # for /health
     # An agent's handshake lands here too, as a WebSocket (no method): 503 all the same.
     method = conn.scope.get("method", "WEBSOCKET")
-    log.warning("dashboard: %s %s answered 503: %s", method, conn.url.path, database_reason(exc))
+    log.warning("dashboard: %s %s answered 503: %s", method, conn.url.path, failure_reason(exc))
     return error_response(503, code, detail, {"Retry-After": str(DB_RETRY_AFTER_S)})
 
 

@@ -38,8 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nixfleet.config import Settings
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard.deps import request_origin
-from nixfleet.dashboard.pipeline.errors import DATABASE_ERRORS, database_reason, send_error
-from nixfleet.storage.db import Database
+from nixfleet.dashboard.pipeline.errors import DATABASE_ERRORS, send_error
+from nixfleet.storage.db import Database, failure_reason
 from nixfleet.storage.ratecounts import WindowCounts
 
 log = logging.getLogger("nixfleet.ratelimit")
@@ -190,7 +190,7 @@ class RateLimit:
             return await self._hit(scope, "agent_ws", address)
         except DATABASE_ERRORS as exc:
             log.warning(
-                "rate limit: an agent handshake refusal went uncounted: %s", database_reason(exc)
+                "rate limit: an agent handshake refusal went uncounted: %s", failure_reason(exc)
             )
             return None
 

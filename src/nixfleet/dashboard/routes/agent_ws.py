@@ -55,6 +55,7 @@ from nixfleet.dashboard.fleet.hub import AgentLink
 from nixfleet.dashboard.fleet.identity import AgentAuth
 from nixfleet.dashboard.pipeline import errors
 from nixfleet.dashboard.pipeline.tlspeer import client_cert_sha256
+from nixfleet.storage.db import failure_reason
 
 log = logging.getLogger("nixfleet.agent_ws")
 PATH = "/api/agent/ws"
@@ -118,7 +119,7 @@ async def _try_again_later(websocket: WebSocket, exc: Exception) -> None:
     if not isinstance(exc, OperationalError | PoolTimeout) or not errors.database_trouble(exc):
         raise exc
     host = getattr(websocket.state, "host", "?")
-    why = errors.database_reason(exc)
+    why = failure_reason(exc)
     log.warning("agent_ws: %s: the database is unavailable (%s); told to come back", host, why)
     if websocket.application_state == WebSocketState.CONNECTED:
         with contextlib.suppress(RuntimeError, OSError):
@@ -320,7 +321,7 @@ async def _stored_in_time(link: AgentLink, handle: Callable[[], Awaitable[None]]
             log.warning(
                 "agent_ws: %s: the database refused a message (%s); retry in %.1f s",
                 link.host_id,
-                errors.database_reason(exc),
+                failure_reason(exc),
                 delay,
             )
         await asyncio.sleep(delay)

@@ -13,7 +13,7 @@ from nixfleet.core.errors import for_people
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession, client_address, still_live
-from nixfleet.storage.db import is_transient
+from nixfleet.storage.db import failure_reason, is_transient
 
 log = logging.getLogger("nixfleet.events")
 
@@ -62,7 +62,7 @@ async def events(
             # meanwhile either, so the open stream goes on and asks again at the next
             # keep-alive. Closing it would leave the page without live updates: a browser
             # does not retry an event stream that was answered 503.
-            log.warning("events: a session check was postponed: %s", getattr(exc, "orig", exc))
+            log.warning("events: a session check was postponed: %s", failure_reason(exc))
             return True
 
     return StreamingResponse(
@@ -95,4 +95,4 @@ async def _ended_quietly_by_an_outage(
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("events: a stream ended early: %s", getattr(exc, "orig", exc))
+            log.warning("events: a stream ended early: %s", failure_reason(exc))
