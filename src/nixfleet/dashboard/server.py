@@ -29,11 +29,13 @@ from collections import Counter, OrderedDict
 from typing import Any, ClassVar, cast
 
 import uvicorn
+from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nixfleet.config import Settings
 from nixfleet.core.framing import MAX_MESSAGE_BYTES
 from nixfleet.dashboard.pipeline.tlspeer import TlsPeerWebSocketProtocol
+from nixfleet.dashboard.routes.agent_ws import AgentsPastTheFrame
 
 log = logging.getLogger("nixfleet.server")
 # Descriptors kept back from the connection cap: SQLite, its WAL, logs, git, DNS.
@@ -236,4 +238,5 @@ def run(asgi: Any, settings: Settings, log_level: str, sock: socket.socket) -> N
         guard.per_address,
         guard.header_timeout_s,
     )
-    uvicorn.Server(uvicorn_config(asgi, settings, log_level, guard)).run(sockets=[sock])
+    app = AgentsPastTheFrame(asgi) if isinstance(asgi, FastAPI) else asgi
+    uvicorn.Server(uvicorn_config(app, settings, log_level, guard)).run(sockets=[sock])
