@@ -202,6 +202,9 @@ def uvicorn_config(
     """Return uvicorn's configuration for the dashboard."""
     return uvicorn.Config(
         asgi,
+        # Said, not guessed: uvicorn takes an app whose __call__ is not a coroutine function
+        # for ASGI 2, and the app here is AgentsPastTheFrame, a plain callable.
+        interface="asgi3",
         log_level=log_level,
         # Our AccessLog middleware replaces uvicorn's (real client address, request id,
         # user); uvicorn's own records go through the handler the CLI configured.
