@@ -290,11 +290,9 @@ def create_app(settings: Settings) -> FastAPI:
     access.install(app)
     contract.install(app)
     for module in ROUTE_MODULES:
-        app.include_router(module.router)
-    access.check_routes(
-        m.router for m in ROUTE_MODULES
-    )  # a route without a declared role fails start-up
-    app.state.route_keys = access.route_keys(m.router for m in ROUTE_MODULES)  # for Allow
+        module.router.add_to(app.router)  # built here, once (routetable.py)
+    access.check_routes(app.routes)  # a route without a declared role fails start-up
+    app.state.route_keys = access.route_keys(app.routes)  # for Allow
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.state.trusted_proxies = settings.trusted_networks
     # The last added runs first: AccessLog → SecurityHeaders → AllowedHosts → CatchAll →

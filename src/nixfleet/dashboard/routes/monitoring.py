@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -10,9 +10,10 @@ from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, client_address
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.security.scrape import refusal
 
-router = APIRouter()
+router = RouteTable()
 
 
 @router.get("/metrics", responses={**contract.body("text/plain"), **contract.errors(401, 403)})
