@@ -177,14 +177,16 @@ class Opening:
         tb: TracebackType | None,
     ) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
+        assert conn is not None, "__aexit__ without __aenter__"
         commit = self._begin and exc is None
         try:
             await _to_the_end(greenlet_spawn(_ended, conn, commit))
         except BaseException as failure:
-            if exc is not None and failure is not exc:
-                failure.__context__ = exc  # shown as "during handling of", not lost
+            if exc is None or failure is exc:
+                raise
+            if not isinstance(exc, Exception):
+                return  # a cancellation (or an exit) stays what the caller hears
+            failure.__context__ = exc  # shown as "during handling of", not lost
             raise
 
 
