@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +127,75 @@ def _cap_sqlite_cache(kib: int) -> None:
     db._sqlite_pragmas = capped  # type: ignore[assignment]
 
 
+class _Statements:
+    """What the dashboard's SQLite connections have run: distinct statement texts, and how
+    many connections were opened and are open now (what SQLite's heap grows with)."""
+
+    SIZES = (8, 16, 24, 32, 48, 64, 128)
+
+    def __init__(self) -> None:
+        self.texts: set[str] = set()
+        self.opened = 0
+        self.open = 0
+        self.runs = 0
+        # Per connection and cache size, an LRU of statement texts as Python's sqlite3 keeps
+        # one: how often a statement would be prepared again with `cached_statements` = size.
+        self.lrus: dict[tuple[int, int], OrderedDict[str, None]] = {}
+        self.misses = dict.fromkeys(self.SIZES, 0)
+
+    def _note(self, conn: object, operation: str) -> None:
+        self.texts.add(operation)
+        self.runs += 1
+        for size in self.SIZES:
+            lru = self.lrus.setdefault((id(conn), size), OrderedDict())
+            if operation in lru:
+                lru.move_to_end(operation)
+                continue
+            self.misses[size] += 1
+            lru[operation] = None
+            if len(lru) > size:
+                lru.popitem(last=False)
+
+    def watch(self, cached: int | None) -> None:
+        """Count from now on; with cached, open each connection with that many statements
+        cached (Python's `cached_statements`; a what-if)."""
+        from nixfleet.storage import sqlite_adapter as sa
+
+        seen, run, connect = self, sa.OneTripCursor._trip, sa.OneTripDBAPI.connect
+        close = sa.OneTripConnection.close
+
+        async def trip(cursor: Any, operation: str, *args: Any) -> None:
+            seen._note(cursor._adapt_connection, operation)
+            await run(cursor, operation, *args)
+
+        def opening(dbapi: Any, *arg: Any, **kw: Any) -> Any:
+            seen.opened, seen.open = seen.opened + 1, seen.open + 1
+            return connect(dbapi, *arg, **({"cached_statements": cached} if cached else {}), **kw)
+
+        def closing(conn: Any) -> None:
+            seen.open -= 1
+            for size in seen.SIZES:  # a new connection may get the same id: a cold cache
+                seen.lrus.pop((id(conn), size), None)
+            close(conn)
+
+        sa.OneTripCursor._trip = trip  # type: ignore[method-assign]
+        sa.OneTripDBAPI.connect = opening  # type: ignore[method-assign]
+        sa.OneTripConnection.close = closing  # type: ignore[method-assign]
+
+    def account(self) -> dict[str, int]:
+        return {
+            "sqlite_statements": len(self.texts),
+            "sqlite_statements_kib": sum(len(t) for t in self.texts) // 1024,
+            "sqlite_connections_opened": self.opened,
+            "sqlite_connections_open": self.open,
+            "sqlite_runs": self.runs,
+            "sqlite_prepares_by_cache_size": dict(self.misses),
+        }
+
+
 def main() -> None:
     out = Path(sys.argv[1])
+    statements = _Statements()
     libc = _libc()
 
     def trim(*_: object) -> None:
@@ -136,6 +204,7 @@ def main() -> None:
         released = libc.malloc_trim(0)
         ms = (time.perf_counter() - started) * 1000
         record: dict[str, Any] = {"before": before, "after": _account(libc)}
+        record |= statements.account()
         record |= {"trim_ms": round(ms, 2), "released": released}
         with out.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -144,6 +213,8 @@ def main() -> None:
     cache_kib = os.environ.get("BENCH_SQLITE_CACHE_KIB")
     if cache_kib:
         _cap_sqlite_cache(int(cache_kib))
+    cached = os.environ.get("BENCH_SQLITE_CACHED_STATEMENTS")
+    statements.watch(int(cached) if cached else None)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sys.argv = ["nixfleet", *sys.argv[2:]]
     from nixfleet.cli.main import main as nixfleet

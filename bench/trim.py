@@ -67,6 +67,7 @@ def _row(stage: str, r: dict[str, Any]) -> dict[str, Any]:
             (b["pymalloc_free_in_pools"] + b["pymalloc_unused_pools"]) / MIB, 1
         ),
         "trim_ms": r["trim_ms"],
+        **{k: v for k, v in r.items() if k.startswith("sqlite_")},
     }
 
 

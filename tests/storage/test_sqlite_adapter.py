@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiosqlite.core
 import pytest
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from nixfleet.storage import sqlite_adapter
@@ -207,6 +207,22 @@ async def test_a_read_of_many_rows_returns_every_row_in_order(db, monkeypatch):
         rows = await conn.execute(select(sessions.c.created_at).order_by(sessions.c.created_at))
         assert [r[0] for r in rows] == list(range(count))
     assert len(trips) == 1  # the rows past the first INLINE_ROWS came from the thread
+
+
+@needs_fit
+async def test_a_connection_keeps_few_statements_prepared_and_each_still_answers(db):
+    many = sqlite_adapter.CACHED_STATEMENTS * 2
+    async with db.engine.connect() as conn:
+        try:  # SQLite's list of a connection's prepared statements (most builds have it)
+            await conn.exec_driver_sql("SELECT count(*) FROM sqlite_stmt")
+        except OperationalError:
+            pytest.skip("this SQLite has no sqlite_stmt table")
+        answers = [(await conn.execute(text(f"SELECT {n}"))).scalar_one() for n in range(many)]
+        held = (await conn.exec_driver_sql("SELECT count(*) FROM sqlite_stmt")).scalar_one()
+        again = (await conn.execute(text("SELECT 0"))).scalar_one()  # prepared anew
+    assert answers == list(range(many)) and again == 0
+    # The cache's statements, and the one counting them.
+    assert held <= sqlite_adapter.CACHED_STATEMENTS + 1
 
 
 def test_other_sqlalchemy_releases_get_sqlalchemy_s_own_adapter():

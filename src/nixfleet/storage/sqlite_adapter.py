@@ -59,6 +59,13 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 _Done = tuple[Any, list[Any], int, int | None]  # description, rows, rowcount, lastrowid
 # Rows a read fetches in the loop's thread before it hands the rest to the database thread.
 INLINE_ROWS = 200
+# Statements each connection keeps prepared (Python's sqlite3 caches 128 by default). The
+# dashboard runs about 90 distinct ones, and each pooled connection came to keep most of
+# them: SQLite's heap grew 3.5 -> 6.8 MiB over three minutes at 1,000 idle agents, about
+# 10 KiB a prepared statement. Replaying the statements of such a run through a cache per
+# connection, 32 prepares as few as 128 did (24 nearly as few, 16 twice as many at idle):
+# what one connection runs again and again fits (docs/benchmarks.md, seventh pass).
+CACHED_STATEMENTS = 32
 WRITTEN_FOR = "2.1."  # the SQLAlchemy releases whose adapter classes these subclass
 
 
@@ -255,6 +262,7 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
         # The connection never waits in the loop's thread; the timeout asked for (sqlite3's
         # `timeout`, later `PRAGMA busy_timeout`) is what a trip to the thread waits.
         wait_s = float(kw.pop("timeout", 5.0))
+        kw.setdefault("cached_statements", CACHED_STATEMENTS)
         adapted = super().connect(*arg, timeout=0, **kw)
         conn = OneTripConnection(self, adapted._connection)
         conn.wait_ms, conn.writing = int(wait_s * 1000), False
