@@ -1,7 +1,8 @@
 """A running dashboard, and the `nixfleet` command, never load SQLAlchemy's ORM: on either
 engine, through start-up, agents connecting, a command run end to end, a page and a CLI
 write, not one module of `sqlalchemy.orm` or `sqlalchemy.ext.asyncio` is imported (they cost
-every dashboard about 7 MiB and 66 ms of start-up; storage/asyncengine.py replaces them).
+every dashboard 6 MiB of its floor and 70–90 ms of start-up; storage/asyncengine.py replaces
+them).
 
 Python's own import log (`PYTHONPROFILEIMPORTTIME`) names each module the moment the process
 first imports it, whenever that is, so lazy imports on first use are seen too.

@@ -1,8 +1,9 @@
 """NixFleet's async engine: SQLAlchemy's sync Engine, driven from the event loop.
 
 Why not `sqlalchemy.ext.asyncio`: its package `__init__` imports its ORM session, which
-imports all of `sqlalchemy.orm` (49 modules, about 7 MiB resident for the life of `serve`,
-and 66 ms of every start) for a dashboard that writes Core statements only. What NixFleet
+imports all of `sqlalchemy.orm` (50 modules, 6 MiB of the dashboard's resident floor and
+70–90 ms of CPU at every start: docs/benchmarks.md, branch `core-28`) for a dashboard that
+writes Core statements only. What NixFleet
 uses of it is small, so it is here, in about the same shape: `engine.begin()`,
 `engine.connect()`, `conn.execute()`, `exec_driver_sql()`, `execution_options()`,
 `commit()`, `rollback()`, `run_sync()`, `engine.dispose()`.
