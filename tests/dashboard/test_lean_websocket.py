@@ -49,6 +49,31 @@ def test_a_uvicorn_without_those_parts_keeps_its_own(monkeypatch):
     assert not hasattr(protocol, "queue") and isinstance(protocol.inbound, asyncio.Queue)
 
 
+def test_a_connection_has_every_attribute_uvicorn_sets_with_its_value_per_server():
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    async def check(config: Config, state: ServerState, app_state: dict[str, Any]) -> None:
+        stock = WebSocketsSansIOProtocol(config, state, app_state)
+        one, two = (LeanWebSocketProtocol(config, state, app_state) for _ in range(2))
+        for name, value in vars(stock).items():
+            if name in ("queue", "writable"):  # the light ones (the test above)
+                continue
+            if isinstance(value, int | float | str | bytes | tuple | type(None)):
+                assert getattr(one, name) == value, name
+            elif name in ("conn", "frames"):  # each connection's own
+                assert type(getattr(one, name)) is type(value), name
+                assert getattr(one, name) is not getattr(two, name), name
+            else:  # the server's one configuration, loop, logger, shared sets
+                assert getattr(one, name) is value is getattr(two, name), name
+        assert one.conn.max_message_size == stock.conn.max_message_size == config.ws_max_size
+
+    async def both() -> None:
+        for config in (_config(), _config()):  # two servers, each its own table
+            await check(config, ServerState(), {"lifespan": "state"})
+
+    asyncio.run(both())
+
+
 async def test_an_upgraded_connection_lets_go_of_its_http_protocol_at_once():
     # What the agents' link is: an HTTP request upgraded to a WebSocket that echoes.
     made: list[weakref.ref[GuardedHttpProtocol]] = []
