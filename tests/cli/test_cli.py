@@ -132,6 +132,46 @@ def test_the_agent_command_runs_without_loading_typer_or_click(tmp_path):
     assert res.stdout.split() == ["exit", "2", "False", "False"]
 
 
+_SERVE_WITHOUT_TYPER = """
+import os, runpy, sys
+os.environ["NIXFLEET_DATA_DIR"] = sys.argv[1]
+sys.argv = ["nixfleet", "serve", "--port", "0"]
+try:
+    runpy.run_module("nixfleet", run_name="__main__")
+except SystemExit as exc:
+    print("exit", exc.code, "typer" in sys.modules)
+"""
+
+
+def test_the_serve_command_reads_its_settings_without_loading_typer(tmp_path):
+    # The dashboard runs for months: typer would hold ~1.5 MiB all along.
+    res = subprocess.run(
+        [sys.executable, "-c", _SERVE_WITHOUT_TYPER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "NIXFLEET_ADMIN_PASSWORD_HASH" in res.stderr  # it parsed and read the settings
+    assert res.stdout.split() == ["exit", "2", "False"]
+
+
+def test_serve_refuses_a_port_that_is_not_a_number_with_its_usage(tmp_path):
+    res = run_cli(["serve", "--port", "eighty"], {"NIXFLEET_DATA_DIR": str(tmp_path)})
+    assert res.returncode == 2
+    assert "--port: invalid int value: 'eighty'" in res.stderr
+    assert "usage: nixfleet serve" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_nixfleet_help_still_lists_serve_with_its_own_flags():
+    listed = run_cli(["--help"])
+    assert listed.returncode == 0
+    assert "Run the dashboard." in listed.stdout
+    own = run_cli(["serve", "--help"])
+    assert own.returncode == 0
+    assert "--tls-cert PATH" in own.stdout and "--client-ca PATH" in own.stdout
+
+
 def test_the_nixfleet_agent_command_takes_the_same_flags(tmp_path):
     script = Path(sys.executable).parent / "nixfleet-agent"
     (tmp_path / "token").write_text("nfa_x")

@@ -11,6 +11,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import wait_for
+from rawagent import hello
 
 # Yearly windows: at a minute boundary the sliding-window counter lets one more through.
 LIMITED = {"NIXFLEET_RATE_LIMIT_API": "5/year"}
@@ -209,3 +210,21 @@ def test_open_event_streams_per_address_are_capped_across_sessions(make_fleet):
         refused = second.get("/api/events")
         _assert_rate_limited(refused)
         assert refused.json()["detail"] == "This address already has 1 open event streams."
+
+
+def test_behind_a_trusted_proxy_an_agents_link_is_logged_with_the_agents_address(make_fleet):
+    rf = make_fleet(hosts=1, agents=False, env={"NIXFLEET_TRUSTED_PROXIES": "127.0.0.1"})
+    url = rf.base.replace("http://", "ws://") + "/api/agent/ws"
+    token = rf.host("atlas").token_file.read_text().strip()
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "X-NixFleet-Host": "atlas",
+        "X-Forwarded-For": "198.51.100.7",
+    }
+    with connect(url, additional_headers=headers, open_timeout=10) as ws:
+        ws.send(json.dumps(hello("atlas")))
+        assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
+    # The line is written when the link ends, long after its handshake's headers were read.
+    line = wait_for(lambda: [ln for ln in _access_lines(rf) if "method=WS" in ln])[0]
+    assert "address=198.51.100.7 " in line and "host=atlas" in line and "status=101" in line
+    assert token not in (rf.fleet.root / "dashboard.log").read_text()

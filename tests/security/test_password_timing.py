@@ -29,7 +29,7 @@ class CountingHasher:
 
 def test_unknown_user_still_costs_one_full_verification(monkeypatch: pytest.MonkeyPatch) -> None:
     hasher = CountingHasher()
-    monkeypatch.setattr(passwords, "_HASHER", hasher)
+    monkeypatch.setattr(passwords, "_hasher", lambda: hasher)
     passwords._dummy_hash.cache_clear()
     known = hasher.hash("right")
     hasher.verified.clear()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
-
-import typer
 
 from nixfleet.core.errors import ConfigError, NixFleetError
 
@@ -20,8 +19,9 @@ T = TypeVar("T")
 
 def fail(message: str) -> NoReturn:
     """Print message on stderr and exit 2, the code for a bad invocation or configuration."""
-    typer.echo(message, err=True)
-    raise typer.Exit(2)
+    # Without typer: `nixfleet serve` runs without loading it (cli/serve.py).
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def dashboard_settings(**overrides: Any) -> Settings:

@@ -6,19 +6,28 @@ import typer
 
 from nixfleet.cli import admin, alerts, audit, ctl, db, hosts, tokens, users
 from nixfleet.cli import agent as agent_cli
+from nixfleet.cli import serve as serve_cli
 from nixfleet.cli.demo import demo
-from nixfleet.cli.serve import serve
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help="NixFleet: one live dashboard and one-click deploys for Nix machines.",
 )
-app.command()(serve)
 
 
-# Listed here for `nixfleet --help`; its flags are the agent's own argparse parser's
-# (`nixfleet agent` normally reaches it without typer: cli/launch.py).
+# `serve` and `agent` are listed here for `nixfleet --help`; their flags are their own
+# argparse parsers' (`nixfleet serve` and `nixfleet agent` normally reach them without
+# typer: cli/launch.py).
+@app.command(
+    help=serve_cli.HELP,
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def serve(ctx: typer.Context) -> None:
+    serve_cli.run(list(ctx.args))
+
+
 @app.command(
     help=agent_cli.HELP,
     add_help_option=False,

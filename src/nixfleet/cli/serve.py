@@ -1,33 +1,62 @@
-"""`nixfleet serve`: run the dashboard on one pre-bound socket."""
+"""`nixfleet serve`: run the dashboard on one pre-bound socket.
+
+Parsed with argparse, not typer, as `nixfleet agent` is: typer is about 1.5 MiB of the
+dashboard's resident memory and 40 modules for seven flags (docs/benchmarks.md; click stays,
+uvicorn imports it for its own command line). `nixfleet serve …` reaches this parser
+without importing typer (cli/launch.py).
+"""
 
 from __future__ import annotations
 
+import argparse
 import gc
 import socket
+import sys
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from nixfleet.cli.common import dashboard_settings, fail
 from nixfleet.core.errors import ConfigError
 
+HELP = "Run the dashboard."
 # `serve`: allocations before a young collection, then young/old collections before older.
 GC_THRESHOLDS = (50_000, 50, 1000)
 
 
+def parser(prog: str = "nixfleet serve") -> argparse.ArgumentParser:
+    """Return serve's argument parser; an absent flag is None (the NIXFLEET_* setting holds)."""
+    ap = argparse.ArgumentParser(prog=prog, description=HELP)
+    ap.add_argument("--host", metavar="TEXT", help="Address to bind (NIXFLEET_HOST).")
+    ap.add_argument("--port", type=int, metavar="INTEGER", help="Port; 0 picks a free one.")
+    ap.add_argument("--port-file", type=Path, metavar="PATH", help="Write the bound port here.")
+    ap.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PATH",
+        help="Serve HTTPS with this certificate (PEM chain).",
+    )
+    ap.add_argument("--tls-key", type=Path, metavar="PATH", help="The certificate's private key.")
+    ap.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="PATH",
+        help="Ask agents for client certificates issued by this CA (mTLS).",
+    )
+    ap.add_argument("--log-level", default="info", metavar="TEXT", help="(default: info)")
+    return ap
+
+
+def run(argv: list[str]) -> None:
+    """Parse argv (the words after `serve`), then run the dashboard until it is stopped."""
+    serve(**vars(parser().parse_args(argv)))
+
+
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (NIXFLEET_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port; 0 picks a free one.")] = None,
-    port_file: Annotated[Path | None, typer.Option(help="Write the bound port here.")] = None,
-    tls_cert: Annotated[
-        Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM chain).")
-    ] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
-    client_ca: Annotated[
-        Path | None,
-        typer.Option(help="Ask agents for client certificates issued by this CA (mTLS)."),
-    ] = None,
+    host: str | None = None,
+    port: int | None = None,
+    port_file: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    client_ca: Path | None = None,
     log_level: str = "info",
 ) -> None:
     """Run the dashboard."""
@@ -69,5 +98,5 @@ def serve(
     if port_file:
         port_file.write_text(str(bound))
     scheme = "https" if settings.tls_cert else "http"
-    typer.echo(f"nixfleet: dashboard on {scheme}://{settings.host}:{bound}/", err=True)
+    print(f"nixfleet: dashboard on {scheme}://{settings.host}:{bound}/", file=sys.stderr)
     server.run(asgi, settings, log_level, sock)

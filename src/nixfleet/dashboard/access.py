@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute
 
 from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.roles import Role
@@ -109,13 +110,10 @@ class LoginRequired(Exception):
     """A page was asked for without a session: the answer is the login page."""
 
 
-def route_keys(routers: Iterable[APIRouter]) -> list[str]:
-    """Return "METHOD path" of every route of routers ("WS path" for a WebSocket).
-
-    Asked of the routers, not the app: FastAPI's app holds lazily included routers.
-    """
+def route_keys(routes: Iterable[BaseRoute]) -> list[str]:
+    """Return "METHOD path" of every route among routes ("WS path" for a WebSocket)."""
     keys = []
-    for route in (r for router in routers for r in router.routes):
+    for route in routes:
         if isinstance(route, APIRoute):
             keys += [f"{method} {route.path}" for method in sorted(route.methods or ())]
         elif isinstance(route, APIWebSocketRoute):
@@ -123,12 +121,12 @@ def route_keys(routers: Iterable[APIRouter]) -> list[str]:
     return keys
 
 
-def check_routes(routers: Iterable[APIRouter]) -> None:
-    """Raise RuntimeError naming every route of routers that has no line in NEEDS.
+def check_routes(routes: Iterable[BaseRoute]) -> None:
+    """Raise RuntimeError naming every route among routes that has no line in NEEDS.
 
     A route added some other way has no line either, and `authorize` refuses it.
     """
-    missing = [key for key in route_keys(routers) if key not in NEEDS]
+    missing = [key for key in route_keys(routes) if key not in NEEDS]
     if missing:
         raise RuntimeError(f"access: routes without a declared role: {', '.join(missing)}")
 

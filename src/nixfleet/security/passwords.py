@@ -1,13 +1,23 @@
-"""Password hashing with argon2id."""
+"""Password hashing with argon2id.
+
+argon2 (and cffi under it) is loaded on the first hash or login, not at import: a dashboard
+that nobody has logged in to since it started does not hold it (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
-_HASHER = PasswordHasher()
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 @functools.cache
@@ -18,18 +28,20 @@ def _dummy_hash() -> str:
     first use, not at import: one hash costs argon2's full memory (64 MiB) and ~0.1 s, which
     every process importing this module paid, login or not.
     """
-    return _HASHER.hash("nixfleet-timing-equaliser")
+    return _hasher().hash("nixfleet-timing-equaliser")
 
 
 def hash_password(password: str) -> str:
     """Return an argon2id hash of password."""
-    return _HASHER.hash(password)
+    return _hasher().hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Return True when password matches; always spend one argon2 verification."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        return _HASHER.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
+        return _hasher().verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 

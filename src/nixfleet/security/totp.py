@@ -1,8 +1,10 @@
-"""Time-based one-time passwords (RFC 6238) with pyotp, each code usable once."""
+"""Time-based one-time passwords (RFC 6238) with pyotp, each code usable once.
+
+pyotp is loaded when a code is first made or checked, not at import: most dashboards'
+processes never see one (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
-
-import pyotp
 
 ISSUER = "NixFleet"
 PERIOD_S = 30
@@ -12,11 +14,15 @@ WINDOW = 1
 
 def new_secret() -> str:
     """Return a fresh base32 TOTP secret (160 bits)."""
+    import pyotp
+
     return pyotp.random_base32(32)
 
 
 def provisioning_uri(secret: str, account: str) -> str:
     """Return the otpauth:// URI an authenticator app reads from the QR code."""
+    import pyotp
+
     return pyotp.TOTP(secret).provisioning_uri(name=account, issuer_name=ISSUER)
 
 
@@ -31,6 +37,8 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
     code = code.strip().replace(" ", "")
     if len(code) != 6 or not code.isdigit():
         return None
+    import pyotp
+
     totp = pyotp.TOTP(secret, interval=PERIOD_S)
     current = int(now // PERIOD_S)
     for step in range(current - WINDOW, current + WINDOW + 1):

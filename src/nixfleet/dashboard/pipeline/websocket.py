@@ -108,11 +108,61 @@ class Gate:
         return True
 
 
+# What uvicorn's __init__ sets alike on every connection of one server: its configuration,
+# loop, logger and shared state. CPython shares one table of attribute names among a
+# class's instances only up to 29 attributes; uvicorn sets 34, and with the handshake's
+# and ours each connection had a dict of its own: 1.6 KiB, against 0.3 for 26 attributes
+# shared. These are kept once per server instead (docs/benchmarks.md, seventh pass).
+SERVER_WIDE = (
+    "config", "app", "loop", "logger", "root_path", "asgi_version", "app_state",
+    "connections", "tasks", "default_headers", "close_timeout", "ping_interval",
+    "ping_timeout",
+)  # fmt: skip
+
+
+class _Uvicorns(WebSocketsSansIOProtocol):
+    """Uvicorn's protocol as it is: what its __init__ sets is read off one of these."""
+
+
+class _ServerWide:
+    """An attribute read from the server's one table, unless the connection has its own."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        return obj._server_wide[self.name]
+
+
+_ABSENT = object()
+_tables: dict[int, dict[str, Any]] = {}  # by id(config): one per server (the table holds it)
+
+
+def _server_table(own: dict[str, Any]) -> dict[str, Any]:
+    """Return the table of the server-wide attributes own has, made by its first connection."""
+    table = _tables.get(id(own.get("config")))
+    if table is None or table.get("config") is not own.get("config"):
+        table = _tables[id(own.get("config"))] = {n: own[n] for n in SERVER_WIDE if n in own}
+    return table
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-    """Uvicorn's protocol with `Inbox` and `Gate`, forgetting its handshake once answered."""
+    """Uvicorn's protocol with `Inbox` and `Gate`, the server-wide attributes kept once,
+    forgetting its handshake once answered."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # Uvicorn's own __init__, run on an object of its own, and only what differs from
+        # the server's table copied here: whatever a uvicorn release sets, this connection
+        # has it, with the same value (a value not the table's stays the connection's own).
+        own = vars(_Uvicorns(*args, **kwargs))
+        self._server_wide = table = _server_table(own)
+        for name, value in own.items():
+            if table.get(name, _ABSENT) is not value:
+                setattr(self, name, value)
         # Replaced, not subclassed: uvicorn calls only the methods these two have. Only
         # where uvicorn still keeps them under these names and types (it is not pinned):
         # otherwise its own stay, and the connection is as heavy as uvicorn makes it.
@@ -125,9 +175,10 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         # The scope holds the headers the app reads; this copy has no reader after the
         # 101 was prepared from it. Emptied, not only let go: websockets' parser keeps
-        # the request it parsed in its frame for the life of the connection.
+        # the request it parsed in its frame for the life of the connection. (Set to
+        # None, not deleted: reading `__dict__` would give the connection a dict object.)
         event.headers.clear()
-        self.__dict__.pop("request", None)
+        self.request = None  # type: ignore[assignment]
 
     def keepalive_timeout(self) -> None:
         wait = self.ping_timeout
@@ -140,6 +191,11 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if self.handshake_complete:
+        if self.handshake_complete and getattr(self, "response", None) is not None:
             # The 101 it prepared is sent (or a denial was sent instead): not needed again.
-            self.__dict__.pop("response", None)
+            self.response = None  # type: ignore[assignment]
+
+
+for _name in SERVER_WIDE:
+    # Set after the class: uvicorn declares them as instance attributes of its own types.
+    setattr(LeanWebSocketProtocol, _name, _ServerWide(_name))

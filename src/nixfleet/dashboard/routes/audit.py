@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,9 +16,10 @@ from nixfleet.core.errors import ValidationError
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession, Session, optional_session
 from nixfleet.dashboard.replies import AuditEntries
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.storage import audit as store
 
-router = APIRouter()
+router = RouteTable()
 ACTIONS = (
     "login", "logout", "command", "bulk_command", "command_cancel", "host_add", "host_remove",
     "host_enroll", "enroll_code", "token_rotate", "token_revoke", "cert_bind", "user_add",

@@ -10,7 +10,7 @@ import secrets
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from nixfleet.core.errors import Forbidden, Unavailable, ValidationError
@@ -25,12 +25,13 @@ from nixfleet.dashboard.deps import (
     from_this_origin,
     session_cookie,
 )
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.security import passwords, tokens, totp
 from nixfleet.storage import sessions as session_store
 from nixfleet.storage import totp as totp_store
 from nixfleet.storage import users as user_store
 
-router = APIRouter()
+router = RouteTable()
 WRONG = "Wrong user name or password."
 WRONG_WITH_CODE = "Wrong user name, password or code."
 DEVICE_COOKIE = "nixfleet_device"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
@@ -22,8 +22,9 @@ from nixfleet.dashboard.replies import (
     OutputPage,
     Queued,
 )
+from nixfleet.dashboard.routetable import RouteTable
 
-router = APIRouter(prefix="/api")
+router = RouteTable(prefix="/api")
 
 
 def _encodable(value: str) -> str:

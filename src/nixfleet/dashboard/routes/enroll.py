@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from nixfleet.core.errors import AuthError
@@ -18,8 +18,9 @@ from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, client_address
 from nixfleet.dashboard.replies import Enrolled
+from nixfleet.dashboard.routetable import RouteTable
 
-router = APIRouter()
+router = RouteTable()
 log = logging.getLogger("nixfleet.enroll")
 
 

@@ -6,18 +6,19 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from nixfleet.core.errors import for_people
 from nixfleet.core.secevents import EventKind, SecurityEvent
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession, client_address, still_live
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.storage.db import failure_reason, is_transient
 
 log = logging.getLogger("nixfleet.events")
 
-router = APIRouter()
+router = RouteTable()
 # A browser that gave up because it had too many streams tries again after this long.
 RETRY_STREAM_S = 30
 

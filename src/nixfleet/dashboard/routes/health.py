@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx
 from nixfleet.dashboard.replies import Health
+from nixfleet.dashboard.routetable import RouteTable
 
-router = APIRouter()
+router = RouteTable()
 # Below this much free space SQLite's next WAL growth or checkpoint can fail.
 MIN_FREE_BYTES = 1 << 20
 # A write refused for want of space counts this long (PostgreSQL's disk is not ours to see).

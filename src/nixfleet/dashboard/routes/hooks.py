@@ -3,7 +3,7 @@ forge proves itself with its signature or token, checked over the raw body)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from nixfleet.core.errors import NotFound
@@ -13,9 +13,10 @@ from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, client_address
 from nixfleet.dashboard.replies import HookResult
 from nixfleet.dashboard.responses import FiniteJSONResponse
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.security.webhooks import forge_named
 
-router = APIRouter(prefix="/api/hooks")
+router = RouteTable(prefix="/api/hooks")
 _REFUSED = {HookVerdict.DISABLED, HookVerdict.BAD_SIGNATURE, HookVerdict.NO_DELIVERY,
             HookVerdict.BAD_PAYLOAD, HookVerdict.REPLAY}  # fmt: skip
 

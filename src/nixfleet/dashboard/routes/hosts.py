@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,8 +28,9 @@ from nixfleet.dashboard.replies import (
     Removed,
     Revoked,
 )
+from nixfleet.dashboard.routetable import RouteTable
 
-router = APIRouter(prefix="/api/hosts")
+router = RouteTable(prefix="/api/hosts")
 
 
 # Only size caps here: core.labels decides, so API, CLI and UI give the same sentences.

@@ -6,15 +6,16 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from fastapi.responses import StreamingResponse
 
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.storage import commands as command_store
 from nixfleet.storage import output as output_store
 
-router = APIRouter(prefix="/api/commands")
+router = RouteTable(prefix="/api/commands")
 PAGE = 5000
 _ANSI = re.compile(r"\x1b\[[0-9;:?<=>]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

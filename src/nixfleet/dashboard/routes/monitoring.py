@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, client_address
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.security.scrape import refusal
 
-router = APIRouter()
+router = RouteTable()
 
 
 @router.get("/metrics", responses={**contract.body("text/plain"), **contract.errors(401, 403)})
@@ -36,4 +36,4 @@ async def metrics(request: Request, ctx: Ctx) -> Response:
             SecurityEvent(EventKind.AUTH_FAILURE, address=address, detail=AuthFactor.METRICS_TOKEN)
         )
         raise AuthError("metrics: send Authorization: Bearer <NIXFLEET_METRICS_TOKEN>")
-    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(ctx.metrics.render(), media_type=ctx.metrics.media_type)

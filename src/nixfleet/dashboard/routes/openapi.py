@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from nixfleet.dashboard.deps import CurrentSession
+from nixfleet.dashboard.routetable import RouteTable
 
-router = APIRouter()
+router = RouteTable()
 
 
 @router.get("/api/openapi.json")

@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from nixfleet.core.errors import NixFleetError
 from nixfleet.core.hostid import canonical_host_id
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, Session, optional_session
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.storage import hosts as host_store
 
-router = APIRouter()
+router = RouteTable()
 
 
 @router.get("/", responses=contract.page(200))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,8 +16,9 @@ from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import CsrfSession, Ctx, Session, client_address, optional_session
 from nixfleet.dashboard.replies import Rollout, RolloutList, RolloutPlan
 from nixfleet.dashboard.responses import FiniteJSONResponse
+from nixfleet.dashboard.routetable import RouteTable
 
-router = APIRouter()
+router = RouteTable()
 
 
 class RolloutRequest(BaseModel):

@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from nixfleet.dashboard import contract
 from nixfleet.dashboard.deps import Ctx, CurrentSession, Session, optional_session
 from nixfleet.dashboard.monitoring import panel as security_panel
 from nixfleet.dashboard.replies import SecuritySummary
+from nixfleet.dashboard.routetable import RouteTable
 
-router = APIRouter()
+router = RouteTable()
 
 
 def _fmt(ts: float | None) -> str:

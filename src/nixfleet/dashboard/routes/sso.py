@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from nixfleet.core.errors import NotFound, for_people
@@ -20,11 +20,12 @@ from nixfleet.dashboard import contract
 from nixfleet.dashboard.context import Context
 from nixfleet.dashboard.deps import Ctx, client_address
 from nixfleet.dashboard.routes.auth import render_login, start_session
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.dashboard.signon import SignOn
 from nixfleet.security.oidc import SignOnError
 from nixfleet.storage import oidc_logins
 
-router = APIRouter()
+router = RouteTable()
 STATE_COOKIE = "nixfleet_oidc"
 _STATE_PREFIX = "oidc-state:"
 # Refusals that are the browser's or the provider's doing (401), or the user's lot (403).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,8 +13,9 @@ from nixfleet.core.roles import Role
 from nixfleet.dashboard import apitokens, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, CurrentSession, client_address
 from nixfleet.dashboard.replies import OneToken, TokenCreated, TokenList
+from nixfleet.dashboard.routetable import RouteTable
 
-router = APIRouter()
+router = RouteTable()
 # The kinds a token's scope may name, as the form offers them: every command kind, the
 # everyday ones first, each in the words of the buttons that queue it.
 KIND_CHOICES = (

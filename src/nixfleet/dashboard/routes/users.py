@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,10 +12,11 @@ from nixfleet.core.roles import Role
 from nixfleet.dashboard import accounts, contract
 from nixfleet.dashboard.deps import CsrfSession, Ctx, CurrentSession, client_address
 from nixfleet.dashboard.replies import OneUser, UserAdded, UserList
+from nixfleet.dashboard.routetable import RouteTable
 from nixfleet.security import totp
 from nixfleet.storage import users as user_store
 
-router = APIRouter()
+router = RouteTable()
 _ROLE = Field(pattern="^(viewer|operator|admin)$")
 
 
