@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -130,3 +132,43 @@ def test_metrics_are_off_until_configured(make_fleet):
     res = httpx.get(f"{fleet.base}/metrics")
     assert res.status_code == 403
     assert "NIXFLEET_METRICS_TOKEN" in res.json()["detail"]
+
+
+_LOADED = """
+import os, secrets, sys
+from argon2 import PasswordHasher
+os.environ.update(
+    NIXFLEET_DATA_DIR=sys.argv[1],
+    NIXFLEET_ADMIN_PASSWORD_HASH=PasswordHasher().hash("a long enough password"),
+    NIXFLEET_AGENT_TOKEN_HASH_SECRET=secrets.token_urlsafe(32),
+    NIXFLEET_SESSION_SECRETS=secrets.token_urlsafe(32),
+)
+if len(sys.argv) > 2:
+    os.environ["NIXFLEET_METRICS_TOKEN"] = sys.argv[2]
+import asyncio
+from nixfleet.config import load_settings
+from nixfleet.dashboard.app import create_app
+from nixfleet.storage.migrate import upgrade
+settings = load_settings()
+upgrade(settings.db_url)
+app = create_app(settings)
+
+async def started() -> None:
+    async with app.router.lifespan_context(app):  # the dashboard's parts are built here
+        print("prometheus_client" in sys.modules)
+
+asyncio.run(started())
+"""
+
+
+@pytest.mark.parametrize(("token", "loaded"), [((), "False"), ((TOKEN,), "True")])
+def test_an_unscrapable_dashboard_does_not_load_the_metrics_library(tmp_path, token, loaded):
+    # Nobody may read the counts: they are not kept, and prometheus_client (1.3 MiB) stays out.
+    res = subprocess.run(
+        [sys.executable, "-c", _LOADED, str(tmp_path), *token],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [loaded]

@@ -264,6 +264,11 @@ class Settings(BaseSettings):
         return [ipaddress.ip_network(p, strict=False) for p in _split(self.metrics_allow)]
 
     @property
+    def metrics_enabled(self) -> bool:
+        """Whether anyone may scrape /metrics (security/scrape.py: a token or an address)."""
+        return bool(self.metrics_token.get_secret_value() or self.metrics_networks)
+
+    @property
     def alert_url_list(self) -> list[str]:
         return _split(self.alert_urls.get_secret_value())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ from nixfleet.dashboard.monitoring.alerts import Alerts, load_deploy_rules, load
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
 from nixfleet.dashboard.monitoring.deploy_alerts import DeployAlerts
 from nixfleet.dashboard.monitoring.event_store import EventStore
-from nixfleet.dashboard.monitoring.metrics import Metrics
+from nixfleet.dashboard.monitoring.nometrics import NoMetrics
 from nixfleet.dashboard.monitoring.notifier import Notifier
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
 from nixfleet.dashboard.pipeline import errors
@@ -74,7 +74,9 @@ from nixfleet.storage.replicas import new_replica_id
 from nixfleet.storage.streamseats import Caps
 
 if TYPE_CHECKING:
+    from nixfleet.dashboard.monitoring.metrics import Metrics
     from nixfleet.storage.pgbus import PgBus
+    from nixfleet.storage.replicas import Census
 
 log = logging.getLogger("nixfleet.dashboard")
 ROUTE_MODULES = (
@@ -135,6 +137,21 @@ def _wire_monitoring(ctx: Context) -> None:
     ctx.alerts.notifier.start()
     ctx.alerts.start()
     ctx.deploy_alerts.start()
+
+
+def _metrics(
+    settings: Settings,
+    hub: Hub,
+    broadcaster: Broadcaster,
+    replica: str,
+    census: Callable[[], Census | None],
+) -> Metrics | NoMetrics:
+    """Return the process's metrics; nothing is counted when nobody may scrape them."""
+    if not settings.metrics_enabled:
+        return NoMetrics()
+    from nixfleet.dashboard.monitoring.metrics import Metrics
+
+    return Metrics(hub, broadcaster, replica, census)
 
 
 def _login_throttle(settings: Settings, bus: LocalBus | PgBus, replica: str) -> LoginThrottle:
@@ -206,11 +223,12 @@ def create_app(settings: Settings) -> FastAPI:
             SecurityLog(),
             signer=SessionSigner(_session_secrets(settings)),
             login_throttle=_login_throttle(settings, bus, replica),
-            metrics=Metrics(
+            metrics=_metrics(
+                settings,
                 hub,
                 broadcaster,
                 "" if db.is_sqlite else replica,
-                lambda: presence.census if presence else None,
+                lambda: presence.census if presence else None,  # presence comes below
             ),
             events=EventStore(db, bus, settings.security_event_retention_days),
             audit=AuditLog(

@@ -14,7 +14,7 @@ from nixfleet.dashboard.monitoring.alerts import Alerts
 from nixfleet.dashboard.monitoring.audit_log import AuditLog
 from nixfleet.dashboard.monitoring.deploy_alerts import DeployAlerts
 from nixfleet.dashboard.monitoring.event_store import EventStore
-from nixfleet.dashboard.monitoring.metrics import Metrics
+from nixfleet.dashboard.monitoring.nometrics import NoMetrics
 from nixfleet.dashboard.monitoring.security_log import SecurityLog
 from nixfleet.dashboard.sse import Broadcaster
 from nixfleet.dashboard.templating import Templates
@@ -24,6 +24,7 @@ from nixfleet.storage.bus import EventBus
 from nixfleet.storage.db import Database
 
 if TYPE_CHECKING:
+    from nixfleet.dashboard.monitoring.metrics import Metrics
     from nixfleet.dashboard.signon import SignOn
 
 
@@ -39,7 +40,7 @@ class Context:
     security: SecurityLog
     signer: SessionSigner
     login_throttle: LoginThrottle
-    metrics: Metrics
+    metrics: Metrics | NoMetrics  # NoMetrics when nobody may scrape /metrics
     events: EventStore
     audit: AuditLog
     alerts: Alerts

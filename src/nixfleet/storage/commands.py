@@ -31,7 +31,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.commands import (
     ACTIVE_STATES,
@@ -41,6 +40,7 @@ from nixfleet.core.commands import (
     can_move,
 )
 from nixfleet.core.errors import NotFound
+from nixfleet.storage.asyncengine import AsyncConnection
 from nixfleet.storage.db import Database
 from nixfleet.storage.hosts import ONE as ONE_HOST
 from nixfleet.storage.tables import commands, hosts

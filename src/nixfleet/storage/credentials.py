@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.errors import NotFound
+from nixfleet.storage.asyncengine import AsyncConnection
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import enroll_codes, hosts, retired_tokens
 

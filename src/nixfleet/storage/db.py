@@ -1,7 +1,8 @@
 """The database handle: engine creation, per-engine connection set-up, dialect-neutral upserts.
 
 Two engines are supported: SQLite (aiosqlite, the default, one dashboard process) and
-PostgreSQL (psycopg 3, async; several replicas on one database).
+PostgreSQL (psycopg 3, async; several replicas on one database), each driven from the event
+loop through `asyncengine` (SQLAlchemy's sync engine, without its ORM).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from nixfleet.storage import sqlite_adapter
+from nixfleet.storage.asyncengine import AsyncConnection, AsyncEngine, create_engine
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -114,7 +115,7 @@ class Database:
             # Statements run in the loop's thread, and only what must wait or may run long
             # goes to aiosqlite's (sqlite_adapter.py); hence check_same_thread off.
             module = sqlite_adapter.dbapi()
-            self.engine: AsyncEngine = create_async_engine(
+            self.engine: AsyncEngine = create_engine(
                 self.url,
                 connect_args={"check_same_thread": False},
                 **({"module": module} if module else {}),
@@ -125,7 +126,7 @@ class Database:
             size = pool or PoolSize()
             # LIFO: the connection used last is drawn first, so under load the same few
             # stay busy (and are not pinged, below) while the rest idle.
-            self.engine = create_async_engine(
+            self.engine = create_engine(
                 self.url,
                 pool_size=size.size,
                 max_overflow=size.overflow,
@@ -224,7 +225,7 @@ class Database:
         """
         if self.is_sqlite:
             return self.engine
-        engine = create_async_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+        engine = create_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
         event.listen(engine.sync_engine, "connect", _postgres_session)
         return engine
 

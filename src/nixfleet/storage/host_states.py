@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.commands import ACTIVATING, ACTIVE_STATES
+from nixfleet.storage.asyncengine import AsyncConnection
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import commands, host_states, hosts
 

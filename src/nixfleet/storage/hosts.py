@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import Update, bindparam, delete, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.commands import ACTIVE_STATES
 from nixfleet.core.errors import Conflict, NotFound
+from nixfleet.storage.asyncengine import AsyncConnection
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import commands, hosts
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from nixfleet.storage.asyncengine import AsyncConnection
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import commands, output
 

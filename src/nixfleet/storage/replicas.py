@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, delete, false, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nixfleet.core.commands import ACTIVE_STATES, CommandState
+from nixfleet.storage.asyncengine import AsyncConnection
 from nixfleet.storage.db import Database
 from nixfleet.storage.hosts import open_reconnect_windows_of
 from nixfleet.storage.tables import commands, hosts, replicas

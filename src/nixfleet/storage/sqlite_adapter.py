@@ -253,7 +253,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
-    """The DBAPI module to hand create_async_engine(module=…) for SQLite (one per engine:
+    """The DBAPI module to hand asyncengine.create_engine(module=…) for SQLite (one per engine:
     its connections share one `Writers`)."""
 
     def __init__(self, aiosqlite: Any, sqlite: Any) -> None:
@@ -326,7 +326,7 @@ def _writes(operation: str) -> bool:
 
 
 def dbapi() -> OneTripDBAPI | None:
-    """Return the DBAPI module for create_async_engine(module=…), or None where it does not
+    """Return the DBAPI module for asyncengine.create_engine(module=…), or None where it does not
     fit the installed SQLAlchemy (its own adapter is the one to use then)."""
     if not fits():
         return None

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import Table, func, select, tuple_
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from nixfleet.storage.asyncengine import AsyncConnection
 from nixfleet.storage.changes import NOT_COPIED
 from nixfleet.storage.db import Database
 from nixfleet.storage.tables import metadata

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from nixfleet.core.errors import AuthError, Forbidden
 from nixfleet.core.secevents import AuthFactor, EventKind, SecurityEvent
@@ -37,4 +36,4 @@ async def metrics(request: Request, ctx: Ctx) -> Response:
             SecurityEvent(EventKind.AUTH_FAILURE, address=address, detail=AuthFactor.METRICS_TOKEN)
         )
         raise AuthError("metrics: send Authorization: Bearer <NIXFLEET_METRICS_TOKEN>")
-    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(ctx.metrics.render(), media_type=ctx.metrics.media_type)

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from nixfleet.storage.asyncengine import create_engine
 from nixfleet.storage.tables import metadata
 
 # Replicas that start together on one PostgreSQL would otherwise both see an old version
@@ -29,7 +29,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_async_engine(context.config.get_main_option("sqlalchemy.url") or "")
+    engine = create_engine(context.config.get_main_option("sqlalchemy.url") or "")
     async with engine.connect() as conn:
         await conn.run_sync(_run)
         await conn.commit()
