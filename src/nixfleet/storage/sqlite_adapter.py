@@ -60,12 +60,14 @@ _Done = tuple[Any, list[Any], int, int | None]  # description, rows, rowcount, l
 # Rows a read fetches in the loop's thread before it hands the rest to the database thread.
 INLINE_ROWS = 200
 # Statements each connection keeps prepared (Python's sqlite3 caches 128 by default). The
-# dashboard runs about 90 distinct ones, and each pooled connection came to keep most of
-# them: SQLite's heap grew 3.5 -> 6.8 MiB over three minutes at 1,000 idle agents, about
-# 10 KiB a prepared statement. Replaying the statements of such a run through a cache per
-# connection, 32 prepares as few as 128 did (24 nearly as few, 16 twice as many at idle):
-# what one connection runs again and again fits (docs/benchmarks.md, seventh pass).
-CACHED_STATEMENTS = 32
+# dashboard runs about 100 distinct ones, and each of the pool's connections came to keep
+# most of them: SQLite's heap grew 3.5 -> 6.8 MiB over three minutes at 1,000 idle agents
+# and still rose; with 32 it reached 6.1 MiB all the same, with 16 it stayed at 3.2-3.7.
+# Replaying such a run's statements through a cache per connection, 16 prepared as many
+# as 128 while the agents connected and one more about every four seconds after (32 none
+# more). What one connection runs again and again fits (docs/benchmarks.md,
+# seventh pass).
+CACHED_STATEMENTS = 16
 WRITTEN_FOR = "2.1."  # the SQLAlchemy releases whose adapter classes these subclass
 
 
