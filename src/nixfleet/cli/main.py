@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 
 from nixfleet.cli import admin, alerts, audit, ctl, db, hosts, tokens, users
@@ -16,27 +18,25 @@ app = typer.Typer(
 )
 
 
-# `serve` and `agent` are listed here for `nixfleet --help`; their flags are their own
-# argparse parsers' (`nixfleet serve` and `nixfleet agent` normally reach them without
-# typer: cli/launch.py).
-@app.command(
-    help=serve_cli.HELP,
-    add_help_option=False,
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
-def serve(ctx: typer.Context) -> None:
-    serve_cli.run(list(ctx.args))
+def _listed(name: str, help_text: str, run: Callable[[list[str]], None]) -> None:
+    """List a command whose flags are its own argparse parser's, for `nixfleet --help`.
+
+    `nixfleet serve` and `nixfleet agent` normally reach their parsers without typer
+    (cli/launch.py); this is the way there from typer, e.g. `python -c` callers of main().
+    """
+
+    @app.command(
+        name=name,
+        help=help_text,
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def forward(ctx: typer.Context) -> None:
+        run(list(ctx.args))
 
 
-@app.command(
-    help=agent_cli.HELP,
-    add_help_option=False,
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
-def agent(ctx: typer.Context) -> None:
-    agent_cli.run(list(ctx.args))
-
-
+_listed("serve", serve_cli.HELP, serve_cli.run)
+_listed("agent", agent_cli.HELP, agent_cli.run)
 app.command()(demo)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")

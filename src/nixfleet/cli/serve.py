@@ -22,25 +22,23 @@ HELP = "Run the dashboard."
 GC_THRESHOLDS = (50_000, 50, 1000)
 
 
+# (flag, type, help): an absent flag is None, and the NIXFLEET_* setting holds.
+FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--host", str, "Address to bind (NIXFLEET_HOST)."),
+    ("--port", int, "Port; 0 picks a free one."),
+    ("--port-file", Path, "Write the bound port here."),
+    ("--tls-cert", Path, "Serve HTTPS with this certificate (PEM chain)."),
+    ("--tls-key", Path, "The certificate's private key."),
+    ("--client-ca", Path, "Ask agents for client certificates issued by this CA (mTLS)."),
+)
+METAVARS = {str: "TEXT", int: "INTEGER", Path: "PATH"}
+
+
 def parser(prog: str = "nixfleet serve") -> argparse.ArgumentParser:
-    """Return serve's argument parser; an absent flag is None (the NIXFLEET_* setting holds)."""
+    """Return serve's argument parser."""
     ap = argparse.ArgumentParser(prog=prog, description=HELP)
-    ap.add_argument("--host", metavar="TEXT", help="Address to bind (NIXFLEET_HOST).")
-    ap.add_argument("--port", type=int, metavar="INTEGER", help="Port; 0 picks a free one.")
-    ap.add_argument("--port-file", type=Path, metavar="PATH", help="Write the bound port here.")
-    ap.add_argument(
-        "--tls-cert",
-        type=Path,
-        metavar="PATH",
-        help="Serve HTTPS with this certificate (PEM chain).",
-    )
-    ap.add_argument("--tls-key", type=Path, metavar="PATH", help="The certificate's private key.")
-    ap.add_argument(
-        "--client-ca",
-        type=Path,
-        metavar="PATH",
-        help="Ask agents for client certificates issued by this CA (mTLS).",
-    )
+    for flag, kind, text in FLAGS:
+        ap.add_argument(flag, type=kind, metavar=METAVARS[kind], help=text)
     ap.add_argument("--log-level", default="info", metavar="TEXT", help="(default: info)")
     return ap
 
