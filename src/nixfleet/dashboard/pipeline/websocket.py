@@ -139,14 +139,19 @@ class _ServerWide:
 
 
 _ABSENT = object()
-_tables: dict[int, dict[str, Any]] = {}  # by id(config): one per server (the table holds it)
+# The table of the server whose connection was made last: a process serves one, and one
+# slot holds no server (its loaded app) alive after it stopped, as a table per server would.
+_latest: list[dict[str, Any]] = [{}]
 
 
 def _server_table(own: dict[str, Any]) -> dict[str, Any]:
-    """Return the table of the server-wide attributes own has, made by its first connection."""
-    table = _tables.get(id(own.get("config")))
-    if table is None or table.get("config") is not own.get("config"):
-        table = _tables[id(own.get("config"))] = {n: own[n] for n in SERVER_WIDE if n in own}
+    """Return the table of the server-wide attributes own has: the last one made, if own's
+    values are all its values (the same server), else a new one made from own."""
+    table = _latest[0]
+    if table.keys() != {n for n in SERVER_WIDE if n in own} or any(
+        own[n] is not v for n, v in table.items()
+    ):
+        table = _latest[0] = {n: own[n] for n in SERVER_WIDE if n in own}
     return table
 
 
